@@ -1,0 +1,327 @@
+//! The cargo workspace as mzbuild needs it: which crate builds which binary
+//! or example, and each crate's path dependencies, so that a cargo-build
+//! pre-image's inputs are exactly the crates its binaries are built from.
+//!
+//! Read straight from the `Cargo.toml` files (no `cargo metadata`: it needs a
+//! valid lock file and the network, and is slow).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{anyhow, bail, Context, Result};
+use toml::Value;
+
+use crate::tree::Tree;
+
+#[derive(Debug, Clone)]
+pub struct Crate {
+    pub name: String,
+    /// Repository-relative directory (`""` for a root package).
+    pub dir: String,
+    pub bins: Vec<String>,
+    pub examples: Vec<String>,
+    /// Directories of path dependencies and path build-dependencies.
+    pub path_deps: BTreeSet<String>,
+    /// Directories of path dev-dependencies.
+    pub path_dev_deps: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// By directory.
+    pub crates: BTreeMap<String, Crate>,
+    /// `[workspace.metadata.mzbuild]`, if any.
+    pub mzbuild_metadata: Option<Value>,
+    /// Whether `[profile.optimized]` is defined.
+    pub has_optimized_profile: bool,
+}
+
+impl Workspace {
+    pub fn load(tree: &Tree) -> Result<Workspace> {
+        let root_manifest = read_manifest(tree, "Cargo.toml")?;
+        let mut ws = Workspace::default();
+        let workspace = root_manifest.get("workspace");
+        ws.mzbuild_metadata = workspace
+            .and_then(|w| w.get("metadata"))
+            .and_then(|m| m.get("mzbuild"))
+            .cloned();
+        ws.has_optimized_profile = root_manifest.get("profile").and_then(|p| p.get("optimized")).is_some();
+        let ws_deps = workspace.and_then(|w| w.get("dependencies")).and_then(Value::as_table);
+
+        let mut pending: Vec<String> = vec![];
+        if root_manifest.get("package").is_some() {
+            pending.push(String::new());
+        }
+        if let Some(w) = workspace {
+            let excluded: Vec<String> = strings(w.get("exclude"))
+                .into_iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect();
+            for member in strings(w.get("members")) {
+                let member = member.trim_end_matches('/');
+                for dir in expand_member(tree, member)? {
+                    if !excluded.iter().any(|e| dir == *e || dir.starts_with(&format!("{e}/"))) {
+                        pending.push(dir);
+                    }
+                }
+            }
+        }
+        // Path dependencies inside the workspace are members too (as in
+        // cargo), so follow them.
+        while let Some(dir) = pending.pop() {
+            if ws.crates.contains_key(&dir) {
+                continue;
+            }
+            let manifest_path = join(&dir, "Cargo.toml");
+            let manifest = if dir.is_empty() { root_manifest.clone() } else { read_manifest(tree, &manifest_path)? };
+            let krate = parse_crate(tree, &dir, &manifest, ws_deps)
+                .with_context(|| format!("reading {manifest_path}"))?;
+            pending.extend(krate.path_deps.iter().chain(&krate.path_dev_deps).cloned());
+            ws.crates.insert(dir, krate);
+        }
+        Ok(ws)
+    }
+
+    /// The crate that defines binary `bin`.
+    pub fn crate_for_bin(&self, bin: &str) -> Result<&Crate> {
+        self.crate_for(bin, |c| &c.bins, "binary")
+    }
+
+    pub fn crate_for_example(&self, example: &str) -> Result<&Crate> {
+        self.crate_for(example, |c| &c.examples, "example")
+    }
+
+    fn crate_for(&self, name: &str, list: impl Fn(&Crate) -> &Vec<String>, what: &str) -> Result<&Crate> {
+        let found: Vec<&Crate> = self.crates.values().filter(|c| list(c).iter().any(|b| b == name)).collect();
+        match found.as_slice() {
+            [c] => Ok(c),
+            [] => {
+                let mut all: Vec<&str> = self.crates.values().flat_map(|c| list(c).iter().map(String::as_str)).collect();
+                all.sort_unstable();
+                bail!(
+                    "no crate of the workspace has a {what} named `{name}` (the workspace's {what}s: {}); \
+                     fix the name or add the {what} to a crate",
+                    if all.is_empty() { "none".to_string() } else { all.join(", ") }
+                )
+            }
+            many => bail!(
+                "several crates have a {what} named `{name}`: {}; cargo cannot tell which to build",
+                many.iter().map(|c| format!("{} ({})", c.name, c.dir)).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The directories of `krate` and of every crate it reaches over path
+    /// dependencies (and, with `dev`, path dev-dependencies), as the
+    /// original's `transitive_path_dependencies`.
+    pub fn closure(&self, krate: &Crate, dev: bool) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![krate.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            if !seen.insert(dir.clone()) {
+                continue;
+            }
+            if let Some(c) = self.crates.get(&dir) {
+                stack.extend(c.path_deps.iter().cloned());
+                if dev {
+                    stack.extend(c.path_dev_deps.iter().cloned());
+                }
+            }
+        }
+        seen
+    }
+}
+
+fn read_manifest(tree: &Tree, rel: &str) -> Result<Value> {
+    let path = tree.root.join(rel);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {rel}"))?;
+    let value: Value = toml::from_str(&text).map_err(|e| anyhow!("{rel}: invalid TOML: {e}"))?;
+    Ok(value)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+fn join(dir: &str, rel: &str) -> String {
+    if dir.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{dir}/{rel}")
+    }
+}
+
+/// Lexically normalise `dir/rel` (resolving `.` and `..`); an error if it
+/// leaves the repository.
+pub fn normalize(dir: &str, rel: &str) -> Result<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for comp in rel.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    bail!("path `{rel}` (relative to `{dir}`) leaves the repository");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Directories matching a `members` entry (which may be a glob such as
+/// `src/*`) that hold a git-visible `Cargo.toml`.
+fn expand_member(tree: &Tree, member: &str) -> Result<Vec<String>> {
+    let member = normalize("", member)?;
+    if !member.contains(['*', '?', '[']) {
+        return Ok(vec![member]);
+    }
+    let glob = globset::GlobBuilder::new(&member)
+        .literal_separator(true)
+        .build()
+        .with_context(|| format!("workspace member pattern `{member}`"))?
+        .compile_matcher();
+    Ok(tree
+        .files
+        .iter()
+        .filter_map(|f| f.strip_suffix("/Cargo.toml"))
+        .filter(|dir| glob.is_match(dir))
+        .map(str::to_string)
+        .collect())
+}
+
+fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::Table>) -> Result<Crate> {
+    let package = manifest.get("package").ok_or_else(|| anyhow!("no [package] section"))?;
+    let name = package
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("[package] has no `name`"))?
+        .to_string();
+    let auto = |key: &str| package.get(key).and_then(Value::as_bool).unwrap_or(true);
+    let files = tree.under(dir);
+    let rel = |f: &'_ String| -> String {
+        if dir.is_empty() {
+            f.clone()
+        } else {
+            f[dir.len() + 1..].to_string()
+        }
+    };
+
+    let mut bins = BTreeSet::new();
+    for t in manifest.get("bin").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(n) = t.get("name").and_then(Value::as_str) {
+            bins.insert(n.to_string());
+        }
+    }
+    let mut examples = BTreeSet::new();
+    for t in manifest.get("example").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(n) = t.get("name").and_then(Value::as_str) {
+            examples.insert(n.to_string());
+        }
+    }
+    let autobins = auto("autobins");
+    let autoexamples = auto("autoexamples");
+    for f in files {
+        let r = rel(f);
+        if autobins {
+            if r == "src/main.rs" {
+                bins.insert(name.clone());
+            }
+            if let Some(n) = auto_target(&r, "src/bin/") {
+                bins.insert(n.to_string());
+            }
+        }
+        if autoexamples {
+            if let Some(n) = auto_target(&r, "examples/") {
+                examples.insert(n.to_string());
+            }
+        }
+    }
+
+    let mut path_deps = BTreeSet::new();
+    let mut path_dev_deps = BTreeSet::new();
+    let mut tables: Vec<(&str, &Value)> = vec![];
+    for key in ["dependencies", "build-dependencies", "dev-dependencies"] {
+        if let Some(t) = manifest.get(key) {
+            tables.push((key, t));
+        }
+    }
+    // Target-specific dependency tables ([target.'cfg(..)'.dependencies]).
+    for (_, target) in manifest.get("target").and_then(Value::as_table).into_iter().flatten() {
+        for key in ["dependencies", "build-dependencies", "dev-dependencies"] {
+            if let Some(t) = target.get(key) {
+                tables.push((key, t));
+            }
+        }
+    }
+    for (key, table) in tables {
+        for (dep_name, spec) in table.as_table().into_iter().flatten() {
+            let path = if let Some(p) = spec.get("path").and_then(Value::as_str) {
+                Some(normalize(dir, p).with_context(|| format!("[{key}] `{dep_name}`"))?)
+            } else if spec.get("workspace").and_then(Value::as_bool) == Some(true) {
+                // `dep = { workspace = true }`: the path, if any, is in
+                // [workspace.dependencies], relative to the root.
+                let dep_key = dep_name.as_str();
+                ws_deps
+                    .and_then(|d| d.get(dep_key))
+                    .and_then(|d| d.get("path"))
+                    .and_then(Value::as_str)
+                    .map(|p| normalize("", p))
+                    .transpose()
+                    .with_context(|| format!("[workspace.dependencies] `{dep_name}`"))?
+            } else {
+                None
+            };
+            if let Some(p) = path {
+                if !tree.contains(&join(&p, "Cargo.toml")) {
+                    bail!("[{key}] `{dep_name}` points at `{p}`, which has no Cargo.toml git can see");
+                }
+                if key == "dev-dependencies" {
+                    path_dev_deps.insert(p);
+                } else {
+                    path_deps.insert(p);
+                }
+            }
+        }
+    }
+    Ok(Crate {
+        name,
+        dir: dir.to_string(),
+        bins: bins.into_iter().collect(),
+        examples: examples.into_iter().collect(),
+        path_deps,
+        path_dev_deps,
+    })
+}
+
+/// `src/bin/foo.rs` or `src/bin/foo/main.rs` -> `foo` (for `prefix` `src/bin/`).
+fn auto_target<'a>(rel: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = rel.strip_prefix(prefix)?;
+    if let Some(stem) = rest.strip_suffix(".rs") {
+        if !stem.contains('/') {
+            return Some(stem);
+        }
+    }
+    rest.strip_suffix("/main.rs").filter(|d| !d.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize("src/foo", "../bar").unwrap(), "src/bar");
+        assert_eq!(normalize("src/foo", "./x/../y/").unwrap(), "src/foo/y");
+        assert!(normalize("src", "../../x").is_err());
+    }
+
+    #[test]
+    fn auto_targets() {
+        assert_eq!(auto_target("src/bin/a.rs", "src/bin/"), Some("a"));
+        assert_eq!(auto_target("src/bin/b/main.rs", "src/bin/"), Some("b"));
+        assert_eq!(auto_target("src/bin/b/util.rs", "src/bin/"), None);
+        assert_eq!(auto_target("examples/e.rs", "examples/"), Some("e"));
+    }
+}

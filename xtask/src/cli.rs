@@ -1,0 +1,104 @@
+//! Command-line flags of `cargo xtask`. Options of `mzbuild` are global, so
+//! they may also follow the subcommand (`mzbuild fingerprint --release app`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Repository automation", version)]
+pub enum Xtask {
+    /// Content-addressed container images for this monorepo.
+    Mzbuild(Mzbuild),
+    /// Benchmarks of the build system itself.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Args, Debug)]
+pub struct Mzbuild {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Repository root (default: $MZ_ROOT, else this workspace).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Build with the release profile (the default when $CI_LTO is truthy).
+    #[arg(long, global = true)]
+    pub release: bool,
+    /// Build with the optimized profile (the default).
+    #[arg(long, global = true)]
+    pub optimized: bool,
+    /// Build with the dev profile.
+    #[arg(long, global = true)]
+    pub dev: bool,
+    /// Build with coverage instrumentation (default: $CI_COVERAGE_ENABLED).
+    #[arg(long, global = true)]
+    pub coverage: bool,
+    /// Sanitizer: none, address, hwaddress, cfi, thread, leak, undefined (default: $CI_SANITIZER or none).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub sanitizer: Option<String>,
+    /// Target architecture: x86_64 or aarch64 (default: the host's).
+    #[arg(long, global = true, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Registry that specs point at, host[:port]/path (default: the first configured registry).
+    #[arg(long, global = true, value_name = "REGISTRY")]
+    pub image_registry: Option<String>,
+    /// Prefix for image names in their specs.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub image_prefix: Option<String>,
+    /// Treat configuration warnings (e.g. unknown keys) as errors.
+    #[arg(long, global = true)]
+    pub strict: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the images, one name per line.
+    List {
+        /// Print a JSON array of {name, path, fingerprint, spec, publish, depends_on}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an image's fingerprint.
+    Fingerprint { image: String },
+    /// Print an image's spec (registry/name:mzbuild-fingerprint).
+    Spec { image: String },
+    /// Show an image's fingerprint, inputs and dependencies.
+    Describe {
+        image: String,
+        /// Include the inputs and dependencies of all transitive dependencies.
+        #[arg(long)]
+        transitive: bool,
+    },
+    /// Print the image dependency graph in Graphviz DOT.
+    Graph,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Bench {
+    /// Fingerprint a generated Materialize-shaped monorepo and compare with
+    /// the floor (git listing + one single-threaded read-and-hash pass).
+    Fingerprint(BenchFingerprint),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchFingerprint {
+    /// Where to generate the repository (reused when it already exists).
+    #[arg(long, default_value = "target/bench/monorepo")]
+    pub dir: PathBuf,
+    /// Number of git files to generate (at least).
+    #[arg(long, default_value_t = 50_000)]
+    pub files: usize,
+    /// Number of images.
+    #[arg(long, default_value_t = 120)]
+    pub images: usize,
+    /// Repeat each measurement this many times and report the best.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}

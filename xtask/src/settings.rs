@@ -1,0 +1,222 @@
+//! Build settings that take part in every fingerprint (profile, arch,
+//! coverage, sanitizer), with the environment defaults of the original.
+
+use anyhow::{bail, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Optimized,
+    Dev,
+}
+
+impl Profile {
+    /// The name the original prints (`Profile.OPTIMIZED`) and passes as the
+    /// `BUILD_PROFILE` build argument.
+    pub fn upper(self) -> &'static str {
+        match self {
+            Profile::Release => "RELEASE",
+            Profile::Optimized => "OPTIMIZED",
+            Profile::Dev => "DEV",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn host() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Arch> {
+        match s {
+            "x86_64" | "amd64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            _ => bail!("unknown architecture `{s}`: use x86_64 or aarch64"),
+        }
+    }
+
+    /// GCC / Rust spelling (`ARCH_GCC`).
+    pub fn gcc(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Go / Docker spelling (`ARCH_GO`, `--platform=linux/<go>`).
+    pub fn go(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    pub fn rust_target(self) -> String {
+        format!("{}-unknown-linux-gnu", self.gcc())
+    }
+}
+
+pub const SANITIZERS: &[&str] = &["none", "address", "hwaddress", "cfi", "thread", "leak", "undefined"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub profile: Profile,
+    pub arch: Arch,
+    pub coverage: bool,
+    pub sanitizer: String,
+}
+
+/// Environment lookups, injectable so tests never touch the process
+/// environment.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for [(&str, &str)] {
+    fn var(&self, key: &str) -> Option<String> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+    }
+}
+
+/// "Truthy" as the original defines it: set and not one of ``, `0`, `no`,
+/// `false` (case-insensitive).
+pub fn truthy(value: Option<&str>) -> bool {
+    match value {
+        None => false,
+        Some(v) => !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "no" | "false"),
+    }
+}
+
+/// Settings as given on the command line; `None` means "use the default".
+#[derive(Clone, Debug, Default)]
+pub struct SettingsArgs {
+    pub profile: Option<Profile>,
+    pub arch: Option<String>,
+    pub coverage: bool,
+    pub sanitizer: Option<String>,
+}
+
+impl Settings {
+    pub fn resolve(args: &SettingsArgs, env: &dyn Env) -> Result<Settings> {
+        let profile = args.profile.unwrap_or(if truthy(env.var("CI_LTO").as_deref()) {
+            Profile::Release
+        } else {
+            Profile::Optimized
+        });
+        let arch = match &args.arch {
+            Some(a) => Arch::parse(a)?,
+            None => Arch::host(),
+        };
+        let coverage = args.coverage || truthy(env.var("CI_COVERAGE_ENABLED").as_deref());
+        let sanitizer = args
+            .sanitizer
+            .clone()
+            .or_else(|| env.var("CI_SANITIZER").filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "none".to_string());
+        if !SANITIZERS.contains(&sanitizer.as_str()) {
+            bail!("unknown sanitizer `{sanitizer}`: use one of {}", SANITIZERS.join(", "));
+        }
+        Ok(Settings { profile, arch, coverage, sanitizer })
+    }
+
+    /// The settings part of every image's self hash, exactly as the original
+    /// spells it (Python's `str()` of its enum and bool).
+    pub fn fingerprint_string(&self) -> String {
+        format!(
+            "profile=Profile.{}arch={}coverage={}sanitizer={}mirror=ghcr",
+            self.profile.upper(),
+            self.arch.gcc(),
+            if self.coverage { "True" } else { "False" },
+            self.sanitizer
+        )
+    }
+
+    /// The original's `CargoBuild.extra()`: the active flag words, split
+    /// into characters, sorted and joined with `,`. A quirk, reproduced
+    /// because it is part of every cargo-build image's fingerprint.
+    pub fn cargo_extra(&self) -> String {
+        let mut words = String::new();
+        match self.profile {
+            Profile::Release => words.push_str("release"),
+            Profile::Optimized => words.push_str("optimized"),
+            Profile::Dev => {}
+        }
+        if self.coverage {
+            words.push_str("coverage");
+        }
+        if self.sanitizer != "none" {
+            words.push_str(&self.sanitizer);
+        }
+        let mut chars: Vec<char> = words.chars().collect();
+        chars.sort_unstable();
+        chars.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: SettingsArgs, env: &[(&str, &str)]) -> Settings {
+        Settings::resolve(&args, env).unwrap()
+    }
+
+    #[test]
+    fn cargo_extra_matches_the_original_quirk() {
+        let mut s = settings(SettingsArgs { profile: Some(Profile::Release), ..Default::default() }, &[]);
+        assert_eq!(s.cargo_extra(), "a,e,e,e,l,r,s");
+        s.profile = Profile::Optimized;
+        assert_eq!(s.cargo_extra(), "d,e,i,i,m,o,p,t,z");
+        s.profile = Profile::Dev;
+        assert_eq!(s.cargo_extra(), "");
+        s.coverage = true;
+        assert_eq!(s.cargo_extra(), "a,c,e,e,g,o,r,v");
+    }
+
+    #[test]
+    fn environment_defaults() {
+        let s = settings(SettingsArgs::default(), &[("CI_LTO", "1"), ("CI_COVERAGE_ENABLED", "yes"), ("CI_SANITIZER", "address")]);
+        assert_eq!(s.profile, Profile::Release);
+        assert!(s.coverage);
+        assert_eq!(s.sanitizer, "address");
+        let s = settings(SettingsArgs::default(), &[("CI_LTO", "false"), ("CI_COVERAGE_ENABLED", "0")]);
+        assert_eq!(s.profile, Profile::Optimized);
+        assert!(!s.coverage);
+        assert_eq!(s.sanitizer, "none");
+        // The command line wins over the environment.
+        let s = settings(SettingsArgs { profile: Some(Profile::Dev), ..Default::default() }, &[("CI_LTO", "1")]);
+        assert_eq!(s.profile, Profile::Dev);
+    }
+
+    #[test]
+    fn settings_string() {
+        let s = settings(SettingsArgs { arch: Some("x86_64".into()), ..Default::default() }, &[]);
+        assert_eq!(s.fingerprint_string(), "profile=Profile.OPTIMIZEDarch=x86_64coverage=Falsesanitizer=nonemirror=ghcr");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let e = Settings::resolve(&SettingsArgs { sanitizer: Some("bogus".into()), ..Default::default() }, &[][..]).unwrap_err();
+        assert!(e.to_string().contains("unknown sanitizer `bogus`"), "{e}");
+        let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &[][..]).unwrap_err();
+        assert!(e.to_string().contains("unknown architecture `mips`"), "{e}");
+    }
+}
