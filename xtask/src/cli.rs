@@ -78,6 +78,51 @@ pub enum Command {
     },
     /// Print the image dependency graph in Graphviz DOT.
     Graph,
+    /// Build images (and their dependencies missing locally) into the local engine; never pushes.
+    Build {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Rebuild the named images even when they exist locally.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Make images available locally: pull what is published, build the rest; never pushes.
+    Acquire {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Acquire an image, then `docker run --rm --init` it with ARGS.
+    Run {
+        image: String,
+        /// Arguments for the container (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PoolArgs {
+    /// How many images to build at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Give up on a build, or on waiting for its dependencies, after this long (e.g. 90s, 20m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = crate::build::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl PoolArgs {
+    pub fn options(&self) -> crate::build::PoolOptions {
+        crate::build::PoolOptions {
+            jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
+            timeout: self.timeout,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

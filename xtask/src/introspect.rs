@@ -8,25 +8,26 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{Command, Mzbuild};
+use crate::cli::Command;
 use crate::fingerprint::{base32, fingerprint_all, Fingerprinted};
 use crate::repo::Image;
 use crate::Ctx;
 
-pub fn run(m: Mzbuild) -> Result<ExitCode> {
-    let ctx = Ctx::load(&m.global)?;
-    let out = match &m.command {
-        Command::List { json } => list(&ctx, *json)?,
+pub fn run(ctx: &Ctx, command: &Command) -> Result<ExitCode> {
+    let ctx = ctx;
+    let out = match command {
+        Command::List { json } => list(ctx, *json)?,
         Command::Fingerprint { image } => {
-            let fps = fingerprints(&ctx, std::slice::from_ref(image))?;
+            let fps = fingerprints(ctx, std::slice::from_ref(image))?;
             format!("{}\n", base32(&fps[image].fingerprint))
         }
         Command::Spec { image } => {
-            let fps = fingerprints(&ctx, std::slice::from_ref(image))?;
+            let fps = fingerprints(ctx, std::slice::from_ref(image))?;
             format!("{}\n", ctx.naming.spec(image, &base32(&fps[image].fingerprint)))
         }
-        Command::Describe { image, transitive } => describe(&ctx, image, *transitive)?,
-        Command::Graph => graph(&ctx),
+        Command::Describe { image, transitive } => describe(ctx, image, *transitive)?,
+        Command::Graph => graph(ctx),
+        other => anyhow::bail!("internal error: {other:?} is not an introspection command"),
     };
     print!("{out}");
     Ok(ExitCode::SUCCESS)

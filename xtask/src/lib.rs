@@ -5,12 +5,16 @@
 //! (discovery, `mzbuild.yml`, `MZFROM`, plans) -> `fingerprint` -> commands.
 
 pub mod bench;
+pub mod build;
 pub mod cargo_ws;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod dockerfile;
 pub mod fingerprint;
 pub mod introspect;
+pub mod pool;
+pub mod preimage;
 pub mod registry;
 pub mod repo;
 pub mod settings;
@@ -22,7 +26,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 
-use crate::cli::{GlobalArgs, Xtask};
+use crate::cli::{Command, GlobalArgs, Mzbuild, Xtask};
 use crate::registry::Naming;
 use crate::repo::Repo;
 use crate::settings::{Env, Profile, ProcessEnv, Settings, SettingsArgs};
@@ -31,7 +35,7 @@ use crate::settings::{Env, Profile, ProcessEnv, Settings, SettingsArgs};
 pub fn main() -> ExitCode {
     let cli = Xtask::parse();
     let result = match cli {
-        Xtask::Mzbuild(m) => introspect::run(m),
+        Xtask::Mzbuild(m) => run_mzbuild(m),
         Xtask::Bench(b) => bench::run(b),
     };
     match result {
@@ -40,6 +44,22 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run_mzbuild(m: Mzbuild) -> Result<ExitCode> {
+    let ctx = Ctx::load(&m.global)?;
+    match m.command {
+        Command::Build { images, force, pool } => build::build(&ctx, &images, force, &pool.options()),
+        Command::Acquire { images, pool } => {
+            let fps = build::acquire(&ctx, &images, &pool.options())?;
+            for i in &images {
+                println!("{}", ctx.naming.spec(i, &fingerprint::base32(&fps[i].fingerprint)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { image, args, pool } => build::run(&ctx, &image, &args, &pool.options()),
+        introspection => introspect::run(&ctx, &introspection),
     }
 }
 

@@ -1,0 +1,238 @@
+//! A dependency-aware worker pool for image builds.
+//!
+//! The main thread owns all state and does all printing (through the
+//! `report` callback); N worker threads receive ready jobs on one
+//! `crossbeam-channel` and send results back on another. A job is handed out
+//! only when all its dependencies succeeded; jobs with the most dependants go
+//! first, so long chains start early. When a job fails, every job that
+//! depends on it, directly or not, is marked skipped at once (nobody waits
+//! for a build that will never come) while independent jobs go on. A job
+//! that is still waiting for its dependencies `timeout` after the pool
+//! started gives up. The drain loop never returns early: every failure is
+//! recorded, and the caller reports them all at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, RecvTimeoutError};
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    /// Names of jobs (of this pool) that must succeed first. Dependencies
+    /// outside the pool are assumed to be available already.
+    pub deps: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done { value: T, took: Duration },
+    Failed { error: String, took: Duration },
+    /// Not run because a dependency failed, was skipped or timed out.
+    Skipped { because: String },
+    /// Gave up waiting for dependencies.
+    TimedOut { waiting_for: Vec<String> },
+}
+
+impl<T> Outcome<T> {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Done { .. })
+    }
+}
+
+/// Progress, delivered on the main thread.
+pub enum Event<'a, T> {
+    Started(&'a str),
+    Finished(&'a str, &'a Outcome<T>),
+}
+
+pub fn run<T: Send>(
+    jobs: &[JobSpec],
+    workers: usize,
+    timeout: Duration,
+    work: &(dyn Fn(&str) -> Result<T, String> + Sync),
+    mut report: impl FnMut(Event<'_, T>),
+) -> BTreeMap<String, Outcome<T>> {
+    let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    let deps: BTreeMap<&str, BTreeSet<&str>> = jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.deps.iter().map(String::as_str).filter(|d| names.contains(d)).collect()))
+        .collect();
+    let mut dependants: BTreeMap<&str, Vec<&str>> = names.iter().map(|n| (*n, vec![])).collect();
+    for (n, ds) in &deps {
+        for d in ds {
+            dependants.get_mut(d).unwrap().push(n);
+        }
+    }
+    // Priority: how many jobs (transitively) wait on this one.
+    let weight: BTreeMap<&str, usize> = names.iter().map(|n| (*n, transitive(&dependants, n).len())).collect();
+
+    let mut waiting: BTreeMap<&str, BTreeSet<&str>> = deps.clone();
+    let mut outcomes: BTreeMap<String, Outcome<T>> = BTreeMap::new();
+    let mut running = 0usize;
+    let started = Instant::now();
+    let deadline = started + timeout;
+
+    let (job_tx, job_rx) = unbounded::<String>();
+    let (res_tx, res_rx) = unbounded::<(String, Result<T, String>, Duration)>();
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            s.spawn(move || {
+                for name in job_rx {
+                    let t = Instant::now();
+                    let r = work(&name);
+                    if res_tx.send((name, r, t.elapsed())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+
+        loop {
+            // Hand out every ready job while there are free workers.
+            while running < workers.max(1) {
+                let next = waiting
+                    .iter()
+                    .filter(|(_, ds)| ds.is_empty())
+                    .map(|(n, _)| *n)
+                    .max_by_key(|n| (weight[n], std::cmp::Reverse(*n)));
+                let Some(n) = next else { break };
+                waiting.remove(n);
+                running += 1;
+                report(Event::Started(n));
+                job_tx.send(n.to_string()).expect("workers outlive the loop");
+            }
+            if running == 0 && waiting.is_empty() {
+                break;
+            }
+            if running == 0 {
+                // Nothing can run: only possible with a cycle, which discovery rejects.
+                for (n, ds) in std::mem::take(&mut waiting) {
+                    let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
+                    report(Event::Finished(n, &o));
+                    outcomes.insert(n.to_string(), o);
+                }
+                break;
+            }
+            match res_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((name, result, took)) => {
+                    running -= 1;
+                    let n: &str = names.get(name.as_str()).unwrap();
+                    let o = match result {
+                        Ok(value) => Outcome::Done { value, took },
+                        Err(error) => Outcome::Failed { error, took },
+                    };
+                    let ok = o.is_success();
+                    report(Event::Finished(n, &o));
+                    outcomes.insert(n.to_string(), o);
+                    if ok {
+                        for d in &dependants[n] {
+                            if let Some(ds) = waiting.get_mut(d) {
+                                ds.remove(n);
+                            }
+                        }
+                    } else {
+                        skip_dependants(n, &format!("dependency `{n}` failed"), &dependants, &mut waiting, &mut outcomes, &mut report);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Everything still waiting gives up; running builds have
+                    // their own timeout.
+                    let expired: Vec<&str> = waiting.keys().copied().collect();
+                    for n in expired {
+                        let Some(ds) = waiting.remove(n) else { continue };
+                        let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
+                        report(Event::Finished(n, &o));
+                        outcomes.insert(n.to_string(), o);
+                        skip_dependants(n, &format!("dependency `{n}` timed out"), &dependants, &mut waiting, &mut outcomes, &mut report);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
+            }
+        }
+        drop(job_tx);
+    });
+    outcomes
+}
+
+fn transitive<'a>(dependants: &BTreeMap<&'a str, Vec<&'a str>>, n: &'a str) -> BTreeSet<&'a str> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![n];
+    while let Some(x) = stack.pop() {
+        for d in &dependants[x] {
+            if seen.insert(*d) {
+                stack.push(d);
+            }
+        }
+    }
+    seen
+}
+
+fn skip_dependants<'a, T>(
+    n: &'a str,
+    because: &str,
+    dependants: &BTreeMap<&'a str, Vec<&'a str>>,
+    waiting: &mut BTreeMap<&'a str, BTreeSet<&'a str>>,
+    outcomes: &mut BTreeMap<String, Outcome<T>>,
+    report: &mut impl FnMut(Event<'_, T>),
+) {
+    for d in transitive(dependants, n) {
+        if waiting.remove(d).is_some() {
+            let o = Outcome::Skipped { because: because.to_string() };
+            report(Event::Finished(d, &o));
+            outcomes.insert(d.to_string(), o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn job(name: &str, deps: &[&str]) -> JobSpec {
+        JobSpec { name: name.into(), deps: deps.iter().map(|d| d.to_string()).collect() }
+    }
+
+    #[test]
+    fn dependencies_first_and_failures_isolated() {
+        // base <- {left, right} <- top; right fails; other <- nothing.
+        let jobs = vec![job("base", &[]), job("left", &["base"]), job("right", &["base"]), job("top", &["left", "right"]), job("other", &[])];
+        let order = Mutex::new(vec![]);
+        let out = run(&jobs, 2, Duration::from_secs(60), &|n| {
+            order.lock().unwrap().push(n.to_string());
+            if n == "right" { Err("boom".into()) } else { Ok(()) }
+        }, |_| {});
+        let order = order.into_inner().unwrap();
+        assert!(order.iter().position(|n| n == "base") < order.iter().position(|n| n == "left"));
+        assert!(!order.contains(&"top".to_string()), "top must not run: {order:?}");
+        assert!(out["base"].is_success() && out["left"].is_success() && out["other"].is_success());
+        assert!(matches!(&out["right"], Outcome::Failed { error, .. } if error == "boom"));
+        assert!(matches!(&out["top"], Outcome::Skipped { because } if because.contains("`right` failed")));
+    }
+
+    #[test]
+    fn waiting_gives_up_after_the_timeout() {
+        let jobs = vec![job("slow", &[]), job("after", &["slow"])];
+        let out = run(&jobs, 2, Duration::from_millis(100), &|n| {
+            if n == "slow" {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            Ok(())
+        }, |_| {});
+        assert!(out["slow"].is_success());
+        assert!(matches!(&out["after"], Outcome::TimedOut { waiting_for } if waiting_for == &["slow".to_string()]));
+    }
+
+    #[test]
+    fn most_dependants_start_first() {
+        let jobs = vec![job("a", &[]), job("z", &[]), job("z1", &["z"]), job("z2", &["z1"])];
+        let order = Mutex::new(vec![]);
+        run(&jobs, 1, Duration::from_secs(60), &|n| { order.lock().unwrap().push(n.to_string()); Ok(()) }, |_| {});
+        // z has two jobs behind it, z1 one; then a and z2 tie (none) and go by name.
+        assert_eq!(order.into_inner().unwrap(), ["z", "z1", "a", "z2"]);
+    }
+}
