@@ -27,20 +27,21 @@ pub struct PoolOptions {
 pub struct BuildRequest<'a> {
     pub image: &'a Image,
     pub tags: Vec<String>,
+    pub output: Output,
+    /// 1, or up to 3 for pushes (retryable failures only).
+    pub attempts: usize,
 }
 
 /// Build `requests` (dependencies first; dependencies that are not
-/// requested must already be available), with `output`. `docker_env` is
+/// requested must already be available). `docker_env` is
 /// added to every docker invocation (e.g. a private DOCKER_CONFIG). Returns
 /// each image's outcome; build failures are outcomes, not errors.
 pub fn build_images(
     ctx: &Ctx,
     fps: &BTreeMap<String, Fingerprinted>,
     requests: &[BuildRequest<'_>],
-    output: Output,
     docker_env: &[(String, String)],
     opts: &PoolOptions,
-    attempts: usize,
 ) -> Result<BTreeMap<String, Outcome<usize>>> {
     if requests.is_empty() {
         return Ok(BTreeMap::new());
@@ -60,7 +61,8 @@ pub fn build_images(
         let _ = std::fs::remove_file(&log);
         let dockerfile = crate::dockerfile::rewrite(&req.image.dockerfile, &spec_of);
         let context = ctx.repo.root().join(&req.image.dir);
-        let args = docker::buildx_args(&context, &req.tags, &req.image.config.build_args, &ctx.settings, output);
+        let args = docker::buildx_args(&context, &req.tags, &req.image.config.build_args, &ctx.settings, req.output);
+        let attempts = req.attempts.max(1);
         let mut attempt = 1;
         loop {
             let r = docker::run_logged(&args, &dockerfile, docker_env, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
@@ -83,9 +85,11 @@ pub fn build_images(
             }
         }
     };
-    let verb = if output == Output::Push { "building and pushing" } else { "building" };
     let outcomes = pool::run(&jobs, opts.jobs, opts.timeout, &work, |ev| match ev {
-        Event::Started(n) => eprintln!("mzbuild: {verb} {n} (log: {})", log_dir.join(format!("{n}.log")).display()),
+        Event::Started(n) => {
+            let verb = if by_name[n].output == Output::Push { "building and pushing" } else { "building" };
+            eprintln!("mzbuild: {verb} {n} (log: {})", log_dir.join(format!("{n}.log")).display())
+        }
         Event::Finished(n, o) => eprintln!("mzbuild: {n}: {}", describe_outcome(o)),
     });
     Ok(outcomes)
@@ -132,14 +136,19 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
             let spec = ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint));
             (force && targets.contains(&i.name)) || !local.contains(&spec)
         })
-        .map(|i| BuildRequest { image: i, tags: vec![ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint))] })
+        .map(|i| BuildRequest {
+            image: i,
+            tags: vec![ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint))],
+            output: Output::Load,
+            attempts: 1,
+        })
         .collect();
     for i in &images {
         if !requests.iter().any(|r| r.image.name == i.name) {
             eprintln!("mzbuild: {}: already built ({})", i.name, ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint)));
         }
     }
-    let outcomes = build_images(ctx, &fps, &requests, Output::Load, &[], opts, 1)?;
+    let outcomes = build_images(ctx, &fps, &requests, &[], opts)?;
     fail_on_errors(&outcomes)?;
     for t in targets {
         println!("{}", ctx.naming.spec(t, &base32(&fps[t].fingerprint)));
@@ -175,12 +184,12 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
     let requests: Vec<BuildRequest> = missing
         .iter()
         .filter(|i| !pulled.contains(&i.name))
-        .map(|i| BuildRequest { image: i, tags: vec![spec(i)] })
+        .map(|i| BuildRequest { image: i, tags: vec![spec(i)], output: Output::Load, attempts: 1 })
         .collect();
     if !requests.is_empty() {
         docker::check_buildx()?;
     }
-    let outcomes = build_images(ctx, &fps, &requests, Output::Load, &[], opts, 1)?;
+    let outcomes = build_images(ctx, &fps, &requests, &[], opts)?;
     fail_on_errors(&outcomes)?;
     Ok(fps)
 }

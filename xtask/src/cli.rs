@@ -95,6 +95,21 @@ pub enum Command {
         #[command(flatten)]
         pool: PoolArgs,
     },
+    /// Build and push every image that is not yet in every registry (the CI entry point).
+    Ensure {
+        /// Images to ensure, with their dependencies (default: all).
+        images: Vec<String>,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Exit 0 if every publishable image is in every registry; list what is missing. Builds nothing.
+    Check {
+        /// Images to check, with their dependencies (default: all).
+        images: Vec<String>,
+    },
     /// Acquire an image, then `docker run --rm --init` it with ARGS.
     Run {
         image: String,

@@ -15,7 +15,9 @@ pub mod fingerprint;
 pub mod introspect;
 pub mod pool;
 pub mod preimage;
+pub mod publish;
 pub mod registry;
+pub mod registry_api;
 pub mod repo;
 pub mod settings;
 pub mod tree;
@@ -58,6 +60,8 @@ fn run_mzbuild(m: Mzbuild) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ensure { images, json, pool } => publish::ensure(&ctx, &images, &pool.options(), json),
+        Command::Check { images } => publish::check(&ctx, &images),
         Command::Run { image, args, pool } => build::run(&ctx, &image, &args, &pool.options()),
         introspection => introspect::run(&ctx, &introspection),
     }

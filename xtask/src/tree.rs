@@ -115,6 +115,10 @@ fn walk(root: &Path) -> Result<Vec<String>> {
         .git_global(true)
         .parents(false)
         .require_git(true)
+        // git anchors core.excludesFile patterns (`/secret`) at the top of
+        // the work tree; `ignore` anchors them at this directory, which
+        // defaults to the process's working directory.
+        .current_dir(root)
         .follow_links(false)
         .filter_entry(|entry| {
             if entry.file_name() == ".git" {
