@@ -97,8 +97,9 @@ impl Workspace {
             [] => {
                 let mut all: Vec<&str> = self.crates.values().flat_map(|c| list(c).iter().map(String::as_str)).collect();
                 all.sort_unstable();
+                let (a, plural) = if what == "example" { ("an", "examples") } else { ("a", "binaries") };
                 bail!(
-                    "no crate of the workspace has a {what} named `{name}` (the workspace's {what}s: {}); \
+                    "no crate of the workspace has {a} {what} named `{name}` (the workspace's {plural}: {}); \
                      fix the name or add the {what} to a crate",
                     if all.is_empty() { "none".to_string() } else { all.join(", ") }
                 )

@@ -46,7 +46,9 @@ pub struct GlobalArgs {
     /// Target architecture: x86_64 or aarch64 (default: the host's).
     #[arg(long, global = true, value_name = "ARCH")]
     pub arch: Option<String>,
-    /// Registry that specs point at, host[:port]/path (default: the first configured registry).
+    /// Registry that specs point at and `ensure` publishes to, host[:port]/path (default: the
+    /// configured registries, the first for specs). A configured registry moves first; any other
+    /// becomes the only one.
     #[arg(long, global = true, value_name = "REGISTRY")]
     pub image_registry: Option<String>,
     /// Prefix for image names in their specs.

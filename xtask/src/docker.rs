@@ -144,6 +144,20 @@ pub fn run_logged(
         // A build that fails early closes stdin; its log says why.
         let _ = sin.write_all(stdin);
     }
+    let pgid = child.id();
+    crate::cleanup::add_group(pgid);
+    let result = wait_or_kill(&mut child, pgid, log, &mut logf, timeout);
+    crate::cleanup::remove_group(pgid);
+    result
+}
+
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    pgid: u32,
+    log: &Path,
+    logf: &mut std::fs::File,
+    timeout: Duration,
+) -> Result<std::result::Result<(), BuildError>> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
@@ -154,9 +168,7 @@ pub fn run_logged(
             return Ok(Err(BuildError::Failed { summary: format!("{status}"), retryable: looks_retryable(&text) }));
         }
         if start.elapsed() > timeout {
-            // SAFETY-free: kill(2) on our own child's process group.
-            let pgid = child.id() as i32;
-            let _ = Command::new("kill").args(["-KILL", &format!("-{pgid}")]).status();
+            crate::cleanup::kill_group(pgid);
             let _ = child.kill();
             let _ = child.wait();
             let _ = writeln!(logf, "mzbuild: killed after {timeout:?}");

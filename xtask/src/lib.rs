@@ -8,6 +8,7 @@ pub mod bench;
 pub mod build;
 pub mod cargo_ws;
 pub mod cli;
+pub mod cleanup;
 pub mod config;
 pub mod docker;
 pub mod dockerfile;
@@ -36,6 +37,7 @@ use crate::settings::{Env, Profile, ProcessEnv, Settings, SettingsArgs};
 /// Entry point of the `xtask` binary.
 pub fn main() -> ExitCode {
     let cli = Xtask::parse();
+    cleanup::install();
     let result = match cli {
         Xtask::Mzbuild(m) => run_mzbuild(m),
         Xtask::Bench(b) => bench::run(b),

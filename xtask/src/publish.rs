@@ -90,14 +90,22 @@ fn clients(ctx: &Ctx, require_credentials: bool) -> Result<Vec<Client>> {
     Ok(out)
 }
 
-/// A private DOCKER_CONFIG with one login per registry, removed on drop.
+/// A private DOCKER_CONFIG with one login per registry, removed on drop (and
+/// on Ctrl-C / SIGTERM). The user's ~/.docker is never touched.
 struct DockerLogin {
     dir: tempfile::TempDir,
+}
+
+impl Drop for DockerLogin {
+    fn drop(&mut self) {
+        crate::cleanup::remove_dir(&self.dir.path().to_path_buf());
+    }
 }
 
 impl DockerLogin {
     fn new(registries: &[(&Registry, &Credentials)]) -> Result<DockerLogin> {
         let dir = tempfile::Builder::new().prefix("mzbuild-docker-config-").tempdir().context("creating a private DOCKER_CONFIG")?;
+        crate::cleanup::add_dir(dir.path().to_path_buf());
         for (reg, creds) in registries {
             let mut child = Command::new(docker::docker_program())
                 .args(["login", reg.host(), "--username", &creds.username, "--password-stdin"])

@@ -109,9 +109,22 @@ impl Naming {
                 }
             }
         };
+        let mut registries = registries;
         if let Some(r) = image_registry {
             validate_url(r).context("--image-registry")?;
-            spec_registry = r.trim_end_matches('/').to_string();
+            spec_registry = r.to_string();
+            // Specs must point at a registry that `ensure` publishes to: a
+            // configured one moves to the front (keeping its credentials);
+            // any other becomes the only target, without a login.
+            match registries.iter().position(|x| x.url == r) {
+                Some(i) => {
+                    let chosen = registries.remove(i);
+                    registries.insert(0, chosen);
+                }
+                None => {
+                    registries = vec![Registry { url: r.to_string(), username: None, username_env: None, password_env: None }]
+                }
+            }
         }
         let prefix = image_prefix.unwrap_or("").to_string();
         if !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b)) {
@@ -159,6 +172,12 @@ mod tests {
         .unwrap();
         let n = Naming::resolve(Some(&meta), None, None, &[][..]).unwrap();
         assert_eq!(n.spec("img", "FP"), "127.0.0.1:5000/team/img:mzbuild-FP");
+        // --image-registry picks a configured registry (keeping its login) or replaces them all.
+        let picked = Naming::resolve(Some(&meta), Some("myreg.io/x"), None, &[][..]).unwrap();
+        assert_eq!(picked.registries.iter().map(|r| r.url.as_str()).collect::<Vec<_>>(), ["myreg.io/x", "127.0.0.1:5000/team"]);
+        let other = Naming::resolve(Some(&meta), Some("127.0.0.1:5002/o"), None, &[][..]).unwrap();
+        assert_eq!(other.registries.len(), 1);
+        assert_eq!(other.spec("img", "FP"), "127.0.0.1:5002/o/img:mzbuild-FP");
         assert_eq!(n.registries[1].tag("", "img", "FP"), "myreg.io/x/img:mzbuild-FP");
         assert_eq!(n.registries[0].host(), "127.0.0.1:5000");
         assert_eq!(n.registries[0].repository("", "img"), "team/img");
