@@ -49,7 +49,7 @@ pub fn build_images(
     let log_dir = docker::log_dir(ctx.repo.root())?;
     let images: Vec<&Image> = requests.iter().map(|r| r.image).collect();
     eprintln!("mzbuild: preparing {} image(s): {}", images.len(), names(&images));
-    crate::preimage::run_all(&ctx.repo, &images, &ctx.settings, &log_dir)?;
+    let pre_failed = crate::preimage::run_all(&ctx.repo, &images, &ctx.settings, &log_dir)?;
 
     let spec_of = |name: &str| ctx.naming.spec(name, &base32(&fps[name].fingerprint));
     let by_name: BTreeMap<&str, &BuildRequest> = requests.iter().map(|r| (r.image.name.as_str(), r)).collect();
@@ -57,6 +57,9 @@ pub fn build_images(
         requests.iter().map(|r| JobSpec { name: r.image.name.clone(), deps: r.image.depends_on.clone() }).collect();
     let work = |name: &str| -> std::result::Result<usize, String> {
         let req = by_name[name];
+        if let Some(e) = pre_failed.get(name) {
+            return Err(format!("pre-image failed: {e}"));
+        }
         let log = log_dir.join(format!("{name}.log"));
         let _ = std::fs::remove_file(&log);
         let dockerfile = crate::dockerfile::rewrite(&req.image.dockerfile, &spec_of);

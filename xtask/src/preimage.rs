@@ -15,30 +15,19 @@ use crate::repo::{Image, Repo};
 use crate::settings::{Profile, Settings};
 
 /// Run the pre-images of `images` (the ones about to be built). Progress to
-/// stderr; cargo's output to `log_dir/cargo-build.log`.
-pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Path) -> Result<()> {
+/// stderr; cargo's output to `log_dir/cargo-build.log`. Returns the images
+/// whose pre-images failed, with the reason: those fail (and their
+/// dependants are skipped), the others still build.
+pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut failed = BTreeMap::new();
     for image in images {
-        clean_context(repo, image)?;
-    }
-    for image in images {
-        for pre in &image.config.pre_images {
-            if let PreImage::Copy(c) = pre {
-                let dest = repo.root().join(&image.dir).join(&c.destination);
-                for f in copy_matches(repo, &c.source, &c.matching)? {
-                    let rel = &f[c.source.len() + 1..];
-                    let to = dest.join(rel);
-                    if let Some(parent) = to.parent() {
-                        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                    }
-                    std::fs::copy(repo.root().join(f), &to).with_context(|| {
-                        format!("image `{}`: copying {f} to {}", image.name, to.display())
-                    })?;
-                }
-            }
+        if let Err(e) = clean_context(repo, image).and_then(|()| run_copies(repo, image)) {
+            failed.insert(image.name.clone(), format!("{e:#}"));
         }
     }
     let cargo: Vec<(&Image, &CargoBuildSpec)> = images
         .iter()
+        .filter(|i| !failed.contains_key(&i.name))
         .flat_map(|i| {
             i.config.pre_images.iter().filter_map(move |p| match p {
                 PreImage::CargoBuild(cb) => Some((*i, cb)),
@@ -47,7 +36,30 @@ pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Pa
         })
         .collect();
     if !cargo.is_empty() {
-        cargo_build(repo, &cargo, settings, log_dir)?;
+        if let Err(e) = cargo_build(repo, &cargo, settings, log_dir) {
+            let msg = format!("{e:#}");
+            for (image, _) in &cargo {
+                failed.insert(image.name.clone(), msg.clone());
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn run_copies(repo: &Repo, image: &Image) -> Result<()> {
+    for pre in &image.config.pre_images {
+        if let PreImage::Copy(c) = pre {
+            let dest = repo.root().join(&image.dir).join(&c.destination);
+            for f in copy_matches(repo, &c.source, &c.matching)? {
+                let rel = &f[c.source.len() + 1..];
+                let to = dest.join(rel);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::copy(repo.root().join(f), &to)
+                    .with_context(|| format!("image `{}`: copying {f} to {}", image.name, to.display()))?;
+            }
+        }
     }
     Ok(())
 }
@@ -168,8 +180,21 @@ fn cargo_build(repo: &Repo, batch: &[(&Image, &CargoBuildSpec)], settings: &Sett
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(&args).current_dir(repo.root()).stdout(Stdio::piped()).stderr(logf).stdin(Stdio::null());
+    // The image binaries' flags come from Cargo.toml only, which every
+    // cargo-build fingerprint covers: flags from the environment would give
+    // a different binary under the same content-addressed tag (and RUSTFLAGS
+    // would silently replace the static linking of `FROM scratch` images).
     let env_key = format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_"));
-    if !rustflags.is_empty() && std::env::var_os(&env_key).is_none() {
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", env_key.as_str(), "CARGO_BUILD_RUSTFLAGS"] {
+        if std::env::var_os(var).is_some() {
+            eprintln!(
+                "warning: ${var} is ignored for image binaries: set their flags in Cargo.toml \
+                 [workspace.metadata.mzbuild] image-rustflags, which the fingerprint covers"
+            );
+            cmd.env_remove(var);
+        }
+    }
+    if !rustflags.is_empty() {
         cmd.env(&env_key, rustflags.join(" "));
     }
     let mut child = cmd.spawn().context("starting cargo build")?;
