@@ -1,1 +1,323 @@
-//! Integration tests (being written).
+//! Integration tests: bad input gives clear errors.
+//!
+//! Each case builds a small repository, runs the real binary and checks that
+//! it fails cleanly (exit status 1, no panic) with a message that names the
+//! culprit (file, line, key, image) and says what to do.
+
+mod common;
+
+use common::{xtask, Output, TempRepo};
+
+/// A repository with `files` (path, contents), committed.
+fn repo(files: &[(&str, &str)]) -> TempRepo {
+    let repo = TempRepo::new();
+    for (path, contents) in files {
+        repo.write(path, contents);
+    }
+    repo.commit_all();
+    repo
+}
+
+/// A cargo workspace with one crate `c` (binary `c`, example `ex`) and an
+/// image `img` whose mzbuild.yml is `yml`.
+fn cargo_repo(yml: &str) -> TempRepo {
+    repo(&[
+        ("Cargo.toml", "[workspace]\nmembers = [\"c\"]\n"),
+        ("Cargo.lock", "# lock\n"),
+        ("c/Cargo.toml", "[package]\nname = \"c\"\nversion = \"0.1.0\"\n"),
+        ("c/src/main.rs", "fn main() {}\n"),
+        ("c/examples/ex.rs", "fn main() {}\n"),
+        ("img/mzbuild.yml", yml),
+        ("img/Dockerfile", "FROM scratch\n"),
+    ])
+}
+
+/// Assert a clean failure whose stderr contains every one of `needles`.
+#[track_caller]
+fn fails_with(out: &Output, needles: &[&str]) {
+    let stderr = out.error();
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}\n{out}");
+    }
+    assert_eq!(out.stdout, "", "nothing goes to stdout on failure\n{out}");
+}
+
+fn list(repo: &TempRepo) -> Output {
+    repo.mzbuild(&["list"])
+}
+
+fn fingerprint(repo: &TempRepo, image: &str) -> Output {
+    repo.mzbuild(&["--arch", "x86_64", "fingerprint", image])
+}
+
+#[test]
+fn malformed_yaml() {
+    let r = repo(&[("img/mzbuild.yml", "name: img\nkey: value: other\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml:2:", "malformed YAML", "mapping values are not allowed"]);
+    let r = repo(&[("img/mzbuild.yml", "name: img\n\tpublish: false\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml:2:1: malformed YAML", "tab"]);
+}
+
+#[test]
+fn yaml_that_is_not_a_mapping() {
+    let r = repo(&[("img/mzbuild.yml", "- name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: must be a YAML mapping", "found a list", "`name: my-image`"]);
+    let r = repo(&[("img/mzbuild.yml", ""), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: must be a YAML mapping", "nothing", "`name: my-image`"]);
+}
+
+#[test]
+fn non_utf8_config() {
+    let r = TempRepo::new();
+    r.write("img/mzbuild.yml", b"name: img\ndescription: caf\xe9\n").write("img/Dockerfile", "FROM scratch\n");
+    fails_with(&list(&r), &["img/mzbuild.yml: not valid UTF-8", "offset 26", "save it as UTF-8"]);
+}
+
+#[test]
+fn missing_name() {
+    let r = repo(&[("img/mzbuild.yml", "publish: false\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: missing `name`", "add e.g. `name: my-image`"]);
+}
+
+#[test]
+fn invalid_name() {
+    let r = repo(&[("img/mzbuild.yml", "name: my_image\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: invalid `name` `my_image`", "letters, digits and `-`"]);
+    let r = repo(&[("img/mzbuild.yml", "name: 42\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: `name` must be a string", "a number (42)"]);
+}
+
+#[test]
+fn duplicate_names() {
+    let r = repo(&[
+        ("one/mzbuild.yml", "name: same\n"),
+        ("one/Dockerfile", "FROM scratch\n"),
+        ("two/mzbuild.yml", "name: same\n"),
+        ("two/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(&list(&r), &["`same` is defined twice", "one/mzbuild.yml", "two/mzbuild.yml", "rename one"]);
+}
+
+#[test]
+fn unknown_pre_image_type() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npre-image:\n  - type: tarball\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(
+        &list(&r),
+        &["img/mzbuild.yml: pre-image #1: unknown pre-image type `tarball`", "use `copy` or `cargo-build`"],
+    );
+}
+
+#[test]
+fn copy_without_destination() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npre-image:\n  - type: copy\n    source: data\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+        ("data/a", "a\n"),
+    ]);
+    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1: missing `destination`", "relative to the image"]);
+}
+
+#[test]
+fn copy_source_without_files() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npre-image:\n  - type: copy\n    source: nothing-here\n    destination: d\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(&fingerprint(&r, "img"), &["image `img`", "pre-image #1", "`nothing-here`", "no files git can see"]);
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npre-image:\n  - type: copy\n    source: ../outside\n    destination: d\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1: `source` `../outside`", "inside the repository"]);
+}
+
+#[test]
+fn cargo_build_without_bin_or_example() {
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    strip: false\n");
+    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1 (cargo-build): give at least one `bin` or `example`"]);
+}
+
+#[test]
+fn mzfrom_unknown_image() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\n"),
+        ("img/Dockerfile", "FROM scratch AS first\nMZFROM nope AS second\n"),
+        ("other/mzbuild.yml", "name: other\n"),
+        ("other/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(&list(&r), &["img/Dockerfile:2:", "`MZFROM nope`", "does not exist", "images: img, other"]);
+}
+
+#[test]
+fn dependency_cycle() {
+    let r = repo(&[
+        ("a/mzbuild.yml", "name: a\n"),
+        ("a/Dockerfile", "MZFROM b\n"),
+        ("b/mzbuild.yml", "name: b\n"),
+        ("b/Dockerfile", "MZFROM a\n"),
+        ("c/mzbuild.yml", "name: c\n"),
+        ("c/Dockerfile", "MZFROM a\n"),
+    ]);
+    fails_with(&list(&r), &["dependency cycle: a -> b -> a", "break it"]);
+    // A self-reference is a cycle too.
+    let r = repo(&[("a/mzbuild.yml", "name: a\n"), ("a/Dockerfile", "MZFROM a\n")]);
+    fails_with(&list(&r), &["dependency cycle: a -> a"]);
+}
+
+#[test]
+fn missing_dockerfile() {
+    let r = repo(&[("img/mzbuild.yml", "name: img\n")]);
+    fails_with(&list(&r), &["img/mzbuild.yml: image `img` has no Dockerfile", "add img/Dockerfile"]);
+    // One that git ignores does not count.
+    let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/.gitignore", "Dockerfile\n")]);
+    r.write("img/Dockerfile", "FROM scratch\n");
+    fails_with(&list(&r), &["image `img` has no Dockerfile", "add img/Dockerfile", "git does not ignore it"]);
+}
+
+#[test]
+fn unknown_cargo_bin() {
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    bin: nosuch\n");
+    fails_with(
+        &fingerprint(&r, "img"),
+        &["image `img` (img/mzbuild.yml), pre-image #1", "a binary named `nosuch`", "binaries: c)", "fix the name"],
+    );
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    example: nosuch\n");
+    fails_with(&fingerprint(&r, "img"), &["an example named `nosuch`", "examples: ex)"]);
+}
+
+#[test]
+fn missing_cargo_lock() {
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    bin: c\n");
+    r.remove("Cargo.lock");
+    fails_with(&fingerprint(&r, "img"), &["image `img`", "needs Cargo.lock", "cargo generate-lockfile"]);
+    // The configuration alone is fine: only commands that need the inputs fail.
+    assert_eq!(list(&r).ok(), "img\n");
+}
+
+#[test]
+fn broken_cargo_manifest() {
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    bin: c\n");
+    r.append("c/Cargo.toml", "[dependencies]\nbroken = \n");
+    fails_with(&fingerprint(&r, "img"), &["image `img`", "c/Cargo.toml: invalid TOML", "line 5"]);
+    let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    bin: c\n");
+    r.append("c/Cargo.toml", "[dependencies]\ngone = { path = \"../gone\" }\n");
+    fails_with(&fingerprint(&r, "img"), &["c/Cargo.toml", "`gone` points at `gone`", "no Cargo.toml"]);
+}
+
+#[test]
+fn dangling_symlink_input() {
+    let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    r.symlink("nowhere", "img/dangling");
+    fails_with(&fingerprint(&r, "img"), &["img/dangling is a dangling symlink", "`nowhere`"]);
+}
+
+#[test]
+fn symlink_to_directory_input() {
+    let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n"), ("img/dir/a", "a\n")]);
+    r.symlink("dir", "img/dir-link");
+    fails_with(&fingerprint(&r, "img"), &["img/dir-link is a symlink to a directory", "`dir`", "a symlink per file"]);
+}
+
+#[test]
+fn root_that_is_not_a_git_work_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mzbuild.yml"), "name: x\n").unwrap();
+    let root = dir.path().to_str().unwrap();
+    fails_with(&xtask(["mzbuild", "--root", root, "list"]), &[root, "not the top of a git work tree", "git init"]);
+    // Through MZ_ROOT just the same.
+    let mut cmd = common::xtask_command(["mzbuild", "list"]);
+    cmd.env("MZ_ROOT", root);
+    fails_with(&common::run(&mut cmd), &[root, "not the top of a git work tree"]);
+    // A subdirectory of a repository is not its top.
+    let r = repo(&[("sub/a", "a\n")]);
+    let sub = r.path("sub");
+    fails_with(&xtask(["mzbuild", "--root", sub.to_str().unwrap(), "list"]), &["not the top of a git work tree"]);
+    // And a root that does not exist.
+    let gone = dir.path().join("gone");
+    fails_with(&xtask(["mzbuild", "--root", gone.to_str().unwrap(), "list"]), &["gone", "is not a directory"]);
+}
+
+#[test]
+fn unknown_image_on_the_command_line() {
+    let r = repo(&[
+        ("a/mzbuild.yml", "name: a\n"),
+        ("a/Dockerfile", "FROM scratch\n"),
+        ("b/mzbuild.yml", "name: b\n"),
+        ("b/Dockerfile", "FROM scratch\n"),
+    ]);
+    for command in ["fingerprint", "spec", "describe"] {
+        fails_with(&r.mzbuild(&[command, "nosuch"]), &["unknown image `nosuch`", "mzbuild list", "(a, b)"]);
+    }
+}
+
+#[test]
+fn bad_settings() {
+    let r = repo(&[("a/mzbuild.yml", "name: a\n"), ("a/Dockerfile", "FROM scratch\n")]);
+    fails_with(&r.mzbuild(&["--sanitizer", "bogus", "fingerprint", "a"]), &["unknown sanitizer `bogus`", "address"]);
+    fails_with(
+        &r.mzbuild(&["--arch", "mips", "fingerprint", "a"]),
+        &["unknown architecture `mips`", "x86_64 or aarch64"],
+    );
+    fails_with(&r.mzbuild(&["--release", "--dev", "fingerprint", "a"]), &["--release", "--dev", "give one"]);
+    let mut cmd = r.mzbuild_command(&["--arch", "x86_64", "fingerprint", "a"]);
+    cmd.env("CI_SANITIZER", "bogus");
+    fails_with(&common::run(&mut cmd), &["unknown sanitizer `bogus`"]);
+}
+
+#[test]
+fn all_errors_in_one_run() {
+    let r = repo(&[
+        ("a/mzbuild.yml", "publish: false\n"),
+        ("a/Dockerfile", "FROM scratch\n"),
+        ("b/mzbuild.yml", "name: b_b\n"),
+        ("b/Dockerfile", "FROM scratch\n"),
+        ("c/mzbuild.yml", "name: c\npre-image:\n  - type: copy\n    source: x\n  - type: cargo-build\n"),
+        ("c/Dockerfile", "FROM scratch\n"),
+        ("d/mzbuild.yml", "name: d\n"),
+        ("d/Dockerfile", "MZFROM nope\n"),
+        ("e/mzbuild.yml", "name: e\n"),
+    ]);
+    let out = list(&r);
+    fails_with(
+        &out,
+        &[
+            "6 errors in the mzbuild configuration",
+            "a/mzbuild.yml: missing `name`",
+            "b/mzbuild.yml: invalid `name` `b_b`",
+            "c/mzbuild.yml: pre-image #1: missing `destination`",
+            "c/mzbuild.yml: pre-image #2 (cargo-build): give at least one `bin` or `example`",
+            "d/Dockerfile:1: `MZFROM nope`",
+            "e/mzbuild.yml: image `e` has no Dockerfile",
+        ],
+    );
+}
+
+#[test]
+fn unknown_key_warns() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npubish: false\npre-image:\n  - type: copy\n    source: data\n    destination: d\n    matchng: '*.td'\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+        ("data/a.td", "a\n"),
+    ]);
+    let out = list(&r);
+    assert_eq!(out.ok(), "img\n");
+    assert!(out.stderr.contains("warning: img/mzbuild.yml: unknown key `pubish`"), "{out}");
+    assert!(out.stderr.contains("warning: img/mzbuild.yml: pre-image #1 (copy): unknown key `matchng`"), "{out}");
+    assert_eq!(out.stderr.lines().filter(|l| l.starts_with("warning: ")).count(), 2, "{out}");
+
+    let out = r.mzbuild(&["--strict", "list"]);
+    fails_with(&out, &["2 errors", "img/mzbuild.yml: unknown key `pubish`", "unknown key `matchng`", "--strict"]);
+    // --strict after the subcommand too.
+    fails_with(&r.mzbuild(&["list", "--strict"]), &["unknown key `pubish`"]);
+}
+
+#[test]
+fn non_utf8_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    std::fs::write(r.path("img").join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x\n").unwrap();
+    fails_with(&list(&r), &["bad", "not valid UTF-8", "rename it"]);
+}

@@ -149,15 +149,16 @@ fn validate_url(url: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::MapEnv;
 
     #[test]
     fn defaults_follow_mz_ghcr() {
-        let n = Naming::resolve(None, None, None, &[][..]).unwrap();
+        let n = Naming::resolve(None, None, None, &MapEnv(&[])).unwrap();
         assert_eq!(n.spec("app", "FP"), "ghcr.io/materializeinc/materialize/app:mzbuild-FP");
         assert_eq!(n.registries.len(), 2);
-        let n = Naming::resolve(None, None, None, &[("MZ_GHCR", "0")][..]).unwrap();
+        let n = Naming::resolve(None, None, None, &MapEnv(&[("MZ_GHCR", "0")])).unwrap();
         assert_eq!(n.spec("app", "FP"), "materialize/app:mzbuild-FP");
-        let n = Naming::resolve(None, Some("127.0.0.1:5000/team"), Some("mz-"), &[][..]).unwrap();
+        let n = Naming::resolve(None, Some("127.0.0.1:5000/team"), Some("mz-"), &MapEnv(&[])).unwrap();
         assert_eq!(n.spec("app", "FP"), "127.0.0.1:5000/team/mz-app:mzbuild-FP");
     }
 
@@ -170,22 +171,22 @@ mod tests {
                ]"#,
         )
         .unwrap();
-        let n = Naming::resolve(Some(&meta), None, None, &[][..]).unwrap();
+        let n = Naming::resolve(Some(&meta), None, None, &MapEnv(&[])).unwrap();
         assert_eq!(n.spec("img", "FP"), "127.0.0.1:5000/team/img:mzbuild-FP");
         // --image-registry picks a configured registry (keeping its login) or replaces them all.
-        let picked = Naming::resolve(Some(&meta), Some("myreg.io/x"), None, &[][..]).unwrap();
+        let picked = Naming::resolve(Some(&meta), Some("myreg.io/x"), None, &MapEnv(&[])).unwrap();
         assert_eq!(picked.registries.iter().map(|r| r.url.as_str()).collect::<Vec<_>>(), ["myreg.io/x", "127.0.0.1:5000/team"]);
-        let other = Naming::resolve(Some(&meta), Some("127.0.0.1:5002/o"), None, &[][..]).unwrap();
+        let other = Naming::resolve(Some(&meta), Some("127.0.0.1:5002/o"), None, &MapEnv(&[])).unwrap();
         assert_eq!(other.registries.len(), 1);
         assert_eq!(other.spec("img", "FP"), "127.0.0.1:5002/o/img:mzbuild-FP");
         assert_eq!(n.registries[1].tag("", "img", "FP"), "myreg.io/x/img:mzbuild-FP");
         assert_eq!(n.registries[0].host(), "127.0.0.1:5000");
         assert_eq!(n.registries[0].repository("", "img"), "team/img");
         let bad: toml::Value = toml::from_str(r#"registries = [{ url = "https://x.io/" }]"#).unwrap();
-        let e = Naming::resolve(Some(&bad), None, None, &[][..]).unwrap_err();
+        let e = Naming::resolve(Some(&bad), None, None, &MapEnv(&[])).unwrap_err();
         assert!(format!("{e:#}").contains("not a registry of the form host[:port]/path"), "{e:#}");
         let typo: toml::Value = toml::from_str(r#"registries = [{ url = "x.io/a", pasword-env = "T" }]"#).unwrap();
-        let e = Naming::resolve(Some(&typo), None, None, &[][..]).unwrap_err();
+        let e = Naming::resolve(Some(&typo), None, None, &MapEnv(&[])).unwrap_err();
         assert!(format!("{e:#}").contains("pasword-env"), "{e:#}");
     }
 }

@@ -290,6 +290,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::MapEnv;
 
     #[test]
     fn base64_and_challenges() {
@@ -310,11 +311,11 @@ mod tests {
     #[test]
     fn credentials_come_from_the_environment_and_stay_redacted() {
         let reg = Registry { url: "127.0.0.1:5001/x".into(), username: Some("u".into()), username_env: None, password_env: Some("TOK".into()) };
-        let c = credentials(&reg, &[("TOK", "s3cret")][..], true).unwrap().unwrap();
+        let c = credentials(&reg, &MapEnv(&[("TOK", "s3cret")]), true).unwrap().unwrap();
         assert_eq!(c.password, "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
-        let e = credentials(&reg, &[][..], true).unwrap_err();
+        let e = credentials(&reg, &MapEnv(&[]), true).unwrap_err();
         assert!(e.to_string().contains("TOK") && e.to_string().contains("not set"), "{e}");
-        assert!(credentials(&reg, &[][..], false).unwrap().is_none());
+        assert!(credentials(&reg, &MapEnv(&[]), false).unwrap().is_none());
     }
 }

@@ -90,9 +90,12 @@ impl Env for ProcessEnv {
     }
 }
 
-impl Env for [(&str, &str)] {
+/// A fixed environment, for tests.
+pub struct MapEnv<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl Env for MapEnv<'_> {
     fn var(&self, key: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
     }
 }
 
@@ -176,7 +179,7 @@ mod tests {
     use super::*;
 
     fn settings(args: SettingsArgs, env: &[(&str, &str)]) -> Settings {
-        Settings::resolve(&args, env).unwrap()
+        Settings::resolve(&args, &MapEnv(env)).unwrap()
     }
 
     #[test]
@@ -214,9 +217,9 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors() {
-        let e = Settings::resolve(&SettingsArgs { sanitizer: Some("bogus".into()), ..Default::default() }, &[][..]).unwrap_err();
+        let e = Settings::resolve(&SettingsArgs { sanitizer: Some("bogus".into()), ..Default::default() }, &MapEnv(&[])).unwrap_err();
         assert!(e.to_string().contains("unknown sanitizer `bogus`"), "{e}");
-        let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &[][..]).unwrap_err();
+        let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &MapEnv(&[])).unwrap_err();
         assert!(e.to_string().contains("unknown architecture `mips`"), "{e}");
     }
 }

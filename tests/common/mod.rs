@@ -1,0 +1,293 @@
+//! Helpers shared by the integration tests: run the real `xtask` binary, and
+//! build temporary git repositories to run it on.
+//!
+//! Nothing here changes process-wide state (environment, working directory):
+//! the tests of one binary run in parallel threads, so every setting goes on
+//! the child `Command` instead.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Environment variables that change what `mzbuild` computes; removed from
+/// every child so that tests do not depend on the developer's shell or CI.
+pub const SETTINGS_ENV: &[&str] = &["CI_LTO", "CI_COVERAGE_ENABLED", "CI_SANITIZER", "MZ_GHCR", "MZ_ROOT"];
+
+/// What a finished child process left behind.
+#[derive(Debug)]
+pub struct Output {
+    /// `None` when the process was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Assert exit status 0 and return stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "expected success\n{self}");
+        &self.stdout
+    }
+
+    /// Assert a clean failure (exit status 1: an error, not a panic, which
+    /// exits with 101) and return stderr.
+    #[track_caller]
+    pub fn error(&self) -> &str {
+        assert_eq!(self.code, Some(1), "expected a clean failure (exit status 1)\n{self}");
+        assert!(!self.stderr.contains("panicked"), "the error is a panic\n{self}");
+        assert!(self.stderr.lines().any(|l| l.starts_with("error: ")), "no `error: ` line on stderr\n{self}");
+        &self.stderr
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status: {:?}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Run `cmd` to completion, capturing its output.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The real `xtask` binary with `args`, with the settings environment
+/// (`SETTINGS_ENV`) removed. Add `.env(..)` / `.current_dir(..)` as needed.
+pub fn xtask_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args);
+    for var in SETTINGS_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Run the real `xtask` binary with `args` (see `xtask_command`).
+#[track_caller]
+pub fn xtask<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(&mut xtask_command(args))
+}
+
+/// A directory to use as `$HOME`, empty when the test binary starts, so that
+/// neither git nor the tool reads the developer's git configuration (global
+/// excludes, signing, hooks). Tools may keep state there (docker writes
+/// `.docker/`), so each test process has its own, under cargo's scratch
+/// directory for integration tests; those of finished processes are removed.
+pub fn empty_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix("home-"));
+            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let home = scratch.join(format!("home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        home
+    })
+}
+
+/// Point `cmd` at `home` for all git configuration: `$HOME`, no
+/// `$XDG_CONFIG_HOME`, no system configuration.
+pub fn git_home<'a>(cmd: &'a mut Command, home: &Path) -> &'a mut Command {
+    cmd.env("HOME", home).env_remove("XDG_CONFIG_HOME").env_remove("GIT_CONFIG_GLOBAL").env("GIT_CONFIG_NOSYSTEM", "1")
+}
+
+/// `git args` in `dir`, isolated from the developer's configuration (see
+/// `empty_home`), with a fixed identity. Panics unless it succeeds; returns
+/// stdout.
+#[track_caller]
+pub fn git<I, S>(dir: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).args(args);
+    git_home(&mut cmd, empty_home());
+    for (k, v) in [
+        ("GIT_AUTHOR_NAME", "t"),
+        ("GIT_AUTHOR_EMAIL", "t@t"),
+        ("GIT_COMMITTER_NAME", "t"),
+        ("GIT_COMMITTER_EMAIL", "t@t"),
+    ] {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert_eq!(out.code, Some(0), "{cmd:?} failed\n{out}");
+    out.stdout
+}
+
+/// A git repository in a temporary directory, deleted on drop.
+pub struct TempRepo {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl TempRepo {
+    /// A new repository (`git init`) with nothing in it.
+    pub fn new() -> TempRepo {
+        let dir = tempfile::Builder::new().prefix("xtask-test").tempdir().unwrap();
+        // Canonical, so that paths printed by the tool compare equal.
+        let root = dir.path().canonicalize().unwrap().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        git(&root, ["init", "-q", "."]);
+        TempRepo { dir, root }
+    }
+
+    /// A repository built by a script that takes the directory to create as
+    /// its only argument, such as `tests/fixtures/public-fixture.sh`.
+    pub fn from_script(script: &Path) -> TempRepo {
+        let dir = tempfile::Builder::new().prefix("xtask-test").tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap().join("repo");
+        let mut cmd = Command::new("bash");
+        cmd.arg(script).arg(&root);
+        git_home(&mut cmd, empty_home());
+        let out = run(&mut cmd);
+        assert_eq!(out.code, Some(0), "{} failed\n{out}", script.display());
+        TempRepo { dir, root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The root as a string, for command lines.
+    pub fn root_str(&self) -> &str {
+        self.root.to_str().expect("temporary directory path is UTF-8")
+    }
+
+    /// A scratch directory beside the repository (not inside it), deleted
+    /// with it.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Write `rel` (creating its parent directories).
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self
+    }
+
+    /// Append to `rel` (creating it if needed).
+    pub fn append(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(rel)).unwrap();
+        f.write_all(contents.as_ref()).unwrap();
+        self
+    }
+
+    pub fn mkdir(&self, rel: &str) -> &Self {
+        std::fs::create_dir_all(self.path(rel)).unwrap();
+        self
+    }
+
+    pub fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.path(rel)).unwrap_or_else(|e| panic!("removing {rel}: {e}"));
+        self
+    }
+
+    /// A symlink at `rel` pointing at `target` (taken literally, so relative
+    /// targets are relative to `rel`'s directory).
+    pub fn symlink(&self, target: &str, rel: &str) -> &Self {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        self
+    }
+
+    /// Set the permission bits of `rel` (e.g. `0o755`).
+    pub fn chmod(&self, rel: &str, mode: u32) -> &Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    /// The permission bits of `rel`.
+    pub fn mode(&self, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(self.path(rel)).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// `git args` in the repository (see `git`).
+    #[track_caller]
+    pub fn git<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        git(&self.root, args)
+    }
+
+    /// Stage everything git sees and commit it.
+    pub fn commit_all(&self) -> &Self {
+        self.git(["add", "-A"]);
+        self.git(["commit", "-q", "--allow-empty", "-m", "commit"]);
+        self
+    }
+
+    /// The real `xtask` binary on this repository: `mzbuild --root ROOT
+    /// args...`, with `$HOME` pointing at `empty_home()`.
+    pub fn mzbuild_command(&self, args: &[&str]) -> Command {
+        let mut cmd = xtask_command(["mzbuild", "--root", self.root_str()]);
+        cmd.args(args);
+        git_home(&mut cmd, empty_home());
+        cmd
+    }
+
+    #[track_caller]
+    pub fn mzbuild(&self, args: &[&str]) -> Output {
+        run(&mut self.mzbuild_command(args))
+    }
+}
+
+impl Default for TempRepo {
+    fn default() -> Self {
+        TempRepo::new()
+    }
+}
+
+/// The path of a file in `tests/` of this repository.
+pub fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+}
+
+/// The `inputs` section of `mzbuild describe` output, one path per entry.
+#[track_caller]
+pub fn describe_inputs(describe: &str) -> Vec<String> {
+    let mut lines = describe.lines().skip_while(|l| !l.starts_with("inputs"));
+    let header = lines.next().unwrap_or_else(|| panic!("no `inputs` section in\n{describe}"));
+    let inputs: Vec<String> = lines.map(|l| l.strip_prefix("  ").expect("indented input").to_string()).collect();
+    // The header ends with the count, e.g. `inputs (15):`.
+    let count = format!("({}):", inputs.len());
+    assert!(header.ends_with(&count), "header `{header}` does not count {} inputs", inputs.len());
+    inputs
+}
