@@ -1,1 +1,881 @@
-//! Integration tests (being written).
+//! Integration tests: `ensure` and `check` against the two real registries
+//! that `ci/stack.sh up` starts (127.0.0.1:5000 plain, 127.0.0.1:5001 with
+//! htpasswd auth), with the real `xtask` binary and the real Docker engine.
+//!
+//! Every test makes its own temporary git repository holding a diamond of
+//! `FROM scratch` images (base <- left, right <- top) plus `local-only`
+//! (`publish: false`, on base), published under registry paths no other test
+//! and no earlier run uses (`t-<pid>-<nanos>-<n>`), so the tests are
+//! independent and run in parallel. What is in a registry is asked of its
+//! HTTP API with `curl`, never of the tool under test. The registry password
+//! goes to `curl` on stdin (`-K -`), never on a command line: the secrets test
+//! watches every process's arguments while other tests run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{run, Output, TempRepo};
+
+const PLAIN: &str = "127.0.0.1:5000";
+const AUTH: &str = "127.0.0.1:5001";
+const USER: &str = "mzbuild";
+const PASSWORD: &str = "mzbuild-test-password";
+/// The variable the fixture's `Cargo.toml` names as the auth registry's token.
+const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
+
+/// The fixture's publishable images, by name.
+const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
+/// Every image of the fixture, by name.
+const ALL: [&str; 5] = ["base", "left", "local-only", "right", "top"];
+
+const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A name no other test and no earlier run uses: `t-<pid>-<nanos>-<n>`.
+fn unique() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{:x}-{:x}-{n}", std::process::id(), nanos % (1 << 48))
+}
+
+/// The root `Cargo.toml` with `registries` (TOML inline tables) as the
+/// publish targets.
+fn cargo_toml(registries: &[String]) -> String {
+    let list: String = registries.iter().map(|r| format!("  {r},\n")).collect();
+    format!("[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nregistries = [\n{list}]\n")
+}
+
+/// A temporary repository with the diamond and `local-only`, published to
+/// `127.0.0.1:5000/<id>` and `127.0.0.1:5001/<id>`. Removes the local images
+/// it created when dropped (the registries keep theirs: their paths are
+/// unique, and the plain `docker-registry` has no cheap delete).
+struct Fixture {
+    repo: TempRepo,
+    id: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let fx = Fixture { repo: TempRepo::new(), id: unique() };
+        fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
+        fx.repo
+            .write("images/base/mzbuild.yml", "name: base\n")
+            .write("images/base/Dockerfile", "FROM scratch\nCOPY base.txt /base.txt\n")
+            .write("images/base/base.txt", "base\n")
+            .write("images/left/mzbuild.yml", "name: left\n")
+            .write("images/left/Dockerfile", "MZFROM base\nCOPY left.txt /left.txt\n")
+            .write("images/left/left.txt", "left\n")
+            .write("images/right/mzbuild.yml", "name: right\n")
+            .write("images/right/Dockerfile", "MZFROM base\nCOPY right.txt /right.txt\n")
+            .write("images/right/right.txt", "right\n")
+            .write("images/top/mzbuild.yml", "name: top\n")
+            .write(
+                "images/top/Dockerfile",
+                "MZFROM left AS l\nMZFROM right\nCOPY --from=l /left.txt /left.txt\nCOPY top.txt /top.txt\n",
+            )
+            .write("images/top/top.txt", "top\n")
+            .write("images/local-only/mzbuild.yml", "name: local-only\npublish: false\n")
+            .write("images/local-only/Dockerfile", "MZFROM base\nCOPY local.txt /local.txt\n")
+            .write("images/local-only/local.txt", "local\n")
+            .commit_all();
+        fx
+    }
+
+    fn plain_url(&self) -> String {
+        format!("{PLAIN}/{}", self.id)
+    }
+
+    fn auth_url(&self) -> String {
+        format!("{AUTH}/{}", self.id)
+    }
+
+    /// A third registry path, on the plain registry.
+    fn extra_url(&self) -> String {
+        format!("{PLAIN}/{}-extra", self.id)
+    }
+
+    fn plain_entry(&self) -> String {
+        format!("{{ url = \"{}\" }}", self.plain_url())
+    }
+
+    fn auth_entry(&self) -> String {
+        format!("{{ url = \"{}\", username = \"{USER}\", password-env = \"{TOKEN_VAR}\" }}", self.auth_url())
+    }
+
+    fn set_registries(&self, entries: &[String]) {
+        self.repo.write("Cargo.toml", cargo_toml(entries));
+    }
+
+    /// `mzbuild --root REPO args...` with the right token in the child's
+    /// environment (and no `$MZ_DOCKER` from the developer's shell).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.repo.mzbuild_command(args);
+        cmd.env(TOKEN_VAR, PASSWORD).env_remove("MZ_DOCKER");
+        cmd
+    }
+
+    fn mz(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
+    }
+
+    /// Like `mz`, with `$MZ_DOCKER` pointing at a wrapper around the real
+    /// `docker` that records each invocation's arguments; also returns the
+    /// `-t` tags of each `docker buildx build`, one list per build.
+    fn mz_recording(&self, args: &[&str]) -> (Output, Vec<Vec<String>>) {
+        self.run_recording(&mut self.command(args))
+    }
+
+    /// Run `cmd` (from `command`) as `mz_recording` does.
+    fn run_recording(&self, cmd: &mut Command) -> (Output, Vec<Vec<String>>) {
+        let record = self.repo.scratch().join(format!("docker-calls-{}", unique()));
+        let wrapper = self.repo.scratch().join("docker-wrapper");
+        if !wrapper.exists() {
+            let docker = run(Command::new("sh").args(["-c", "command -v docker"]));
+            assert_eq!(docker.code, Some(0), "no `docker` on PATH (run `bash ci/stack.sh up`)\n{docker}");
+            let script = format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n",
+                docker.stdout.trim()
+            );
+            std::fs::write(&wrapper, script).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        cmd.env("MZ_DOCKER", &wrapper).env("MZ_TEST_DOCKER_RECORD", &record);
+        let out = run(cmd);
+        let calls = std::fs::read_to_string(&record).unwrap_or_default();
+        let builds = calls
+            .lines()
+            .filter(|l| l.starts_with("buildx build "))
+            .map(|l| {
+                let words: Vec<&str> = l.split(' ').collect();
+                words.windows(2).filter(|w| w[0] == "-t").map(|w| w[1].to_string()).collect()
+            })
+            .collect();
+        (out, builds)
+    }
+
+    /// `ensure --json args...`: the output, its parsed rows, and the images
+    /// it built (see `builds`).
+    fn ensure_json(&self, args: &[&str]) -> (Output, Vec<Row>, String) {
+        let mut all = vec!["ensure", "--json"];
+        all.extend_from_slice(args);
+        let (out, builds) = self.mz_recording(&all);
+        let rows = parse_rows(&out);
+        let builds = self.builds(&builds);
+        (out, rows, builds)
+    }
+
+    /// The `-t` tags of each `docker buildx build`, one line per build,
+    /// sorted, each tag as `<registry>/<image>` when it is the image's
+    /// current tag in the fixture's registry `plain`, `auth` or `extra`.
+    fn builds(&self, builds: &[Vec<String>]) -> String {
+        let registries = [("plain", self.plain_url()), ("auth", self.auth_url()), ("extra", self.extra_url())];
+        let fps: BTreeMap<&str, String> = ALL.iter().map(|i| (*i, self.fingerprint(i))).collect();
+        let mut lines: Vec<String> = builds
+            .iter()
+            .map(|tags| {
+                let tags: Vec<String> = tags
+                    .iter()
+                    .map(|t| {
+                        for (label, url) in &registries {
+                            let Some((image, fp)) =
+                                t.strip_prefix(&format!("{url}/")).and_then(|r| r.split_once(":mzbuild-"))
+                            else {
+                                continue;
+                            };
+                            if fps.get(image).is_some_and(|f| f == fp) {
+                                return format!("{label}/{image}");
+                            }
+                        }
+                        t.clone()
+                    })
+                    .collect();
+                format!("{}\n", tags.join(" "))
+            })
+            .collect();
+        lines.sort();
+        lines.concat()
+    }
+
+    fn fingerprint(&self, image: &str) -> String {
+        let out = self.mz(&["fingerprint", image]);
+        let fp = out.ok().trim_end().to_string();
+        assert!(fp.len() == 32 && !fp.contains('\n'), "not a fingerprint: {fp:?}\n{out}");
+        fp
+    }
+
+    fn spec(&self, image: &str) -> String {
+        self.mz(&["spec", image]).ok().trim_end().to_string()
+    }
+
+    /// HTTP status of `HEAD` on `image`'s current tag in registry `url`.
+    fn status_in(&self, url: &str, image: &str) -> String {
+        manifest_status(url, image, &self.fingerprint(image))
+    }
+
+    /// `"name: <plain> <auth>"` per image: the HTTP status of its current tag
+    /// in each of the two registries.
+    fn presence(&self, images: &[&str]) -> String {
+        images
+            .iter()
+            .map(|i| {
+                let fp = self.fingerprint(i);
+                format!(
+                    "{i}: {} {}\n",
+                    manifest_status(&self.plain_url(), i, &fp),
+                    manifest_status(&self.auth_url(), i, &fp)
+                )
+            })
+            .collect()
+    }
+
+    /// The rows as `name status [registries]` lines, sorted by name, with the
+    /// fixture's registry urls replaced by `plain`, `auth` and `extra`.
+    fn summary(&self, rows: &[Row]) -> String {
+        let mut sorted: Vec<&Row> = rows.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted
+            .iter()
+            .map(|r| {
+                let regs: Vec<String> = r
+                    .registries
+                    .iter()
+                    .map(|u| {
+                        if *u == self.plain_url() {
+                            "plain".to_string()
+                        } else if *u == self.auth_url() {
+                            "auth".to_string()
+                        } else if *u == self.extra_url() {
+                            "extra".to_string()
+                        } else {
+                            u.clone()
+                        }
+                    })
+                    .collect();
+                format!("{} {} [{}]\n", r.name, r.status, regs.join(", "))
+            })
+            .collect()
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.repo.path("target/mzbuild/logs")
+    }
+
+    /// Every file of the log directory with its modification time and size.
+    fn logs(&self) -> BTreeMap<String, (SystemTime, u64)> {
+        let Ok(entries) = std::fs::read_dir(self.log_dir()) else { return BTreeMap::new() };
+        entries
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (e.file_name().to_string_lossy().into_owned(), (m.modified().unwrap(), m.len()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Ok(out) = Command::new("docker")
+            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            return;
+        };
+        let mine: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|r| r.contains(&format!("/{}/", self.id)) || r.contains(&format!("/{}-extra/", self.id)))
+            .map(str::to_string)
+            .collect();
+        if !mine.is_empty() {
+            let _ = Command::new("docker").arg("rmi").args(&mine).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// `curl -s args...`, logged in to the auth registry when `auth` (the
+/// credentials go in a config on stdin).
+fn curl(args: &[&str], auth: bool) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.arg("-s").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if auth {
+        cmd.args(["-K", "-"]);
+    }
+    let mut child = cmd.spawn().expect("curl is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    if auth {
+        writeln!(stdin, "user = \"{USER}:{PASSWORD}\"").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// HTTP status of `HEAD /v2/<path>/<image>/manifests/mzbuild-<fp>` on the
+/// registry of `url` (`host:port/path`), e.g. "200" or "404".
+fn manifest_status(url: &str, image: &str, fp: &str) -> String {
+    let (host, path) = url.split_once('/').unwrap();
+    let endpoint = format!("http://{host}/v2/{path}/{image}/manifests/mzbuild-{fp}");
+    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", ACCEPT, &endpoint], host == AUTH);
+    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
+    out.stdout
+}
+
+/// The repositories of the registry of `url` (`host:port/path`) under
+/// `path/`, from its `_catalog`, in order.
+fn catalog(url: &str) -> Vec<String> {
+    let (host, path) = url.split_once('/').unwrap();
+    // Repositories come sorted; the ones under `path/` follow `last=path/`.
+    let endpoint = format!("http://{host}/v2/_catalog?n=100&last={path}/");
+    let out = curl(&[&endpoint], host == AUTH);
+    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
+    let json = Json::parse(&out.stdout);
+    let Some(Json::Arr(repos)) = json.get("repositories") else { panic!("no repositories in {}", out.stdout) };
+    repos.iter().map(|r| r.as_str().to_string()).filter(|r| r.starts_with(&format!("{path}/"))).collect()
+}
+
+/// Assert a clean failure (exit status 1, no panic) that may follow progress
+/// lines; return stderr.
+#[track_caller]
+fn failure(out: &Output) -> &str {
+    assert_eq!(out.code, Some(1), "expected a clean failure (exit status 1)\n{out}");
+    assert!(!out.stderr.contains("panicked"), "the error is a panic\n{out}");
+    assert!(out.stderr.starts_with("error: ") || out.stderr.contains("\nerror: "), "no `error: ` line\n{out}");
+    &out.stderr
+}
+
+/// One row of `ensure --json`.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    status: String,
+    registries: Vec<String>,
+    error: Option<String>,
+}
+
+#[track_caller]
+fn parse_rows(out: &Output) -> Vec<Row> {
+    let Json::Arr(items) = Json::parse(&out.stdout) else { panic!("`ensure --json` did not print an array\n{out}") };
+    items
+        .iter()
+        .map(|o| Row {
+            name: o.get("name").expect("name").as_str().to_string(),
+            status: o.get("status").expect("status").as_str().to_string(),
+            registries: match o.get("registries") {
+                Some(Json::Arr(a)) => a.iter().map(|r| r.as_str().to_string()).collect(),
+                other => panic!("registries is not an array: {other:?}\n{out}"),
+            },
+            error: o.get("error").map(|e| e.as_str().to_string()),
+        })
+        .collect()
+}
+
+/// Just enough JSON for `ensure --json` and `_catalog` (serde_json is not a
+/// dev-dependency).
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    #[track_caller]
+    fn parse(text: &str) -> Json {
+        let mut p = JsonParser { s: text.as_bytes(), i: 0 };
+        let v = p.value();
+        p.ws();
+        assert_eq!(p.i, p.s.len(), "trailing characters after JSON in\n{text}");
+        v
+    }
+
+    fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    #[track_caller]
+    fn as_str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            other => panic!("not a JSON string: {other:?}"),
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) {
+        self.ws();
+        assert_eq!(self.s.get(self.i), Some(&c), "expected `{}` at byte {} of JSON", c as char, self.i);
+        self.i += 1;
+    }
+
+    fn peek(&mut self) -> u8 {
+        self.ws();
+        *self.s.get(self.i).expect("unexpected end of JSON")
+    }
+
+    fn value(&mut self) -> Json {
+        match self.peek() {
+            b'{' => {
+                self.eat(b'{');
+                let mut fields = vec![];
+                if self.peek() == b'}' {
+                    self.eat(b'}');
+                    return Json::Obj(fields);
+                }
+                loop {
+                    let k = self.string();
+                    self.eat(b':');
+                    fields.push((k, self.value()));
+                    if self.peek() == b',' {
+                        self.eat(b',');
+                    } else {
+                        self.eat(b'}');
+                        return Json::Obj(fields);
+                    }
+                }
+            }
+            b'[' => {
+                self.eat(b'[');
+                let mut items = vec![];
+                if self.peek() == b']' {
+                    self.eat(b']');
+                    return Json::Arr(items);
+                }
+                loop {
+                    items.push(self.value());
+                    if self.peek() == b',' {
+                        self.eat(b',');
+                    } else {
+                        self.eat(b']');
+                        return Json::Arr(items);
+                    }
+                }
+            }
+            b'"' => Json::Str(self.string()),
+            _ => {
+                let start = self.i;
+                while self.i < self.s.len() && !b",]} \t\r\n".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                match std::str::from_utf8(&self.s[start..self.i]).unwrap() {
+                    "null" => Json::Null,
+                    "true" => Json::Bool(true),
+                    "false" => Json::Bool(false),
+                    n => {
+                        assert!(n.parse::<f64>().is_ok(), "bad JSON literal `{n}`");
+                        Json::Num(n.to_string())
+                    }
+                }
+            }
+        }
+    }
+
+    fn string(&mut self) -> String {
+        self.eat(b'"');
+        let mut out: Vec<u8> = vec![];
+        loop {
+            let c = *self.s.get(self.i).expect("unterminated JSON string");
+            self.i += 1;
+            match c {
+                b'"' => return String::from_utf8(out).unwrap(),
+                b'\\' => {
+                    let e = self.s[self.i];
+                    self.i += 1;
+                    let ch = match e {
+                        b'n' => '\n',
+                        b't' => '\t',
+                        b'r' => '\r',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+                            self.i += 4;
+                            // Surrogate pairs do not occur in our output; keep them visible if they do.
+                            char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap_or('\u{fffd}')
+                        }
+                        other => other as char,
+                    };
+                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+#[test]
+fn json_parser_reads_what_ensure_prints() {
+    let v = Json::parse(r#" [ {"name": "a\"b\n\u00e9", "n": -1.5e3, "ok": true, "x": null, "r": []}, {} ] "#);
+    let Json::Arr(items) = &v else { panic!("{v:?}") };
+    assert_eq!(items[0].get("name"), Some(&Json::Str("a\"b\né".into())));
+    assert_eq!(items[0].get("n"), Some(&Json::Num("-1.5e3".into())));
+    assert_eq!(items[0].get("ok"), Some(&Json::Bool(true)));
+    assert_eq!(items[0].get("x"), Some(&Json::Null));
+    assert_eq!(items[0].get("r"), Some(&Json::Arr(vec![])));
+    assert_eq!(items[1], Json::Obj(vec![]));
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Every file under `dir` (not following symbolic links).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn first_ensure_publishes_everything_publishable_to_both_registries() {
+    let fx = Fixture::new();
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base pushed [plain, auth]\n\
+         left pushed [plain, auth]\n\
+         local-only built []\n\
+         right pushed [plain, auth]\n\
+         top pushed [plain, auth]\n",
+        "{out}"
+    );
+    // One build per image, tagged for both registries at once.
+    assert_eq!(
+        builds,
+        "plain/base auth/base\nplain/left auth/left\nplain/local-only\nplain/right auth/right\nplain/top auth/top\n",
+        "{out}"
+    );
+    assert_eq!(fx.presence(&ALL), "base: 200 200\nleft: 200 200\nlocal-only: 404 404\nright: 200 200\ntop: 200 200\n");
+    let expected: Vec<String> = PUBLISHED.iter().map(|i| format!("{}/{i}", fx.id)).collect();
+    assert_eq!(catalog(&fx.plain_url()), expected);
+    assert_eq!(catalog(&fx.auth_url()), expected);
+    // local-only was built into the local engine under its spec.
+    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
+    assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
+
+    let check = fx.mz(&["check"]);
+    assert_eq!(check.ok(), "", "{check}");
+    assert!(check.stderr.contains("all 4 publishable image(s) are in every registry"), "{check}");
+}
+
+#[test]
+fn second_ensure_builds_and_pushes_nothing() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    let logs = fx.logs();
+    assert!(
+        ["base.log", "left.log", "local-only.log", "right.log", "top.log"].iter().all(|l| logs.contains_key(*l)),
+        "the first ensure did not log every build: {logs:?}"
+    );
+    // Coarse file-system timestamps must not hide a rewrite.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base published []\nleft published []\nlocal-only present []\nright published []\ntop published []\n",
+        "{out}"
+    );
+    assert_eq!(builds, "", "{out}");
+    assert!(out.stderr.contains("; 0 to build\n"), "{out}");
+    assert!(!out.stderr.contains("building"), "{out}");
+    assert_eq!(fx.logs(), logs, "the second ensure wrote build logs\n{out}");
+}
+
+#[test]
+fn an_edit_republishes_exactly_the_image_and_its_dependants() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    let before: BTreeMap<&str, String> = ALL.iter().map(|i| (*i, fx.fingerprint(i))).collect();
+
+    fx.repo.write("images/left/left.txt", "left, edited\n");
+    let after: BTreeMap<&str, String> = ALL.iter().map(|i| (*i, fx.fingerprint(i))).collect();
+    let changed: Vec<&str> = ALL.iter().copied().filter(|i| before[i] != after[i]).collect();
+    assert_eq!(changed, ["left", "top"]);
+
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base published []\n\
+         left pushed [plain, auth]\n\
+         local-only present []\n\
+         right published []\n\
+         top pushed [plain, auth]\n",
+        "{out}"
+    );
+    assert_eq!(builds, "plain/left auth/left\nplain/top auth/top\n", "{out}");
+    assert!(out.stderr.contains("; 2 to build\n"), "{out}");
+    assert_eq!(fx.presence(&["left", "top"]), "left: 200 200\ntop: 200 200\n");
+    // The old tags are still there: content-addressed tags are never overwritten.
+    assert_eq!(manifest_status(&fx.plain_url(), "left", &before["left"]), "200");
+}
+
+#[test]
+fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
+    let fx = Fixture::new();
+    let fps: BTreeMap<&str, String> = PUBLISHED.iter().map(|i| (*i, fx.fingerprint(i))).collect();
+    let tag = |url: &str, i: &str| format!("{url}/{i}:mzbuild-{}\n", fps[i]);
+
+    let out = fx.mz(&["check"]);
+    failure(&out);
+    let expected: String = PUBLISHED.iter().flat_map(|i| [tag(&fx.plain_url(), i), tag(&fx.auth_url(), i)]).collect();
+    assert_eq!(out.stdout, expected, "{out}");
+    assert!(out.stderr.contains("4 of 4 publishable image(s) are missing"), "{out}");
+    assert!(!fx.log_dir().exists(), "check built something");
+
+    fx.mz(&["ensure"]).ok();
+    fx.mz(&["check"]).ok();
+
+    // A third registry: only its tags are missing.
+    fx.set_registries(&[fx.plain_entry(), fx.auth_entry(), format!("{{ url = \"{}\" }}", fx.extra_url())]);
+    for i in PUBLISHED {
+        assert_eq!(fx.fingerprint(i), fps[i], "the registries table changed the fingerprint of {i}");
+    }
+    let out = fx.mz(&["check"]);
+    failure(&out);
+    let expected: String = PUBLISHED.iter().map(|i| tag(&fx.extra_url(), i)).collect();
+    assert_eq!(out.stdout, expected, "{out}");
+
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base pushed [extra]\n\
+         left pushed [extra]\n\
+         local-only present []\n\
+         right pushed [extra]\n\
+         top pushed [extra]\n",
+        "{out}"
+    );
+    // Pushed to the extra registry only: the others are not pushed to again.
+    assert_eq!(builds, "extra/base\nextra/left\nextra/right\nextra/top\n", "{out}");
+    for i in PUBLISHED {
+        assert_eq!(fx.status_in(&fx.extra_url(), i), "200", "{i} is not in the extra registry");
+    }
+    fx.mz(&["check"]).ok();
+}
+
+#[test]
+fn a_wrong_or_missing_token_fails_before_anything_is_built() {
+    let fx = Fixture::new();
+    let start = Instant::now();
+    let (out, builds) = fx.run_recording(fx.command(&["ensure"]).env(TOKEN_VAR, "wrong-token-XYZ123"));
+    let took = start.elapsed();
+    assert_eq!(builds, Vec::<Vec<String>>::new(), "{out}");
+    let stderr = out.error();
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{out}");
+    assert!(stderr.contains(&format!("registry {} rejected the credentials of user `{USER}`", fx.auth_url())), "{out}");
+    assert!(stderr.contains(TOKEN_VAR), "{out}");
+    assert!(stderr.trim_end().ends_with("nothing was built or pushed"), "{out}");
+    assert!(!out.stderr.contains("wrong-token-XYZ123") && !out.stdout.contains("wrong-token-XYZ123"), "{out}");
+    assert!(!fx.log_dir().exists(), "something was built: {:?}", fx.logs());
+    assert_eq!(fx.presence(&ALL), "base: 404 404\nleft: 404 404\nlocal-only: 404 404\nright: 404 404\ntop: 404 404\n");
+    assert_eq!(catalog(&fx.plain_url()), Vec::<String>::new());
+    assert_eq!(catalog(&fx.auth_url()), Vec::<String>::new());
+
+    let (out, builds) = fx.run_recording(fx.command(&["ensure"]).env_remove(TOKEN_VAR));
+    assert_eq!(builds, Vec::<Vec<String>>::new(), "{out}");
+    let stderr = out.error();
+    assert!(
+        stderr.contains(&format!(
+            "registry {}: the environment variable {TOKEN_VAR} (its token) is not set",
+            fx.auth_url()
+        )),
+        "{out}"
+    );
+    assert!(!fx.log_dir().exists(), "something was built: {:?}", fx.logs());
+}
+
+#[test]
+fn a_registry_that_is_down_fails_cleanly_after_retries() {
+    let fx = Fixture::new();
+    let url = format!("127.0.0.1:{}/x", free_port());
+    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
+    let start = Instant::now();
+    let out = fx.mz(&["ensure"]);
+    let took = start.elapsed();
+    let stderr = out.error();
+    assert!(stderr.contains(&format!("registry {url} is unreachable")), "{out}");
+    assert!(stderr.contains("3 attempts"), "{out}");
+    // Three attempts with a backoff between them, not three at once.
+    assert!(took >= Duration::from_secs(2), "no backoff: took {took:?}\n{out}");
+    assert!(took < Duration::from_secs(60), "took {took:?}\n{out}");
+    assert!(!fx.log_dir().exists(), "something was built: {:?}", fx.logs());
+
+    let out = fx.mz(&["check"]);
+    let stderr = out.error();
+    assert!(stderr.contains(&format!("registry {url} is unreachable")), "{out}");
+}
+
+#[test]
+fn a_broken_branch_fails_alone_and_skips_its_dependants() {
+    let fx = Fixture::new();
+    fx.repo.append("images/right/Dockerfile", "BOGUSINSTRUCTION x\n");
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    let stderr = failure(&out);
+    // right's build ran once (a broken Dockerfile is not retried); top never ran.
+    assert_eq!(
+        builds, "plain/base auth/base\nplain/left auth/left\nplain/local-only\nplain/right auth/right\n",
+        "{out}"
+    );
+    assert_eq!(
+        fx.summary(&rows),
+        "base pushed [plain, auth]\n\
+         left pushed [plain, auth]\n\
+         local-only built []\n\
+         right failed [plain, auth]\n\
+         top skipped [plain, auth]\n",
+        "{out}"
+    );
+    let top = rows.iter().find(|r| r.name == "top").unwrap();
+    assert!(top.error.as_deref().unwrap_or("").contains("`right` failed"), "{top:?}");
+    let log = fx.log_dir().join("right.log");
+    assert!(stderr.contains("error: 2 of 5 image(s) were not published:"), "{out}");
+    assert!(stderr.contains(&format!("last lines of {}", log.display())), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("BOGUSINSTRUCTION"), "{}:\n{text}", log.display());
+    assert!(!fx.log_dir().join("top.log").exists(), "top was built");
+    assert_eq!(fx.presence(&PUBLISHED), "base: 200 200\nleft: 200 200\nright: 404 404\ntop: 404 404\n");
+}
+
+#[test]
+fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
+    let fx = Fixture::new();
+    let home = fx.repo.scratch().join("home");
+    let tmp = fx.repo.scratch().join("tmp");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    let mut cmd = fx.command(&["ensure"]);
+    // A private TMPDIR, so the DOCKER_CONFIG directories of tests running
+    // beside this one do not count.
+    cmd.env("HOME", &home).env("TMPDIR", &tmp).stdout(Stdio::piped()).stderr(Stdio::piped());
+
+    let done = AtomicBool::new(false);
+    let (out, (samples, leaks, configs)) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut samples, mut leaks, mut configs) =
+                (0usize, Vec::<String>::new(), std::collections::BTreeSet::new());
+            while !done.load(Ordering::SeqCst) {
+                let ps = run(Command::new("ps").args(["-eo", "args"]));
+                assert_eq!(ps.code, Some(0), "{ps}");
+                samples += 1;
+                leaks.extend(ps.stdout.lines().filter(|l| l.contains(PASSWORD)).map(str::to_string));
+                for e in std::fs::read_dir(&tmp).unwrap().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("mzbuild-docker-config-") {
+                        configs.insert(name);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (samples, leaks, configs)
+        });
+        let out = cmd.spawn().and_then(|child| child.wait_with_output());
+        done.store(true, Ordering::SeqCst);
+        let out = out.expect("running xtask");
+        let out = Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        (out, watcher.join().unwrap())
+    });
+    out.ok();
+    // The token was used: the auth registry has everything.
+    assert_eq!(fx.presence(&PUBLISHED), "base: 200 200\nleft: 200 200\nright: 200 200\ntop: 200 200\n");
+
+    assert!(samples >= 5, "only {samples} process listings during the run");
+    assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");
+    assert!(!out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD), "{out}");
+    assert!(!configs.is_empty(), "no private DOCKER_CONFIG seen in TMPDIR during the run ({samples} samples)");
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mzbuild-docker-config-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "the private DOCKER_CONFIG was left behind (seen: {configs:?})");
+    let files = files_under(fx.repo.root());
+    assert!(files.iter().any(|f| f.ends_with("target/mzbuild/logs/top.log")), "no build logs in {files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "the password is in {}", f.display());
+    }
+    assert!(!home.join(".docker").exists(), "ensure wrote to $HOME/.docker");
+}
+
+#[test]
+fn unpublished_images_are_never_pushed_and_targets_limit_the_set() {
+    let fx = Fixture::new();
+    let (out, rows, builds) = fx.ensure_json(&["top"]);
+    out.ok();
+    assert_eq!(
+        builds, "plain/base auth/base\nplain/left auth/left\nplain/right auth/right\nplain/top auth/top\n",
+        "{out}"
+    );
+    assert_eq!(
+        fx.summary(&rows),
+        "base pushed [plain, auth]\nleft pushed [plain, auth]\nright pushed [plain, auth]\ntop pushed [plain, auth]\n",
+        "{out}"
+    );
+    assert!(!fx.log_dir().join("local-only.log").exists(), "local-only was built\n{out}");
+    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
+    assert_eq!(inspect.code, Some(1), "local-only is in the local engine\n{inspect}");
+
+    let (out, rows, builds) = fx.ensure_json(&["local-only"]);
+    out.ok();
+    assert_eq!(builds, "plain/local-only\n", "{out}");
+    assert_eq!(fx.summary(&rows), "base published []\nlocal-only built []\n", "{out}");
+    assert_eq!(fx.presence(&["local-only"]), "local-only: 404 404\n");
+    for url in [fx.plain_url(), fx.auth_url()] {
+        assert!(!catalog(&url).contains(&format!("{}/local-only", fx.id)), "local-only is in {url}'s catalog");
+    }
+    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
+    assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
+}

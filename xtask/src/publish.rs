@@ -106,6 +106,7 @@ impl DockerLogin {
     fn new(registries: &[(&Registry, &Credentials)]) -> Result<DockerLogin> {
         let dir = tempfile::Builder::new().prefix("mzbuild-docker-config-").tempdir().context("creating a private DOCKER_CONFIG")?;
         crate::cleanup::add_dir(dir.path().to_path_buf());
+        seed_config(dir.path(), registries)?;
         for (reg, creds) in registries {
             let mut child = Command::new(docker::docker_program())
                 .args(["login", reg.host(), "--username", &creds.username, "--password-stdin"])
@@ -126,8 +127,49 @@ impl DockerLogin {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())]
+        let mut env = vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())];
+        // Keep the user's buildx builders (and the selected one).
+        if std::env::var_os("BUILDX_CONFIG").is_none() {
+            if let Some(buildx) = user_docker_config_dir().map(|d| d.join("buildx")).filter(|d| d.is_dir()) {
+                env.push(("BUILDX_CONFIG".into(), buildx.display().to_string()));
+            }
+        }
+        env
     }
+}
+
+/// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
+fn user_docker_config_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker")))
+}
+
+/// Start the private config from the user's `config.json`, so builds keep
+/// the user's other logins (private base images, Docker Hub pulls) and
+/// settings; but without a credential store, and without credential helpers
+/// for the registries we log in to, so our logins land in this private file
+/// only, never in the user's keychain or helper.
+fn seed_config(dir: &std::path::Path, registries: &[(&Registry, &Credentials)]) -> Result<()> {
+    let Some(user) = user_docker_config_dir() else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(user.join("config.json")) else { return Ok(()) };
+    let Ok(mut config) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("credsStore");
+        if let Some(helpers) = obj.get_mut("credHelpers").and_then(|h| h.as_object_mut()) {
+            for (reg, _) in registries {
+                helpers.remove(reg.host());
+            }
+        }
+        if let Some(auths) = obj.get_mut("auths").and_then(|a| a.as_object_mut()) {
+            for (reg, _) in registries {
+                auths.remove(reg.host());
+            }
+        }
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -197,9 +239,16 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     if !requests.is_empty() {
         docker::check_engine()?;
         docker::check_buildx()?;
-        if requests.iter().any(|r| r.output == Output::Push) {
-            let with_creds: Vec<(&Registry, &Credentials)> =
-                clients.iter().filter_map(|c| c.credentials().map(|cr| (&c.registry, cr))).collect();
+        // Log in only to the registries this run pushes to (and that have
+        // credentials); with none, the user's own docker config is used as is.
+        let pushed_to: BTreeSet<usize> = missing.values().flatten().copied().collect();
+        let with_creds: Vec<(&Registry, &Credentials)> = clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| pushed_to.contains(i))
+            .filter_map(|(_, c)| c.credentials().map(|cr| (&c.registry, cr)))
+            .collect();
+        if requests.iter().any(|r| r.output == Output::Push) && !with_creds.is_empty() {
             login = Some(DockerLogin::new(&with_creds)?);
         }
         let env = login.as_ref().map(DockerLogin::env).unwrap_or_default();
