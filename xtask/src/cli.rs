@@ -128,7 +128,8 @@ pub struct PoolArgs {
     /// How many images to build at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Give up on a build, or on waiting for its dependencies, after this long (e.g. 90s, 20m, 1h).
+    /// Kill a build that runs longer than this, and stop waiting for dependencies after this long
+    /// without any build finishing (e.g. 90s, 20m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = crate::build::parse_duration)]
     pub timeout: std::time::Duration,
 }

@@ -6,9 +6,10 @@
 //! only when all its dependencies succeeded; jobs with the most dependants go
 //! first, so long chains start early. When a job fails, every job that
 //! depends on it, directly or not, is marked skipped at once (nobody waits
-//! for a build that will never come) while independent jobs go on. A job
-//! that is still waiting for its dependencies `timeout` after the pool
-//! started gives up. The drain loop never returns early: every failure is
+//! for a build that will never come) while independent jobs go on. Jobs
+//! still waiting for their dependencies give up when `timeout` passes with
+//! no job finishing (a stall: each running build is also killed after
+//! `timeout` by its runner), so a long but moving chain never times out. The drain loop never returns early: every failure is
 //! recorded, and the caller reports them all at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,8 +71,7 @@ pub fn run<T: Send>(
     let mut waiting: BTreeMap<&str, BTreeSet<&str>> = deps.clone();
     let mut outcomes: BTreeMap<String, Outcome<T>> = BTreeMap::new();
     let mut running = 0usize;
-    let started = Instant::now();
-    let deadline = started + timeout;
+    let mut last_progress = Instant::now();
 
     let (job_tx, job_rx) = unbounded::<String>();
     let (res_tx, res_rx) = unbounded::<(String, Result<T, String>, Duration)>();
@@ -117,9 +117,10 @@ pub fn run<T: Send>(
                 }
                 break;
             }
-            match res_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match res_rx.recv_timeout((last_progress + timeout).saturating_duration_since(Instant::now())) {
                 Ok((name, result, took)) => {
                     running -= 1;
+                    last_progress = Instant::now();
                     let n: &str = names.get(name.as_str()).unwrap();
                     let o = match result {
                         Ok(value) => Outcome::Done { value, took },
@@ -225,6 +226,17 @@ mod tests {
         }, |_| {});
         assert!(out["slow"].is_success());
         assert!(matches!(&out["after"], Outcome::TimedOut { waiting_for } if waiting_for == &["slow".to_string()]));
+    }
+
+    #[test]
+    fn a_moving_chain_does_not_time_out() {
+        // Each step takes 60% of the timeout; the chain takes 3x the timeout.
+        let jobs = vec![job("a", &[]), job("b", &["a"]), job("c", &["b"]), job("d", &["c"]), job("e", &["d"])];
+        let out = run(&jobs, 2, Duration::from_millis(250), &|_| {
+            std::thread::sleep(Duration::from_millis(150));
+            Ok(())
+        }, |_| {});
+        assert!(out.values().all(Outcome::is_success), "{out:?}");
     }
 
     #[test]
