@@ -4,7 +4,7 @@
 # On a Debian 12 (bookworm) machine, as root, without systemd and without any
 # network except the Debian package mirrors, this script idempotently:
 #   * installs docker.io, docker-registry, apache2-utils (htpasswd) and
-#     binutils (strip) from bookworm, then docker-buildx (0.13) together with
+#     binutils (strip) and busybox-static (RUN steps in test images) from bookworm, then docker-buildx (0.13) together with
 #     docker-cli and docker.io (engine 26.1) from a *pinned* trixie apt source
 #     (only packages asked for with `-t trixie` come from trixie; libc6 etc.
 #     stay at bookworm's versions);
@@ -123,6 +123,8 @@ install_packages() {
     command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
     command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
     command -v strip >/dev/null 2>&1 || need+=(binutils)
+    # A static busybox: lets tests give `FROM scratch` images RUN steps.
+    [ -x /bin/busybox ] || need+=(busybox-static)
     command -v curl >/dev/null 2>&1 || need+=(curl)
     command -v flock >/dev/null 2>&1 || need+=(util-linux)
     # buildx comes from trixie together with trixie's engine and CLI (26.1.x):

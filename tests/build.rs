@@ -482,3 +482,28 @@ fn engine_not_running_is_reported() {
     assert!(error.contains("ci/stack.sh up"), "does not say how to start the engine\n{out}");
     assert_eq!(out.stdout, "", "{out}");
 }
+
+/// A build that runs past `--timeout` is killed (its whole process group;
+/// buildkit then cancels the RUN step) and reported as timed out.
+#[test]
+fn a_build_over_the_timeout_is_killed() {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "/bin/busybox is missing: `bash ci/stack.sh up` installs busybox-static");
+    let repo = TempRepo::new();
+    repo.write("slow/mzbuild.yml", "name: slow\n");
+    repo.write("slow/Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"300\"]\n");
+    std::fs::copy(busybox, repo.path("slow/busybox")).unwrap();
+    repo.commit_all();
+    let registry = unique_registry();
+    let start = std::time::Instant::now();
+    let out = repo.mzbuild(&["--image-registry", &registry, "build", "slow", "--timeout", "3s"]);
+    let took = start.elapsed();
+    let err = failure(&out);
+    assert!(err.contains("slow: FAILED: timed out after 3s and was killed"), "{err}");
+    // Killed, not waited for: the RUN step alone would take 300 s.
+    assert!(took < std::time::Duration::from_secs(120), "took {took:?}");
+    // The RUN step's container is gone too.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("/bin/busybox sleep 300"), "the build's sleep is still running");
+}

@@ -93,7 +93,8 @@ pub fn build_images(
             let verb = if by_name[n].output == Output::Push { "building and pushing" } else { "building" };
             eprintln!("mzbuild: {verb} {n} (log: {})", log_dir.join(format!("{n}.log")).display())
         }
-        Event::Finished(n, o) => eprintln!("mzbuild: {n}: {}", describe_outcome(o)),
+        // One line here; the failures' log tails come in the final summary.
+        Event::Finished(n, o) => eprintln!("mzbuild: {n}: {}", describe_outcome(o).lines().next().unwrap_or("")),
     });
     Ok(outcomes)
 }
