@@ -7,10 +7,14 @@
 //!
 //! Inputs are computed for all requested images first, and every distinct
 //! file is read and hashed once, in parallel, however many images share it
-//! (cargo-build images share most of the workspace).
+//! (cargo-build images share most of the workspace). `cargo xtask` runs
+//! unoptimised code, so the bookkeeping avoids per-path work: an image's
+//! inputs are a bitmap over the sorted tree (crate directories are ranges),
+//! and its self hash is fed whole runs of precomputed per-file records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,24 +51,60 @@ pub fn base32(bytes: &[u8]) -> String {
 
 /// Input files of one image (repository-relative, sorted, unique).
 pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
-    let mut set: BTreeSet<&str> = BTreeSet::new();
+    let set = input_set(repo, image, &mut CrateFiles::new())?;
+    let mut out = Vec::new();
+    for run in set.runs() {
+        out.extend_from_slice(&repo.tree.files[run]);
+    }
+    Ok(out)
+}
+
+/// The input files of a crate, as ranges of positions in `Tree::files`, by
+/// crate directory: images share most crates, so each is looked up once.
+type CrateFiles = BTreeMap<String, Vec<Range<usize>>>;
+
+/// Every file of the crate in `dir` but `<crate>/mzcompose` and
+/// `<crate>/mzcompose.py` (files, or directories with everything below
+/// them), as ranges of positions in `tree.files`.
+fn crate_ranges(tree: &crate::tree::Tree, dir: &str) -> Vec<Range<usize>> {
+    let mut excluded: Vec<Range<usize>> = Vec::new();
+    for e in [format!("{dir}/mzcompose"), format!("{dir}/mzcompose.py")] {
+        if let Some(at) = tree.position(&e) {
+            excluded.push(at..at + 1);
+        }
+        excluded.push(tree.range(&e));
+    }
+    // All inside the crate's range, and disjoint.
+    excluded.retain(|r| !r.is_empty());
+    excluded.sort_by_key(|r| r.start);
+    let all = tree.range(dir);
+    let mut out = Vec::new();
+    let mut at = all.start;
+    for r in excluded {
+        out.push(at..r.start);
+        at = r.end;
+    }
+    out.push(at..all.end);
+    out
+}
+
+/// Input files of one image, as positions in `repo.tree.files`.
+fn input_set(repo: &Repo, image: &Image, crate_files: &mut CrateFiles) -> Result<FileSet> {
+    let tree = &repo.tree;
+    let mut set = FileSet::new(tree.files.len());
     // The context, less the files of nested images.
-    let nested: Vec<String> = repo
-        .images
-        .values()
-        .filter(|o| o.dir.len() > image.dir.len() && o.dir.starts_with(&format!("{}/", image.dir)))
-        .map(|o| format!("{}/", o.dir))
-        .collect();
-    for f in repo.tree.under(&image.dir) {
-        if !nested.iter().any(|n| f.starts_with(n.as_str())) {
-            set.insert(f);
+    set.insert_range(tree.range(&image.dir));
+    let prefix = format!("{}/", image.dir);
+    for o in repo.images.values() {
+        if o.dir.len() > image.dir.len() && o.dir.starts_with(&prefix) {
+            set.remove_range(tree.range(&o.dir));
         }
     }
     let what = |i: usize| format!("image `{}` ({}/mzbuild.yml), pre-image #{}", image.name, image.dir, i + 1);
     for (i, pre) in image.config.pre_images.iter().enumerate() {
         match pre {
             PreImage::Copy(c) => {
-                let matched = copy_matches(repo, &c.source, &c.matching).with_context(|| what(i))?;
+                let matched = copy_match_positions(repo, &c.source, &c.matching).with_context(|| what(i))?;
                 if matched.is_empty() {
                     bail!(
                         "{}: copy source `{}` (matching `{}`) has no files git can see; fix `source`/`matching` or add the files",
@@ -73,28 +113,30 @@ pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
                         c.matching
                     );
                 }
-                set.extend(matched);
+                for m in matched {
+                    set.insert(m);
+                }
             }
             PreImage::CargoBuild(cb) => {
                 for required in ["Cargo.toml", "Cargo.lock"] {
-                    if !repo.tree.contains(required) {
+                    let Some(at) = tree.position(required) else {
                         bail!(
                             "{}: cargo-build needs {required} at the repository root ({}), and git does not see one; \
                              create it (`cargo generate-lockfile` for Cargo.lock) and commit it",
                             what(i),
                             repo.root().display()
                         );
-                    }
-                    set.insert(required);
+                    };
+                    set.insert(at);
                 }
                 // `.cargo/config` is what the original hashes; its modern
                 // name `.cargo/config.toml` matters just as much.
                 for optional in [".cargo/config", ".cargo/config.toml"] {
-                    if repo.tree.contains(optional) {
-                        set.insert(optional);
+                    if let Some(at) = tree.position(optional) {
+                        set.insert(at);
                     }
                 }
-                set.extend(repo.tree.under("ci/builder").iter().map(String::as_str));
+                set.insert_range(tree.range("ci/builder"));
                 let ws = repo.workspace().with_context(|| format!("{}: reading the cargo workspace", what(i)))?;
                 let mut crates = BTreeSet::new();
                 for bin in &cb.bins {
@@ -105,36 +147,39 @@ pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
                     let k = ws.crate_for_example(ex).with_context(|| what(i))?;
                     crates.extend(ws.closure(k, true));
                 }
-                for dir in &crates {
-                    let excluded = [format!("{dir}/mzcompose"), format!("{dir}/mzcompose.py")];
-                    for f in repo.tree.under(dir) {
-                        let skip = excluded.iter().any(|e| f == e || (f.starts_with(e.as_str()) && f.as_bytes()[e.len()] == b'/'));
-                        if !skip {
-                            set.insert(f);
-                        }
+                for dir in crates {
+                    for r in crate_files.entry(dir).or_insert_with_key(|dir| crate_ranges(tree, dir)) {
+                        set.insert_range(r.clone());
                     }
                 }
             }
         }
     }
-    Ok(set.into_iter().map(str::to_string).collect())
+    Ok(set)
 }
 
 /// Files under `source` that the git pathspec `matching` (relative to
 /// `source`) selects. As in git, `*` also matches `/`, and a pattern without
 /// wildcards matches a path or a directory prefix.
 pub fn copy_matches<'a>(repo: &'a Repo, source: &str, matching: &str) -> Result<Vec<&'a str>> {
-    let files = repo.tree.under(source);
-    let rel = |f: &'a String| &f[source.len() + 1..];
+    Ok(copy_match_positions(repo, source, matching)?.into_iter().map(|i| repo.tree.files[i].as_str()).collect())
+}
+
+/// `copy_matches`, as positions in `repo.tree.files`.
+fn copy_match_positions(repo: &Repo, source: &str, matching: &str) -> Result<Vec<usize>> {
+    let range = repo.tree.range(source);
+    let files = repo.tree.files[range.clone()].iter().zip(range);
+    fn rel<'a>(f: &'a str, source: &str) -> &'a str {
+        &f[source.len() + 1..]
+    }
     if !matching.contains(['*', '?', '[']) {
         let m = matching.trim_end_matches('/');
         return Ok(files
-            .iter()
-            .filter(|f| {
-                let r = rel(f);
+            .filter(|(f, _)| {
+                let r = rel(f, source);
                 r == m || (r.starts_with(m) && r.as_bytes().get(m.len()) == Some(&b'/'))
             })
-            .map(String::as_str)
+            .map(|(_, i)| i)
             .collect());
     }
     let glob = globset::GlobBuilder::new(matching)
@@ -142,7 +187,114 @@ pub fn copy_matches<'a>(repo: &'a Repo, source: &str, matching: &str) -> Result<
         .build()
         .map_err(|e| anyhow!("`matching` `{matching}` is not a valid pattern: {e}"))?
         .compile_matcher();
-    Ok(files.iter().filter(|f| glob.is_match(rel(f))).map(String::as_str).collect())
+    Ok(files.filter(|(f, _)| glob.is_match(rel(f, source))).map(|(_, i)| i).collect())
+}
+
+/// A set of tree files, by position in `Tree::files`: a bitmap, so that
+/// building an image's inputs, and the union of all images' inputs, costs
+/// next to nothing, and iterating yields paths in sorted order.
+struct FileSet {
+    words: Vec<u64>,
+}
+
+impl FileSet {
+    fn new(len: usize) -> FileSet {
+        FileSet { words: vec![0; len.div_ceil(64)] }
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.words[i / 64] |= 1 << (i % 64);
+    }
+
+    fn insert_range(&mut self, r: Range<usize>) {
+        let mut i = r.start;
+        while i < r.end {
+            if i.is_multiple_of(64) && r.end - i >= 64 {
+                self.words[i / 64] = !0;
+                i += 64;
+            } else {
+                self.insert(i);
+                i += 1;
+            }
+        }
+    }
+
+    fn remove_range(&mut self, r: Range<usize>) {
+        for i in r {
+            self.words[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    fn union_with(&mut self, other: &FileSet) {
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w |= *o;
+        }
+    }
+
+    /// The members as runs of consecutive positions, ascending.
+    fn runs(&self) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        // The start of the run that reaches the current word, if any.
+        let mut open: Option<usize> = None;
+        for (n, &word) in self.words.iter().enumerate() {
+            let base = n * 64;
+            let mut bit = 0;
+            while bit < 64 {
+                let rest = word >> bit;
+                match open {
+                    Some(start) => {
+                        let ones = rest.trailing_ones() as usize;
+                        if bit + ones == 64 {
+                            break;
+                        }
+                        bit += ones;
+                        out.push(start..base + bit);
+                        open = None;
+                    }
+                    None => {
+                        if rest == 0 {
+                            break;
+                        }
+                        bit += rest.trailing_zeros() as usize;
+                        open = Some(base + bit);
+                    }
+                }
+            }
+        }
+        if let Some(start) = open {
+            out.push(start..self.words.len() * 64);
+        }
+        out
+    }
+
+    /// The members, ascending.
+    fn iter(&self) -> Bits<'_> {
+        Bits { words: &self.words, next_word: 0, current: 0 }
+    }
+}
+
+struct Bits<'a> {
+    words: &'a [u64],
+    next_word: usize,
+    /// The bits of word `next_word - 1` not yet returned.
+    current: u64,
+}
+
+impl Iterator for Bits<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.current == 0 {
+            if self.next_word == self.words.len() {
+                return None;
+            }
+            self.current = self.words[self.next_word];
+            self.next_word += 1;
+        }
+        let bit = self.current.trailing_zeros() as usize;
+        self.current &= self.current - 1;
+        Some((self.next_word - 1) * 64 + bit)
+    }
 }
 
 /// A hashed input file: its git-style mode and the SHA-1 of its contents.
@@ -154,6 +306,12 @@ pub struct FileHash {
 
 /// Hash every path once, on all cores.
 pub fn hash_files(root: &std::path::Path, paths: &[&str]) -> Result<HashMap<String, FileHash>> {
+    let hashes = hash_paths(root, paths)?;
+    Ok(paths.iter().map(|p| p.to_string()).zip(hashes).collect())
+}
+
+/// Hash every path once, on all cores; the hashes in the order of `paths`.
+fn hash_paths(root: &std::path::Path, paths: &[&str]) -> Result<Vec<FileHash>> {
     const CHUNK: usize = 32;
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(paths.len().div_ceil(CHUNK).max(1));
@@ -177,13 +335,13 @@ pub fn hash_files(root: &std::path::Path, paths: &[&str]) -> Result<HashMap<Stri
             .collect();
         handles.into_iter().map(|h| h.join().expect("hashing thread panicked")).collect()
     });
-    let mut map = HashMap::with_capacity(paths.len());
+    let mut hashes = vec![FileHash { mode: 0, digest: [0; 20] }; paths.len()];
     for r in results {
         for (i, h) in r? {
-            map.insert(paths[i].to_string(), h);
+            hashes[i] = h;
         }
     }
-    Ok(map)
+    Ok(hashes)
 }
 
 fn hash_file(root: &std::path::Path, rel: &str, buf: &mut [u8]) -> Result<FileHash> {
@@ -229,33 +387,65 @@ pub struct Fingerprinted {
 /// Fingerprint `images` (which must be closed under dependencies and in
 /// dependency order, as `Repo::resolve` returns them).
 pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<BTreeMap<String, Fingerprinted>> {
-    let all_inputs: Vec<(&Image, Vec<String>)> =
-        images.iter().map(|i| Ok((*i, inputs(repo, i)?))).collect::<Result<_>>()?;
-    let mut unique: Vec<&str> = all_inputs.iter().flat_map(|(_, ins)| ins.iter().map(String::as_str)).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let hashes = hash_files(repo.root(), &unique)?;
+    let tree = &repo.tree;
+    let mut crate_files = CrateFiles::new();
+    let sets: Vec<FileSet> = images.iter().map(|i| input_set(repo, i, &mut crate_files)).collect::<Result<_>>()?;
+    let mut union = FileSet::new(tree.files.len());
+    for set in &sets {
+        union.union_with(set);
+    }
+    let unique: Vec<usize> = union.iter().collect();
+    let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
+    let hashes = hash_paths(repo.root(), &paths)?;
+    // What each input file adds to an image's self hash (mode, path,
+    // content digest, 0), for every unique file in path order: an image's
+    // consecutive inputs are then one slice, hashed with one call.
+    let mut records = Vec::with_capacity(paths.iter().map(|p| p.len() + 23).sum());
+    let mut starts = Vec::with_capacity(paths.len() + 1);
+    let mut slot = vec![0u32; tree.files.len()];
+    for ((path, hash), at) in paths.iter().zip(&hashes).zip(&unique) {
+        slot[*at] = starts.len() as u32;
+        starts.push(records.len());
+        records.extend_from_slice(&hash.mode.to_be_bytes());
+        records.extend_from_slice(path.as_bytes());
+        records.extend_from_slice(&hash.digest);
+        records.push(0);
+    }
+    starts.push(records.len());
     let settings_string = settings.fingerprint_string();
     let cargo_extra = settings.cargo_extra();
-    let mut out: BTreeMap<String, Fingerprinted> = BTreeMap::new();
-    for (image, ins) in all_inputs {
+    // Self hashes (and input lists) do not depend on each other: all cores.
+    let selves = par_map(images.len(), |k| {
+        let runs = sets[k].runs();
+        let mut ins = Vec::with_capacity(runs.iter().map(ExactSizeIterator::len).sum());
         let mut self_hash = Sha1::new();
-        for path in &ins {
-            let h = &hashes[path.as_str()];
-            self_hash.update(h.mode.to_be_bytes());
-            self_hash.update(path.as_bytes());
-            self_hash.update(h.digest);
-            self_hash.update([0u8]);
+        // A run of consecutive tree files is a run of consecutive unique
+        // files, whose records are one slice; runs that meet are joined.
+        // [first, end) is the run of unique files not yet hashed.
+        let (mut first, mut end) = (0, 0);
+        for run in runs {
+            ins.extend_from_slice(&tree.files[run.clone()]);
+            let (a, b) = (slot[run.start] as usize, slot[run.end - 1] as usize + 1);
+            if a != end {
+                self_hash.update(&records[starts[first]..starts[end]]);
+                first = a;
+            }
+            end = b;
         }
-        for pre in &image.config.pre_images {
+        self_hash.update(&records[starts[first]..starts[end]]);
+        for pre in &images[k].config.pre_images {
             if let PreImage::CargoBuild(_) = pre {
                 self_hash.update(cargo_extra.as_bytes());
             }
             self_hash.update([0u8]);
         }
         self_hash.update(settings_string.as_bytes());
+        (self_hash.finalize(), ins)
+    });
+    let mut out: BTreeMap<String, Fingerprinted> = BTreeMap::new();
+    for (image, (self_digest, ins)) in images.iter().zip(selves) {
         let mut full = Sha1::new();
-        full.update(self_hash.finalize());
+        full.update(self_digest);
         for dep in &image.depends_on {
             let dep_fp = out.get(dep).ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?;
             full.update(dep.as_bytes());
@@ -265,6 +455,34 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
         out.insert(image.name.clone(), Fingerprinted { fingerprint: full.finalize().into(), inputs: ins });
     }
     Ok(out)
+}
+
+/// `f(0)`, ..., `f(n - 1)` computed on all cores, in that order.
+fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(n).max(1);
+    let next = AtomicUsize::new(0);
+    let parts: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= n {
+                            return out;
+                        }
+                        out.push((k, f(k)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("fingerprinting thread panicked")).collect()
+    });
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for (k, t) in parts.into_iter().flatten() {
+        slots[k] = Some(t);
+    }
+    slots.into_iter().map(|t| t.expect("every index computed")).collect()
 }
 
 #[cfg(test)]
@@ -282,5 +500,50 @@ mod tests {
         assert_eq!(base32(b"fooba"), "MZXW6YTB");
         assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
         assert_eq!(base32(&[0xff; 20]).len(), 32);
+    }
+
+    #[test]
+    fn file_set_runs_and_iter_agree_with_a_naive_set() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for len in [0, 1, 63, 64, 65, 127, 128, 129, 300, 1000] {
+            for _ in 0..50 {
+                let mut set = FileSet::new(len);
+                let mut naive = vec![false; len];
+                for _ in 0..next(8) {
+                    if len == 0 {
+                        break;
+                    }
+                    let a = next(len + 1);
+                    let b = a + next(len + 1 - a);
+                    if next(4) == 0 {
+                        set.remove_range(a..b);
+                        naive[a..b].fill(false);
+                    } else {
+                        set.insert_range(a..b);
+                        naive[a..b].fill(true);
+                    }
+                    let i = next(len);
+                    set.insert(i);
+                    naive[i] = true;
+                }
+                let want: Vec<usize> = (0..len).filter(|i| naive[*i]).collect();
+                assert_eq!(set.iter().collect::<Vec<_>>(), want);
+                let from_runs: Vec<usize> = set.runs().into_iter().flatten().collect();
+                assert_eq!(from_runs, want);
+                // Runs are maximal: none touches the next.
+                let runs = set.runs();
+                assert!(runs.windows(2).all(|w| w[0].end < w[1].start));
+                assert!(runs.iter().all(|r| !r.is_empty()));
+                let mut union = FileSet::new(len);
+                union.union_with(&set);
+                assert_eq!(union.iter().collect::<Vec<_>>(), want);
+            }
+        }
     }
 }

@@ -31,17 +31,34 @@ impl Tree {
             let walked = walk(root);
             (tracked.join().expect("git ls-files thread panicked"), walked)
         });
-        let tracked = tracked?;
-        let mut files = walked?;
+        let mut tracked = tracked?;
+        let mut walked = walked?;
+        sort_paths(&mut walked);
+        walked.dedup();
+        // `git ls-files` lists the index, which git keeps in byte order.
+        if !tracked.is_sorted() {
+            tracked.sort_unstable();
+        }
+        // A tracked file the walk saw exists as a file or symlink: only the
+        // others (tracked but ignored, deleted from disk, submodules) need a
+        // look at the disk. Both lists are sorted: one merge-like pass.
+        let mut extra = Vec::new();
+        let mut w = 0;
         for path in tracked {
+            while w < walked.len() && walked[w] < path {
+                w += 1;
+            }
+            if w < walked.len() && walked[w] == path {
+                continue;
+            }
             // Tracked files deleted from disk are not seen; tracked
             // directories (gitlinks of submodules) are not files.
             match std::fs::symlink_metadata(root.join(&path)) {
-                Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => files.push(path),
+                Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => extra.push(path),
                 _ => {}
             }
         }
-        files.sort_unstable();
+        let mut files = merge_sorted(walked, extra);
         files.dedup();
         Ok(Tree { root: root.to_path_buf(), files })
     }
@@ -49,18 +66,74 @@ impl Tree {
     /// All files below `dir` (a repository-relative directory, no trailing
     /// slash; `""` is the whole tree), as a sorted slice.
     pub fn under(&self, dir: &str) -> &[String] {
+        &self.files[self.range(dir)]
+    }
+
+    /// The positions in `files` of the files below `dir` (those `under`
+    /// returns).
+    pub fn range(&self, dir: &str) -> std::ops::Range<usize> {
         if dir.is_empty() {
-            return &self.files;
+            return 0..self.files.len();
         }
         let prefix = format!("{dir}/");
         let start = self.files.partition_point(|f| f.as_str() < prefix.as_str());
         let len = self.files[start..].partition_point(|f| f.starts_with(&prefix));
-        &self.files[start..start + len]
+        start..start + len
+    }
+
+    /// The position of `path` in `files`.
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.files.binary_search_by(|f| f.as_str().cmp(path)).ok()
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.files.binary_search_by(|f| f.as_str().cmp(path)).is_ok()
+        self.position(path).is_some()
     }
+}
+
+/// Sort paths by bytes. `cargo xtask` runs unoptimised code, where sorting
+/// tens of thousands of paths takes longer than the walk: sort the two
+/// halves on two threads and merge them.
+fn sort_paths(paths: &mut Vec<String>) {
+    if paths.len() < 8192 || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        paths.sort_unstable();
+        return;
+    }
+    let right = paths.split_off(paths.len() / 2);
+    let mut left = std::mem::take(paths);
+    let right = std::thread::scope(|s| {
+        let sorter = s.spawn(move || {
+            let mut right = right;
+            right.sort_unstable();
+            right
+        });
+        left.sort_unstable();
+        sorter.join().expect("sorting thread panicked")
+    });
+    *paths = merge_sorted(left, right);
+}
+
+/// Merge two sorted lists into one sorted list (duplicates kept).
+fn merge_sorted(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        if y < x {
+            out.push(b.next().unwrap());
+        } else {
+            out.push(a.next().unwrap());
+        }
+    }
+    out.extend(a);
+    out.extend(b);
+    out
 }
 
 fn check_work_tree(root: &Path) -> Result<()> {
