@@ -24,6 +24,7 @@ use crate::tree::Tree;
 pub fn run(b: Bench) -> Result<ExitCode> {
     match b {
         Bench::Fingerprint(args) => bench_fingerprint(args),
+        Bench::Ensure(args) => crate::bench_ensure::run(args),
     }
 }
 
@@ -421,7 +422,7 @@ fn dir_size(dir: &Path) -> (usize, u64) {
 
 /// Generate the repository unless `root` already holds one generated with
 /// the same parameters. Returns the generation time if it generated.
-fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Duration>> {
+pub(crate) fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Duration>> {
     let params = format!("mzbuild-bench v{GENERATOR_VERSION} seed={SEED:#x} files={files} images={images}\n");
     let stamp = root.join(STAMP);
     match std::fs::read_to_string(&stamp) {

@@ -148,6 +148,23 @@ pub enum Bench {
     /// Fingerprint a generated Materialize-shaped monorepo and compare with
     /// the floor (git listing + one single-threaded read-and-hash pass).
     Fingerprint(BenchFingerprint),
+    /// Time a no-op `ensure` (every image already in the two local registries of ci/stack.sh)
+    /// over the generated monorepo, beside the fingerprint-only time.
+    Ensure(BenchEnsure),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchEnsure {
+    /// Where the generated repository is (made when missing, as by `bench fingerprint`).
+    #[arg(long, default_value = "target/bench/monorepo")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 50_000)]
+    pub files: usize,
+    #[arg(long, default_value_t = 120)]
+    pub images: usize,
+    /// Repeat each measurement this many times; report best and median.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@
 //! (discovery, `mzbuild.yml`, `MZFROM`, plans) -> `fingerprint` -> commands.
 
 pub mod bench;
+pub mod bench_ensure;
 pub mod build;
 pub mod cargo_ws;
 pub mod cli;

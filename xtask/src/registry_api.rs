@@ -63,6 +63,9 @@ pub struct Client {
     agent: ureq::Agent,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, String>>,
+    /// Set once the registry asked for basic auth: later requests send the
+    /// credentials up front instead of being refused first.
+    basic: std::sync::atomic::AtomicBool,
     base: String,
     retry_base: Duration,
 }
@@ -84,7 +87,15 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Client { registry: registry.clone(), creds, agent, tokens: Mutex::new(HashMap::new()), base, retry_base: Duration::from_millis(500) }
+        Client {
+            registry: registry.clone(),
+            creds,
+            agent,
+            tokens: Mutex::new(HashMap::new()),
+            basic: std::sync::atomic::AtomicBool::new(false),
+            base,
+            retry_base: Duration::from_millis(500),
+        }
     }
 
     pub fn credentials(&self) -> Option<&Credentials> {
@@ -136,16 +147,27 @@ impl Client {
 
     /// One request; on 401, authenticate as the challenge says and repeat.
     fn request_with_auth(&self, method: &str, url: &str, scope: &str) -> Result<u16> {
-        let cached = self.tokens.lock().unwrap().get(scope).cloned();
-        let (status, challenge) = self.send(method, url, cached.as_deref().map(|t| format!("Bearer {t}")))?;
+        use std::sync::atomic::Ordering::Relaxed;
+        let up_front = match &self.creds {
+            Some(c) if self.basic.load(Relaxed) => Some(basic(c)),
+            _ => self.tokens.lock().unwrap().get(scope).map(|t| format!("Bearer {t}")),
+        };
+        let sent_basic = up_front.as_deref().is_some_and(|a| a.starts_with("Basic "));
+        let (status, challenge) = self.send(method, url, up_front)?;
         if status != 401 {
             return Ok(status);
         }
         match parse_challenge(challenge.as_deref().unwrap_or("")) {
             Auth::None => Ok(status),
             Auth::Basic => match &self.creds {
-                Some(c) => Ok(self.send(method, url, Some(basic(c)))?.0),
-                None => Ok(status),
+                Some(c) if !sent_basic => {
+                    let status = self.send(method, url, Some(basic(c)))?.0;
+                    if status != 401 {
+                        self.basic.store(true, Relaxed);
+                    }
+                    Ok(status)
+                }
+                _ => Ok(status),
             },
             Auth::Bearer { realm, service } => {
                 let Some(token) = self.fetch_token(&realm, service.as_deref(), scope)? else { return Ok(401) };
@@ -268,6 +290,11 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Standard base64 of a string (for basic auth headers elsewhere).
+pub fn base64_of(s: &str) -> String {
+    base64(s.as_bytes())
 }
 
 fn base64(bytes: &[u8]) -> String {
