@@ -211,14 +211,14 @@ fn broken_cargo_manifest() {
 fn dangling_symlink_input() {
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
     r.symlink("nowhere", "img/dangling");
-    fails_with(&fingerprint(&r, "img"), &["img/dangling is a dangling symlink", "`nowhere`"]);
+    fails_with(&fingerprint(&r, "img"), &["image `img`: input img/dangling is a dangling symlink", "`nowhere`"]);
 }
 
 #[test]
 fn symlink_to_directory_input() {
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n"), ("img/dir/a", "a\n")]);
     r.symlink("dir", "img/dir-link");
-    fails_with(&fingerprint(&r, "img"), &["img/dir-link is a symlink to a directory", "`dir`", "a symlink per file"]);
+    fails_with(&fingerprint(&r, "img"), &["image `img`: input img/dir-link is a symlink to a directory", "`dir`", "a symlink per file"]);
 }
 
 #[test]

@@ -225,6 +225,10 @@ impl FileSet {
         }
     }
 
+    fn contains(&self, i: usize) -> bool {
+        self.words[i / 64] & (1 << (i % 64)) != 0
+    }
+
     fn union_with(&mut self, other: &FileSet) {
         for (w, o) in self.words.iter_mut().zip(&other.words) {
             *w |= *o;
@@ -306,19 +310,21 @@ pub struct FileHash {
 
 /// Hash every path once, on all cores.
 pub fn hash_files(root: &std::path::Path, paths: &[&str]) -> Result<HashMap<String, FileHash>> {
-    let hashes = hash_paths(root, paths)?;
+    let hashes = hash_paths(root, paths).map_err(|(_, e)| e)?;
     Ok(paths.iter().map(|p| p.to_string()).zip(hashes).collect())
 }
 
 /// Hash every path once, on all cores; the hashes in the order of `paths`.
-fn hash_paths(root: &std::path::Path, paths: &[&str]) -> Result<Vec<FileHash>> {
+/// An error comes with the index of the path it is about.
+fn hash_paths(root: &std::path::Path, paths: &[&str]) -> std::result::Result<Vec<FileHash>, (usize, anyhow::Error)> {
     const CHUNK: usize = 32;
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(paths.len().div_ceil(CHUNK).max(1));
-    let results: Vec<Result<Vec<(usize, FileHash)>>> = std::thread::scope(|s| {
+    type Part = std::result::Result<Vec<(usize, FileHash)>, (usize, anyhow::Error)>;
+    let results: Vec<Part> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> Result<Vec<(usize, FileHash)>> {
+                s.spawn(|| -> Part {
                     let mut out = Vec::new();
                     let mut buf = vec![0u8; 256 * 1024];
                     loop {
@@ -327,7 +333,7 @@ fn hash_paths(root: &std::path::Path, paths: &[&str]) -> Result<Vec<FileHash>> {
                             return Ok(out);
                         }
                         for (i, p) in paths.iter().enumerate().skip(start).take(CHUNK) {
-                            out.push((i, hash_file(root, p, &mut buf)?));
+                            out.push((i, hash_file(root, p, &mut buf).map_err(|e| (i, e))?));
                         }
                     }
                 })
@@ -396,7 +402,16 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
     }
     let unique: Vec<usize> = union.iter().collect();
     let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
-    let hashes = hash_paths(repo.root(), &paths)?;
+    let hashes = hash_paths(repo.root(), &paths).map_err(|(i, e)| {
+        let users: Vec<String> = images
+            .iter()
+            .zip(&sets)
+            .filter(|(_, set)| set.contains(unique[i]))
+            .map(|(image, _)| format!("`{}`", image.name))
+            .collect();
+        let label = if users.len() == 1 { "image" } else { "images" };
+        e.context(format!("{label} {}", users.join(", ")))
+    })?;
     // What each input file adds to an image's self hash (mode, path,
     // content digest, 0), for every unique file in path order: an image's
     // consecutive inputs are then one slice, hashed with one call.
