@@ -1,0 +1,1 @@
+//! Integration tests: retries, pulls and interruption (being written).
