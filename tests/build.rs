@@ -507,3 +507,35 @@ fn a_build_over_the_timeout_is_killed() {
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains("/bin/busybox sleep 300"), "the build's sleep is still running");
 }
+
+/// A pre-image output that git does not ignore would become an input once
+/// built (the fingerprint would change after every build): a warning says
+/// which and how to fix it; with the output ignored, no warning.
+#[test]
+fn unignored_pre_image_outputs_are_reported() {
+    let repo = TempRepo::new();
+    repo.write("img/mzbuild.yml", "name: img\npre-image:\n  - type: copy\n    source: data\n    destination: stuff\n");
+    repo.write("img/Dockerfile", "FROM scratch\nCOPY stuff /stuff\n");
+    repo.write("data/a.txt", "a\n");
+    repo.write("data/b.txt", "b\n");
+    repo.commit_all();
+    let registry = unique_registry();
+    let out = repo.mzbuild(&["--image-registry", &registry, "build", "img"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "warning: image `img`: pre-image output img/stuff/a.txt (and 1 more) is not git-ignored, so it becomes an input \
+             and the image's fingerprint changes after every build; add `/stuff` to img/.gitignore"
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut cleanup = Cleanup { specs: vec![] };
+    cleanup.add(&format!("{registry}/img:mzbuild-{}", repo.mzbuild(&["fingerprint", "img"]).stdout.trim()));
+    repo.write("img/.gitignore", "/stuff\n");
+    repo.commit_all();
+    let out = repo.mzbuild(&["--image-registry", &registry, "build", "img"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    cleanup.add(&format!("{registry}/img:mzbuild-{}", repo.mzbuild(&["fingerprint", "img"]).stdout.trim()));
+}

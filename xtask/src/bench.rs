@@ -30,7 +30,7 @@ pub fn run(b: Bench) -> Result<ExitCode> {
 
 /// Bump when the generator's output changes, so old repositories are
 /// regenerated.
-const GENERATOR_VERSION: u32 = 2;
+const GENERATOR_VERSION: u32 = 3;
 const SEED: u64 = 0x6d7a_6275_696c_6421;
 const STAMP: &str = ".git/mzbuild-bench-stamp";
 /// The file (in the ignored `target/`) used to compare SHA-1 speed with
@@ -1045,6 +1045,10 @@ impl Gen {
                         body.push_str(&format!("COPY {b} /usr/local/bin/\n"));
                     }
                     body.push_str(&format!("ENTRYPOINT [\"tini\", \"--\", \"{bin}\"]\n"));
+                    // Pre-image outputs must be git-ignored, or they become
+                    // inputs once built (mzbuild warns about that).
+                    let ignore: String = bins.iter().map(|b| format!("/{b}\n")).chain(["/examples\n".to_string(), "/testdata\n".to_string()]).collect();
+                    self.write(&format!("{dir}/.gitignore"), ignore.as_bytes())?;
                     (name, dir)
                 }
                 1 => {

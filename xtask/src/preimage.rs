@@ -20,9 +20,13 @@ use crate::settings::{Profile, Settings};
 /// dependants are skipped), the others still build.
 pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut failed = BTreeMap::new();
+    let mut outputs: Vec<(String, PathBuf)> = Vec::new();
     for image in images {
-        if let Err(e) = clean_context(repo, image).and_then(|()| run_copies(repo, image)) {
-            failed.insert(image.name.clone(), format!("{e:#}"));
+        match clean_context(repo, image).and_then(|()| run_copies(repo, image)) {
+            Ok(written) => outputs.extend(written.into_iter().map(|p| (image.name.clone(), p))),
+            Err(e) => {
+                failed.insert(image.name.clone(), format!("{e:#}"));
+            }
         }
     }
     let cargo: Vec<(&Image, &CargoBuildSpec)> = images
@@ -36,17 +40,70 @@ pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Pa
         })
         .collect();
     if !cargo.is_empty() {
-        if let Err(e) = cargo_build(repo, &cargo, settings, log_dir) {
-            let msg = format!("{e:#}");
-            for (image, _) in &cargo {
-                failed.insert(image.name.clone(), msg.clone());
+        match cargo_build(repo, &cargo, settings, log_dir) {
+            Ok(written) => outputs.extend(written),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for (image, _) in &cargo {
+                    failed.insert(image.name.clone(), msg.clone());
+                }
             }
         }
     }
+    warn_unignored_outputs(repo, &outputs);
     Ok(failed)
 }
 
-fn run_copies(repo: &Repo, image: &Image) -> Result<()> {
+/// Pre-image outputs that git does not ignore become inputs of their image
+/// once built, so the image's fingerprint changes after every build (and
+/// the published tag no longer names what is in the tree): say so, once per
+/// image, with the fix.
+fn warn_unignored_outputs(repo: &Repo, outputs: &[(String, PathBuf)]) {
+    use std::io::Write;
+    if outputs.is_empty() {
+        return;
+    }
+    let rel: Vec<String> = outputs
+        .iter()
+        .filter_map(|(_, p)| p.strip_prefix(repo.root()).ok().and_then(|r| r.to_str()).map(str::to_string))
+        .collect();
+    let child = Command::new("git")
+        .args(["check-ignore", "-z", "--stdin"])
+        .current_dir(repo.root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    if let Some(mut stdin) = child.stdin.take() {
+        let input: Vec<u8> = rel.iter().flat_map(|r| r.bytes().chain([0])).collect();
+        let _ = stdin.write_all(&input);
+    }
+    let Ok(out) = child.wait_with_output() else { return };
+    if out.status.code() == Some(128) {
+        return;
+    }
+    let ignored: BTreeSet<&[u8]> = out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()).collect();
+    let mut per_image: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for ((image, _), r) in outputs.iter().zip(&rel) {
+        if !ignored.contains(r.as_bytes()) {
+            per_image.entry(image).or_default().push(r);
+        }
+    }
+    for (image, paths) in per_image {
+        let dir = &repo.images[image].dir;
+        let first = paths[0];
+        let top = first.strip_prefix(&format!("{dir}/")).and_then(|r| r.split('/').next()).unwrap_or(first);
+        eprintln!(
+            "warning: image `{image}`: pre-image output {first}{} is not git-ignored, so it becomes an input \
+             and the image's fingerprint changes after every build; add `/{top}` to {dir}/.gitignore",
+            if paths.len() > 1 { format!(" (and {} more)", paths.len() - 1) } else { String::new() }
+        );
+    }
+}
+
+fn run_copies(repo: &Repo, image: &Image) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
     for pre in &image.config.pre_images {
         if let PreImage::Copy(c) = pre {
             let dest = repo.root().join(&image.dir).join(&c.destination);
@@ -58,10 +115,11 @@ fn run_copies(repo: &Repo, image: &Image) -> Result<()> {
                 }
                 std::fs::copy(repo.root().join(f), &to)
                     .with_context(|| format!("image `{}`: copying {f} to {}", image.name, to.display()))?;
+                written.push(to);
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Remove every file of the image's context that git does not see (ignored
@@ -143,7 +201,14 @@ pub fn cargo_args(specs: &[&CargoBuildSpec], settings: &Settings, has_optimized:
     args
 }
 
-fn cargo_build(repo: &Repo, batch: &[(&Image, &CargoBuildSpec)], settings: &Settings, log_dir: &Path) -> Result<()> {
+/// Returns the files it wrote into contexts, by image.
+fn cargo_build(
+    repo: &Repo,
+    batch: &[(&Image, &CargoBuildSpec)],
+    settings: &Settings,
+    log_dir: &Path,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut written = Vec::new();
     if settings.sanitizer != "none" {
         bail!(
             "cargo-build with --sanitizer {} needs a nightly toolchain (-Zsanitizer), which this project does not \
@@ -240,6 +305,7 @@ fn cargo_build(repo: &Repo, batch: &[(&Image, &CargoBuildSpec)], settings: &Sett
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
+            written.push((image.name.clone(), dest.clone()));
             std::fs::copy(&src, &dest).with_context(|| {
                 format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
             })?;
@@ -261,13 +327,14 @@ fn cargo_build(repo: &Repo, batch: &[(&Image, &CargoBuildSpec)], settings: &Sett
                 if let Some(parent) = to.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
+                written.push((image.name.clone(), to.clone()));
                 std::fs::copy(out_dir.join(src), &to).with_context(|| {
                     format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
                 })?;
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The package name in a cargo package id: `path+file:///x/foo#0.1.0`,
