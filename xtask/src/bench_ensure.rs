@@ -81,6 +81,7 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     // The measurement: what a no-op `ensure` does, phase by phase.
     let mut fp_times = vec![];
     let mut check_times = vec![];
+    let mut cpu_times = vec![];
     let mut per_registry: [Vec<Duration>; 2] = [vec![], vec![]];
     for _ in 0..args.runs {
         let t = Instant::now();
@@ -89,12 +90,14 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
         let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
         let t_fp = t.elapsed();
         let t = Instant::now();
+        let cpu0 = own_cpu();
         let clients = [Client::new(&plain, None), Client::new(&auth, Some(creds.clone()))];
         for c in &clients {
             c.verify_credentials(&c.registry.repository("", &images[0].name))?;
         }
         let missing = crate::publish::published_status(&ctx, &clients, &images, &fps)?;
         let t_check = t.elapsed();
+        cpu_times.push(own_cpu().saturating_sub(cpu0));
         // Each registry alone, to tell the client's cost from the server's.
         for (i, c) in clients.iter().enumerate() {
             let t = Instant::now();
@@ -134,6 +137,7 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     let (fp_min, fp_med) = med(&mut fp_times);
     let (ck_min, ck_med) = med(&mut check_times);
     let (wh_min, wh_med) = med(&mut whole);
+    let (cpu_min, cpu_med) = med(&mut cpu_times);
     let (plain_min, plain_med) = med(&mut per_registry[0]);
     let (auth_min, auth_med) = med(&mut per_registry[1]);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -141,6 +145,7 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     println!("  {:<44} {:>9} {:>9}", "phase", "min ms", "median ms");
     println!("  {:<44} {:>9.1} {:>9.1}", "fingerprint (discover + hash, in process)", ms(fp_min), ms(fp_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "registry checks (verify + HEAD all, parallel)", ms(ck_min), ms(ck_med));
+    println!("  {:<44} {:>9.1} {:>9.1}", "  of which mzbuild's own CPU time", ms(cpu_min), ms(cpu_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "  127.0.0.1:5000 alone (no auth)", ms(plain_min), ms(plain_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "  127.0.0.1:5001 alone (htpasswd basic auth)", ms(auth_min), ms(auth_med));
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -150,6 +155,17 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     println!("  {:<44} {:>9.1} {:>9.1}", "whole `mzbuild ensure` process, 5000 only", ms(wh_min), ms(wh_med));
     println!("(the htpasswd registry checks a bcrypt hash on every request, on the same 2 cores)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's user + system CPU time (from /proc/self/stat).
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn docker_ok(args: &[&str]) -> Result<()> {
