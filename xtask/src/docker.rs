@@ -139,13 +139,15 @@ pub fn run_logged(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().with_context(|| format!("starting `{docker} {}`", args[..2].join(" ")))?;
+    // Registered before anything can block (the stdin write), so an
+    // interrupt from here on kills this build.
+    let pgid = child.id();
+    crate::cleanup::add_group(pgid);
     {
         let mut sin = child.stdin.take().expect("stdin is piped");
         // A build that fails early closes stdin; its log says why.
         let _ = sin.write_all(stdin);
     }
-    let pgid = child.id();
-    crate::cleanup::add_group(pgid);
     let result = wait_or_kill(&mut child, pgid, log, &mut logf, timeout);
     crate::cleanup::remove_group(pgid);
     result

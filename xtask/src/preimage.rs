@@ -262,7 +262,15 @@ fn cargo_build(
     if !rustflags.is_empty() {
         cmd.env(&env_key, rustflags.join(" "));
     }
+    // Its own process group, registered for the interrupt handler: a
+    // SIGTERM sent to xtask alone (a cancelled CI job) must stop cargo too.
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
     let mut child = cmd.spawn().context("starting cargo build")?;
+    let pgid = child.id();
+    crate::cleanup::add_group(pgid);
     let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -283,7 +291,9 @@ fn cargo_build(
             _ => {}
         }
     }
-    let status = child.wait()?;
+    let status = child.wait();
+    crate::cleanup::remove_group(pgid);
+    let status = status?;
     if !status.success() {
         bail!(
             "cargo build for images {} failed ({status}); last lines of {}:\n{}",
