@@ -213,7 +213,9 @@ image-rustflags = ["-C", "target-feature=+crt-static"]
         .write("test/data/message.txt", "from the data file\n")
         .write("test/data/notes.md", "not matched by *.txt\n");
     image(&repo, "images/root", "name: root\n", "FROM scratch\nCOPY root.txt /etc/root.txt\n");
-    repo.write("images/root/root.txt", "root\n");
+    // Unique content: tests running at once must not share image IDs, or
+    // one test's cleanup (docker rmi) races another's build.
+    repo.write("images/root/root.txt", format!("root {}\n", unique_registry()));
     image(
         &repo,
         "images/hello",
@@ -251,7 +253,7 @@ fn copy_fixture(names: &[&str]) -> TempRepo {
     repo.write(".gitignore", "/target/\n");
     for name in names {
         image(&repo, &format!("images/{name}"), &format!("name: {name}\n"), "FROM scratch\nCOPY file.txt /file.txt\n");
-        repo.write(&format!("images/{name}/file.txt"), format!("{name}\n"));
+        repo.write(&format!("images/{name}/file.txt"), format!("{name} {}\n", unique_registry()));
     }
     repo.commit_all();
     repo

@@ -69,7 +69,9 @@ impl Fixture {
         fx.repo
             .write("images/base/mzbuild.yml", "name: base\n")
             .write("images/base/Dockerfile", "FROM scratch\nCOPY base.txt /base.txt\n")
-            .write("images/base/base.txt", "base\n")
+            // Unique content: tests running at once must not share image
+            // IDs, or one test's cleanup (docker rmi) races another's build.
+            .write("images/base/base.txt", format!("base {}\n", fx.id))
             .write("images/left/mzbuild.yml", "name: left\n")
             .write("images/left/Dockerfile", "MZFROM base\nCOPY left.txt /left.txt\n")
             .write("images/left/left.txt", "left\n")
