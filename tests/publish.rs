@@ -14,18 +14,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
 use common::{run, Output, TempRepo};
 
-const PLAIN: &str = "127.0.0.1:5000";
-const AUTH: &str = "127.0.0.1:5001";
-const USER: &str = "mzbuild";
-const PASSWORD: &str = "mzbuild-test-password";
 /// The variable the fixture's `Cargo.toml` names as the auth registry's token.
 const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
 
@@ -34,24 +30,7 @@ const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
 /// Every image of the fixture, by name.
 const ALL: [&str; 5] = ["base", "left", "local-only", "right", "top"];
 
-const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// A name no other test and no earlier run uses: `t-<pid>-<nanos>-<n>`.
-fn unique() -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t-{:x}-{:x}-{n}", std::process::id(), nanos % (1 << 48))
-}
-
-/// The root `Cargo.toml` with `registries` (TOML inline tables) as the
-/// publish targets.
-fn cargo_toml(registries: &[String]) -> String {
-    let list: String = registries.iter().map(|r| format!("  {r},\n")).collect();
-    format!("[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nregistries = [\n{list}]\n")
-}
 
 /// A temporary repository with the diamond and `local-only`, published to
 /// `127.0.0.1:5000/<id>` and `127.0.0.1:5001/<id>`. Removes the local images
@@ -304,50 +283,8 @@ impl Drop for Fixture {
     }
 }
 
-/// `curl -s args...`, logged in to the auth registry when `auth` (the
-/// credentials go in a config on stdin).
-fn curl(args: &[&str], auth: bool) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.arg("-s").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if auth {
-        cmd.args(["-K", "-"]);
-    }
-    let mut child = cmd.spawn().expect("curl is installed");
-    let mut stdin = child.stdin.take().unwrap();
-    if auth {
-        writeln!(stdin, "user = \"{USER}:{PASSWORD}\"").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
-/// HTTP status of `HEAD /v2/<path>/<image>/manifests/mzbuild-<fp>` on the
-/// registry of `url` (`host:port/path`), e.g. "200" or "404".
-fn manifest_status(url: &str, image: &str, fp: &str) -> String {
-    let (host, path) = url.split_once('/').unwrap();
-    let endpoint = format!("http://{host}/v2/{path}/{image}/manifests/mzbuild-{fp}");
-    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", ACCEPT, &endpoint], host == AUTH);
-    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
-    out.stdout
-}
 
-/// The repositories of the registry of `url` (`host:port/path`) under
-/// `path/`, from its `_catalog`, in order.
-fn catalog(url: &str) -> Vec<String> {
-    let (host, path) = url.split_once('/').unwrap();
-    // Repositories come sorted; the ones under `path/` follow `last=path/`.
-    let endpoint = format!("http://{host}/v2/_catalog?n=100&last={path}/");
-    let out = curl(&[&endpoint], host == AUTH);
-    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
-    let json = Json::parse(&out.stdout);
-    let Some(Json::Arr(repos)) = json.get("repositories") else { panic!("no repositories in {}", out.stdout) };
-    repos.iter().map(|r| r.as_str().to_string()).filter(|r| r.starts_with(&format!("{path}/"))).collect()
-}
 
 /// Assert a clean failure (exit status 1, no panic) that may follow progress
 /// lines; return stderr.
@@ -370,182 +307,26 @@ struct Row {
 
 #[track_caller]
 fn parse_rows(out: &Output) -> Vec<Row> {
-    let Json::Arr(items) = Json::parse(&out.stdout) else { panic!("`ensure --json` did not print an array\n{out}") };
+    let json: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("`ensure --json` did not print JSON ({e})\n{out}"));
+    let items = json.as_array().unwrap_or_else(|| panic!("`ensure --json` did not print an array\n{out}"));
+    let string = |v: &serde_json::Value, key: &str| -> String {
+        v[key].as_str().unwrap_or_else(|| panic!("`{key}` is not a string in {v}\n{out}")).to_string()
+    };
     items
         .iter()
         .map(|o| Row {
-            name: o.get("name").expect("name").as_str().to_string(),
-            status: o.get("status").expect("status").as_str().to_string(),
-            registries: match o.get("registries") {
-                Some(Json::Arr(a)) => a.iter().map(|r| r.as_str().to_string()).collect(),
-                other => panic!("registries is not an array: {other:?}\n{out}"),
-            },
-            error: o.get("error").map(|e| e.as_str().to_string()),
+            name: string(o, "name"),
+            status: string(o, "status"),
+            registries: o["registries"]
+                .as_array()
+                .unwrap_or_else(|| panic!("registries is not an array in {o}\n{out}"))
+                .iter()
+                .map(|r| r.as_str().expect("registry urls are strings").to_string())
+                .collect(),
+            error: o.get("error").map(|_| string(o, "error")),
         })
         .collect()
-}
-
-/// Just enough JSON for `ensure --json` and `_catalog` (serde_json is not a
-/// dev-dependency).
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    #[track_caller]
-    fn parse(text: &str) -> Json {
-        let mut p = JsonParser { s: text.as_bytes(), i: 0 };
-        let v = p.value();
-        p.ws();
-        assert_eq!(p.i, p.s.len(), "trailing characters after JSON in\n{text}");
-        v
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    #[track_caller]
-    fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            other => panic!("not a JSON string: {other:?}"),
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(self.s.get(self.i), Some(&c), "expected `{}` at byte {} of JSON", c as char, self.i);
-        self.i += 1;
-    }
-
-    fn peek(&mut self) -> u8 {
-        self.ws();
-        *self.s.get(self.i).expect("unexpected end of JSON")
-    }
-
-    fn value(&mut self) -> Json {
-        match self.peek() {
-            b'{' => {
-                self.eat(b'{');
-                let mut fields = vec![];
-                if self.peek() == b'}' {
-                    self.eat(b'}');
-                    return Json::Obj(fields);
-                }
-                loop {
-                    let k = self.string();
-                    self.eat(b':');
-                    fields.push((k, self.value()));
-                    if self.peek() == b',' {
-                        self.eat(b',');
-                    } else {
-                        self.eat(b'}');
-                        return Json::Obj(fields);
-                    }
-                }
-            }
-            b'[' => {
-                self.eat(b'[');
-                let mut items = vec![];
-                if self.peek() == b']' {
-                    self.eat(b']');
-                    return Json::Arr(items);
-                }
-                loop {
-                    items.push(self.value());
-                    if self.peek() == b',' {
-                        self.eat(b',');
-                    } else {
-                        self.eat(b']');
-                        return Json::Arr(items);
-                    }
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len() && !b",]} \t\r\n".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                match std::str::from_utf8(&self.s[start..self.i]).unwrap() {
-                    "null" => Json::Null,
-                    "true" => Json::Bool(true),
-                    "false" => Json::Bool(false),
-                    n => {
-                        assert!(n.parse::<f64>().is_ok(), "bad JSON literal `{n}`");
-                        Json::Num(n.to_string())
-                    }
-                }
-            }
-        }
-    }
-
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let mut out: Vec<u8> = vec![];
-        loop {
-            let c = *self.s.get(self.i).expect("unterminated JSON string");
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).unwrap(),
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    let ch = match e {
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            self.i += 4;
-                            // Surrogate pairs do not occur in our output; keep them visible if they do.
-                            char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap_or('\u{fffd}')
-                        }
-                        other => other as char,
-                    };
-                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                }
-                c => out.push(c),
-            }
-        }
-    }
-}
-
-#[test]
-fn json_parser_reads_what_ensure_prints() {
-    let v = Json::parse(r#" [ {"name": "a\"b\n\u00e9", "n": -1.5e3, "ok": true, "x": null, "r": []}, {} ] "#);
-    let Json::Arr(items) = &v else { panic!("{v:?}") };
-    assert_eq!(items[0].get("name"), Some(&Json::Str("a\"b\né".into())));
-    assert_eq!(items[0].get("n"), Some(&Json::Num("-1.5e3".into())));
-    assert_eq!(items[0].get("ok"), Some(&Json::Bool(true)));
-    assert_eq!(items[0].get("x"), Some(&Json::Null));
-    assert_eq!(items[0].get("r"), Some(&Json::Arr(vec![])));
-    assert_eq!(items[1], Json::Obj(vec![]));
 }
 
 /// A port on 127.0.0.1 that nothing listens on.

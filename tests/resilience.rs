@@ -17,7 +17,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,35 +26,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
 use common::{run, Output, TempRepo};
 
-const PLAIN: &str = "127.0.0.1:5000";
-const AUTH: &str = "127.0.0.1:5001";
-const USER: &str = "mzbuild";
-const PASSWORD: &str = "mzbuild-test-password";
 const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
-
-const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json";
 
 // ---------------------------------------------------------------------------
 // Repositories, registries, local images
 
-/// A name no other test and no earlier run uses: `t-<pid>-<nanos>-<n>`.
-fn unique() -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t-{:x}-{:x}-{n}", std::process::id(), nanos % (1 << 48))
-}
 
-/// The root `Cargo.toml` with `registries` (TOML inline tables) as the
-/// publish targets.
-fn cargo_toml(registries: &[String]) -> String {
-    let list: String = registries.iter().map(|r| format!("  {r},\n")).collect();
-    format!("[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nregistries = [\n{list}]\n")
-}
 
 /// A temporary repository whose registries are under the unique path `id`;
 /// removes every local image whose reference contains `/<id>/` when dropped
@@ -149,59 +129,8 @@ fn image_exists(reference: &str) -> bool {
     run(Command::new("docker").args(["image", "inspect", "--format", "ok", reference])).code == Some(0)
 }
 
-/// `curl -s args...`, logged in to the auth registry when `auth` (the
-/// credentials go in a config on stdin, never on a command line).
-fn curl(args: &[&str], auth: bool) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.arg("-s").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if auth {
-        cmd.args(["-K", "-"]);
-    }
-    let mut child = cmd.spawn().expect("curl is installed");
-    let mut stdin = child.stdin.take().unwrap();
-    if auth {
-        writeln!(stdin, "user = \"{USER}:{PASSWORD}\"").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
-/// HTTP status of `HEAD /v2/<path>/<image>/manifests/mzbuild-<fp>` on the
-/// registry of `url` (`host:port/path`), e.g. "200" or "404".
-fn manifest_status(url: &str, image: &str, fp: &str) -> String {
-    let (host, path) = url.split_once('/').unwrap();
-    let endpoint = format!("http://{host}/v2/{path}/{image}/manifests/mzbuild-{fp}");
-    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-I", "-H", ACCEPT, &endpoint], host == AUTH);
-    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
-    out.stdout
-}
 
-/// The repositories of the registry of `url` (`host:port/path`) under
-/// `path/`, from its `_catalog` (sorted: those under `path/` follow
-/// `last=path/`).
-fn catalog(url: &str) -> Vec<String> {
-    let (host, path) = url.split_once('/').unwrap();
-    let endpoint = format!("http://{host}/v2/_catalog?n=100&last={path}/");
-    let out = curl(&[&endpoint], host == AUTH);
-    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
-    // {"repositories":["a/b","a/c"]}: names hold no quotes or commas.
-    let list = out
-        .stdout
-        .split_once("\"repositories\":")
-        .and_then(|(_, rest)| rest.split_once('['))
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("no repositories in {}", out.stdout));
-    list.split(',')
-        .map(|r| r.trim().trim_matches('"').to_string())
-        .filter(|r| r.starts_with(&format!("{path}/")))
-        .collect()
-}
 
 /// The `docker` CLI on PATH.
 fn docker_path() -> String {
