@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 
-use crate::cli::{Bench, BenchFingerprint};
+use crate::cli::{Bench, BenchFingerprint, GeneratedRepo};
 use crate::config::PreImage;
 use crate::fingerprint;
 use crate::repo::Repo;
@@ -41,17 +41,23 @@ const SPEED_FILE_LEN: usize = 128 << 20;
 // ---------------------------------------------------------------------------
 // The benchmark.
 
-fn bench_fingerprint(args: BenchFingerprint) -> Result<ExitCode> {
+/// Generate the benchmark repository unless it is already there; its
+/// canonical root, and how long generating took (if it was generated).
+pub(crate) fn prepare(args: &GeneratedRepo) -> Result<(PathBuf, Option<Duration>)> {
     if args.files < 1000 {
         bail!("--files {} is too small for a Materialize-shaped repository: give at least 1000", args.files);
     }
     if args.images < 6 {
         bail!("--images {} is too small: give at least 6 (3 base images plus cargo-build, copy and plain ones)", args.images);
     }
-    let runs = args.runs.max(1);
     let root = if args.dir.is_absolute() { args.dir.clone() } else { std::env::current_dir()?.join(&args.dir) };
     let generated = ensure_repo(&root, args.files, args.images)?;
-    let root = std::fs::canonicalize(&root)?;
+    Ok((std::fs::canonicalize(&root)?, generated))
+}
+
+fn bench_fingerprint(args: BenchFingerprint) -> Result<ExitCode> {
+    let runs = args.runs.max(1);
+    let (root, generated) = prepare(&args.repo)?;
 
     // Facts about the repository and the inputs, outside any timed region.
     eprintln!("bench: examining {}", root.display());
@@ -422,7 +428,7 @@ fn dir_size(dir: &Path) -> (usize, u64) {
 
 /// Generate the repository unless `root` already holds one generated with
 /// the same parameters. Returns the generation time if it generated.
-pub(crate) fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Duration>> {
+fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Duration>> {
     let params = format!("mzbuild-bench v{GENERATOR_VERSION} seed={SEED:#x} files={files} images={images}\n");
     let stamp = root.join(STAMP);
     match std::fs::read_to_string(&stamp) {

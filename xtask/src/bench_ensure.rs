@@ -26,8 +26,8 @@ const PLAIN: &str = "127.0.0.1:5000/bench";
 const AUTH: &str = "127.0.0.1:5001/bench";
 
 pub fn run(args: BenchEnsure) -> Result<ExitCode> {
-    let root = std::env::current_dir()?.join(&args.dir);
-    if let Some(t) = crate::bench::ensure_repo(&root, args.files, args.images)? {
+    let (root, generated) = crate::bench::prepare(&args.repo)?;
+    if let Some(t) = generated {
         eprintln!("bench: generated {} in {:.1}s", root.display(), t.as_secs_f64());
     }
     let password = std::env::var("MZ_AUTH_REGISTRY_PASSWORD").unwrap_or_else(|_| "mzbuild-test-password".into());

@@ -155,13 +155,8 @@ pub enum Bench {
 
 #[derive(Args, Debug)]
 pub struct BenchEnsure {
-    /// Where the generated repository is (made when missing, as by `bench fingerprint`).
-    #[arg(long, default_value = "target/bench/monorepo")]
-    pub dir: PathBuf,
-    #[arg(long, default_value_t = 50_000)]
-    pub files: usize,
-    #[arg(long, default_value_t = 120)]
-    pub images: usize,
+    #[command(flatten)]
+    pub repo: GeneratedRepo,
     /// Repeat each measurement this many times; report best and median.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -169,6 +164,16 @@ pub struct BenchEnsure {
 
 #[derive(Args, Debug)]
 pub struct BenchFingerprint {
+    #[command(flatten)]
+    pub repo: GeneratedRepo,
+    /// Repeat each measurement this many times and report the best.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// The generated Materialize-shaped monorepo both benchmarks use.
+#[derive(Args, Debug)]
+pub struct GeneratedRepo {
     /// Where to generate the repository (reused when it already exists).
     #[arg(long, default_value = "target/bench/monorepo")]
     pub dir: PathBuf,
@@ -178,7 +183,4 @@ pub struct BenchFingerprint {
     /// Number of images.
     #[arg(long, default_value_t = 120)]
     pub images: usize,
-    /// Repeat each measurement this many times and report the best.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
 }
