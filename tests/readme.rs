@@ -16,8 +16,7 @@ fn readme_examples_print_what_they_say() {
     let root = workspace_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let mut checked = 0;
-    let mut blocks = readme.split("```console\n").skip(1);
-    while let Some(block) = blocks.next() {
+    for block in readme.split("```console\n").skip(1) {
         let block = block.split("\n```").next().unwrap();
         let mut lines = block.lines();
         let command = lines.next().unwrap();

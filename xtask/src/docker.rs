@@ -57,7 +57,7 @@ pub fn check_buildx() -> Result<()> {
 }
 
 fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string()
+    String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 /// What a build does with its result.

@@ -14,7 +14,6 @@ use crate::repo::Image;
 use crate::Ctx;
 
 pub fn run(ctx: &Ctx, command: &Command) -> Result<ExitCode> {
-    let ctx = ctx;
     let out = match command {
         Command::List { json } => list(ctx, *json)?,
         Command::Fingerprint { image } => {

@@ -147,9 +147,9 @@ pub fn clean_context(repo: &Repo, image: &Image) -> Result<()> {
             let child = format!("{rel}/{name}");
             let ft = entry.file_type()?;
             if ft.is_dir() {
-                if name == ".git" || nested.contains(&child) || entry.path().join(".git").exists() {
-                    keeps = true;
-                } else if visit(root, &child, visible, nested)? {
+                // Repositories and nested images are not ours to clean.
+                let foreign = name == ".git" || nested.contains(&child) || entry.path().join(".git").exists();
+                if foreign || visit(root, &child, visible, nested)? {
                     keeps = true;
                 } else {
                     std::fs::remove_dir(entry.path()).with_context(|| format!("removing {child}"))?;
