@@ -2,7 +2,10 @@
 //! implementation of Materialize's content-addressed image build system.
 //!
 //! The pipeline, one module each: `tree` (what git sees) -> `repo`
-//! (discovery, `mzbuild.yml`, `MZFROM`, plans) -> `fingerprint` -> commands.
+//! (discovery, `config` for `mzbuild.yml`, `dockerfile` for `MZFROM`, plans)
+//! -> `fingerprint` -> `preimage` -> `build` (on the `pool`, through
+//! `docker`) -> `publish` (with `registry` and `registry_api`). `introspect`
+//! holds the read-only commands; `cleanup` what an interrupt must undo.
 
 pub mod bench;
 pub mod bench_ensure;
@@ -75,7 +78,6 @@ pub struct Ctx {
     pub repo: Repo,
     pub settings: Settings,
     pub naming: Naming,
-    pub global: GlobalArgs,
 }
 
 impl Ctx {
@@ -107,7 +109,7 @@ impl Ctx {
         let metadata = read_root_metadata(&repo)?;
         let naming =
             Naming::resolve(metadata.as_ref(), global.image_registry.as_deref(), global.image_prefix.as_deref(), env)?;
-        Ok(Ctx { repo, settings, naming, global: global.clone() })
+        Ok(Ctx { repo, settings, naming })
     }
 }
 
