@@ -541,3 +541,40 @@ fn unignored_pre_image_outputs_are_reported() {
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
     cleanup.add(&format!("{registry}/img:mzbuild-{}", repo.mzbuild(&["fingerprint", "img"]).stdout.trim()));
 }
+
+/// Two building runs in one repository do not interleave (they share the
+/// image directories and the logs): the second waits for the first.
+#[test]
+fn concurrent_runs_in_one_repository_take_turns() {
+    let repo = TempRepo::new();
+    repo.write("slow/mzbuild.yml", "name: slow\n");
+    // The unique id makes the RUN step new to the build cache.
+    let id = unique_registry().replace(['/', ':', '.'], "-");
+    repo.write(
+        "slow/Dockerfile",
+        format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {id}\"]\n"),
+    );
+    std::fs::copy("/bin/busybox", repo.path("slow/busybox")).unwrap();
+    repo.commit_all();
+    let registry = unique_registry();
+    let mut first = repo.mzbuild_command(&["--image-registry", &registry, "build", "--force", "slow"]);
+    let first = first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Until the first run holds the lock and is building.
+    let log = repo.path("target/mzbuild/logs/slow.log");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("RUN") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the first build did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = repo.mzbuild(&["--image-registry", &registry, "build", "--force", "slow"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(
+        second.stderr.starts_with("mzbuild: another mzbuild run is building in this repository; waiting for it to finish\n"),
+        "{}",
+        second.stderr
+    );
+    let mut cleanup = Cleanup::default();
+    cleanup.add(&format!("{registry}/slow:mzbuild-{}", repo.mzbuild(&["fingerprint", "slow"]).stdout.trim()));
+}

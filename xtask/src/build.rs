@@ -47,6 +47,7 @@ pub fn build_images(
         return Ok(BTreeMap::new());
     }
     let log_dir = docker::log_dir(ctx.repo.root())?;
+    let _lock = lock_repository(&log_dir)?;
     let images: Vec<&Image> = requests.iter().map(|r| r.image).collect();
     eprintln!("mzbuild: preparing {} image(s): {}", images.len(), names(&images));
     let pre_failed = crate::preimage::run_all(&ctx.repo, &images, &ctx.settings, &log_dir)?;
@@ -97,6 +98,30 @@ pub fn build_images(
         Event::Finished(n, o) => eprintln!("mzbuild: {n}: {}", describe_outcome(o).lines().next().unwrap_or("")),
     });
     Ok(outcomes)
+}
+
+/// One building run per repository at a time: runs share the image
+/// directories (pre-images clean and fill them) and the logs. Held until
+/// the returned file is dropped.
+fn lock_repository(log_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = log_dir.join("..").join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("mzbuild: another mzbuild run is building in this repository; waiting for it to finish");
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
+    }
+    Ok(file)
 }
 
 pub fn describe_outcome(o: &Outcome<usize>) -> String {
