@@ -560,7 +560,7 @@ fn a_broken_branch_fails_alone_and_skips_its_dependants() {
     let top = rows.iter().find(|r| r.name == "top").unwrap();
     assert!(top.error.as_deref().unwrap_or("").contains("`right` failed"), "{top:?}");
     let log = fx.log_dir().join("right.log");
-    assert!(stderr.contains("error: 2 of 5 image(s) were not published:"), "{out}");
+    assert!(stderr.contains("error: 2 of 5 image(s) did not complete:"), "{out}");
     assert!(stderr.contains(&format!("last lines of {}", log.display())), "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("BOGUSINSTRUCTION"), "{}:\n{text}", log.display());
@@ -661,4 +661,45 @@ fn unpublished_images_are_never_pushed_and_targets_limit_the_set() {
     }
     let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
     assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
+}
+
+/// An image missing from one registry only is rebuilt and pushed there; its
+/// published dependencies are pulled from the registry specs point at, which
+/// needs a login there although nothing is pushed to it.
+#[test]
+fn a_rebuild_pulls_its_dependencies_from_the_spec_registry_with_a_login() {
+    let fx = Fixture::new();
+    // The auth registry first: specs (and FROM lines) point at it.
+    fx.set_registries(&[fx.auth_entry(), fx.plain_entry()]);
+    fx.mz(&["ensure"]).ok();
+    // Take `top` out of the plain registry (deletes are enabled there)...
+    let (host, path) = fx.plain_url().split_once('/').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let manifest = format!("http://{host}/v2/{path}/top/manifests/mzbuild-{}", fx.fingerprint("top"));
+    let head = common::registry::curl(&["-I", "-H", common::registry::ACCEPT, &manifest], false);
+    let digest = head
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Docker-Content-Digest: ").or_else(|| l.strip_prefix("docker-content-digest: ")))
+        .unwrap_or_else(|| panic!("no digest for {manifest}\n{head}"))
+        .trim()
+        .to_string();
+    let url = format!("http://{host}/v2/{path}/top/manifests/{digest}");
+    let del = common::registry::curl(&["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", &url], false);
+    assert_eq!(del.stdout, "202", "DELETE {url}\n{del}");
+    assert_eq!(manifest_status(&fx.plain_url(), "top", &fx.fingerprint("top")), "404");
+    // ...and every image of the fixture out of the local engine, so the
+    // rebuild of `top` must pull `left` and `right` from the auth registry.
+    let local = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
+    let mine: Vec<&str> = local.stdout.lines().filter(|r| r.contains(&format!("/{}/", fx.id))).collect();
+    assert!(!mine.is_empty());
+    assert_eq!(run(Command::new("docker").arg("rmi").args(&mine)).code, Some(0));
+
+    let (out, rows, _) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base published []\nleft published []\nlocal-only built []\nright published []\ntop pushed [plain]\n",
+        "{out}"
+    );
+    assert_eq!(manifest_status(&fx.plain_url(), "top", &fx.fingerprint("top")), "200");
 }

@@ -239,16 +239,19 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     if !requests.is_empty() {
         docker::check_engine()?;
         docker::check_buildx()?;
-        // Log in only to the registries this run pushes to (and that have
-        // credentials); with none, the user's own docker config is used as is.
-        let pushed_to: BTreeSet<usize> = missing.values().flatten().copied().collect();
+        // Log in to the registries this run pushes to, and to the one specs
+        // point at (builds pull their published dependencies from it), when
+        // they have credentials; with none, the user's own docker config is
+        // used as is.
+        let mut pushed_to: BTreeSet<usize> = missing.values().flatten().copied().collect();
+        pushed_to.insert(0);
         let with_creds: Vec<(&Registry, &Credentials)> = clients
             .iter()
             .enumerate()
             .filter(|(i, _)| pushed_to.contains(i))
             .filter_map(|(_, c)| c.credentials().map(|cr| (&c.registry, cr)))
             .collect();
-        if requests.iter().any(|r| r.output == Output::Push) && !with_creds.is_empty() {
+        if !with_creds.is_empty() {
             login = Some(DockerLogin::new(&with_creds)?);
         }
         let env = login.as_ref().map(DockerLogin::env).unwrap_or_default();
@@ -279,7 +282,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     print_summary(&rows, json)?;
     let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
     if !failed.is_empty() {
-        eprintln!("error: {} of {} image(s) were not published:", failed.len(), rows.len());
+        eprintln!("error: {} of {} image(s) did not complete:", failed.len(), rows.len());
         for r in failed {
             eprintln!("  {}: {}", r.name, r.error.as_deref().unwrap_or(""));
         }
