@@ -94,11 +94,8 @@ fn input_set(repo: &Repo, image: &Image, crate_files: &mut CrateFiles) -> Result
     let mut set = FileSet::new(tree.files.len());
     // The context, less the files of nested images.
     set.insert_range(tree.range(&image.dir));
-    let prefix = format!("{}/", image.dir);
-    for o in repo.images.values() {
-        if o.dir.len() > image.dir.len() && o.dir.starts_with(&prefix) {
-            set.remove_range(tree.range(&o.dir));
-        }
+    for dir in repo.nested_dirs(image) {
+        set.remove_range(tree.range(dir));
     }
     let what = |i: usize| format!("image `{}` ({}/mzbuild.yml), pre-image #{}", image.name, image.dir, i + 1);
     for (i, pre) in image.config.pre_images.iter().enumerate() {

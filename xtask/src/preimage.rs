@@ -127,13 +127,8 @@ fn run_copies(repo: &Repo, image: &Image) -> Result<Vec<PathBuf>> {
 /// nested images are left to those images.
 pub fn clean_context(repo: &Repo, image: &Image) -> Result<()> {
     let visible: BTreeSet<&str> = repo.tree.under(&image.dir).iter().map(String::as_str).collect();
-    let nested: BTreeSet<String> = repo
-        .images
-        .values()
-        .filter(|o| o.dir.starts_with(&format!("{}/", image.dir)))
-        .map(|o| o.dir.clone())
-        .collect();
-    fn visit(root: &Path, rel: &str, visible: &BTreeSet<&str>, nested: &BTreeSet<String>) -> Result<bool> {
+    let nested: BTreeSet<&str> = repo.nested_dirs(image).collect();
+    fn visit(root: &Path, rel: &str, visible: &BTreeSet<&str>, nested: &BTreeSet<&str>) -> Result<bool> {
         // Returns whether the directory still holds anything.
         let mut keeps = false;
         let dir = root.join(rel);
@@ -148,7 +143,7 @@ pub fn clean_context(repo: &Repo, image: &Image) -> Result<()> {
             let ft = entry.file_type()?;
             if ft.is_dir() {
                 // Repositories and nested images are not ours to clean.
-                let foreign = name == ".git" || nested.contains(&child) || entry.path().join(".git").exists();
+                let foreign = name == ".git" || nested.contains(child.as_str()) || entry.path().join(".git").exists();
                 if foreign || visit(root, &child, visible, nested)? {
                     keeps = true;
                 } else {

@@ -163,6 +163,13 @@ impl Repo {
         Ok(topo_order(&self.images, &want).into_iter().map(|n| &self.images[n]).collect())
     }
 
+    /// Directories of the images nested inside `image`'s directory: their
+    /// files belong to them, not to `image`.
+    pub fn nested_dirs<'a>(&'a self, image: &Image) -> impl Iterator<Item = &'a str> {
+        let prefix = format!("{}/", image.dir);
+        self.images.values().filter(move |o| o.dir.starts_with(&prefix)).map(|o| o.dir.as_str())
+    }
+
     /// Images that (directly) depend on `name`.
     pub fn dependants(&self, name: &str) -> Vec<&str> {
         self.images.values().filter(|i| i.depends_on.iter().any(|d| d == name)).map(|i| i.name.as_str()).collect()
