@@ -210,8 +210,10 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let missing = published_status(ctx, &clients, &images, &fps)?;
     let t_check = t0.elapsed() - t_fp;
     let spec = |n: &str| ctx.naming.spec(n, &base32(&fps[n].fingerprint));
+    let mut engine_checked = false;
     let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
         docker::check_engine()?;
+        engine_checked = true;
         docker::local_images()?
     } else {
         BTreeSet::new()
@@ -237,7 +239,9 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let mut outcomes = BTreeMap::new();
     let mut login = None;
     if !requests.is_empty() {
-        docker::check_engine()?;
+        if !engine_checked {
+            docker::check_engine()?;
+        }
         docker::check_buildx()?;
         // Log in to the registries this run pushes to, and to the one specs
         // point at (builds pull their published dependencies from it), when
