@@ -250,16 +250,9 @@ impl Fixture {
         self.repo.path("target/mzbuild/logs")
     }
 
-    /// Every file of the log directory with its modification time and size.
+    /// Every build log with its modification time and size.
     fn logs(&self) -> BTreeMap<String, (SystemTime, u64)> {
-        let Ok(entries) = std::fs::read_dir(self.log_dir()) else { return BTreeMap::new() };
-        entries
-            .map(|e| {
-                let e = e.unwrap();
-                let m = e.metadata().unwrap();
-                (e.file_name().to_string_lossy().into_owned(), (m.modified().unwrap(), m.len()))
-            })
-            .collect()
+        self.repo.build_logs()
     }
 }
 

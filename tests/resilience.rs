@@ -96,16 +96,9 @@ impl Fixture {
         self.repo.path(&format!("target/mzbuild/logs/{image}.log"))
     }
 
-    /// Every file of the log directory with its modification time and size.
+    /// Every build log with its modification time and size.
     fn logs(&self) -> BTreeMap<String, (SystemTime, u64)> {
-        let Ok(entries) = std::fs::read_dir(self.repo.path("target/mzbuild/logs")) else { return BTreeMap::new() };
-        entries
-            .map(|e| {
-                let e = e.unwrap();
-                let m = e.metadata().unwrap();
-                (e.file_name().to_string_lossy().into_owned(), (m.modified().unwrap(), m.len()))
-            })
-            .collect()
+        self.repo.build_logs()
     }
 }
 

@@ -191,6 +191,20 @@ impl TempRepo {
         self.root.join(rel)
     }
 
+    /// Every file of the build log directory (`target/mzbuild/logs`) with
+    /// its modification time and size: what a run built, and what it
+    /// left alone.
+    pub fn build_logs(&self) -> std::collections::BTreeMap<String, (std::time::SystemTime, u64)> {
+        let Ok(entries) = std::fs::read_dir(self.path("target/mzbuild/logs")) else { return Default::default() };
+        entries
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (e.file_name().to_string_lossy().into_owned(), (m.modified().unwrap(), m.len()))
+            })
+            .collect()
+    }
+
     /// Write `rel` (creating its parent directories).
     pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
         let path = self.path(rel);
