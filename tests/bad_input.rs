@@ -218,7 +218,10 @@ fn dangling_symlink_input() {
 fn symlink_to_directory_input() {
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n"), ("img/dir/a", "a\n")]);
     r.symlink("dir", "img/dir-link");
-    fails_with(&fingerprint(&r, "img"), &["image `img`: input img/dir-link is a symlink to a directory", "`dir`", "a symlink per file"]);
+    fails_with(
+        &fingerprint(&r, "img"),
+        &["image `img`: input img/dir-link is a symlink to a directory", "`dir`", "a symlink per file"],
+    );
 }
 
 #[test]

@@ -493,7 +493,10 @@ fn a_build_over_the_timeout_is_killed() {
     assert!(busybox.exists(), "/bin/busybox is missing: `bash ci/stack.sh up` installs busybox-static");
     let repo = TempRepo::new();
     repo.write("slow/mzbuild.yml", "name: slow\n");
-    repo.write("slow/Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"300\"]\n");
+    repo.write(
+        "slow/Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"300\"]\n",
+    );
     std::fs::copy(busybox, repo.path("slow/busybox")).unwrap();
     repo.commit_all();
     let registry = unique_registry();
@@ -507,7 +510,10 @@ fn a_build_over_the_timeout_is_killed() {
     // The RUN step's container is gone too.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains("/bin/busybox sleep 300"), "the build's sleep is still running");
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("/bin/busybox sleep 300"),
+        "the build's sleep is still running"
+    );
 }
 
 /// A pre-image output that git does not ignore would become an input once
@@ -552,7 +558,9 @@ fn concurrent_runs_in_one_repository_take_turns() {
     let id = unique_registry().replace(['/', ':', '.'], "-");
     repo.write(
         "slow/Dockerfile",
-        format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {id}\"]\n"),
+        format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {id}\"]\n"
+        ),
     );
     std::fs::copy("/bin/busybox", repo.path("slow/busybox")).unwrap();
     repo.commit_all();
@@ -571,7 +579,9 @@ fn concurrent_runs_in_one_repository_take_turns() {
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert_eq!(second.code, Some(0), "{}", second.stderr);
     assert!(
-        second.stderr.starts_with("mzbuild: another mzbuild run is building in this repository; waiting for it to finish\n"),
+        second
+            .stderr
+            .starts_with("mzbuild: another mzbuild run is building in this repository; waiting for it to finish\n"),
         "{}",
         second.stderr
     );

@@ -30,8 +30,6 @@ const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
 /// Every image of the fixture, by name.
 const ALL: [&str; 5] = ["base", "left", "local-only", "right", "top"];
 
-
-
 /// A temporary repository with the diamond and `local-only`, published to
 /// `127.0.0.1:5000/<id>` and `127.0.0.1:5001/<id>`. Removes the local images
 /// it created when dropped (the registries keep theirs: their paths are
@@ -275,9 +273,6 @@ impl Drop for Fixture {
         }
     }
 }
-
-
-
 
 /// Assert a clean failure (exit status 1, no panic) that may follow progress
 /// lines; return stderr.

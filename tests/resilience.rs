@@ -34,8 +34,6 @@ const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
 // ---------------------------------------------------------------------------
 // Repositories, registries, local images
 
-
-
 /// A temporary repository whose registries are under the unique path `id`;
 /// removes every local image whose reference contains `/<id>/` when dropped
 /// (also when the test fails).
@@ -122,9 +120,6 @@ fn image_exists(reference: &str) -> bool {
     run(Command::new("docker").args(["image", "inspect", "--format", "ok", reference])).code == Some(0)
 }
 
-
-
-
 /// The `docker` CLI on PATH.
 fn docker_path() -> String {
     let out = run(Command::new("sh").args(["-c", "command -v docker"]));
@@ -136,10 +131,8 @@ fn docker_path() -> String {
 /// invocation's arguments, one line each, to `$MZ_TEST_DOCKER_RECORD`.
 fn recording_wrapper(dir: &Path) -> PathBuf {
     let wrapper = dir.join("docker-wrapper");
-    let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n",
-        docker_path()
-    );
+    let script =
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n", docker_path());
     std::fs::write(&wrapper, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -464,9 +457,16 @@ fn pushes_are_retried_when_the_registry_flakes() {
     // The progress line counts the attempts, and the summary says pushed.
     let done = "mzbuild: payload: done in ";
     let progress = out.stderr.lines().find(|l| l.starts_with(done)).unwrap_or_else(|| panic!("no `{done}`\n{out}"));
-    assert!(progress.ends_with(&format!(" after {attempts} attempts")), "`{progress}` (log: {attempts} attempts)\n{out}");
-    let summary: Vec<&str> =
-        out.stderr.lines().find(|l| l.starts_with("payload ")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    assert!(
+        progress.ends_with(&format!(" after {attempts} attempts")),
+        "`{progress}` (log: {attempts} attempts)\n{out}"
+    );
+    let summary: Vec<&str> = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("payload "))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
     assert_eq!(
         (summary.first().copied(), summary.get(1).copied(), summary.get(3..).map(|s| s.join(" "))),
         (Some("payload"), Some("pushed"), Some(format!("to {url}"))),
@@ -513,7 +513,8 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
 
     let record = fx.repo.scratch().join("docker-calls");
     let wrapper = recording_wrapper(fx.repo.scratch());
-    let out = run(fx.command(&["acquire", "app", "tool"]).env("MZ_DOCKER", &wrapper).env("MZ_TEST_DOCKER_RECORD", &record));
+    let out =
+        run(fx.command(&["acquire", "app", "tool"]).env("MZ_DOCKER", &wrapper).env("MZ_TEST_DOCKER_RECORD", &record));
     assert_eq!(out.ok(), format!("{}\n{}\n", specs["app"], specs["tool"]), "{out}");
     for line in ["mzbuild: base: pulled", "mzbuild: app: pulled", "mzbuild: building tool (log: "] {
         assert!(out.stderr.lines().any(|l| l.starts_with(line)), "no `{line}`\n{out}");
@@ -530,7 +531,8 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     let mut pulls: Vec<&str> = calls.lines().filter(|l| l.starts_with("pull ")).collect();
     pulls.sort();
     assert_eq!(pulls, [format!("pull --quiet {}", specs["app"]), format!("pull --quiet {}", specs["base"])], "{calls}");
-    let builds: Vec<&str> = calls.lines().filter(|l| l.starts_with("buildx build ") || l.starts_with("build ")).collect();
+    let builds: Vec<&str> =
+        calls.lines().filter(|l| l.starts_with("buildx build ") || l.starts_with("build ")).collect();
     assert_eq!(builds.len(), 1, "{calls}");
     let words: Vec<&str> = builds[0].split(' ').collect();
     let tags: Vec<&str> = words.windows(2).filter(|w| w[0] == "-t").map(|w| w[1]).collect();
@@ -543,7 +545,11 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     assert!(after.remove("tool.log").is_some(), "no tool.log");
     assert_eq!(after, logs, "acquire wrote the logs of pulled images\n{out}");
     let tool_log = std::fs::read_to_string(fx.log("tool")).unwrap();
-    assert_eq!(tool_log.lines().filter(|l| l.starts_with("$ ") && l.contains(" buildx build ")).count(), 1, "{tool_log}");
+    assert_eq!(
+        tool_log.lines().filter(|l| l.starts_with("$ ") && l.contains(" buildx build ")).count(),
+        1,
+        "{tool_log}"
+    );
 
     // Nothing was pushed.
     assert_eq!(manifest_status(&plain, "tool", &fps["tool"]), "404");

@@ -48,7 +48,10 @@ pub(crate) fn prepare(args: &GeneratedRepo) -> Result<(PathBuf, Option<Duration>
         bail!("--files {} is too small for a Materialize-shaped repository: give at least 1000", args.files);
     }
     if args.images < 6 {
-        bail!("--images {} is too small: give at least 6 (3 base images plus cargo-build, copy and plain ones)", args.images);
+        bail!(
+            "--images {} is too small: give at least 6 (3 base images plus cargo-build, copy and plain ones)",
+            args.images
+        );
     }
     let root = if args.dir.is_absolute() { args.dir.clone() } else { std::env::current_dir()?.join(&args.dir) };
     let generated = ensure_repo(&root, args.files, args.images)?;
@@ -61,7 +64,8 @@ fn bench_fingerprint(args: BenchFingerprint) -> Result<ExitCode> {
 
     // Facts about the repository and the inputs, outside any timed region.
     eprintln!("bench: examining {}", root.display());
-    let settings = Settings { profile: Profile::Optimized, arch: Arch::host(), coverage: false, sanitizer: "none".into() };
+    let settings =
+        Settings { profile: Profile::Optimized, arch: Arch::host(), coverage: false, sanitizer: "none".into() };
     let repo = Repo::load(&root, false)?;
     let images = repo.resolve(&[])?;
     let tracked = git_ls_files(&root, &["--cached"])?.len();
@@ -460,7 +464,10 @@ fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Durati
     g.generate(files, images)?;
     eprintln!("bench: git add + commit ({} files, {:.0} MB)", g.tracked, g.tracked_bytes as f64 / 1e6);
     git(root, &["add", "-A"])?;
-    git(root, &["-c", "user.name=bench", "-c", "user.email=bench@invalid", "commit", "-q", "-m", "Generated monorepo"])?;
+    git(
+        root,
+        &["-c", "user.name=bench", "-c", "user.email=bench@invalid", "commit", "-q", "-m", "Generated monorepo"],
+    )?;
     g.after_commit()?;
     std::fs::write(&stamp, &params)?;
     let took = start.elapsed();
@@ -506,33 +513,225 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "ore", "repr", "sql", "adapter", "storage", "compute", "persist", "expr", "catalog", "cluster", "controller",
-    "types", "client", "server", "proto", "kafka", "pgwire", "http", "util", "balancer", "orchestrator", "secrets",
-    "timely", "dataflow", "interchange", "avro", "postgres", "mysql", "aws", "cloud", "build", "lint", "audit",
-    "metrics", "trace", "txn", "transform", "plan", "parser", "lowering", "optimizer", "rocks", "durable",
-    "walkabout", "stack", "frontend", "environment", "testdrive", "logic", "license", "alloc", "registry", "dyncfg",
-    "copy", "regexp", "timestamp", "oracle", "arrow", "sink", "source", "ssh", "tunnel", "webhook", "auth", "tls",
-    "cache", "schema", "codec", "memory", "operator", "render", "worker", "service", "process", "config", "pgtest",
-    "lsp", "prof", "canary", "sequencer", "session", "coord", "frontegg", "tracing", "hash", "window", "join",
-    "reduce", "index", "view", "table", "upsert", "snapshot", "ingest", "debezium", "json", "csv", "protobuf",
-    "cli", "fuzz", "bench", "s3", "sqlsmith", "mirror", "health", "status", "usage", "billing", "tenant", "region",
+    "ore",
+    "repr",
+    "sql",
+    "adapter",
+    "storage",
+    "compute",
+    "persist",
+    "expr",
+    "catalog",
+    "cluster",
+    "controller",
+    "types",
+    "client",
+    "server",
+    "proto",
+    "kafka",
+    "pgwire",
+    "http",
+    "util",
+    "balancer",
+    "orchestrator",
+    "secrets",
+    "timely",
+    "dataflow",
+    "interchange",
+    "avro",
+    "postgres",
+    "mysql",
+    "aws",
+    "cloud",
+    "build",
+    "lint",
+    "audit",
+    "metrics",
+    "trace",
+    "txn",
+    "transform",
+    "plan",
+    "parser",
+    "lowering",
+    "optimizer",
+    "rocks",
+    "durable",
+    "walkabout",
+    "stack",
+    "frontend",
+    "environment",
+    "testdrive",
+    "logic",
+    "license",
+    "alloc",
+    "registry",
+    "dyncfg",
+    "copy",
+    "regexp",
+    "timestamp",
+    "oracle",
+    "arrow",
+    "sink",
+    "source",
+    "ssh",
+    "tunnel",
+    "webhook",
+    "auth",
+    "tls",
+    "cache",
+    "schema",
+    "codec",
+    "memory",
+    "operator",
+    "render",
+    "worker",
+    "service",
+    "process",
+    "config",
+    "pgtest",
+    "lsp",
+    "prof",
+    "canary",
+    "sequencer",
+    "session",
+    "coord",
+    "frontegg",
+    "tracing",
+    "hash",
+    "window",
+    "join",
+    "reduce",
+    "index",
+    "view",
+    "table",
+    "upsert",
+    "snapshot",
+    "ingest",
+    "debezium",
+    "json",
+    "csv",
+    "protobuf",
+    "cli",
+    "fuzz",
+    "bench",
+    "s3",
+    "sqlsmith",
+    "mirror",
+    "health",
+    "status",
+    "usage",
+    "billing",
+    "tenant",
+    "region",
 ];
 
 const MODULES: &[&str] = &[
-    "types", "error", "util", "client", "server", "state", "config", "metrics", "codec", "encode", "decode", "ops",
-    "plan", "render", "read", "write", "batch", "cache", "iter", "stats", "txn", "schema", "handle", "worker",
-    "shard", "trace", "columnar", "impls", "convert", "scalar", "relation", "func", "agg", "window", "lower", "join",
-    "reduce", "source", "sink", "upsert", "catalog", "builtin", "durable", "migrate", "names", "parse", "lexer",
-    "ast", "visit", "fold", "display", "pretty", "proto", "json", "array", "list", "map", "range", "datum", "row",
-    "time", "interval", "numeric", "string", "bytes", "uuid", "oid", "notice", "explain", "statement", "coord",
+    "types",
+    "error",
+    "util",
+    "client",
+    "server",
+    "state",
+    "config",
+    "metrics",
+    "codec",
+    "encode",
+    "decode",
+    "ops",
+    "plan",
+    "render",
+    "read",
+    "write",
+    "batch",
+    "cache",
+    "iter",
+    "stats",
+    "txn",
+    "schema",
+    "handle",
+    "worker",
+    "shard",
+    "trace",
+    "columnar",
+    "impls",
+    "convert",
+    "scalar",
+    "relation",
+    "func",
+    "agg",
+    "window",
+    "lower",
+    "join",
+    "reduce",
+    "source",
+    "sink",
+    "upsert",
+    "catalog",
+    "builtin",
+    "durable",
+    "migrate",
+    "names",
+    "parse",
+    "lexer",
+    "ast",
+    "visit",
+    "fold",
+    "display",
+    "pretty",
+    "proto",
+    "json",
+    "array",
+    "list",
+    "map",
+    "range",
+    "datum",
+    "row",
+    "time",
+    "interval",
+    "numeric",
+    "string",
+    "bytes",
+    "uuid",
+    "oid",
+    "notice",
+    "explain",
+    "statement",
+    "coord",
 ];
 
 const TEST_DIRS: &[&str] = &[
-    "sqllogictest", "testdrive", "cluster", "kafka-auth", "pg-cdc", "mysql-cdc", "upsert", "bounded-memory",
-    "platform-checks", "feature-benchmark", "scalability", "zippy", "parallel-workload", "legacy-upgrade",
-    "ssh-connection", "source-sink-errors", "persistence", "restart", "limits", "data-ingest", "cloudtest",
-    "debezium", "kafka-resumption", "s3-sink", "txn-wal", "storage-usage", "retain-history", "dbt-materialize",
-    "canary-environment", "sqlsmith", "rqg", "lang",
+    "sqllogictest",
+    "testdrive",
+    "cluster",
+    "kafka-auth",
+    "pg-cdc",
+    "mysql-cdc",
+    "upsert",
+    "bounded-memory",
+    "platform-checks",
+    "feature-benchmark",
+    "scalability",
+    "zippy",
+    "parallel-workload",
+    "legacy-upgrade",
+    "ssh-connection",
+    "source-sink-errors",
+    "persistence",
+    "restart",
+    "limits",
+    "data-ingest",
+    "cloudtest",
+    "debezium",
+    "kafka-resumption",
+    "s3-sink",
+    "txn-wal",
+    "storage-usage",
+    "retain-history",
+    "dbt-materialize",
+    "canary-environment",
+    "sqlsmith",
+    "rqg",
+    "lang",
 ];
 
 /// A crate being generated.
@@ -573,7 +772,15 @@ impl Gen {
     fn new(root: &Path, seed: u64) -> Gen {
         let mut rng = Rng(seed);
         let pool = make_pool(&mut rng, 3 << 20);
-        Gen { root: root.to_path_buf(), rng, pool, made_dirs: HashSet::new(), tracked: 0, tracked_bytes: 0, buf: Vec::new() }
+        Gen {
+            root: root.to_path_buf(),
+            rng,
+            pool,
+            made_dirs: HashSet::new(),
+            tracked: 0,
+            tracked_bytes: 0,
+            buf: Vec::new(),
+        }
     }
 
     fn raw_write(&mut self, rel: &str, content: &[u8]) -> Result<()> {
@@ -620,7 +827,8 @@ impl Gen {
     fn content(&mut self, rel: &str, size: usize) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let comment = if rel.ends_with(".py") || rel.ends_with(".toml") || rel.ends_with(".yml") || rel.ends_with(".sh") {
+        let comment = if rel.ends_with(".py") || rel.ends_with(".toml") || rel.ends_with(".yml") || rel.ends_with(".sh")
+        {
             "#"
         } else {
             "//"
@@ -777,10 +985,7 @@ impl Gen {
             ".cargo/config",
             b"[alias]\nxtask = \"run --package xtask --\"\n\n[build]\nrustflags = [\"--cfg=tokio_unstable\", \"-Csymbol-mangling-version=v0\"]\n\n[target.x86_64-unknown-linux-gnu]\nlinker = \"clang\"\n",
         )?;
-        self.write(
-            ".gitignore",
-            b"/target\n*.log\n__pycache__/\n*.pyc\nnode_modules/\n.mypy_cache/\n/.idea\n*.swp\n",
-        )?;
+        self.write(".gitignore", b"/target\n*.log\n__pycache__/\n*.pyc\nnode_modules/\n.mypy_cache/\n/.idea\n*.swp\n")?;
         self.write(".dockerignore", b"target\n.git\n")?;
         self.text("README.md")?;
         self.text("LICENSE")?;
@@ -789,13 +994,19 @@ impl Gen {
         for f in ["ci/builder/stable.stamp", "ci/builder/nightly.stamp"] {
             self.write(f, b"2024-12-01\n")?;
         }
-        for f in ["ci/builder/crosstool-x86_64.defconfig", "ci/builder/crosstool-aarch64.defconfig", "ci/builder/README.md"] {
+        for f in
+            ["ci/builder/crosstool-x86_64.defconfig", "ci/builder/crosstool-aarch64.defconfig", "ci/builder/README.md"]
+        {
             self.text(f)?;
         }
         self.text("ci/builder/build.sh")?;
         self.executable("ci/builder/build.sh")?;
         for i in 0..40 {
-            let f = format!("ci/{}/{}-{i}.yml", self.rng.pick(&["test", "nightly", "release-qualification", "plugins"]), self.rng.pick(MODULES));
+            let f = format!(
+                "ci/{}/{}-{i}.yml",
+                self.rng.pick(&["test", "nightly", "release-qualification", "plugins"]),
+                self.rng.pick(MODULES)
+            );
             self.text(&f)?;
         }
         Ok(())
@@ -840,7 +1051,9 @@ impl Gen {
                 }
             }
             if c.layer > 3 && self.rng.chance(0.2) {
-                manifest.push_str("\n[target.'cfg(not(target_os = \"macos\"))'.dependencies]\ntikv-jemallocator = \"0.6.0\"\n");
+                manifest.push_str(
+                    "\n[target.'cfg(not(target_os = \"macos\"))'.dependencies]\ntikv-jemallocator = \"0.6.0\"\n",
+                );
             }
             manifest.push_str("\n[package.metadata.cargo-udeps.ignore]\nnormal = [\"workspace-hack\"]\n");
             self.write(&format!("{dir}/Cargo.toml"), manifest.as_bytes())?;
@@ -933,19 +1146,22 @@ impl Gen {
             dirs.push(name);
         }
         // sqllogictest-like giants first, then a long tail.
-        let weights: Vec<usize> = (0..n).map(|i| if i == 0 { n * 3 } else { 1 + (20.0 * self.rng.unit().powi(2)) as usize }).collect();
+        let weights: Vec<usize> =
+            (0..n).map(|i| if i == 0 { n * 3 } else { 1 + (20.0 * self.rng.unit().powi(2)) as usize }).collect();
         let total: usize = weights.iter().sum();
         let mut out = Vec::new();
         for (name, w) in dirs.into_iter().zip(weights) {
             let dir = format!("test/{name}");
             let count = (target * w / total).max(3);
             let main_ext = *self.rng.pick(&["td", "slt", "sql", "json", "py", "csv", "txt"]);
-            let subdirs: Vec<String> = (0..self.rng.range(0, 8)).map(|k| format!("{}{k}", self.rng.pick(MODULES))).collect();
+            let subdirs: Vec<String> =
+                (0..self.rng.range(0, 8)).map(|k| format!("{}{k}", self.rng.pick(MODULES))).collect();
             let mut exts = BTreeSet::new();
             self.text(&format!("{dir}/mzcompose.py"))?;
             exts.insert("py".to_string());
             for k in 0..count - 1 {
-                let ext = if self.rng.chance(0.8) { main_ext } else { *self.rng.pick(&["md", "yml", "sh", "proto", "avsc"]) };
+                let ext =
+                    if self.rng.chance(0.8) { main_ext } else { *self.rng.pick(&["md", "yml", "sh", "proto", "avsc"]) };
                 exts.insert(ext.to_string());
                 let f = if subdirs.is_empty() || self.rng.chance(0.3) {
                     format!("{dir}/{}-{k}.{ext}", self.rng.pick(MODULES))
@@ -958,10 +1174,7 @@ impl Gen {
                 self.text_sized(&f, size.min(1_000_000))?;
             }
             // Only the subdirectories that got files.
-            let subdirs = subdirs
-                .into_iter()
-                .filter(|s| self.root.join(&dir).join(s).is_dir())
-                .collect();
+            let subdirs = subdirs.into_iter().filter(|s| self.root.join(&dir).join(s).is_dir()).collect();
             out.push(TestDir { dir, exts: exts.into_iter().collect(), subdirs });
         }
         Ok(out)
@@ -980,15 +1193,30 @@ impl Gen {
             name
         };
         let bases = [
-            ("ubuntu-base", "FROM ubuntu:noble-20241118.1\nRUN apt-get update && apt-get -qy install ca-certificates curl\n".to_string()),
-            ("prod-base", "MZFROM ubuntu-base\nRUN groupadd --system --gid=999 materialize\nUSER materialize\n".to_string()),
-            ("distroless-prod-base", "FROM gcr.io/distroless/cc-debian12\nCOPY --from=busybox:1.36 /bin/busybox /bin/busybox\n".to_string()),
+            (
+                "ubuntu-base",
+                "FROM ubuntu:noble-20241118.1\nRUN apt-get update && apt-get -qy install ca-certificates curl\n"
+                    .to_string(),
+            ),
+            (
+                "prod-base",
+                "MZFROM ubuntu-base\nRUN groupadd --system --gid=999 materialize\nUSER materialize\n".to_string(),
+            ),
+            (
+                "distroless-prod-base",
+                "FROM gcr.io/distroless/cc-debian12\nCOPY --from=busybox:1.36 /bin/busybox /bin/busybox\n".to_string(),
+            ),
         ];
         for (name, dockerfile) in &bases {
             let dir = format!("misc/images/{name}");
-            let yml = format!("# Copyright Materialize, Inc. and contributors. All rights reserved.\nname: {name}\npublish: false\n");
+            let yml = format!(
+                "# Copyright Materialize, Inc. and contributors. All rights reserved.\nname: {name}\npublish: false\n"
+            );
             self.write(&format!("{dir}/mzbuild.yml"), yml.as_bytes())?;
-            self.write(&format!("{dir}/Dockerfile"), format!("# Copyright Materialize, Inc.\n{dockerfile}").as_bytes())?;
+            self.write(
+                &format!("{dir}/Dockerfile"),
+                format!("# Copyright Materialize, Inc.\n{dockerfile}").as_bytes(),
+            )?;
             self.text(&format!("{dir}/README.md"))?;
             names.push(unique(name.to_string()));
         }
@@ -1053,7 +1281,11 @@ impl Gen {
                     body.push_str(&format!("ENTRYPOINT [\"tini\", \"--\", \"{bin}\"]\n"));
                     // Pre-image outputs must be git-ignored, or they become
                     // inputs once built (mzbuild warns about that).
-                    let ignore: String = bins.iter().map(|b| format!("/{b}\n")).chain(["/examples\n".to_string(), "/testdata\n".to_string()]).collect();
+                    let ignore: String = bins
+                        .iter()
+                        .map(|b| format!("/{b}\n"))
+                        .chain(["/examples\n".to_string(), "/testdata\n".to_string()])
+                        .collect();
                     self.write(&format!("{dir}/.gitignore"), ignore.as_bytes())?;
                     (name, dir)
                 }
@@ -1061,7 +1293,11 @@ impl Gen {
                     // copy
                     let n_copies = if self.rng.chance(0.2) { 2 } else { 1 };
                     let first = self.rng.pick(tests);
-                    let name = unique(format!("{}-{}", first.dir.trim_start_matches("test/"), self.rng.pick(&["test", "data", "runner", "fixtures"])));
+                    let name = unique(format!(
+                        "{}-{}",
+                        first.dir.trim_start_matches("test/"),
+                        self.rng.pick(&["test", "data", "runner", "fixtures"])
+                    ));
                     let dir = format!("misc/images/{name}");
                     pre.push_str("pre-image:\n");
                     for k in 0..n_copies {
@@ -1088,7 +1324,11 @@ impl Gen {
                 }
                 _ => {
                     // plain: built from other images
-                    let name = unique(format!("{}-{}", self.rng.pick(WORDS), self.rng.pick(&["tools", "runner", "proxy", "server", "mock", "client"])));
+                    let name = unique(format!(
+                        "{}-{}",
+                        self.rng.pick(WORDS),
+                        self.rng.pick(&["tools", "runner", "proxy", "server", "mock", "client"])
+                    ));
                     let dir = if !plain_dirs.is_empty() && self.rng.chance(0.1) {
                         // Nested inside another image's context.
                         format!("{}/{name}", self.rng.pick(&plain_dirs))
@@ -1121,7 +1361,11 @@ impl Gen {
             self.write(&format!("{dir}/mzbuild.yml"), yml.as_bytes())?;
             self.write(&format!("{dir}/Dockerfile"), dockerfile.as_bytes())?;
             for k in 0..self.rng.range(0, 5) {
-                let f = format!("{dir}/{}{k}.{}", self.rng.pick(MODULES), self.rng.pick(&["sh", "py", "yml", "conf", "md"]));
+                let f = format!(
+                    "{dir}/{}{k}.{}",
+                    self.rng.pick(MODULES),
+                    self.rng.pick(&["sh", "py", "yml", "conf", "md"])
+                );
                 self.text(&f)?;
                 if f.ends_with(".sh") {
                     self.executable(&f)?;
@@ -1151,7 +1395,12 @@ impl Gen {
                     self.rng.pick(&WORDS[..8]),
                     self.rng.pick(MODULES)
                 ),
-                _ => format!("misc/{}/{}-{k}.{}", self.rng.pick(WORDS), self.rng.pick(MODULES), self.rng.pick(&["sh", "yml", "json", "ts"])),
+                _ => format!(
+                    "misc/{}/{}-{k}.{}",
+                    self.rng.pick(WORDS),
+                    self.rng.pick(MODULES),
+                    self.rng.pick(&["sh", "yml", "json", "ts"])
+                ),
             };
             self.text(&f)?;
             k += 1;
@@ -1172,7 +1421,10 @@ impl Gen {
                 0 => (format!("target/debug/deps/libmz_{c}-{hash}.rlib"), self.rng.range(50_000, 500_000)),
                 1 => (format!("target/debug/deps/mz_{c}-{hash}.d"), self.rng.range(500, 5_000)),
                 2 => (format!("target/debug/build/mz-{c}-{hash}/out/generated.rs"), self.rng.range(1_000, 60_000)),
-                _ => (format!("target/debug/incremental/mz_{c}-{}/s-{hash}/query-cache.bin", i / 40), self.rng.range(1_000, 100_000)),
+                _ => (
+                    format!("target/debug/incremental/mz_{c}-{}/s-{hash}/query-cache.bin", i / 40),
+                    self.rng.range(1_000, 100_000),
+                ),
             };
             let buf = self.content(&f, size);
             self.raw_write(&f, &buf)?;
@@ -1187,7 +1439,11 @@ impl Gen {
         }
         self.raw_write(SPEED_FILE, &speed)?;
         for k in 0..20 {
-            let f = format!("misc/python/materialize/{}/__pycache__/{}{k}.cpython-312.pyc", self.rng.pick(WORDS), self.rng.pick(MODULES));
+            let f = format!(
+                "misc/python/materialize/{}/__pycache__/{}{k}.cpython-312.pyc",
+                self.rng.pick(WORDS),
+                self.rng.pick(MODULES)
+            );
             let buf = self.content(&f, 3000);
             self.raw_write(&f, &buf)?;
             self.buf = buf;
@@ -1203,8 +1459,12 @@ impl Gen {
     /// copy destinations that the images' `.gitignore` hides.
     fn after_commit(&mut self) -> Result<()> {
         let out = Command::new("git").args(["ls-files", "-z"]).current_dir(&self.root).output()?;
-        let tracked: Vec<String> =
-            out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let tracked: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
         let dirs: Vec<&str> = tracked
             .iter()
             .filter(|f| f.starts_with("src/") || f.starts_with("misc/images/") || f.starts_with("test/"))
@@ -1236,7 +1496,14 @@ fn make_pool(rng: &mut Rng, len: usize) -> Vec<u8> {
         let line = match rng.below(10) {
             0 => {
                 indent = (indent + 1).min(4);
-                format!("{pad}pub fn {}_{}(&self, {}: &{}) -> Result<{}, Error> {{\n", w(rng), w(rng), w(rng), cap(w(rng)), cap(w(rng)))
+                format!(
+                    "{pad}pub fn {}_{}(&self, {}: &{}) -> Result<{}, Error> {{\n",
+                    w(rng),
+                    w(rng),
+                    w(rng),
+                    cap(w(rng)),
+                    cap(w(rng))
+                )
             }
             1 if indent > 0 => {
                 indent -= 1;
@@ -1245,7 +1512,14 @@ fn make_pool(rng: &mut Rng, len: usize) -> Vec<u8> {
             2 => format!("{pad}// {} {} {} {} {} {}.\n", w(rng), w(rng), w(rng), w(rng), w(rng), w(rng)),
             3 => format!("{pad}let {} = self.{}.{}({}, {})?;\n", w(rng), w(rng), w(rng), w(rng), rng.below(1000)),
             4 => format!("{pad}if {}.is_empty() {{ return Ok({}::default()); }}\n", w(rng), cap(w(rng))),
-            5 => format!("{pad}match {} {{ {}::{} => {}, _ => {} }}\n", w(rng), cap(w(rng)), cap(w(rng)), w(rng), rng.below(100)),
+            5 => format!(
+                "{pad}match {} {{ {}::{} => {}, _ => {} }}\n",
+                w(rng),
+                cap(w(rng)),
+                cap(w(rng)),
+                w(rng),
+                rng.below(100)
+            ),
             6 => "\n".to_string(),
             7 => format!("{pad}use crate::{}::{{{}, {}}};\n", w(rng), cap(w(rng)), cap(w(rng))),
             _ => format!("{pad}{}.push({}::new({}, \"{}\"));\n", w(rng), cap(w(rng)), rng.below(10_000), w(rng)),

@@ -31,12 +31,26 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
         eprintln!("bench: generated {} in {:.1}s", root.display(), t.as_secs_f64());
     }
     let password = std::env::var("MZ_AUTH_REGISTRY_PASSWORD").unwrap_or_else(|_| "mzbuild-test-password".into());
-    let creds = Credentials { username: "mzbuild".into(), password: password.clone(), source: "$MZ_AUTH_REGISTRY_PASSWORD".into() };
+    let creds = Credentials {
+        username: "mzbuild".into(),
+        password: password.clone(),
+        source: "$MZ_AUTH_REGISTRY_PASSWORD".into(),
+    };
     let plain = Registry { url: PLAIN.into(), username: None, username_env: None, password_env: None };
-    let auth = Registry { url: AUTH.into(), username: Some("mzbuild".into()), username_env: None, password_env: Some("MZ_AUTH_REGISTRY_PASSWORD".into()) };
+    let auth = Registry {
+        url: AUTH.into(),
+        username: Some("mzbuild".into()),
+        username_env: None,
+        password_env: Some("MZ_AUTH_REGISTRY_PASSWORD".into()),
+    };
     let load = || -> Result<Ctx> {
-        let mut ctx = Ctx::load(&GlobalArgs { root: Some(root.clone()), arch: Some("x86_64".into()), ..Default::default() })?;
-        ctx.naming = Naming { spec_registry: PLAIN.into(), prefix: String::new(), registries: vec![plain.clone(), auth.clone()] };
+        let mut ctx =
+            Ctx::load(&GlobalArgs { root: Some(root.clone()), arch: Some("x86_64".into()), ..Default::default() })?;
+        ctx.naming = Naming {
+            spec_registry: PLAIN.into(),
+            prefix: String::new(),
+            registries: vec![plain.clone(), auth.clone()],
+        };
         Ok(ctx)
     };
 
@@ -141,7 +155,13 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     let (plain_min, plain_med) = med(&mut per_registry[0]);
     let (auth_min, auth_med) = med(&mut per_registry[1]);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("bench ensure: no-op ensure over {} images ({} publishable), 2 registries ({} HEAD requests), {} runs", n_images, n_pub, 2 * n_pub, args.runs);
+    println!(
+        "bench ensure: no-op ensure over {} images ({} publishable), 2 registries ({} HEAD requests), {} runs",
+        n_images,
+        n_pub,
+        2 * n_pub,
+        args.runs
+    );
     println!("  {:<44} {:>9} {:>9}", "phase", "min ms", "median ms");
     println!("  {:<44} {:>9.1} {:>9.1}", "fingerprint (discover + hash, in process)", ms(fp_min), ms(fp_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "registry checks (verify + HEAD all, parallel)", ms(ck_min), ms(ck_med));
@@ -149,7 +169,12 @@ pub fn run(args: BenchEnsure) -> Result<ExitCode> {
     println!("  {:<44} {:>9.1} {:>9.1}", "  127.0.0.1:5000 alone (no auth)", ms(plain_min), ms(plain_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "  127.0.0.1:5001 alone (htpasswd basic auth)", ms(auth_min), ms(auth_med));
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("  {:<44} {:>9.2} {:>9.2}", "ratio checks / fingerprint (target <= 0.5)", ratio(ck_min, fp_min), ratio(ck_med, fp_med));
+    println!(
+        "  {:<44} {:>9.2} {:>9.2}",
+        "ratio checks / fingerprint (target <= 0.5)",
+        ratio(ck_min, fp_min),
+        ratio(ck_med, fp_med)
+    );
     println!("  {:<44} {:>9.2} {:>9.2}", "  ratio, 5000 alone", ratio(plain_min, fp_min), ratio(plain_med, fp_med));
     println!("  {:<44} {:>9.2} {:>9.2}", "  ratio, 5001 alone", ratio(auth_min, fp_min), ratio(auth_med, fp_med));
     println!("  {:<44} {:>9.1} {:>9.1}", "whole `mzbuild ensure` process, 5000 only", ms(wh_min), ms(wh_med));
@@ -163,7 +188,8 @@ fn own_cpu() -> Duration {
     // Fields after the command name (which is in parentheses).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ticks: u64 =
+        f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
 }
@@ -206,22 +232,42 @@ impl Seed {
             bail!("pushing the seed image failed (is the stack up? `bash ci/stack.sh up`)");
         }
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut resp = agent.get(&format!("http://127.0.0.1:5000/v2/{SEED_REPO}/manifests/1")).header("Accept", MANIFEST_TYPES).call()?;
+        let mut resp = agent
+            .get(&format!("http://127.0.0.1:5000/v2/{SEED_REPO}/manifests/1"))
+            .header("Accept", MANIFEST_TYPES)
+            .call()?;
         let media_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let manifest = resp.body_mut().read_to_vec()?;
         let m: serde_json::Value = serde_json::from_slice(&manifest)?;
         let mut digests = vec![m["config"]["digest"].as_str().unwrap_or_default().to_string()];
-        digests.extend(m["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str().map(str::to_string)));
+        digests.extend(
+            m["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str().map(str::to_string)),
+        );
         let seed = Seed { manifest, media_type, digests, agent };
         // Copy the blobs into the auth registry's seed repository.
         let basic = format!("Basic {}", crate::registry_api::base64_of(&format!("mzbuild:{password}")));
         for d in &seed.digests {
-            let blob = seed.agent.get(&format!("http://127.0.0.1:5000/v2/{SEED_REPO}/blobs/{d}")).call()?.body_mut().read_to_vec()?;
-            let resp = seed.agent.post(&format!("http://127.0.0.1:5001/v2/{SEED_REPO}/blobs/uploads/")).header("Authorization", &basic).send_empty()?;
-            let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).context("upload location")?.to_string();
+            let blob = seed
+                .agent
+                .get(&format!("http://127.0.0.1:5000/v2/{SEED_REPO}/blobs/{d}"))
+                .call()?
+                .body_mut()
+                .read_to_vec()?;
+            let resp = seed
+                .agent
+                .post(&format!("http://127.0.0.1:5001/v2/{SEED_REPO}/blobs/uploads/"))
+                .header("Authorization", &basic)
+                .send_empty()?;
+            let loc =
+                resp.headers().get("location").and_then(|v| v.to_str().ok()).context("upload location")?.to_string();
             let loc = if loc.starts_with('/') { format!("http://127.0.0.1:5001{loc}") } else { loc };
             let sep = if loc.contains('?') { '&' } else { '?' };
-            let r = seed.agent.put(&format!("{loc}{sep}digest={d}")).header("Authorization", &basic).header("Content-Type", "application/octet-stream").send(&blob[..])?;
+            let r = seed
+                .agent
+                .put(&format!("{loc}{sep}digest={d}"))
+                .header("Authorization", &basic)
+                .header("Content-Type", "application/octet-stream")
+                .send(&blob[..])?;
             if r.status().as_u16() != 201 {
                 bail!("uploading seed blob to 127.0.0.1:5001: HTTP {}", r.status());
             }
@@ -231,7 +277,8 @@ impl Seed {
 
     fn put(&self, reg: &Registry, creds: Option<&Credentials>, repo: &str, tag: &str) -> Result<()> {
         let base = format!("http://{}", reg.host());
-        let auth = creds.map(|c| format!("Basic {}", crate::registry_api::base64_of(&format!("{}:{}", c.username, c.password))));
+        let auth = creds
+            .map(|c| format!("Basic {}", crate::registry_api::base64_of(&format!("{}:{}", c.username, c.password))));
         for d in &self.digests {
             let mut req = self.agent.post(&format!("{base}/v2/{repo}/blobs/uploads/?mount={d}&from={SEED_REPO}"));
             if let Some(a) = &auth {
@@ -242,7 +289,8 @@ impl Seed {
                 bail!("mounting {d} into {}/{repo}: HTTP {}", reg.host(), r.status());
             }
         }
-        let mut req = self.agent.put(&format!("{base}/v2/{repo}/manifests/{tag}")).header("Content-Type", &self.media_type);
+        let mut req =
+            self.agent.put(&format!("{base}/v2/{repo}/manifests/{tag}")).header("Content-Type", &self.media_type);
         if let Some(a) = &auth {
             req = req.header("Authorization", a);
         }

@@ -69,7 +69,8 @@ pub fn build_images(
         let attempts = req.attempts.max(1);
         let mut attempt = 1;
         loop {
-            let r = docker::run_logged(&args, &dockerfile, docker_env, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
+            let r =
+                docker::run_logged(&args, &dockerfile, docker_env, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
             match r {
                 Ok(()) => return Ok(attempt),
                 Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {
@@ -78,7 +79,8 @@ pub fn build_images(
                     attempt += 1;
                 }
                 Err(e) => {
-                    let retry_note = if attempt > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
+                    let retry_note =
+                        if attempt > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
                     return Err(format!(
                         "{}{retry_note}; last lines of {}:\n{}",
                         docker::err_to_anyhow(e),
@@ -174,7 +176,11 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
         .collect();
     for i in &images {
         if !requests.iter().any(|r| r.image.name == i.name) {
-            eprintln!("mzbuild: {}: already built ({})", i.name, ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint)));
+            eprintln!(
+                "mzbuild: {}: already built ({})",
+                i.name,
+                ctx.naming.spec(&i.name, &base32(&fps[&i.name].fingerprint))
+            );
         }
     }
     let outcomes = build_images(ctx, &fps, &requests, &[], opts)?;
@@ -256,4 +262,3 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     };
     Ok(Duration::from_secs(secs))
 }
-

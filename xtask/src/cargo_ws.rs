@@ -40,10 +40,7 @@ impl Workspace {
         let root_manifest = read_manifest(tree, "Cargo.toml")?;
         let mut ws = Workspace::default();
         let workspace = root_manifest.get("workspace");
-        ws.mzbuild_metadata = workspace
-            .and_then(|w| w.get("metadata"))
-            .and_then(|m| m.get("mzbuild"))
-            .cloned();
+        ws.mzbuild_metadata = workspace.and_then(|w| w.get("metadata")).and_then(|m| m.get("mzbuild")).cloned();
         ws.has_optimized_profile = root_manifest.get("profile").and_then(|p| p.get("optimized")).is_some();
         let ws_deps = workspace.and_then(|w| w.get("dependencies")).and_then(Value::as_table);
 
@@ -52,10 +49,8 @@ impl Workspace {
             pending.push(String::new());
         }
         if let Some(w) = workspace {
-            let excluded: Vec<String> = strings(w.get("exclude"))
-                .into_iter()
-                .map(|e| e.trim_end_matches('/').to_string())
-                .collect();
+            let excluded: Vec<String> =
+                strings(w.get("exclude")).into_iter().map(|e| e.trim_end_matches('/').to_string()).collect();
             for member in strings(w.get("members")) {
                 let member = member.trim_end_matches('/');
                 for dir in expand_member(tree, member)? {
@@ -73,8 +68,8 @@ impl Workspace {
             }
             let manifest_path = join(&dir, "Cargo.toml");
             let manifest = if dir.is_empty() { root_manifest.clone() } else { read_manifest(tree, &manifest_path)? };
-            let krate = parse_crate(tree, &dir, &manifest, ws_deps)
-                .with_context(|| format!("reading {manifest_path}"))?;
+            let krate =
+                parse_crate(tree, &dir, &manifest, ws_deps).with_context(|| format!("reading {manifest_path}"))?;
             pending.extend(krate.path_deps.iter().chain(&krate.path_dev_deps).cloned());
             ws.crates.insert(dir, krate);
         }
@@ -95,7 +90,8 @@ impl Workspace {
         match found.as_slice() {
             [c] => Ok(c),
             [] => {
-                let mut all: Vec<&str> = self.crates.values().flat_map(|c| list(c).iter().map(String::as_str)).collect();
+                let mut all: Vec<&str> =
+                    self.crates.values().flat_map(|c| list(c).iter().map(String::as_str)).collect();
                 all.sort_unstable();
                 let (a, plural) = if what == "example" { ("an", "examples") } else { ("a", "binaries") };
                 bail!(
@@ -194,11 +190,8 @@ fn expand_member(tree: &Tree, member: &str) -> Result<Vec<String>> {
 
 fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::Table>) -> Result<Crate> {
     let package = manifest.get("package").ok_or_else(|| anyhow!("no [package] section"))?;
-    let name = package
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("[package] has no `name`"))?
-        .to_string();
+    let name =
+        package.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("[package] has no `name`"))?.to_string();
     let auto = |key: &str| package.get(key).and_then(Value::as_bool).unwrap_or(true);
     let files = tree.under(dir);
     let rel = |f: &'_ String| -> String {

@@ -220,13 +220,16 @@ impl Cx<'_> {
         for k in m.keys() {
             match k.as_str() {
                 Some(k) if known.contains(&k) => {}
-                Some(k) => self.warn(format!("{at} ({ty}): unknown key `{k}` (ignored; known keys: {})", known.join(", "))),
+                Some(k) => {
+                    self.warn(format!("{at} ({ty}): unknown key `{k}` (ignored; known keys: {})", known.join(", ")))
+                }
                 None => self.error(format!("{at}: keys must be strings, found {}", kind(k))),
             }
         }
         let n_errors = self.errors.len();
         let pi = if ty == "copy" {
-            let source = self.required_string(&at, get("source"), "source", "a directory relative to the repository root");
+            let source =
+                self.required_string(&at, get("source"), "source", "a directory relative to the repository root");
             let destination =
                 self.required_string(&at, get("destination"), "destination", "a directory relative to the image");
             let matching = match get("matching") {
@@ -239,7 +242,9 @@ impl Cx<'_> {
             };
             if let Some(s) = &source {
                 if s.starts_with('/') || s.split('/').any(|c| c == "..") {
-                    self.error(format!("{at}: `source` `{s}` must be a path inside the repository, relative to its root"));
+                    self.error(format!(
+                        "{at}: `source` `{s}` must be a path inside the repository, relative to its root"
+                    ));
                 }
             }
             if let Some(d) = &destination {

@@ -23,10 +23,7 @@ pub const STACK_HINT: &str = "`bash ci/stack.sh up` installs and starts it on De
 /// Fail unless the engine answers; say what to install or start.
 pub fn check_engine() -> Result<()> {
     let docker = docker_program();
-    let out = Command::new(&docker)
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stdin(Stdio::null())
-        .output();
+    let out = Command::new(&docker).args(["version", "--format", "{{.Server.Version}}"]).stdin(Stdio::null()).output();
     match out {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("the docker CLI (`{docker}`) is not installed: install Docker ({STACK_HINT})")
@@ -108,7 +105,10 @@ pub fn buildx_args(
 pub enum BuildError {
     /// The command failed; `retryable` if its log looks like a network or
     /// registry-side failure (5xx, 429, connection trouble).
-    Failed { summary: String, retryable: bool },
+    Failed {
+        summary: String,
+        retryable: bool,
+    },
     TimedOut(Duration),
 }
 
@@ -130,11 +130,7 @@ pub fn run_logged(
     let docker = docker_program();
     writeln!(logf, "$ {docker} {}", args.join(" "))?;
     let mut cmd = Command::new(&docker);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(logf.try_clone()?)
-        .stderr(logf.try_clone()?)
-        .process_group(0);
+    cmd.args(args).stdin(Stdio::piped()).stdout(logf.try_clone()?).stderr(logf.try_clone()?).process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -257,7 +253,8 @@ mod tests {
 
     #[test]
     fn buildx_command_line() {
-        let settings = Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
+        let settings =
+            Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
         let args = buildx_args(
             Path::new("/repo/misc/images/app"),
             &["127.0.0.1:5000/mz/app:mzbuild-FP".into(), "127.0.0.1:5001/app:mzbuild-FP".into()],
@@ -267,7 +264,8 @@ mod tests {
         );
         expect![[r#"buildx build --progress=plain -f - --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --push /repo/misc/images/app"#]]
         .assert_eq(&args.join(" "));
-        let settings = Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: false, sanitizer: "address".into() };
+        let settings =
+            Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: false, sanitizer: "address".into() };
         let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Load);
         expect![[r#"buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --load ctx"#]]
         .assert_eq(&args.join(" "));
@@ -277,7 +275,9 @@ mod tests {
     fn retryable_failures() {
         assert!(looks_retryable("$ docker buildx\nERROR: failed to push: 503 Service Unavailable"));
         assert!(looks_retryable("dial tcp 127.0.0.1:5999: connect: connection refused"));
-        assert!(!looks_retryable("ERROR: failed to solve: dockerfile parse error on line 2: unknown instruction: BOGUS"));
+        assert!(!looks_retryable(
+            "ERROR: failed to solve: dockerfile parse error on line 2: unknown instruction: BOGUS"
+        ));
         // An earlier attempt's network error does not make a later syntax error retryable.
         assert!(!looks_retryable("$ a\nconnection refused\n$ b\nunknown instruction: BOGUS"));
     }

@@ -26,7 +26,8 @@ pub fn dependencies(dockerfile: &[u8]) -> Vec<MzFrom> {
         .split(|b| *b == b'\n')
         .enumerate()
         .filter_map(|(i, line)| {
-            mzfrom_prefix(line).map(|(_, name)| MzFrom { line: i + 1, name: String::from_utf8_lossy(name).into_owned() })
+            mzfrom_prefix(line)
+                .map(|(_, name)| MzFrom { line: i + 1, name: String::from_utf8_lossy(name).into_owned() })
         })
         .collect()
 }

@@ -353,7 +353,9 @@ fn hash_file(root: &std::path::Path, rel: &str, buf: &mut [u8]) -> Result<FileHa
     let mode = if meta.file_type().is_symlink() {
         let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
         match std::fs::metadata(&path) {
-            Err(_) => bail!("input {rel} is a dangling symlink (to `{target}`): point it at an existing file or remove it"),
+            Err(_) => {
+                bail!("input {rel} is a dangling symlink (to `{target}`): point it at an existing file or remove it")
+            }
             Ok(m) if m.is_dir() => bail!(
                 "input {rel} is a symlink to a directory (`{target}`): mzbuild hashes file contents; \
                  replace it with the files or a symlink per file"
@@ -459,7 +461,9 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
         let mut full = Sha1::new();
         full.update(self_digest);
         for dep in &image.depends_on {
-            let dep_fp = out.get(dep).ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?;
+            let dep_fp = out
+                .get(dep)
+                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?;
             full.update(dep.as_bytes());
             full.update(dep_fp.fingerprint);
             full.update([0u8]);

@@ -11,8 +11,8 @@ pub mod bench;
 pub mod bench_ensure;
 pub mod build;
 pub mod cargo_ws;
-pub mod cli;
 pub mod cleanup;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod dockerfile;
@@ -36,7 +36,7 @@ use clap::Parser;
 use crate::cli::{Command, GlobalArgs, Mzbuild, Xtask};
 use crate::registry::Naming;
 use crate::repo::Repo;
-use crate::settings::{Env, Profile, ProcessEnv, Settings, SettingsArgs};
+use crate::settings::{Env, ProcessEnv, Profile, Settings, SettingsArgs};
 
 /// Entry point of the `xtask` binary.
 pub fn main() -> ExitCode {
@@ -86,8 +86,11 @@ impl Ctx {
     }
 
     pub fn load_with_env(global: &GlobalArgs, env: &dyn Env) -> Result<Ctx> {
-        let profiles: Vec<(bool, Profile)> =
-            vec![(global.release, Profile::Release), (global.optimized, Profile::Optimized), (global.dev, Profile::Dev)];
+        let profiles: Vec<(bool, Profile)> = vec![
+            (global.release, Profile::Release),
+            (global.optimized, Profile::Optimized),
+            (global.dev, Profile::Dev),
+        ];
         let chosen: Vec<Profile> = profiles.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
         if chosen.len() > 1 {
             bail!("--release, --optimized and --dev exclude each other: give one");

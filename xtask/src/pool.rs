@@ -27,12 +27,22 @@ pub struct JobSpec {
 
 #[derive(Debug)]
 pub enum Outcome<T> {
-    Done { value: T, took: Duration },
-    Failed { error: String, took: Duration },
+    Done {
+        value: T,
+        took: Duration,
+    },
+    Failed {
+        error: String,
+        took: Duration,
+    },
     /// Not run because a dependency failed, was skipped or timed out.
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
     /// Gave up waiting for dependencies.
-    TimedOut { waiting_for: Vec<String> },
+    TimedOut {
+        waiting_for: Vec<String>,
+    },
 }
 
 impl<T> Outcome<T> {
@@ -136,7 +146,14 @@ pub fn run<T: Send>(
                             }
                         }
                     } else {
-                        skip_dependants(n, &format!("dependency `{n}` failed"), &dependants, &mut waiting, &mut outcomes, &mut report);
+                        skip_dependants(
+                            n,
+                            &format!("dependency `{n}` failed"),
+                            &dependants,
+                            &mut waiting,
+                            &mut outcomes,
+                            &mut report,
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -148,7 +165,14 @@ pub fn run<T: Send>(
                         let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
                         report(Event::Finished(n, &o));
                         outcomes.insert(n.to_string(), o);
-                        skip_dependants(n, &format!("dependency `{n}` timed out"), &dependants, &mut waiting, &mut outcomes, &mut report);
+                        skip_dependants(
+                            n,
+                            &format!("dependency `{n}` timed out"),
+                            &dependants,
+                            &mut waiting,
+                            &mut outcomes,
+                            &mut report,
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
@@ -201,12 +225,28 @@ mod tests {
     #[test]
     fn dependencies_first_and_failures_isolated() {
         // base <- {left, right} <- top; right fails; other <- nothing.
-        let jobs = vec![job("base", &[]), job("left", &["base"]), job("right", &["base"]), job("top", &["left", "right"]), job("other", &[])];
+        let jobs = vec![
+            job("base", &[]),
+            job("left", &["base"]),
+            job("right", &["base"]),
+            job("top", &["left", "right"]),
+            job("other", &[]),
+        ];
         let order = Mutex::new(vec![]);
-        let out = run(&jobs, 2, Duration::from_secs(60), &|n| {
-            order.lock().unwrap().push(n.to_string());
-            if n == "right" { Err("boom".into()) } else { Ok(()) }
-        }, |_| {});
+        let out = run(
+            &jobs,
+            2,
+            Duration::from_secs(60),
+            &|n| {
+                order.lock().unwrap().push(n.to_string());
+                if n == "right" {
+                    Err("boom".into())
+                } else {
+                    Ok(())
+                }
+            },
+            |_| {},
+        );
         let order = order.into_inner().unwrap();
         assert!(order.iter().position(|n| n == "base") < order.iter().position(|n| n == "left"));
         assert!(!order.contains(&"top".to_string()), "top must not run: {order:?}");
@@ -218,12 +258,18 @@ mod tests {
     #[test]
     fn waiting_gives_up_after_the_timeout() {
         let jobs = vec![job("slow", &[]), job("after", &["slow"])];
-        let out = run(&jobs, 2, Duration::from_millis(100), &|n| {
-            if n == "slow" {
-                std::thread::sleep(Duration::from_millis(600));
-            }
-            Ok(())
-        }, |_| {});
+        let out = run(
+            &jobs,
+            2,
+            Duration::from_millis(100),
+            &|n| {
+                if n == "slow" {
+                    std::thread::sleep(Duration::from_millis(600));
+                }
+                Ok(())
+            },
+            |_| {},
+        );
         assert!(out["slow"].is_success());
         assert!(matches!(&out["after"], Outcome::TimedOut { waiting_for } if waiting_for == &["slow".to_string()]));
     }
@@ -232,11 +278,24 @@ mod tests {
     fn a_moving_chain_does_not_time_out() {
         // Each step takes a quarter of the timeout (a wide margin for a
         // loaded machine); the chain takes 1.5 times the timeout.
-        let jobs = vec![job("a", &[]), job("b", &["a"]), job("c", &["b"]), job("d", &["c"]), job("e", &["d"]), job("f", &["e"])];
-        let out = run(&jobs, 2, Duration::from_millis(400), &|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            Ok(())
-        }, |_| {});
+        let jobs = vec![
+            job("a", &[]),
+            job("b", &["a"]),
+            job("c", &["b"]),
+            job("d", &["c"]),
+            job("e", &["d"]),
+            job("f", &["e"]),
+        ];
+        let out = run(
+            &jobs,
+            2,
+            Duration::from_millis(400),
+            &|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(())
+            },
+            |_| {},
+        );
         assert!(out.values().all(Outcome::is_success), "{out:?}");
     }
 
@@ -244,7 +303,16 @@ mod tests {
     fn most_dependants_start_first() {
         let jobs = vec![job("a", &[]), job("z", &[]), job("z1", &["z"]), job("z2", &["z1"])];
         let order = Mutex::new(vec![]);
-        run(&jobs, 1, Duration::from_secs(60), &|n| { order.lock().unwrap().push(n.to_string()); Ok(()) }, |_| {});
+        run(
+            &jobs,
+            1,
+            Duration::from_secs(60),
+            &|n| {
+                order.lock().unwrap().push(n.to_string());
+                Ok(())
+            },
+            |_| {},
+        );
         // z has two jobs behind it, z1 one; then a and z2 tie (none) and go by name.
         assert_eq!(order.into_inner().unwrap(), ["z", "z1", "a", "z2"]);
     }

@@ -18,7 +18,12 @@ use crate::settings::{Profile, Settings};
 /// stderr; cargo's output to `log_dir/cargo-build.log`. Returns the images
 /// whose pre-images failed, with the reason: those fail (and their
 /// dependants are skipped), the others still build.
-pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, log_dir: &Path) -> Result<BTreeMap<String, String>> {
+pub fn run_all(
+    repo: &Repo,
+    images: &[&Image],
+    settings: &Settings,
+    log_dir: &Path,
+) -> Result<BTreeMap<String, String>> {
     let mut failed = BTreeMap::new();
     let mut outputs: Vec<(String, PathBuf)> = Vec::new();
     for image in images {
@@ -229,7 +234,9 @@ fn cargo_build(
         Some(v) => v
             .as_array()
             .and_then(|a| a.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| anyhow!("Cargo.toml: [workspace.metadata.mzbuild] image-rustflags must be a list of strings"))?,
+            .ok_or_else(|| {
+                anyhow!("Cargo.toml: [workspace.metadata.mzbuild] image-rustflags must be a list of strings")
+            })?,
     };
     if settings.coverage {
         rustflags.push("-Cinstrument-coverage".into());
@@ -292,20 +299,36 @@ fn cargo_build(
     if !status.success() {
         bail!(
             "cargo build for images {} failed ({status}); last lines of {}:\n{}",
-            batch.iter().map(|(i, _)| format!("`{}`", i.name)).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "),
+            batch
+                .iter()
+                .map(|(i, _)| format!("`{}`", i.name))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
             log.display(),
             crate::docker::tail(&log, 25)
         );
     }
     for (image, spec) in batch {
         let ctx = repo.root().join(&image.dir);
-        let items = spec.bins.iter().map(|b| ("bin", b, ctx.join(b))).chain(
-            spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))),
-        );
+        let items = spec
+            .bins
+            .iter()
+            .map(|b| ("bin", b, ctx.join(b)))
+            .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
         for (kind, name, dest) in items {
             let src = artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
-                let dir = repo.root().join("target").join(&target).join(profile_dir(settings.profile, ws.has_optimized_profile));
-                if kind == "bin" { dir.join(name) } else { dir.join("examples").join(name) }
+                let dir = repo
+                    .root()
+                    .join("target")
+                    .join(&target)
+                    .join(profile_dir(settings.profile, ws.has_optimized_profile));
+                if kind == "bin" {
+                    dir.join(name)
+                } else {
+                    dir.join("examples").join(name)
+                }
             });
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -318,7 +341,12 @@ fn cargo_build(
                 let out = Command::new("strip").arg("--strip-debug").arg(&dest).output();
                 match out {
                     Ok(o) if o.status.success() => {}
-                    Ok(o) => bail!("image `{}`: strip --strip-debug {} failed: {}", image.name, dest.display(), String::from_utf8_lossy(&o.stderr).trim()),
+                    Ok(o) => bail!(
+                        "image `{}`: strip --strip-debug {} failed: {}",
+                        image.name,
+                        dest.display(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
                     Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
                 }
             }
@@ -362,16 +390,31 @@ mod tests {
 
     #[test]
     fn one_cargo_build_for_the_batch() {
-        let a = CargoBuildSpec { bins: vec!["b".into(), "a".into()], features: vec!["f".into()], strip: true, ..Default::default() };
-        let b = CargoBuildSpec { bins: vec!["a".into()], examples: vec!["ex".into()], features: vec!["g".into(), "f".into()], strip: false, ..Default::default() };
+        let a = CargoBuildSpec {
+            bins: vec!["b".into(), "a".into()],
+            features: vec!["f".into()],
+            strip: true,
+            ..Default::default()
+        };
+        let b = CargoBuildSpec {
+            bins: vec!["a".into()],
+            examples: vec!["ex".into()],
+            features: vec!["g".into(), "f".into()],
+            strip: false,
+            ..Default::default()
+        };
         let s = Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
         expect![[r#"build --locked --target x86_64-unknown-linux-gnu --profile optimized --bin a --bin b --example ex --features f,g --message-format=json-render-diagnostics"#]]
         .assert_eq(&cargo_args(&[&a, &b], &s, true).join(" "));
         expect![[r#"build --locked --target x86_64-unknown-linux-gnu --release --bin a --bin b --example ex --features f,g --message-format=json-render-diagnostics"#]]
         .assert_eq(&cargo_args(&[&a, &b], &s, false).join(" "));
         let s = Settings { profile: Profile::Dev, arch: Arch::Aarch64, ..s };
-        expect![[r#"build --locked --target aarch64-unknown-linux-gnu --bin a --message-format=json-render-diagnostics"#]]
-        .assert_eq(&cargo_args(&[&CargoBuildSpec { bins: vec!["a".into()], ..Default::default() }], &s, true).join(" "));
+        expect![[
+            r#"build --locked --target aarch64-unknown-linux-gnu --bin a --message-format=json-render-diagnostics"#
+        ]]
+        .assert_eq(
+            &cargo_args(&[&CargoBuildSpec { bins: vec!["a".into()], ..Default::default() }], &s, true).join(" "),
+        );
     }
 
     #[test]

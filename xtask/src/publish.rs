@@ -31,12 +31,22 @@ use crate::Ctx;
 pub type Missing = BTreeMap<String, Vec<usize>>;
 
 /// Ask every registry about every publishable image, in parallel.
-pub fn published_status(ctx: &Ctx, clients: &[Client], images: &[&Image], fps: &BTreeMap<String, crate::fingerprint::Fingerprinted>) -> Result<Missing> {
+pub fn published_status(
+    ctx: &Ctx,
+    clients: &[Client],
+    images: &[&Image],
+    fps: &BTreeMap<String, crate::fingerprint::Fingerprinted>,
+) -> Result<Missing> {
     let mut tasks: Vec<(String, usize, String, String)> = Vec::new();
     for i in images.iter().filter(|i| i.config.publish) {
         let fp = base32(&fps[&i.name].fingerprint);
         for (r, c) in clients.iter().enumerate() {
-            tasks.push((i.name.clone(), r, c.registry.repository(&ctx.naming.prefix, &i.name), format!("mzbuild-{fp}")));
+            tasks.push((
+                i.name.clone(),
+                r,
+                c.registry.repository(&ctx.naming.prefix, &i.name),
+                format!("mzbuild-{fp}"),
+            ));
         }
     }
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -104,7 +114,10 @@ impl Drop for DockerLogin {
 
 impl DockerLogin {
     fn new(registries: &[(&Registry, &Credentials)]) -> Result<DockerLogin> {
-        let dir = tempfile::Builder::new().prefix("mzbuild-docker-config-").tempdir().context("creating a private DOCKER_CONFIG")?;
+        let dir = tempfile::Builder::new()
+            .prefix("mzbuild-docker-config-")
+            .tempdir()
+            .context("creating a private DOCKER_CONFIG")?;
         crate::cleanup::add_dir(dir.path().to_path_buf());
         seed_config(dir.path(), registries)?;
         for (reg, creds) in registries {
@@ -120,7 +133,13 @@ impl DockerLogin {
             let out = child.wait_with_output()?;
             if !out.status.success() {
                 let msg = String::from_utf8_lossy(&out.stderr).replace(&creds.password, "<redacted>");
-                bail!("docker login to {} as `{}` (token from {}) failed: {}", reg.host(), creds.username, creds.source, msg.trim());
+                bail!(
+                    "docker login to {} as `{}` (token from {}) failed: {}",
+                    reg.host(),
+                    creds.username,
+                    creds.source,
+                    msg.trim()
+                );
             }
         }
         Ok(DockerLogin { dir })
@@ -168,7 +187,8 @@ fn seed_config(dir: &std::path::Path, registries: &[(&Registry, &Credentials)]) 
         }
     }
     let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&config)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -222,7 +242,12 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     for i in &images {
         if i.config.publish {
             if let Some(regs) = missing.get(&i.name) {
-                let tags = regs.iter().map(|r| ctx.naming.registries[*r].tag(&ctx.naming.prefix, &i.name, &base32(&fps[&i.name].fingerprint))).collect();
+                let tags = regs
+                    .iter()
+                    .map(|r| {
+                        ctx.naming.registries[*r].tag(&ctx.naming.prefix, &i.name, &base32(&fps[&i.name].fingerprint))
+                    })
+                    .collect();
                 requests.push(BuildRequest { image: i, tags, output: Output::Push, attempts: 3 });
             }
         } else if !local.contains(&spec(&i.name)) {
@@ -272,16 +297,29 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
             (Some(r), Some(Outcome::Done { took, .. })) => {
                 (if r.output == Output::Push { "pushed" } else { "built" }, took.as_secs_f64(), None)
             }
-            (Some(_), Some(o @ Outcome::Failed { took, .. })) => ("failed", took.as_secs_f64(), Some(describe_outcome(o))),
+            (Some(_), Some(o @ Outcome::Failed { took, .. })) => {
+                ("failed", took.as_secs_f64(), Some(describe_outcome(o)))
+            }
             (Some(_), Some(o @ Outcome::Skipped { .. })) => ("skipped", 0.0, Some(describe_outcome(o))),
             (Some(_), Some(o @ Outcome::TimedOut { .. })) => ("timed-out", 0.0, Some(describe_outcome(o))),
             (Some(_), None) => ("failed", 0.0, Some("not run".into())),
         };
         let registries = match req {
-            Some(r) if r.output == Output::Push => missing[&i.name].iter().map(|r| ctx.naming.registries[*r].url.clone()).collect(),
+            Some(r) if r.output == Output::Push => {
+                missing[&i.name].iter().map(|r| ctx.naming.registries[*r].url.clone()).collect()
+            }
             _ => vec![],
         };
-        rows.push(Row { name: i.name.clone(), spec: spec(&i.name), fingerprint: fp, publish: i.config.publish, status, registries, seconds, error });
+        rows.push(Row {
+            name: i.name.clone(),
+            spec: spec(&i.name),
+            fingerprint: fp,
+            publish: i.config.publish,
+            status,
+            registries,
+            seconds,
+            error,
+        });
     }
     print_summary(&rows, json)?;
     let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
@@ -341,4 +379,3 @@ pub fn check(ctx: &Ctx, targets: &[String]) -> Result<ExitCode> {
     );
     Ok(ExitCode::FAILURE)
 }
-

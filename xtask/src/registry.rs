@@ -122,7 +122,8 @@ impl Naming {
                     registries.insert(0, chosen);
                 }
                 None => {
-                    registries = vec![Registry { url: r.to_string(), username: None, username_env: None, password_env: None }]
+                    registries =
+                        vec![Registry { url: r.to_string(), username: None, username_env: None, password_env: None }]
                 }
             }
         }
@@ -175,7 +176,10 @@ mod tests {
         assert_eq!(n.spec("img", "FP"), "127.0.0.1:5000/team/img:mzbuild-FP");
         // --image-registry picks a configured registry (keeping its login) or replaces them all.
         let picked = Naming::resolve(Some(&meta), Some("myreg.io/x"), None, &MapEnv(&[])).unwrap();
-        assert_eq!(picked.registries.iter().map(|r| r.url.as_str()).collect::<Vec<_>>(), ["myreg.io/x", "127.0.0.1:5000/team"]);
+        assert_eq!(
+            picked.registries.iter().map(|r| r.url.as_str()).collect::<Vec<_>>(),
+            ["myreg.io/x", "127.0.0.1:5000/team"]
+        );
         let other = Naming::resolve(Some(&meta), Some("127.0.0.1:5002/o"), None, &MapEnv(&[])).unwrap();
         assert_eq!(other.registries.len(), 1);
         assert_eq!(other.spec("img", "FP"), "127.0.0.1:5002/o/img:mzbuild-FP");

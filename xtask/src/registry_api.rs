@@ -52,7 +52,9 @@ pub fn credentials(reg: &Registry, env: &dyn Env, required: bool) -> Result<Opti
         (None, Some(uvar)) => env.var(uvar).filter(|v| !v.is_empty()).ok_or_else(|| {
             anyhow!("registry {}: the environment variable {uvar} (its user name) is not set: export it", reg.url)
         })?,
-        (None, None) => bail!("registry {}: `password-env` is set but no `username` or `username-env`: add one", reg.url),
+        (None, None) => {
+            bail!("registry {}: `password-env` is set but no `username` or `username-env`: add one", reg.url)
+        }
     };
     Ok(Some(Credentials { username, password, source: format!("${var}") }))
 }
@@ -141,7 +143,9 @@ impl Client {
         match (&self.creds, &self.registry.password_env) {
             (Some(c), _) => format!("the credentials of `{}` ({}) were not accepted", c.username, c.source),
             (None, Some(v)) => format!("it needs credentials: set {v}"),
-            (None, None) => "it needs credentials: add `username` and `password-env` to the registry in Cargo.toml".into(),
+            (None, None) => {
+                "it needs credentials: add `username` and `password-env` to the registry in Cargo.toml".into()
+            }
         }
     }
 
@@ -197,7 +201,9 @@ impl Client {
                 }
                 Ok(resp) if resp.status().as_u16() == 401 || resp.status().as_u16() == 403 => return Ok(None),
                 Ok(resp) if retryable_status(resp.status().as_u16()) && attempt < 2 => {}
-                Ok(resp) => bail!("registry {}: token endpoint {realm} answered HTTP {}", self.registry.url, resp.status()),
+                Ok(resp) => {
+                    bail!("registry {}: token endpoint {realm} answered HTTP {}", self.registry.url, resp.status())
+                }
                 Err(_) if attempt < 2 => {}
                 Err(e) => bail!("registry {}: cannot reach token endpoint {realm}: {e}", self.registry.url),
             }
@@ -324,7 +330,9 @@ mod tests {
         assert_eq!(base64(b"mzbuild:pw"), "bXpidWlsZDpwdw==");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
-        match parse_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#) {
+        match parse_challenge(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#,
+        ) {
             Auth::Bearer { realm, service } => {
                 assert_eq!(realm, "https://ghcr.io/token");
                 assert_eq!(service.as_deref(), Some("ghcr.io"));
@@ -337,7 +345,12 @@ mod tests {
 
     #[test]
     fn credentials_come_from_the_environment_and_stay_redacted() {
-        let reg = Registry { url: "127.0.0.1:5001/x".into(), username: Some("u".into()), username_env: None, password_env: Some("TOK".into()) };
+        let reg = Registry {
+            url: "127.0.0.1:5001/x".into(),
+            username: Some("u".into()),
+            username_env: None,
+            password_env: Some("TOK".into()),
+        };
         let c = credentials(&reg, &MapEnv(&[("TOK", "s3cret")]), true).unwrap().unwrap();
         assert_eq!(c.password, "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));

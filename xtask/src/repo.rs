@@ -104,10 +104,7 @@ impl Repo {
         }
         if errors.is_empty() {
             if let Some(cycle) = find_cycle(&by_name) {
-                errors.push(format!(
-                    "image dependency cycle: {} (through MZFROM lines); break it",
-                    cycle.join(" -> ")
-                ));
+                errors.push(format!("image dependency cycle: {} (through MZFROM lines); break it", cycle.join(" -> ")));
             }
         }
         if strict && !warnings.is_empty() {
@@ -179,8 +176,7 @@ impl Repo {
 /// Kahn's algorithm over the `want` subset (closed under dependencies), ready
 /// images taken in name order.
 fn topo_order<'a>(images: &'a BTreeMap<String, Image>, want: &BTreeSet<&'a str>) -> Vec<&'a str> {
-    let mut missing: BTreeMap<&str, usize> =
-        want.iter().map(|n| (*n, images[*n].depends_on.len())).collect();
+    let mut missing: BTreeMap<&str, usize> = want.iter().map(|n| (*n, images[*n].depends_on.len())).collect();
     let mut ready: BTreeSet<&str> = missing.iter().filter(|(_, c)| **c == 0).map(|(n, _)| *n).collect();
     let mut order = Vec::with_capacity(want.len());
     while let Some(n) = ready.pop_first() {

@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn environment_defaults() {
-        let s = settings(SettingsArgs::default(), &[("CI_LTO", "1"), ("CI_COVERAGE_ENABLED", "yes"), ("CI_SANITIZER", "address")]);
+        let s = settings(
+            SettingsArgs::default(),
+            &[("CI_LTO", "1"), ("CI_COVERAGE_ENABLED", "yes"), ("CI_SANITIZER", "address")],
+        );
         assert_eq!(s.profile, Profile::Release);
         assert!(s.coverage);
         assert_eq!(s.sanitizer, "address");
@@ -212,14 +215,20 @@ mod tests {
     #[test]
     fn settings_string() {
         let s = settings(SettingsArgs { arch: Some("x86_64".into()), ..Default::default() }, &[]);
-        assert_eq!(s.fingerprint_string(), "profile=Profile.OPTIMIZEDarch=x86_64coverage=Falsesanitizer=nonemirror=ghcr");
+        assert_eq!(
+            s.fingerprint_string(),
+            "profile=Profile.OPTIMIZEDarch=x86_64coverage=Falsesanitizer=nonemirror=ghcr"
+        );
     }
 
     #[test]
     fn bad_values_are_errors() {
-        let e = Settings::resolve(&SettingsArgs { sanitizer: Some("bogus".into()), ..Default::default() }, &MapEnv(&[])).unwrap_err();
+        let e =
+            Settings::resolve(&SettingsArgs { sanitizer: Some("bogus".into()), ..Default::default() }, &MapEnv(&[]))
+                .unwrap_err();
         assert!(e.to_string().contains("unknown sanitizer `bogus`"), "{e}");
-        let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &MapEnv(&[])).unwrap_err();
+        let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &MapEnv(&[]))
+            .unwrap_err();
         assert!(e.to_string().contains("unknown architecture `mips`"), "{e}");
     }
 }

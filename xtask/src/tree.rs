@@ -159,11 +159,7 @@ fn tracked_files(root: &Path) -> Result<Vec<String>> {
         .output()
         .with_context(|| format!("listing the files git tracks in {}", root.display()))?;
     if !out.status.success() {
-        bail!(
-            "`git ls-files` failed in {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`git ls-files` failed in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     out.stdout
         .split(|b| *b == 0)

@@ -9,8 +9,7 @@ const DEFAULT_TEMPLATE: &str = "/etc/greeter/greeting.txt";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let template_path =
-        std::env::var("GREETER_TEMPLATE").unwrap_or_else(|_| DEFAULT_TEMPLATE.to_string());
+    let template_path = std::env::var("GREETER_TEMPLATE").unwrap_or_else(|_| DEFAULT_TEMPLATE.to_string());
     let template = match std::fs::read_to_string(&template_path) {
         Ok(t) => t,
         Err(e) => {
@@ -49,11 +48,7 @@ fn serve(addr: &str, template: &str) -> ExitCode {
         let mut buf = [0u8; 1024];
         let _ = stream.read(&mut buf);
         let body = greeting::render(template, "world") + "\n";
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     }
     ExitCode::SUCCESS
 }
