@@ -1,5 +1,29 @@
-//! `cargo xtask`: see the library for everything.
+//! `cargo xtask`: this repository's automation. A thin binary: it parses the
+//! flags ([`flags`]), makes the context, dispatches to the `mzbuild` engine
+//! or the benchmarks, and turns the result into the exit code (here, in one
+//! place: 0 success, 1 failure or error, a child's status for `run`, 128 + N
+//! after signal N).
 
-fn main() -> std::process::ExitCode {
-    xtask::main()
+mod bench;
+mod flags;
+mod mzbuild_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = flags::Xtask::parse();
+    mzbuild::process::install_signal_handlers();
+    let result = match cli {
+        flags::Xtask::Mzbuild(m) => m.run(),
+        flags::Xtask::Bench(b) => b.run(),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(e) => {
+            mzbuild::ui::error(format_args!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
 }

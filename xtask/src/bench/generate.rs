@@ -1,49 +1,28 @@
-//! `cargo xtask bench ...`: benchmarks of mzbuild itself.
-//!
-//! `bench fingerprint` generates a Materialize-shaped monorepo (once; it is
-//! reused while the parameters match) and measures, in one process, the time
-//! to fingerprint every image beside a floor: `git ls-files` plus one
-//! single-threaded pass that reads and SHA-1-hashes each unique input file.
+//! The benchmark repository: a deterministic, Materialize-shaped monorepo
+//! (crates with layered path dependencies, images with cargo-build and copy
+//! pre-images and MZFROM chains, an ignored `target/`), generated once into
+//! `target/bench/` and reused while its parameters match.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::Read;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sha1::{Digest, Sha1};
 
-use crate::cli::{Bench, BenchFingerprint, GeneratedRepo};
-use crate::config::PreImage;
-use crate::fingerprint;
-use crate::repo::Repo;
-use crate::settings::{Arch, Profile, Settings};
-use crate::tree::Tree;
-
-pub fn run(b: Bench) -> Result<ExitCode> {
-    match b {
-        Bench::Fingerprint(args) => bench_fingerprint(args),
-        Bench::Ensure(args) => crate::bench_ensure::run(args),
-    }
-}
+use crate::flags::GeneratedRepo;
 
 /// Bump when the generator's output changes, so old repositories are
 /// regenerated.
+/// The file (in the ignored `target/`) used to compare SHA-1 speed with
+/// `sha1sum`.
+pub const SPEED_FILE: &str = "target/sha1-speed.bin";
+pub const SPEED_FILE_LEN: usize = 128 << 20;
 const GENERATOR_VERSION: u32 = 3;
 const SEED: u64 = 0x6d7a_6275_696c_6421;
 const STAMP: &str = ".git/mzbuild-bench-stamp";
-/// The file (in the ignored `target/`) used to compare SHA-1 speed with
-/// `sha1sum`.
-const SPEED_FILE: &str = "target/sha1-speed.bin";
-const SPEED_FILE_LEN: usize = 128 << 20;
-
-// ---------------------------------------------------------------------------
-// The benchmark.
-
 /// Generate the benchmark repository unless it is already there; its
 /// canonical root, and how long generating took (if it was generated).
-pub(crate) fn prepare(args: &GeneratedRepo) -> Result<(PathBuf, Option<Duration>)> {
+pub fn prepare(args: &GeneratedRepo) -> Result<(PathBuf, Option<Duration>)> {
     if args.files < 1000 {
         bail!("--files {} is too small for a Materialize-shaped repository: give at least 1000", args.files);
     }
@@ -56,375 +35,6 @@ pub(crate) fn prepare(args: &GeneratedRepo) -> Result<(PathBuf, Option<Duration>
     let root = if args.dir.is_absolute() { args.dir.clone() } else { std::env::current_dir()?.join(&args.dir) };
     let generated = ensure_repo(&root, args.files, args.images)?;
     Ok((std::fs::canonicalize(&root)?, generated))
-}
-
-fn bench_fingerprint(args: BenchFingerprint) -> Result<ExitCode> {
-    let runs = args.runs.max(1);
-    let (root, generated) = prepare(&args.repo)?;
-
-    // Facts about the repository and the inputs, outside any timed region.
-    eprintln!("bench: examining {}", root.display());
-    let settings =
-        Settings { profile: Profile::Optimized, arch: Arch::host(), coverage: false, sanitizer: "none".into() };
-    let repo = Repo::load(&root, false)?;
-    let images = repo.resolve(&[])?;
-    let tracked = git_ls_files(&root, &["--cached"])?.len();
-    let tree_files = repo.tree.files.len();
-    let tree_bytes: u64 = repo.tree.files.iter().map(|f| file_len(&root, f)).sum();
-    if let Some(f) = repo.tree.files.iter().find(|f| f.starts_with("target/")) {
-        bail!("internal error: the ignored target/ leaked into the tree ({f})");
-    }
-    let (target_files, target_bytes) = dir_size(&root.join("target"));
-    let mut per_image: Vec<Vec<String>> = Vec::new();
-    for image in &images {
-        per_image.push(fingerprint::inputs(&repo, image)?);
-    }
-    let mut unique: Vec<&str> = per_image.iter().flatten().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let size: BTreeMap<&str, u64> = unique.iter().map(|f| (*f, file_len(&root, f))).collect();
-    let unique_bytes: u64 = size.values().sum();
-    let naive_files: usize = per_image.iter().map(Vec::len).sum();
-    let naive_bytes: u64 = per_image.iter().flatten().map(|f| size[f.as_str()]).sum();
-    let (mut n_cargo, mut n_copy, mut n_plain, mut n_both) = (0, 0, 0, 0);
-    let mut closures = Vec::new();
-    for image in &images {
-        let cargo: Vec<_> = image
-            .config
-            .pre_images
-            .iter()
-            .filter_map(|p| if let PreImage::CargoBuild(c) = p { Some(c) } else { None })
-            .collect();
-        let copy = image.config.pre_images.iter().any(|p| matches!(p, PreImage::Copy(_)));
-        match (cargo.is_empty(), copy) {
-            (false, c) => {
-                n_cargo += 1;
-                n_both += usize::from(c);
-                let ws = repo.workspace()?;
-                let mut crates = BTreeSet::new();
-                for cb in cargo {
-                    for bin in &cb.bins {
-                        crates.extend(ws.closure(ws.crate_for_bin(bin)?, false));
-                    }
-                    for ex in &cb.examples {
-                        crates.extend(ws.closure(ws.crate_for_example(ex)?, true));
-                    }
-                }
-                closures.push(crates.len());
-            }
-            (true, true) => n_copy += 1,
-            (true, false) => n_plain += 1,
-        }
-    }
-    let n_crates = repo.workspace()?.crates.len();
-    let reference = fingerprint::fingerprint_all(&repo, &images, &settings)?;
-    drop(images);
-    drop(repo);
-
-    // Warm-up: fills the page cache with everything both sides read.
-    eprintln!("bench: warm-up pass (page cache warm from here on)");
-    mzbuild_pass(&root, &settings)?;
-    floor_pass(&root, &unique)?;
-
-    let load_before = load_average();
-    let mut t = Timings::default();
-    for r in 0..runs {
-        eprintln!("bench: run {}/{runs}", r + 1);
-        let (total, load, fp, fps) = mzbuild_pass(&root, &settings)?;
-        if fps.iter().map(|(n, f)| (n, f.fingerprint)).ne(reference.iter().map(|(n, f)| (n, f.fingerprint))) {
-            bail!("fingerprints differ between runs: the benchmark repository changed under us");
-        }
-        t.mz_total.push(total);
-        t.mz_load.push(load);
-        t.mz_fp.push(fp);
-        let (git, hash, listed) = floor_pass(&root, &unique)?;
-        if listed != tree_files {
-            eprintln!("bench: warning: git ls-files lists {listed} files, Tree::list {tree_files}");
-        }
-        t.floor_git.push(git);
-        t.floor_hash.push(hash);
-        t.floor_total.push(git + hash);
-        breakdown_pass(&root, &mut t)?;
-    }
-    let load_after = load_average();
-    let speed = sha1_speed(&root, runs)?;
-
-    // The report.
-    let (mz_best, mz_med) = stats(&t.mz_total);
-    let (fl_best, fl_med) = stats(&t.floor_total);
-    let mb = |b: u64| b as f64 / 1e6;
-    let rate = |b: u64, d: Duration| mb(b) / d.as_secs_f64();
-    println!("mzbuild fingerprint benchmark: {}", root.display());
-    println!(
-        "repository   {} git-visible files ({tracked} tracked, {} untracked), {:.1} MB; ignored target/: {target_files} files, {:.1} MB (never listed)",
-        tree_files,
-        tree_files.saturating_sub(tracked),
-        mb(tree_bytes),
-        mb(target_bytes),
-    );
-    if let Some(g) = generated {
-        println!("generation   {:.1} s (this run)", g.as_secs_f64());
-    }
-    println!(
-        "images       {} ({n_cargo} cargo-build [{n_both} of them also copy], {n_copy} copy, {n_plain} neither); workspace {n_crates} crates",
-        reference.len()
-    );
-    if !closures.is_empty() {
-        println!(
-            "closures     cargo-build images reach {}..{} crates (mean {:.0}) over path dependencies",
-            closures.iter().min().unwrap(),
-            closures.iter().max().unwrap(),
-            closures.iter().sum::<usize>() as f64 / closures.len() as f64
-        );
-    }
-    println!(
-        "inputs       unique: {} files, {:.1} MB; naive (sum over images): {naive_files} files, {:.1} MB; each unique file is hashed once instead of {:.1} times on average",
-        unique.len(),
-        mb(unique_bytes),
-        mb(naive_bytes),
-        naive_files as f64 / unique.len().max(1) as f64
-    );
-    println!(
-        "settings     profile=optimized arch={}; xtask built {}; {} threads; runs: {runs} after 1 warm-up (page cache warm), interleaved mzbuild/floor",
-        settings.arch.gcc(),
-        if cfg!(debug_assertions) { "in the dev profile" } else { "optimized" },
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    if let (Some(a), Some(b)) = (&load_before, &load_after) {
-        println!("machine      load average {a} before the runs, {b} after (other processes compete for the cores)");
-    }
-    println!();
-    println!("{:<54} {:>10} {:>10}", "time", "best", "median");
-    let row = |name: &str, v: &[Duration]| {
-        let (b, m) = stats(v);
-        println!("{name:<54} {:>8.1}ms {:>8.1}ms", ms(b), ms(m));
-    };
-    row("mzbuild: load + resolve + fingerprint_all", &t.mz_total);
-    row("  Repo::load (tree listing + discovery)", &t.mz_load);
-    row("  resolve + fingerprint_all", &t.mz_fp);
-    row("floor: git ls-files + 1-thread read+SHA-1", &t.floor_total);
-    row("  git ls-files -z --cached --others --exclude-standard", &t.floor_git);
-    row("  read + SHA-1 of the unique inputs, 1 thread", &t.floor_hash);
-    println!(
-        "{:<54} {:>10.3} {:>10.3}",
-        "ratio mzbuild / floor (target <= 1)",
-        mz_best.as_secs_f64() / fl_best.as_secs_f64(),
-        mz_med.as_secs_f64() / fl_med.as_secs_f64()
-    );
-    println!();
-    println!("{:<54} {:>10} {:>10}", "mzbuild phases (separate calls)", "best", "median");
-    row("  Tree::list", &t.tree);
-    row("  Repo::load (incl. Tree::list)", &t.load);
-    row("  workspace (Cargo.toml files)", &t.workspace);
-    row("  fingerprint::inputs, image by image", &t.inputs);
-    row("  fingerprint::hash_files, unique inputs, all cores", &t.hash_files);
-    println!();
-    println!("SHA-1 throughput (MB = 10^6 bytes, best of {runs}):");
-    println!("  floor pass, read + hash, 1 thread        {:>7.0} MB/s", rate(unique_bytes, stats(&t.floor_hash).0));
-    println!("  hash_files, read + hash, all cores       {:>7.0} MB/s", rate(unique_bytes, stats(&t.hash_files).0));
-    println!("  sha1 crate in this binary, in cache      {:>7.0} MB/s", speed.in_memory);
-    println!("  sha1 crate in this binary, {} MiB file  {:>7.0} MB/s", SPEED_FILE_LEN >> 20, speed.file);
-    match speed.sha1sum {
-        Some(s) => println!("  sha1sum, same file                       {s:>7.0} MB/s"),
-        None => println!("  sha1sum, same file                       (sha1sum not found)"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Default)]
-struct Timings {
-    mz_total: Vec<Duration>,
-    mz_load: Vec<Duration>,
-    mz_fp: Vec<Duration>,
-    floor_git: Vec<Duration>,
-    floor_hash: Vec<Duration>,
-    floor_total: Vec<Duration>,
-    tree: Vec<Duration>,
-    load: Vec<Duration>,
-    workspace: Vec<Duration>,
-    inputs: Vec<Duration>,
-    hash_files: Vec<Duration>,
-}
-
-type Fingerprints = BTreeMap<String, fingerprint::Fingerprinted>;
-
-/// What `cargo xtask mzbuild` does to fingerprint every image.
-fn mzbuild_pass(root: &Path, settings: &Settings) -> Result<(Duration, Duration, Duration, Fingerprints)> {
-    let start = Instant::now();
-    let repo = Repo::load(root, false)?;
-    let loaded = Instant::now();
-    let images = repo.resolve(&[])?;
-    let fps = fingerprint::fingerprint_all(&repo, &images, settings)?;
-    let done = Instant::now();
-    drop(images);
-    drop(repo);
-    Ok((done - start, loaded - start, done - loaded, fps))
-}
-
-/// The floor: list the tree with git, then read and hash each unique input
-/// once on one thread. Returns (git time, hash time, files listed).
-fn floor_pass(root: &Path, unique: &[&str]) -> Result<(Duration, Duration, usize)> {
-    let start = Instant::now();
-    let listed = git_ls_files(root, &["--cached", "--others", "--exclude-standard"])?.len();
-    let listed_at = Instant::now();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut acc = 0u8;
-    for rel in unique {
-        let mut file = std::fs::File::open(root.join(rel)).with_context(|| format!("opening {rel}"))?;
-        let mut hasher = Sha1::new();
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        acc ^= hasher.finalize()[0];
-    }
-    let done = Instant::now();
-    std::hint::black_box(acc);
-    Ok((listed_at - start, done - listed_at, listed))
-}
-
-/// The phases of `mzbuild_pass`, each timed on its own.
-fn breakdown_pass(root: &Path, t: &mut Timings) -> Result<()> {
-    let start = Instant::now();
-    let tree = Tree::list(root)?;
-    t.tree.push(start.elapsed());
-    drop(tree);
-    let start = Instant::now();
-    let repo = Repo::load(root, false)?;
-    t.load.push(start.elapsed());
-    let start = Instant::now();
-    repo.workspace()?;
-    t.workspace.push(start.elapsed());
-    let images = repo.resolve(&[])?;
-    let start = Instant::now();
-    let all: Vec<Vec<String>> = images.iter().map(|i| fingerprint::inputs(&repo, i)).collect::<Result<_>>()?;
-    t.inputs.push(start.elapsed());
-    let mut unique: Vec<&str> = all.iter().flatten().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let start = Instant::now();
-    let hashes = fingerprint::hash_files(root, &unique)?;
-    t.hash_files.push(start.elapsed());
-    std::hint::black_box(hashes);
-    Ok(())
-}
-
-struct Speed {
-    in_memory: f64,
-    file: f64,
-    sha1sum: Option<f64>,
-}
-
-/// SHA-1 throughput of this binary (in memory and reading a file) and of
-/// `sha1sum` on the same file.
-fn sha1_speed(root: &Path, runs: usize) -> Result<Speed> {
-    eprintln!("bench: SHA-1 speed");
-    let path = root.join(SPEED_FILE);
-    let len = std::fs::metadata(&path)
-        .with_context(|| format!("{} is missing: regenerate the repository", path.display()))?
-        .len();
-    let mb = len as f64 / 1e6;
-    // In memory: the same number of bytes, from a 1 MiB buffer that stays
-    // in the CPU cache, so only the hashing counts.
-    let chunk = vec![0x5au8; 1 << 20];
-    let rounds = (len as usize).div_ceil(chunk.len());
-    let chunk_mb = (rounds * chunk.len()) as f64 / 1e6;
-    let mut best = [f64::MAX; 3];
-    let mut sha1sum_found = true;
-    let mut buf = vec![0u8; 256 * 1024];
-    for _ in 0..runs {
-        let start = Instant::now();
-        let mut hasher = Sha1::new();
-        for _ in 0..rounds {
-            hasher.update(&chunk);
-        }
-        std::hint::black_box(hasher.finalize());
-        best[0] = best[0].min(start.elapsed().as_secs_f64());
-
-        let start = Instant::now();
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha1::new();
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let digest = hasher.finalize();
-        best[1] = best[1].min(start.elapsed().as_secs_f64());
-        let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-
-        if sha1sum_found {
-            let start = Instant::now();
-            match Command::new("sha1sum").arg(&path).output() {
-                Ok(out) if out.status.success() => {
-                    best[2] = best[2].min(start.elapsed().as_secs_f64());
-                    if !String::from_utf8_lossy(&out.stdout).starts_with(&expected) {
-                        bail!("sha1sum disagrees with the sha1 crate on {}", path.display());
-                    }
-                }
-                _ => sha1sum_found = false,
-            }
-        }
-    }
-    Ok(Speed { in_memory: chunk_mb / best[0], file: mb / best[1], sha1sum: sha1sum_found.then(|| mb / best[2]) })
-}
-
-/// The 1-minute load average, where the system reports one.
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next().map(str::to_string)
-}
-
-fn stats(v: &[Duration]) -> (Duration, Duration) {
-    let mut s = v.to_vec();
-    s.sort();
-    (s[0], s[s.len() / 2])
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn git_ls_files(root: &Path, flags: &[&str]) -> Result<Vec<Vec<u8>>> {
-    let out = Command::new("git")
-        .arg("ls-files")
-        .arg("-z")
-        .args(flags)
-        .current_dir(root)
-        .output()
-        .context("running git ls-files")?;
-    if !out.status.success() {
-        bail!("git ls-files failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec).collect())
-}
-
-/// The length of the file a path names, following symlinks (as hashing does).
-fn file_len(root: &Path, rel: &str) -> u64 {
-    std::fs::metadata(root.join(rel)).map_or(0, |m| m.len())
-}
-
-fn dir_size(dir: &Path) -> (usize, u64) {
-    let (mut n, mut bytes) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => {
-                    n += 1;
-                    bytes += e.metadata().map_or(0, |m| m.len());
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (n, bytes)
 }
 
 // ---------------------------------------------------------------------------
@@ -476,7 +86,7 @@ fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Durati
 }
 
 fn git(root: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git").args(args).current_dir(root).output().context("running git")?;
+    let out = mzbuild::process::command("git").args(args).current_dir(root).output().context("running git")?;
     if !out.status.success() {
         bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -1458,7 +1068,7 @@ impl Gen {
     /// Untracked, not ignored files (inputs all the same), and files in the
     /// copy destinations that the images' `.gitignore` hides.
     fn after_commit(&mut self) -> Result<()> {
-        let out = Command::new("git").args(["ls-files", "-z"]).current_dir(&self.root).output()?;
+        let out = mzbuild::process::command("git").args(["ls-files", "-z"]).current_dir(&self.root).output()?;
         let tracked: Vec<String> = out
             .stdout
             .split(|b| *b == 0)

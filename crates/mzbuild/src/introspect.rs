@@ -1,35 +1,26 @@
 //! The read-only commands: `list`, `fingerprint`, `spec`, `describe`,
-//! `graph`. Results go to stdout, nothing else does.
+//! `graph`. Each returns the text for stdout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::process::ExitCode;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::Command;
-use crate::fingerprint::{base32, fingerprint_all, Fingerprinted};
-use crate::repo::Image;
+use crate::discover::Image;
+use crate::fingerprint::{fingerprint_all, Fingerprinted};
 use crate::Ctx;
 
-pub fn run(ctx: &Ctx, command: &Command) -> Result<ExitCode> {
-    let out = match command {
-        Command::List { json } => list(ctx, *json)?,
-        Command::Fingerprint { image } => {
-            let fps = fingerprints(ctx, std::slice::from_ref(image))?;
-            format!("{}\n", base32(&fps[image].fingerprint))
-        }
-        Command::Spec { image } => {
-            let fps = fingerprints(ctx, std::slice::from_ref(image))?;
-            format!("{}\n", ctx.naming.spec(image, &base32(&fps[image].fingerprint)))
-        }
-        Command::Describe { image, transitive } => describe(ctx, image, *transitive)?,
-        Command::Graph => graph(ctx),
-        other => anyhow::bail!("internal error: {other:?} is not an introspection command"),
-    };
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
+/// `fingerprint IMAGE`: the fingerprint alone.
+pub fn fingerprint(ctx: &Ctx, image: &str) -> Result<String> {
+    let fps = fingerprints(ctx, &[image.to_string()])?;
+    Ok(format!("{}\n", fps[image].fingerprint))
+}
+
+/// `spec IMAGE`: the spec alone.
+pub fn spec(ctx: &Ctx, image: &str) -> Result<String> {
+    let fps = fingerprints(ctx, &[image.to_string()])?;
+    Ok(format!("{}\n", ctx.naming.spec(image, &fps[image].fingerprint)))
 }
 
 /// Fingerprints of `targets` and their dependencies (all images when empty).
@@ -58,12 +49,12 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<String> {
         .images
         .values()
         .map(|i| {
-            let fp = base32(&fps[&i.name].fingerprint);
+            let fp = &fps[&i.name].fingerprint;
             ListEntry {
                 name: &i.name,
                 path: &i.dir,
-                spec: ctx.naming.spec(&i.name, &fp),
-                fingerprint: fp,
+                spec: ctx.naming.spec(&i.name, fp),
+                fingerprint: fp.to_string(),
                 publish: i.config.publish,
                 depends_on: &i.depends_on,
             }
@@ -75,7 +66,7 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<String> {
 pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
     let image = ctx.repo.image(name)?;
     let fps = fingerprints(ctx, &[name.to_string()])?;
-    let fp = base32(&fps[name].fingerprint);
+    let fp = fps[name].fingerprint;
     let mut out = String::new();
     writeln!(out, "name: {name}")?;
     writeln!(out, "path: {}", image.dir)?;
@@ -97,7 +88,7 @@ pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
     let label = if transitive { "dependencies (transitive)" } else { "dependencies" };
     writeln!(out, "{label}:{}", if deps.is_empty() { " none" } else { "" })?;
     for d in deps {
-        writeln!(out, "  {} {}", d.name, base32(&fps[&d.name].fingerprint))?;
+        writeln!(out, "  {} {}", d.name, fps[&d.name].fingerprint)?;
     }
     let label = if transitive { "inputs (transitive)" } else { "inputs" };
     writeln!(out, "{label} ({}):", inputs.len())?;

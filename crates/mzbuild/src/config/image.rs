@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
+use super::ConfigError;
+
 /// One image's configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageConfig {
@@ -42,12 +44,12 @@ pub struct CargoBuildSpec {
 }
 
 /// The outcome of parsing one file: the config (if it is usable), the
-/// errors and the warnings, each already prefixed with the file's path.
+/// errors and the warnings, each naming the file.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub config: Option<ImageConfig>,
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
 }
 
 const TOP_KEYS: &[&str] = &["name", "publish", "description", "mainline", "pre-image", "build-args"];
@@ -59,9 +61,9 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            p.errors.push(format!(
-                "{path}: not valid UTF-8 (first bad byte at offset {}): save it as UTF-8",
-                e.valid_up_to()
+            p.errors.push(ConfigError::in_file(
+                path,
+                format!("not valid UTF-8 (first bad byte at offset {}): save it as UTF-8", e.valid_up_to()),
             ));
             return p;
         }
@@ -69,15 +71,18 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
     let value: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
-            p.errors.push(format!("{path}{at}: malformed YAML: {e}"));
+            let location = e.location().map(|l| (l.line(), l.column()));
+            p.errors.push(ConfigError::Yaml { path: path.to_string(), location, message: e.to_string() });
             return p;
         }
     };
     let Value::Mapping(map) = value else {
-        p.errors.push(format!(
-            "{path}: must be a YAML mapping with at least a `name` key (found {}), e.g. `name: my-image`",
-            kind(&value)
+        p.errors.push(ConfigError::in_file(
+            path,
+            format!(
+                "must be a YAML mapping with at least a `name` key (found {}), e.g. `name: my-image`",
+                kind(&value)
+            ),
         ));
         return p;
     };
@@ -89,7 +94,7 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
             Some(k) if TOP_KEYS.contains(&k) => {
                 top.insert(k, v);
             }
-            Some(k) => cx.warn(format!("unknown key `{k}` (ignored; known keys: {})", TOP_KEYS.join(", "))),
+            Some(k) => cx.unknown_key(None, k, TOP_KEYS),
             None => cx.error(format!("keys must be strings, found {}", kind(k))),
         }
     }
@@ -167,17 +172,17 @@ pub fn valid_name(n: &str) -> bool {
 
 struct Cx<'a> {
     path: &'a str,
-    errors: &'a mut Vec<String>,
-    warnings: &'a mut Vec<String>,
+    errors: &'a mut Vec<ConfigError>,
+    warnings: &'a mut Vec<ConfigError>,
 }
 
 impl Cx<'_> {
     fn error(&mut self, msg: String) {
-        self.errors.push(format!("{}: {msg}", self.path));
+        self.errors.push(ConfigError::in_file(self.path, msg));
     }
 
-    fn warn(&mut self, msg: String) {
-        self.warnings.push(format!("{}: {msg}", self.path));
+    fn unknown_key(&mut self, at: Option<String>, key: &str, known: &'static [&'static str]) {
+        self.warnings.push(ConfigError::UnknownKey { path: self.path.to_string(), at, key: key.to_string(), known });
     }
 
     fn bool(&mut self, v: Option<&Value>, key: &str, default: bool) -> bool {
@@ -220,9 +225,7 @@ impl Cx<'_> {
         for k in m.keys() {
             match k.as_str() {
                 Some(k) if known.contains(&k) => {}
-                Some(k) => {
-                    self.warn(format!("{at} ({ty}): unknown key `{k}` (ignored; known keys: {})", known.join(", ")))
-                }
+                Some(k) => self.unknown_key(Some(format!("{at} ({ty})")), k, known),
                 None => self.error(format!("{at}: keys must be strings, found {}", kind(k))),
             }
         }
@@ -352,7 +355,11 @@ mod tests {
     use super::*;
 
     fn errors(yaml: &str) -> Vec<String> {
-        parse("img/mzbuild.yml", yaml.as_bytes()).errors
+        strings(&parse("img/mzbuild.yml", yaml.as_bytes()).errors)
+    }
+
+    fn strings(v: &[ConfigError]) -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -397,7 +404,7 @@ mod tests {
         let e = errors("name: a\npublish: maybe\n");
         assert!(e[0].contains("`publish` must be true or false"), "{e:?}");
         let p = parse("img/mzbuild.yml", b"name: a\n\xff\n");
-        assert!(p.errors[0].contains("not valid UTF-8"), "{:?}", p.errors);
+        assert!(p.errors[0].to_string().contains("not valid UTF-8"), "{:?}", p.errors);
     }
 
     #[test]
@@ -405,7 +412,8 @@ mod tests {
         let p = parse("img/mzbuild.yml", b"name: a\npubish: false\npre-image:\n  - type: copy\n    source: s\n    destination: d\n    destinaton: e\n");
         assert!(p.errors.is_empty());
         assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
-        assert!(p.warnings[0].contains("img/mzbuild.yml: unknown key `pubish`"));
-        assert!(p.warnings[1].contains("pre-image #1 (copy): unknown key `destinaton`"));
+        let w = strings(&p.warnings);
+        assert!(w[0].contains("img/mzbuild.yml: unknown key `pubish`"), "{w:?}");
+        assert!(w[1].contains("pre-image #1 (copy): unknown key `destinaton`"), "{w:?}");
     }
 }

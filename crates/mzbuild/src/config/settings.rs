@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Result};
 
+use crate::env::{truthy, Env};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
     Release,
@@ -76,38 +78,6 @@ pub struct Settings {
     pub sanitizer: String,
 }
 
-/// Environment lookups, injectable so tests never touch the process
-/// environment.
-pub trait Env {
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-/// A fixed environment, for tests.
-pub struct MapEnv<'a>(pub &'a [(&'a str, &'a str)]);
-
-impl Env for MapEnv<'_> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
-    }
-}
-
-/// "Truthy" as the original defines it: set and not one of ``, `0`, `no`,
-/// `false` (case-insensitive).
-pub fn truthy(value: Option<&str>) -> bool {
-    match value {
-        None => false,
-        Some(v) => !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "no" | "false"),
-    }
-}
-
 /// Settings as given on the command line; `None` means "use the default".
 #[derive(Clone, Debug, Default)]
 pub struct SettingsArgs {
@@ -151,47 +121,15 @@ impl Settings {
             self.sanitizer
         )
     }
-
-    /// The original's `CargoBuild.extra()`: the active flag words, split
-    /// into characters, sorted and joined with `,`. A quirk, reproduced
-    /// because it is part of every cargo-build image's fingerprint.
-    pub fn cargo_extra(&self) -> String {
-        let mut words = String::new();
-        match self.profile {
-            Profile::Release => words.push_str("release"),
-            Profile::Optimized => words.push_str("optimized"),
-            Profile::Dev => {}
-        }
-        if self.coverage {
-            words.push_str("coverage");
-        }
-        if self.sanitizer != "none" {
-            words.push_str(&self.sanitizer);
-        }
-        let mut chars: Vec<char> = words.chars().collect();
-        chars.sort_unstable();
-        chars.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::MapEnv;
 
     fn settings(args: SettingsArgs, env: &[(&str, &str)]) -> Settings {
         Settings::resolve(&args, &MapEnv(env)).unwrap()
-    }
-
-    #[test]
-    fn cargo_extra_matches_the_original_quirk() {
-        let mut s = settings(SettingsArgs { profile: Some(Profile::Release), ..Default::default() }, &[]);
-        assert_eq!(s.cargo_extra(), "a,e,e,e,l,r,s");
-        s.profile = Profile::Optimized;
-        assert_eq!(s.cargo_extra(), "d,e,i,i,m,o,p,t,z");
-        s.profile = Profile::Dev;
-        assert_eq!(s.cargo_extra(), "");
-        s.coverage = true;
-        assert_eq!(s.cargo_extra(), "a,c,e,e,g,o,r,v");
     }
 
     #[test]

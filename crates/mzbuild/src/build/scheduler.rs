@@ -9,8 +9,9 @@
 //! for a build that will never come) while independent jobs go on. Jobs
 //! still waiting for their dependencies give up when `timeout` passes with
 //! no job finishing (a stall: each running build is also killed after
-//! `timeout` by its runner), so a long but moving chain never times out. The drain loop never returns early: every failure is
-//! recorded, and the caller reports them all at the end.
+//! `timeout` by its runner), so a long but moving chain never times out.
+//! The drain loop never returns early: every failure is recorded, and the
+//! caller reports them all at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, bail, Context, Result};
 use toml::Value;
 
-use crate::tree::Tree;
+use crate::discover::tree::Tree;
 
 #[derive(Debug, Clone)]
 pub struct Crate {
@@ -25,23 +25,18 @@ pub struct Crate {
     pub path_dev_deps: BTreeSet<String>,
 }
 
+/// The crates of the cargo workspace, by directory.
 #[derive(Debug, Default)]
-pub struct Workspace {
-    /// By directory.
+pub struct CrateGraph {
     pub crates: BTreeMap<String, Crate>,
-    /// `[workspace.metadata.mzbuild]`, if any.
-    pub mzbuild_metadata: Option<Value>,
-    /// Whether `[profile.optimized]` is defined.
-    pub has_optimized_profile: bool,
 }
 
-impl Workspace {
-    pub fn load(tree: &Tree) -> Result<Workspace> {
-        let root_manifest = read_manifest(tree, "Cargo.toml")?;
-        let mut ws = Workspace::default();
+impl CrateGraph {
+    /// Read the crates of the workspace whose root manifest is
+    /// `root_manifest` (parsed once, by `WorkspaceConfig`).
+    pub fn load(tree: &Tree, root_manifest: &Value) -> Result<CrateGraph> {
+        let mut ws = CrateGraph::default();
         let workspace = root_manifest.get("workspace");
-        ws.mzbuild_metadata = workspace.and_then(|w| w.get("metadata")).and_then(|m| m.get("mzbuild")).cloned();
-        ws.has_optimized_profile = root_manifest.get("profile").and_then(|p| p.get("optimized")).is_some();
         let ws_deps = workspace.and_then(|w| w.get("dependencies")).and_then(Value::as_table);
 
         let mut pending: Vec<String> = vec![];

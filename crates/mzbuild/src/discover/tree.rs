@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use ignore::{WalkBuilder, WalkState};
+use rayon::slice::ParallelSliceMut;
 
 /// Every git-visible file, repository-relative, `/`-separated, sorted by
 /// UTF-8 bytes. Directories are never listed; symlinks are listed as files
@@ -33,7 +34,7 @@ impl Tree {
         });
         let mut tracked = tracked?;
         let mut walked = walked?;
-        sort_paths(&mut walked);
+        walked.par_sort_unstable();
         walked.dedup();
         // `git ls-files` lists the index, which git keeps in byte order.
         if !tracked.is_sorted() {
@@ -89,28 +90,6 @@ impl Tree {
     pub fn contains(&self, path: &str) -> bool {
         self.position(path).is_some()
     }
-}
-
-/// Sort paths by bytes. `cargo xtask` runs unoptimised code, where sorting
-/// tens of thousands of paths takes longer than the walk: sort the two
-/// halves on two threads and merge them.
-fn sort_paths(paths: &mut Vec<String>) {
-    if paths.len() < 8192 || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        paths.sort_unstable();
-        return;
-    }
-    let right = paths.split_off(paths.len() / 2);
-    let mut left = std::mem::take(paths);
-    let right = std::thread::scope(|s| {
-        let sorter = s.spawn(move || {
-            let mut right = right;
-            right.sort_unstable();
-            right
-        });
-        left.sort_unstable();
-        sorter.join().expect("sorting thread panicked")
-    });
-    *paths = merge_sorted(left, right);
 }
 
 /// Merge two sorted lists into one sorted list (duplicates kept).

@@ -1,5 +1,6 @@
-//! Command-line flags of `cargo xtask`. Options of `mzbuild` are global, so
-//! they may also follow the subcommand (`mzbuild fingerprint --release app`).
+//! Command-line flags of `cargo xtask` (clap lives here only). Options of
+//! `mzbuild` are global, so they may also follow the subcommand
+//! (`mzbuild fingerprint --release app`).
 
 use std::path::PathBuf;
 
@@ -61,66 +62,100 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List the images, one name per line.
-    List {
-        /// Print a JSON array of {name, path, fingerprint, spec, publish, depends_on}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print an image's fingerprint.
-    Fingerprint { image: String },
-    /// Print an image's spec (registry/name:mzbuild-fingerprint).
-    Spec { image: String },
-    /// Show an image's fingerprint, inputs and dependencies.
-    Describe {
-        image: String,
-        /// Include the inputs and dependencies of all transitive dependencies.
-        #[arg(long)]
-        transitive: bool,
-    },
-    /// Print the image dependency graph in Graphviz DOT.
-    Graph,
-    /// Build images (and their dependencies missing locally) into the local engine; never pushes.
-    Build {
-        #[arg(required = true)]
-        images: Vec<String>,
-        /// Rebuild the named images even when they exist locally.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        pool: PoolArgs,
-    },
-    /// Make images available locally: pull what is published, build the rest; never pushes.
-    Acquire {
-        #[arg(required = true)]
-        images: Vec<String>,
-        #[command(flatten)]
-        pool: PoolArgs,
-    },
-    /// Build and push every image that is not yet in every registry (the CI entry point).
-    Ensure {
-        /// Images to ensure, with their dependencies (default: all).
-        images: Vec<String>,
-        /// Print the summary as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        pool: PoolArgs,
-    },
-    /// Exit 0 if every publishable image is in every registry; list what is missing. Builds nothing.
-    Check {
-        /// Images to check, with their dependencies (default: all).
-        images: Vec<String>,
-    },
-    /// Acquire an image, then `docker run --rm --init` it with ARGS.
-    Run {
-        image: String,
-        /// Arguments for the container (after `--`).
-        #[arg(last = true)]
-        args: Vec<String>,
-        #[command(flatten)]
-        pool: PoolArgs,
-    },
+    List(List),
+    Fingerprint(Fingerprint),
+    Spec(Spec),
+    Describe(Describe),
+    Graph(Graph),
+    Build(Build),
+    Acquire(Acquire),
+    Ensure(Ensure),
+    Check(Check),
+    Run(Run),
+}
+
+/// List the images, one name per line.
+#[derive(Args, Debug)]
+pub struct List {
+    /// Print a JSON array of {name, path, fingerprint, spec, publish, depends_on}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print an image's fingerprint.
+#[derive(Args, Debug)]
+pub struct Fingerprint {
+    pub image: String,
+}
+
+/// Print an image's spec (registry/name:mzbuild-fingerprint).
+#[derive(Args, Debug)]
+pub struct Spec {
+    pub image: String,
+}
+
+/// Show an image's fingerprint, inputs and dependencies.
+#[derive(Args, Debug)]
+pub struct Describe {
+    pub image: String,
+    /// Include the inputs and dependencies of all transitive dependencies.
+    #[arg(long)]
+    pub transitive: bool,
+}
+
+/// Print the image dependency graph in Graphviz DOT.
+#[derive(Args, Debug)]
+pub struct Graph {}
+
+/// Build images (and their dependencies missing locally) into the local engine; never pushes.
+#[derive(Args, Debug)]
+pub struct Build {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Rebuild the named images even when they exist locally.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+/// Make images available locally: pull what is published, build the rest; never pushes.
+#[derive(Args, Debug)]
+pub struct Acquire {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+/// Build and push every image that is not yet in every registry (the CI entry point).
+#[derive(Args, Debug)]
+pub struct Ensure {
+    /// Images to ensure, with their dependencies (default: all).
+    pub images: Vec<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+}
+
+/// Exit 0 if every publishable image is in every registry; list what is missing. Builds nothing.
+#[derive(Args, Debug)]
+pub struct Check {
+    /// Images to check, with their dependencies (default: all).
+    pub images: Vec<String>,
+}
+
+/// Acquire an image, then `docker run --rm --init` it with ARGS.
+#[derive(Args, Debug)]
+pub struct Run {
+    pub image: String,
+    /// Arguments for the container (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -130,13 +165,13 @@ pub struct PoolArgs {
     pub jobs: Option<usize>,
     /// Kill a build that runs longer than this, and stop waiting for dependencies after this long
     /// without any build finishing (e.g. 90s, 20m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = crate::build::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = mzbuild::build::parse_duration)]
     pub timeout: std::time::Duration,
 }
 
 impl PoolArgs {
-    pub fn options(&self) -> crate::build::PoolOptions {
-        crate::build::PoolOptions {
+    pub fn options(&self) -> mzbuild::PoolOptions {
+        mzbuild::PoolOptions {
             jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             timeout: self.timeout,
         }

@@ -1,0 +1,322 @@
+//! Talking to Docker: a [`Docker`] handle (which program, with which extra
+//! environment) for engine and buildx checks with install hints, local
+//! images, pulls and logins; the `docker buildx build` command line (a pure
+//! function, snapshot-tested); and running a build with its output in a
+//! per-image log, killed with its whole process group on timeout.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::config::settings::Settings;
+use crate::env::Env;
+use crate::process::{self, GroupChild};
+
+pub const STACK_HINT: &str = "`bash ci/stack.sh up` installs and starts it on Debian";
+
+/// How to run `docker`: the program (`$MZ_DOCKER` if set, else `docker` on
+/// PATH; tests point it at wrappers) and environment added to every
+/// invocation (a private DOCKER_CONFIG holding logins).
+#[derive(Clone, Debug)]
+pub struct Docker {
+    program: String,
+    env: Vec<(String, String)>,
+}
+
+impl Docker {
+    pub fn new(env: &dyn Env) -> Docker {
+        Docker { program: env.non_empty("MZ_DOCKER").unwrap_or_else(|| "docker".into()), env: vec![] }
+    }
+
+    /// The same, with `env` added to every invocation.
+    pub fn with_env(&self, env: Vec<(String, String)>) -> Docker {
+        let mut d = self.clone();
+        d.env.extend(env);
+        d
+    }
+
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// `docker args...`, stdin closed, with the extra environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = process::command(&self.program);
+        cmd.args(args).stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Fail unless the engine answers; say what to install or start.
+    pub fn check_engine(&self) -> Result<()> {
+        let docker = &self.program;
+        match self.command(&["version", "--format", "{{.Server.Version}}"]).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("the docker CLI (`{docker}`) is not installed: install Docker ({STACK_HINT})")
+            }
+            Err(e) => bail!("cannot run `{docker} version`: {e}"),
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => bail!(
+                "the Docker engine is not running or not reachable ({}): start it ({STACK_HINT}, or `dockerd &`), \
+                 or point DOCKER_HOST at a running engine",
+                last_line(&o.stderr)
+            ),
+        }
+    }
+
+    /// Fail unless the buildx plugin is there.
+    pub fn check_buildx(&self) -> Result<()> {
+        match self.command(&["buildx", "version"]).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => bail!(
+                "docker buildx is not installed ({}): mzbuild builds and pushes with buildx; install the buildx \
+                 plugin (Debian: `apt-get install -t trixie docker-buildx`; {STACK_HINT})",
+                last_line(&o.stderr)
+            ),
+            Err(e) => bail!("cannot run `{} buildx version`: {e}", self.program),
+        }
+    }
+
+    /// Image references present in the local engine (`repo:tag`).
+    pub fn local_images(&self) -> Result<BTreeSet<String>> {
+        let out = self
+            .command(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output()
+            .context("listing local images")?;
+        if !out.status.success() {
+            bail!("`docker image ls` failed: {}", last_line(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+    }
+
+    /// `docker pull REF`, quietly; false if it is not available.
+    pub fn pull(&self, reference: &str) -> bool {
+        let mut cmd = self.command(&["pull", "--quiet", reference]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// `docker login HOST` with the password on stdin, never on a command
+    /// line; errors never show the password.
+    pub fn login(&self, host: &str, username: &str, password: &str) -> Result<()> {
+        let mut child = self
+            .command(&["login", host, "--username", username, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running docker login")?;
+        child.stdin.take().expect("stdin is piped").write_all(password.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).replace(password, "<redacted>");
+            bail!("{}", msg.trim());
+        }
+        Ok(())
+    }
+
+    /// `docker run --rm --init SPEC ARGS...`, attached to this terminal.
+    pub fn run_attached(&self, spec: &str, args: &[String]) -> Result<ExitStatus> {
+        self.command(&["run", "--rm", "--init", spec])
+            .args(args)
+            .stdin(Stdio::inherit())
+            .status()
+            .with_context(|| format!("running docker run {spec}"))
+    }
+
+    /// Run `docker ARGS` with `stdin` fed to it, appending all output to
+    /// `log`. Killed, with its whole process group, after `timeout`.
+    pub fn run_logged(
+        &self,
+        args: &[String],
+        stdin: &[u8],
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<std::result::Result<(), BuildError>> {
+        let mut logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
+        writeln!(logf, "$ {} {}", self.program, args.join(" "))
+            .with_context(|| format!("writing log {}", log.display()))?;
+        let mut cmd = self.command(&[]);
+        cmd.args(args).stdin(Stdio::piped()).stdout(logf.try_clone()?).stderr(logf.try_clone()?);
+        // Registered before anything can block (the stdin write), so an
+        // interrupt from here on kills this build.
+        let mut child = GroupChild::spawn(&mut cmd)
+            .with_context(|| format!("starting `{} {}`", self.program, args[..2.min(args.len())].join(" ")))?;
+        {
+            let mut sin = child.take_stdin().expect("stdin is piped");
+            // A build that fails early closes stdin; its log says why.
+            let _ = sin.write_all(stdin);
+        }
+        match child.wait_timeout(timeout)? {
+            Some(status) if status.success() => Ok(Ok(())),
+            Some(status) => {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                Ok(Err(BuildError::Failed { summary: format!("{status}"), retryable: looks_retryable(&text) }))
+            }
+            None => {
+                let _ = writeln!(logf, "mzbuild: killed after {timeout:?}");
+                Ok(Err(BuildError::TimedOut(timeout)))
+            }
+        }
+    }
+}
+
+fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+}
+
+/// What a build does with its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Load into the local engine (never pushed).
+    Load,
+    /// Push to every tag's registry, in the same step as the build.
+    Push,
+}
+
+/// The arguments after `docker` for one image build. The Dockerfile comes on
+/// stdin (`-f -`): it is the rewritten one.
+pub fn buildx_args(
+    context: &Path,
+    tags: &[String],
+    user_build_args: &[(String, String)],
+    settings: &Settings,
+    output: Output,
+) -> Vec<String> {
+    let mut args: Vec<String> =
+        vec!["buildx".into(), "build".into(), "--progress=plain".into(), "-f".into(), "-".into()];
+    let builtin = [
+        ("BUILD_PROFILE", settings.profile.upper().to_string()),
+        ("ARCH_GCC", settings.arch.gcc().to_string()),
+        ("ARCH_GO", settings.arch.go().to_string()),
+        ("CI_SANITIZER", settings.sanitizer.clone()),
+    ];
+    for (k, v) in user_build_args.iter().map(|(k, v)| (k.as_str(), v.clone())).chain(builtin) {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={v}"));
+    }
+    for t in tags {
+        args.push("-t".into());
+        args.push(t.clone());
+    }
+    args.push(format!("--platform=linux/{}", settings.arch.go()));
+    args.push(match output {
+        Output::Load => "--load".into(),
+        Output::Push => "--push".into(),
+    });
+    args.push(context.display().to_string());
+    args
+}
+
+/// How a build ended, when it did not succeed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The command failed; `retryable` if its log looks like a network or
+    /// registry-side failure (5xx, 429, connection trouble).
+    Failed {
+        summary: String,
+        retryable: bool,
+    },
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Failed { summary, .. } => write!(f, "docker buildx build failed ({summary})"),
+            BuildError::TimedOut(t) => write!(f, "timed out after {}s and was killed", t.as_secs()),
+        }
+    }
+}
+
+/// Registry-side or network failures worth another try; a broken Dockerfile
+/// or a failing RUN step is not.
+pub fn looks_retryable(log: &str) -> bool {
+    // Only the last attempt's output counts.
+    let tail = log.rsplit("\n$ ").next().unwrap_or(log).to_ascii_lowercase();
+    [
+        "connection refused",
+        "connection reset",
+        "i/o timeout",
+        "tls handshake timeout",
+        "no such host",
+        "temporary failure in name resolution",
+        "unexpected eof",
+        "broken pipe",
+        "500 internal server error",
+        "502 bad gateway",
+        "503 service unavailable",
+        "504 gateway timeout",
+        "429 too many requests",
+        "toomanyrequests",
+    ]
+    .iter()
+    .any(|p| tail.contains(p))
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Where per-image logs go.
+pub fn log_dir(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target").join("mzbuild").join("logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `anyhow` form of a build error.
+pub fn err_to_anyhow(e: BuildError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::{Arch, Profile};
+    use expect_test::expect;
+
+    #[test]
+    fn buildx_command_line() {
+        let settings =
+            Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
+        let args = buildx_args(
+            Path::new("/repo/misc/images/app"),
+            &["127.0.0.1:5000/mz/app:mzbuild-FP".into(), "127.0.0.1:5001/app:mzbuild-FP".into()],
+            &[("VERSION".into(), "1.0".into())],
+            &settings,
+            Output::Push,
+        );
+        expect![[r#"buildx build --progress=plain -f - --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --push /repo/misc/images/app"#]]
+        .assert_eq(&args.join(" "));
+        let settings =
+            Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: false, sanitizer: "address".into() };
+        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Load);
+        expect![[r#"buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --load ctx"#]]
+        .assert_eq(&args.join(" "));
+    }
+
+    #[test]
+    fn retryable_failures() {
+        assert!(looks_retryable("$ docker buildx\nERROR: failed to push: 503 Service Unavailable"));
+        assert!(looks_retryable("dial tcp 127.0.0.1:5999: connect: connection refused"));
+        assert!(!looks_retryable(
+            "ERROR: failed to solve: dockerfile parse error on line 2: unknown instruction: BOGUS"
+        ));
+        // An earlier attempt's network error does not make a later syntax error retryable.
+        assert!(!looks_retryable("$ a\nconnection refused\n$ b\nunknown instruction: BOGUS"));
+    }
+}

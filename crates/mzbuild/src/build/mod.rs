@@ -1,0 +1,238 @@
+//! Building images: the build engine that `build`, `acquire` and `ensure`
+//! share (pre-images in one batch, then one `docker buildx build` per image
+//! on the [`scheduler`], dependencies first, through [`docker`]), and the
+//! local commands `build`, `acquire` and `run`.
+
+pub mod docker;
+pub mod scheduler;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::fingerprint::{fingerprint_all, Fingerprinted};
+use crate::plan::{self, Action, Facts, Goal, Step};
+use crate::preimage::{self, BuildEnv};
+use crate::{ui, Ctx, Status};
+use docker::{BuildError, Docker, Output};
+use scheduler::{Event, JobSpec, Outcome};
+
+/// How the pool runs.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    pub jobs: usize,
+    /// How long a build may run, and how long a job may wait for its
+    /// dependencies, before it gives up.
+    pub timeout: Duration,
+}
+
+/// Build the steps that build (dependencies first; dependencies that are
+/// not among them must already be available) with `docker`. Returns each
+/// image's outcome; build failures are outcomes, not errors.
+pub fn build_images(
+    ctx: &Ctx,
+    fps: &BTreeMap<String, Fingerprinted>,
+    steps: &[&Step<'_>],
+    docker: &Docker,
+    opts: &PoolOptions,
+) -> Result<BTreeMap<String, Outcome<usize>>> {
+    if steps.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let log_dir = docker::log_dir(ctx.repo.root())?;
+    let _lock = lock_repository(&log_dir)?;
+    let images: Vec<_> = steps.iter().map(|s| s.image).collect();
+    ui::progress(format_args!(
+        "preparing {} image(s): {}",
+        images.len(),
+        images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    let hidden = ctx.naming.secret_vars();
+    let benv = BuildEnv { env: ctx.env.as_ref(), hidden: &hidden, log_dir: &log_dir };
+    let pre_failed = preimage::run_all(&ctx.repo, &images, &ctx.settings, &benv);
+
+    let spec_of = |name: &str| ctx.naming.spec(name, &fps[name].fingerprint);
+    let by_name: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.image.name.as_str(), *s)).collect();
+    let jobs: Vec<JobSpec> =
+        steps.iter().map(|s| JobSpec { name: s.image.name.clone(), deps: s.image.depends_on.clone() }).collect();
+    let work = |name: &str| -> std::result::Result<usize, String> {
+        let step = by_name[name];
+        if let Some(e) = pre_failed.get(name) {
+            return Err(format!("pre-image failed: {e}"));
+        }
+        let log = log_dir.join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let dockerfile = crate::discover::dockerfile::rewrite(&step.image.dockerfile, &spec_of);
+        let context = ctx.repo.root().join(&step.image.dir);
+        let (output, attempts) = match step.action {
+            Action::Push { .. } => (Output::Push, 3),
+            _ => (Output::Load, 1),
+        };
+        let args = docker::buildx_args(
+            &context,
+            &step.tags(&ctx.naming),
+            &step.image.config.build_args,
+            &ctx.settings,
+            output,
+        );
+        let mut attempt = 1;
+        loop {
+            let r = docker.run_logged(&args, &dockerfile, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
+            match r {
+                Ok(()) => return Ok(attempt),
+                Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {
+                    // Backoff: 2s, 4s, ... (registry hiccups, rate limits).
+                    std::thread::sleep(Duration::from_secs(2u64.pow(attempt as u32)));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let retry_note =
+                        if attempt > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
+                    return Err(format!(
+                        "{e}{retry_note}; last lines of {}:\n{}",
+                        log.display(),
+                        docker::tail(&log, 15)
+                    ));
+                }
+            }
+        }
+    };
+    let outcomes = scheduler::run(&jobs, opts.jobs, opts.timeout, &work, |ev| match ev {
+        Event::Started(n) => {
+            let verb =
+                if matches!(by_name[n].action, Action::Push { .. }) { "building and pushing" } else { "building" };
+            ui::progress(format_args!("{verb} {n} (log: {})", log_dir.join(format!("{n}.log")).display()))
+        }
+        // One line here; the failures' log tails come in the final summary.
+        Event::Finished(n, o) => {
+            ui::progress(format_args!("{n}: {}", describe_outcome(o).lines().next().unwrap_or("")))
+        }
+    });
+    Ok(outcomes)
+}
+
+/// One building run per repository at a time: runs share the image
+/// directories (pre-images clean and fill them) and the logs. Held until
+/// the returned file is dropped.
+fn lock_repository(log_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = log_dir.join("..").join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            ui::progress("another mzbuild run is building in this repository; waiting for it to finish");
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
+    }
+    Ok(file)
+}
+
+pub fn describe_outcome(o: &Outcome<usize>) -> String {
+    match o {
+        Outcome::Done { value: 1, took } => format!("done in {:.1}s", took.as_secs_f64()),
+        Outcome::Done { value, took } => format!("done in {:.1}s after {value} attempts", took.as_secs_f64()),
+        Outcome::Failed { error, .. } => format!("FAILED: {error}"),
+        Outcome::Skipped { because } => format!("skipped: {because}"),
+        Outcome::TimedOut { waiting_for } => format!("gave up waiting for {}", waiting_for.join(", ")),
+    }
+}
+
+/// Turn failed outcomes into one error that lists them all.
+pub fn fail_on_errors(outcomes: &BTreeMap<String, Outcome<usize>>) -> Result<()> {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, o)| !o.is_success())
+        .map(|(n, o)| format!("{n}: {}", describe_outcome(o)))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} of {} image(s) did not build:\n  {}", failed.len(), outcomes.len(), failed.join("\n  "));
+    }
+    Ok(())
+}
+
+/// `build IMAGE...`: build the images (and dependencies missing locally)
+/// into the local engine; `force`d images are rebuilt. Never pushes. Prints
+/// the targets' specs.
+pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> Result<Status> {
+    ctx.docker.check_engine()?;
+    ctx.docker.check_buildx()?;
+    let images = ctx.repo.resolve(targets)?;
+    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
+    let force = if force { targets.iter().cloned().collect() } else { BTreeSet::new() };
+    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Build { force }, &facts);
+    for s in steps.iter().filter(|s| s.action == Action::Present) {
+        ui::progress(format_args!("{}: already built ({})", s.image.name, s.spec));
+    }
+    let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
+    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts)?;
+    fail_on_errors(&outcomes)?;
+    let specs: String = targets.iter().map(|t| format!("{}\n", ctx.naming.spec(t, &fps[t].fingerprint))).collect();
+    ui::result(&specs);
+    Ok(Status::Success)
+}
+
+/// `acquire IMAGE...`: make the images available locally: keep what is
+/// there, pull what is published, build the rest. Never pushes.
+pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTreeMap<String, Fingerprinted>> {
+    ctx.docker.check_engine()?;
+    let images = ctx.repo.resolve(targets)?;
+    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
+    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Acquire, &facts);
+    // Pull published images in parallel; whatever cannot be pulled is built.
+    let to_pull: Vec<&Step> = steps.iter().filter(|s| s.action == Action::PullOrBuild).collect();
+    let pulled: BTreeSet<String> =
+        crate::util::par_io(&to_pull, 8, |s| ctx.docker.pull(&s.spec).then(|| s.image.name.clone()))
+            .into_iter()
+            .flatten()
+            .collect();
+    for n in &pulled {
+        ui::progress(format_args!("{n}: pulled"));
+    }
+    let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
+    if !to_build.is_empty() {
+        ctx.docker.check_buildx()?;
+    }
+    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts)?;
+    fail_on_errors(&outcomes)?;
+    Ok(fps)
+}
+
+/// `run IMAGE [-- ARGS]`: acquire, then `docker run --rm --init`; the
+/// container's exit status is the command's.
+pub fn run(ctx: &Ctx, image: &str, args: &[String], opts: &PoolOptions) -> Result<Status> {
+    let fps = acquire(ctx, &[image.to_string()], opts)?;
+    let spec = ctx.naming.spec(image, &fps[image].fingerprint);
+    let status = ctx.docker.run_attached(&spec, args)?;
+    Ok(match status.code() {
+        Some(0) => Status::Success,
+        Some(c) => Status::Code(u8::try_from(c).unwrap_or(1)),
+        None => Status::Failure,
+    })
+}
+
+/// Parse `90`, `90s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 15m, 1h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}` is not a duration (e.g. 90s, 15m, 1h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}

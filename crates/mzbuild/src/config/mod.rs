@@ -1,0 +1,112 @@
+//! Configuration, parsed once and validated with errors that name the file:
+//! each image's `mzbuild.yml` ([`image`]), the root `Cargo.toml`'s
+//! `[workspace.metadata.mzbuild]` and the crate graph of the cargo workspace
+//! ([`workspace`], [`crates`]), and the build settings ([`settings`]).
+//!
+//! Problems are [`ConfigError`]s, collected over the whole repository so that
+//! one run reports all of them ([`ConfigErrors`]); warnings (unknown keys)
+//! are the same type, and become errors under `--strict`.
+
+pub mod crates;
+pub mod image;
+pub mod settings;
+pub mod workspace;
+
+use std::fmt;
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A file that exists but cannot be read.
+    Unreadable { path: String, error: String },
+    /// A YAML syntax error, where the parser gave up.
+    Yaml { path: String, location: Option<(usize, usize)>, message: String },
+    /// A value that is wrong, in the file `path`.
+    InFile { path: String, message: String },
+    /// A key nobody reads (a warning, unless `--strict`): typos silently misbuild.
+    UnknownKey { path: String, at: Option<String>, key: String, known: &'static [&'static str] },
+    /// An `mzbuild.yml` without a Dockerfile beside it.
+    MissingDockerfile { yml: String, image: String, dockerfile: String },
+    /// Two images with one name.
+    DuplicateName { name: String, first: String, second: String },
+    /// `MZFROM` naming an image that does not exist.
+    UnknownMzfrom { dockerfile: String, line: usize, name: String, known: Vec<String> },
+    /// Images that depend on each other, in order, first repeated at the end.
+    Cycle(Vec<String>),
+    /// A warning that `--strict` turned into an error.
+    Strict(Box<ConfigError>),
+}
+
+impl ConfigError {
+    pub fn in_file(path: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::InFile { path: path.to_string(), message: message.into() }
+    }
+
+    /// The file the problem is in, if it is about one file.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ConfigError::Unreadable { path, .. }
+            | ConfigError::Yaml { path, .. }
+            | ConfigError::InFile { path, .. }
+            | ConfigError::UnknownKey { path, .. } => Some(path),
+            ConfigError::MissingDockerfile { yml, .. } => Some(yml),
+            ConfigError::DuplicateName { second, .. } => Some(second),
+            ConfigError::UnknownMzfrom { dockerfile, .. } => Some(dockerfile),
+            ConfigError::Cycle(_) => None,
+            ConfigError::Strict(inner) => inner.path(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Unreadable { path, error } => write!(f, "{path}: cannot read: {error}"),
+            ConfigError::Yaml { path, location: Some((line, column)), message } => {
+                write!(f, "{path}:{line}:{column}: malformed YAML: {message}")
+            }
+            ConfigError::Yaml { path, location: None, message } => write!(f, "{path}: malformed YAML: {message}"),
+            ConfigError::InFile { path, message } => write!(f, "{path}: {message}"),
+            ConfigError::UnknownKey { path, at, key, known } => {
+                let at = at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default();
+                write!(f, "{path}: {at}unknown key `{key}` (ignored; known keys: {})", known.join(", "))
+            }
+            ConfigError::MissingDockerfile { yml, image, dockerfile } => write!(
+                f,
+                "{yml}: image `{image}` has no Dockerfile: add {dockerfile} (and make sure git does not ignore it)"
+            ),
+            ConfigError::DuplicateName { name, first, second } => write!(
+                f,
+                "image name `{name}` is defined twice, in {first} and {second}: image names must be unique, rename one"
+            ),
+            ConfigError::UnknownMzfrom { dockerfile, line, name, known } => write!(
+                f,
+                "{dockerfile}:{line}: `MZFROM {name}` names an image that does not exist (images: {}); fix the name or add the image",
+                known.join(", ")
+            ),
+            ConfigError::Cycle(cycle) => {
+                write!(f, "image dependency cycle: {} (through MZFROM lines); break it", cycle.join(" -> "))
+            }
+            ConfigError::Strict(inner) => write!(f, "{inner} (an error with --strict)"),
+        }
+    }
+}
+
+/// Every configuration error of a repository, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.len() {
+            1 => write!(f, "1 error in the mzbuild configuration:")?,
+            n => write!(f, "{n} errors in the mzbuild configuration:")?,
+        }
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

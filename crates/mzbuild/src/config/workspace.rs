@@ -1,0 +1,178 @@
+//! The root `Cargo.toml`, read once: its `[workspace.metadata.mzbuild]`
+//! table (publish targets, image rustflags) and the facts about the cargo
+//! workspace that builds need. The crate graph ([`super::crates`]) is built
+//! from the same parsed manifest, on first use.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use toml::Value;
+
+use super::ConfigError;
+
+/// One publish target, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Registry {
+    /// `host[:port]/path`, e.g. `ghcr.io/materializeinc/materialize`.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable that holds the user name.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// Name of the environment variable that holds the token or password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+impl Registry {
+    /// A registry without credentials.
+    pub fn anonymous(url: &str) -> Registry {
+        Registry { url: url.to_string(), username: None, username_env: None, password_env: None }
+    }
+
+    /// The registry host (with port), as `docker login` wants it.
+    pub fn host(&self) -> &str {
+        self.url.split('/').next().unwrap_or(&self.url)
+    }
+
+    /// Repository path inside the registry for image `name`.
+    pub fn repository(&self, prefix: &str, name: &str) -> String {
+        match self.url.split_once('/') {
+            Some((_, path)) => format!("{path}/{prefix}{name}"),
+            // Docker Hub's official images live under `library/`.
+            None if self.host() == "docker.io" => format!("library/{prefix}{name}"),
+            None => format!("{prefix}{name}"),
+        }
+    }
+
+    /// `<url>/<prefix><name>:<tag>`.
+    pub fn reference(&self, prefix: &str, name: &str, tag: &str) -> String {
+        format!("{}/{prefix}{name}:{tag}", self.url)
+    }
+}
+
+const METADATA_KEYS: &[&str] = &["registries", "image-rustflags"];
+
+/// What the root `Cargo.toml` says, parsed once.
+#[derive(Debug, Default, Clone)]
+pub struct WorkspaceConfig {
+    /// The root manifest, if the repository has one.
+    pub manifest: Option<Value>,
+    /// `[workspace.metadata.mzbuild] registries`, if given.
+    pub registries: Option<Vec<Registry>>,
+    /// `[workspace.metadata.mzbuild] image-rustflags`.
+    pub image_rustflags: Vec<String>,
+    /// Whether `[profile.optimized]` is defined.
+    pub has_optimized_profile: bool,
+    /// Unknown keys of `[workspace.metadata.mzbuild]`.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl WorkspaceConfig {
+    /// Read `<root>/Cargo.toml`; a repository without one has no metadata.
+    pub fn load(root: &Path) -> Result<WorkspaceConfig> {
+        let path = root.join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(WorkspaceConfig::default()) };
+        let manifest: Value = toml::from_str(&text).map_err(|e| anyhow!("Cargo.toml: invalid TOML: {e}"))?;
+        WorkspaceConfig::from_manifest(manifest)
+    }
+
+    pub fn from_manifest(manifest: Value) -> Result<WorkspaceConfig> {
+        let mut config = WorkspaceConfig {
+            has_optimized_profile: manifest.get("profile").and_then(|p| p.get("optimized")).is_some(),
+            ..WorkspaceConfig::default()
+        };
+        let metadata =
+            manifest.get("workspace").and_then(|w| w.get("metadata")).and_then(|m| m.get("mzbuild")).cloned();
+        if let Some(metadata) = metadata {
+            let Value::Table(table) = metadata else {
+                bail!("Cargo.toml: [workspace.metadata.mzbuild] must be a table");
+            };
+            config.parse_metadata(table)?;
+        }
+        config.manifest = Some(manifest);
+        Ok(config)
+    }
+
+    fn parse_metadata(&mut self, mut table: toml::Table) -> Result<()> {
+        if let Some(v) = table.remove("registries") {
+            let regs: Vec<Registry> = v.try_into().context(
+                "Cargo.toml: [workspace.metadata.mzbuild] registries must be a list of \
+                 { url = \"host[:port]/path\", username = \"..\" | username-env = \"VAR\", password-env = \"VAR\" }",
+            )?;
+            if regs.is_empty() {
+                bail!(
+                    "Cargo.toml: [workspace.metadata.mzbuild] registries is empty: list at least one, or remove it for the defaults"
+                );
+            }
+            for r in &regs {
+                validate_url(&r.url).context("Cargo.toml: [workspace.metadata.mzbuild] registries")?;
+                if r.username.is_some() && r.username_env.is_some() {
+                    bail!("Cargo.toml: registry `{}` has both `username` and `username-env`: keep one", r.url);
+                }
+            }
+            self.registries = Some(regs);
+        }
+        if let Some(v) = table.remove("image-rustflags") {
+            self.image_rustflags = v.try_into().map_err(|_| {
+                anyhow!("Cargo.toml: [workspace.metadata.mzbuild] image-rustflags must be a list of strings")
+            })?;
+        }
+        let unknown: BTreeMap<String, Value> = table.into_iter().collect();
+        for key in unknown.keys() {
+            self.warnings.push(ConfigError::UnknownKey {
+                path: "Cargo.toml".into(),
+                at: Some("[workspace.metadata.mzbuild]".into()),
+                key: key.clone(),
+                known: METADATA_KEYS,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `host[:port]/path`: no scheme, no trailing slash, no empty component.
+pub fn validate_url(url: &str) -> Result<()> {
+    let ok = !url.is_empty()
+        && !url.contains("://")
+        && !url.ends_with('/')
+        && url.split('/').all(|c| !c.is_empty())
+        && url.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    if !ok {
+        bail!(
+            "`{url}` is not a registry of the form host[:port]/path (no scheme, no trailing slash), e.g. 127.0.0.1:5000/team"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Result<WorkspaceConfig> {
+        WorkspaceConfig::from_manifest(toml::from_str(toml).unwrap())
+    }
+
+    #[test]
+    fn metadata_is_typed_and_checked() {
+        let c = config(
+            "[workspace.metadata.mzbuild]\nregistries = [{ url = \"127.0.0.1:5000/x\" }]\nimage-rustflags = [\"-C\", \"x\"]\n[profile.optimized]\n",
+        )
+        .unwrap();
+        assert_eq!(c.registries.unwrap()[0].url, "127.0.0.1:5000/x");
+        assert_eq!(c.image_rustflags, ["-C", "x"]);
+        assert!(c.has_optimized_profile && c.warnings.is_empty());
+        let e = config("[workspace.metadata.mzbuild]\nimage-rustflags = \"-C x\"\n").unwrap_err();
+        assert!(e.to_string().contains("image-rustflags must be a list of strings"), "{e}");
+        let c = config("[workspace.metadata.mzbuild]\nregistry = []\n").unwrap();
+        assert_eq!(
+            c.warnings[0].to_string(),
+            "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, image-rustflags)"
+        );
+    }
+}

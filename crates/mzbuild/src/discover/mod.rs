@@ -1,0 +1,182 @@
+//! Discovery: what the repository holds. [`tree`] lists the files git sees;
+//! every git-visible `mzbuild.yml` with its Dockerfile is an [`Image`]
+//! ([`dockerfile`] finds its `MZFROM` dependencies); [`graph`] orders them and
+//! resolves target sets. [`Repo`] is the result, with the workspace
+//! configuration read once beside it.
+
+pub mod dockerfile;
+pub mod graph;
+pub mod tree;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use once_cell::sync::OnceCell;
+
+use crate::config::crates::CrateGraph;
+use crate::config::image::{self, ImageConfig};
+use crate::config::workspace::WorkspaceConfig;
+use crate::config::{ConfigError, ConfigErrors};
+use tree::Tree;
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    /// Repository-relative directory: the build context.
+    pub dir: String,
+    pub config: ImageConfig,
+    pub dockerfile: Vec<u8>,
+    /// Direct dependencies (`MZFROM`), sorted, unique.
+    pub depends_on: Vec<String>,
+}
+
+/// A discovered repository: its files, its images and its workspace
+/// configuration.
+pub struct Repo {
+    pub tree: Tree,
+    pub images: BTreeMap<String, Image>,
+    pub workspace: WorkspaceConfig,
+    /// Configuration warnings (unknown keys), to show once.
+    pub warnings: Vec<ConfigError>,
+    crates: OnceCell<CrateGraph>,
+}
+
+impl Repo {
+    /// Discover and validate every image. All configuration errors of the
+    /// repository are reported together, as one [`ConfigErrors`].
+    pub fn load(root: &Path, strict: bool) -> Result<Repo> {
+        let tree = Tree::list(root)?;
+        let workspace = WorkspaceConfig::load(root)?;
+        Repo::from_tree(tree, workspace, strict)
+    }
+
+    pub fn from_tree(tree: Tree, workspace: WorkspaceConfig, strict: bool) -> Result<Repo> {
+        let (images, mut errors, mut warnings) = discover_images(&tree);
+        warnings.extend(workspace.warnings.iter().cloned());
+        if strict && !warnings.is_empty() {
+            errors.extend(warnings.drain(..).map(|w| ConfigError::Strict(Box::new(w))));
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors).into());
+        }
+        Ok(Repo { tree, images, workspace, warnings, crates: OnceCell::new() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.tree.root
+    }
+
+    /// The cargo workspace's crates, read on first use (only cargo-build
+    /// images need them).
+    pub fn crates(&self) -> Result<&CrateGraph> {
+        self.crates.get_or_try_init(|| {
+            let manifest = self.workspace.manifest.as_ref().context("reading Cargo.toml")?;
+            CrateGraph::load(&self.tree, manifest)
+        })
+    }
+
+    pub fn image(&self, name: &str) -> Result<&Image> {
+        self.images.get(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown image `{name}`; `cargo xtask mzbuild list` shows the images ({})",
+                self.images.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The targets plus all their transitive dependencies, dependencies
+    /// first, ties broken by name. An empty target list means every image.
+    pub fn resolve(&self, targets: &[String]) -> Result<Vec<&Image>> {
+        for t in targets {
+            self.image(t)?;
+        }
+        Ok(graph::resolve(&self.images, targets).into_iter().map(|n| &self.images[n]).collect())
+    }
+
+    /// Directories of the images nested inside `image`'s directory: their
+    /// files belong to them, not to `image`.
+    pub fn nested_dirs<'a>(&'a self, image: &Image) -> impl Iterator<Item = &'a str> {
+        let prefix = format!("{}/", image.dir);
+        self.images.values().filter(move |o| o.dir.starts_with(&prefix)).map(|o| o.dir.as_str())
+    }
+
+    /// Images that (directly) depend on `name`.
+    pub fn dependants(&self, name: &str) -> Vec<&str> {
+        self.images.values().filter(|i| i.depends_on.iter().any(|d| d == name)).map(|i| i.name.as_str()).collect()
+    }
+}
+
+/// Every image of the tree, with all the configuration errors and warnings.
+fn discover_images(tree: &Tree) -> (BTreeMap<String, Image>, Vec<ConfigError>, Vec<ConfigError>) {
+    let root = &tree.root;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut by_name: BTreeMap<String, Image> = BTreeMap::new();
+    for yml in tree.files.iter().filter(|f| f.ends_with("/mzbuild.yml")) {
+        let dir = &yml[..yml.len() - "/mzbuild.yml".len()];
+        let bytes = match std::fs::read(root.join(yml)) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(ConfigError::Unreadable { path: yml.clone(), error: e.to_string() });
+                continue;
+            }
+        };
+        let parsed = image::parse(yml, &bytes);
+        errors.extend(parsed.errors);
+        warnings.extend(parsed.warnings);
+        let Some(config) = parsed.config else { continue };
+        let dockerfile_path = format!("{dir}/Dockerfile");
+        if !tree.contains(&dockerfile_path) {
+            errors.push(ConfigError::MissingDockerfile {
+                yml: yml.clone(),
+                image: config.name.clone(),
+                dockerfile: dockerfile_path,
+            });
+            continue;
+        }
+        let dockerfile = match std::fs::read(root.join(&dockerfile_path)) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(ConfigError::Unreadable { path: dockerfile_path, error: e.to_string() });
+                continue;
+            }
+        };
+        if let Some(other) = by_name.get(&config.name) {
+            errors.push(ConfigError::DuplicateName {
+                name: config.name.clone(),
+                first: format!("{}/mzbuild.yml", other.dir),
+                second: yml.clone(),
+            });
+            continue;
+        }
+        let depends_on: BTreeSet<String> = dockerfile::dependencies(&dockerfile).into_iter().map(|d| d.name).collect();
+        let image = Image {
+            name: config.name.clone(),
+            dir: dir.to_string(),
+            depends_on: depends_on.into_iter().collect(),
+            config,
+            dockerfile,
+        };
+        by_name.insert(image.name.clone(), image);
+    }
+    // Unknown MZFROM targets are checked once every name is known.
+    for image in by_name.values() {
+        for d in dockerfile::dependencies(&image.dockerfile) {
+            if !by_name.contains_key(&d.name) {
+                errors.push(ConfigError::UnknownMzfrom {
+                    dockerfile: format!("{}/Dockerfile", image.dir),
+                    line: d.line,
+                    name: d.name,
+                    known: by_name.keys().cloned().collect(),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        if let Some(cycle) = graph::find_cycle(&by_name) {
+            errors.push(ConfigError::Cycle(cycle));
+        }
+    }
+    (by_name, errors, warnings)
+}

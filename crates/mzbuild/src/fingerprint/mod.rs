@@ -1,0 +1,247 @@
+//! Fingerprints, bit for bit as the original computes them.
+//!
+//! An image's fingerprint is SHA-1 over (for each input file, sorted by
+//! path bytes) its git-style mode, its path and the SHA-1 of its contents;
+//! then each pre-image's `extra()`; then the settings string; and finally,
+//! in a second hash, its direct dependencies' names and fingerprints.
+//!
+//! Inputs are computed for all requested images first, and every distinct
+//! file is read and hashed once, in parallel, however many images share it
+//! (cargo-build images share most of the workspace). `cargo xtask` runs
+//! unoptimised code, so the bookkeeping avoids per-path work: an image's
+//! inputs are a bitmap over the sorted tree (crate directories are ranges),
+//! and its self hash is fed whole runs of precomputed per-file records.
+
+pub mod fileset;
+pub mod hash;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{anyhow, Result};
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+use crate::config::settings::Settings;
+use crate::discover::{Image, Repo};
+use crate::preimage::{self, InputCache};
+use fileset::FileSet;
+
+/// An image's fingerprint: 20 SHA-1 bytes, shown as RFC 4648 base32 (upper
+/// case, no padding, 32 characters), as in its tag `mzbuild-<fingerprint>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 20]);
+
+impl Fingerprint {
+    /// The content-addressed tag: `mzbuild-<fingerprint>`.
+    pub fn tag(&self) -> String {
+        format!("mzbuild-{self}")
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base32(&self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = anyhow::Error;
+
+    /// Parse the 32-character base32 form (a leading `mzbuild-` is allowed).
+    fn from_str(s: &str) -> Result<Fingerprint> {
+        let text = s.strip_prefix("mzbuild-").unwrap_or(s);
+        let bad = || anyhow!("`{s}` is not a fingerprint (32 characters of A-Z and 2-7)");
+        if text.len() != 32 {
+            return Err(bad());
+        }
+        let (mut buf, mut bits, mut out) = (0u64, 0u32, Vec::with_capacity(20));
+        for c in text.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'2'..=b'7' => c - b'2' + 26,
+                _ => return Err(bad()),
+            };
+            buf = (buf << 5) | u64::from(v);
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+            }
+        }
+        Ok(Fingerprint(out.try_into().map_err(|_| bad())?))
+    }
+}
+
+/// RFC 4648 base32, upper case, no padding (20 bytes -> 32 characters).
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buf, mut bits) = (0u64, 0u32);
+    for &b in bytes {
+        buf = (buf << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Input files of one image (repository-relative, sorted, unique).
+pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
+    let set = input_set(repo, image, &mut InputCache::default())?;
+    let mut out = Vec::new();
+    for run in set.runs() {
+        out.extend_from_slice(&repo.tree.files[run]);
+    }
+    Ok(out)
+}
+
+/// Input files of one image, as positions in `repo.tree.files`: its
+/// context less the files of nested images, plus its pre-images' inputs.
+fn input_set(repo: &Repo, image: &Image, cache: &mut InputCache) -> Result<FileSet> {
+    let tree = &repo.tree;
+    let mut set = FileSet::new(tree.files.len());
+    set.insert_range(tree.range(&image.dir));
+    for dir in repo.nested_dirs(image) {
+        set.remove_range(tree.range(dir));
+    }
+    for (i, pre) in image.config.pre_images.iter().enumerate() {
+        for r in preimage::inputs(repo, image, i, pre, cache)? {
+            set.insert_range(r);
+        }
+    }
+    Ok(set)
+}
+
+/// An image's fingerprint and the inputs it was computed from.
+#[derive(Clone, Debug)]
+pub struct Fingerprinted {
+    pub fingerprint: Fingerprint,
+    pub inputs: Vec<String>,
+}
+
+/// Fingerprint `images` (which must be closed under dependencies and in
+/// dependency order, as `Repo::resolve` returns them).
+pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<BTreeMap<String, Fingerprinted>> {
+    let tree = &repo.tree;
+    let mut cache = InputCache::default();
+    let sets: Vec<FileSet> = images.iter().map(|i| input_set(repo, i, &mut cache)).collect::<Result<_>>()?;
+    let mut union = FileSet::new(tree.files.len());
+    for set in &sets {
+        union.union_with(set);
+    }
+    let unique: Vec<usize> = union.iter().collect();
+    let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
+    let hashes = hash::hash_paths(repo.root(), &paths).map_err(|(i, e)| {
+        let users: Vec<String> = images
+            .iter()
+            .zip(&sets)
+            .filter(|(_, set)| set.contains(unique[i]))
+            .map(|(image, _)| format!("`{}`", image.name))
+            .collect();
+        let label = if users.len() == 1 { "image" } else { "images" };
+        e.context(format!("{label} {}", users.join(", ")))
+    })?;
+    // What each input file adds to an image's self hash (mode, path,
+    // content digest, 0), for every unique file in path order: an image's
+    // consecutive inputs are then one slice, hashed with one call.
+    let mut records = Vec::with_capacity(paths.iter().map(|p| p.len() + 23).sum());
+    let mut starts = Vec::with_capacity(paths.len() + 1);
+    let mut slot = vec![0u32; tree.files.len()];
+    for ((path, hash), at) in paths.iter().zip(&hashes).zip(&unique) {
+        slot[*at] = starts.len() as u32;
+        starts.push(records.len());
+        records.extend_from_slice(&hash.mode.to_be_bytes());
+        records.extend_from_slice(path.as_bytes());
+        records.extend_from_slice(&hash.digest);
+        records.push(0);
+    }
+    starts.push(records.len());
+    let settings_string = settings.fingerprint_string();
+    // Self hashes (and input lists) do not depend on each other: all cores.
+    let selves: Vec<_> = (0..images.len())
+        .into_par_iter()
+        .map(|k| {
+            let runs = sets[k].runs();
+            let mut ins = Vec::with_capacity(runs.iter().map(ExactSizeIterator::len).sum());
+            let mut self_hash = Sha1::new();
+            // A run of consecutive tree files is a run of consecutive unique
+            // files, whose records are one slice; runs that meet are joined.
+            // [first, end) is the run of unique files not yet hashed.
+            let (mut first, mut end) = (0, 0);
+            for run in runs {
+                ins.extend_from_slice(&tree.files[run.clone()]);
+                let (a, b) = (slot[run.start] as usize, slot[run.end - 1] as usize + 1);
+                if a != end {
+                    self_hash.update(&records[starts[first]..starts[end]]);
+                    first = a;
+                }
+                end = b;
+            }
+            self_hash.update(&records[starts[first]..starts[end]]);
+            for pre in &images[k].config.pre_images {
+                self_hash.update(preimage::extra(pre, settings).as_bytes());
+                self_hash.update([0u8]);
+            }
+            self_hash.update(settings_string.as_bytes());
+            (self_hash.finalize(), ins)
+        })
+        .collect();
+    let mut out: BTreeMap<String, Fingerprinted> = BTreeMap::new();
+    for (image, (self_digest, ins)) in images.iter().zip(selves) {
+        let mut full = Sha1::new();
+        full.update(self_digest);
+        for dep in &image.depends_on {
+            let dep_fp = out
+                .get(dep)
+                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?;
+            full.update(dep.as_bytes());
+            full.update(dep_fp.fingerprint.0);
+            full.update([0u8]);
+        }
+        out.insert(image.name.clone(), Fingerprinted { fingerprint: Fingerprint(full.finalize().into()), inputs: ins });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc4648() {
+        // RFC 4648 section 10 test vectors (without padding).
+        assert_eq!(base32(b""), "");
+        assert_eq!(base32(b"f"), "MY");
+        assert_eq!(base32(b"fo"), "MZXQ");
+        assert_eq!(base32(b"foo"), "MZXW6");
+        assert_eq!(base32(b"foob"), "MZXW6YQ");
+        assert_eq!(base32(b"fooba"), "MZXW6YTB");
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+        assert_eq!(base32(&[0xff; 20]).len(), 32);
+    }
+
+    #[test]
+    fn fingerprints_print_and_parse() {
+        let fp = Fingerprint(*b"01234567890123456789");
+        let text = fp.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+        assert_eq!(fp.tag().parse::<Fingerprint>().unwrap(), fp);
+        assert!("ABC".parse::<Fingerprint>().is_err());
+        assert!("1".repeat(32).parse::<Fingerprint>().is_err());
+    }
+}

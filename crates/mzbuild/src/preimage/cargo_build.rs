@@ -1,0 +1,392 @@
+//! The `cargo-build` pre-image: its inputs (the workspace files cargo reads
+//! to build the binaries: root manifests, `ci/builder`, and the crates in
+//! the closure of each binary's crate), its `extra` fingerprint word, and
+//! the step: ONE `cargo build --target <arch>-unknown-linux-gnu` for every
+//! cargo-build pre-image of the run, then each image copies (and strips)
+//! its binaries and extracted build-script outputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use super::InputCache;
+use crate::config::image::CargoBuildSpec;
+use crate::config::settings::{Profile, Settings};
+use crate::discover::tree::Tree;
+use crate::discover::{Image, Repo};
+use crate::env::Env;
+use crate::process::{self, GroupChild};
+use crate::ui;
+
+/// The inputs, as ranges of positions in `Tree::files`.
+pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Result<Vec<Range<usize>>> {
+    let tree = &repo.tree;
+    let mut out = Vec::new();
+    for required in ["Cargo.toml", "Cargo.lock"] {
+        let Some(at) = tree.position(required) else {
+            bail!(
+                "cargo-build needs {required} at the repository root ({}), and git does not see one; \
+                 create it (`cargo generate-lockfile` for Cargo.lock) and commit it",
+                repo.root().display()
+            );
+        };
+        out.push(at..at + 1);
+    }
+    // `.cargo/config` is what the original hashes; its modern name
+    // `.cargo/config.toml` matters just as much.
+    for optional in [".cargo/config", ".cargo/config.toml"] {
+        if let Some(at) = tree.position(optional) {
+            out.push(at..at + 1);
+        }
+    }
+    out.push(tree.range("ci/builder"));
+    let graph = repo.crates().context("reading the cargo workspace")?;
+    let mut crates = BTreeSet::new();
+    for bin in &spec.bins {
+        crates.extend(graph.closure(graph.crate_for_bin(bin)?, false));
+    }
+    for ex in &spec.examples {
+        crates.extend(graph.closure(graph.crate_for_example(ex)?, true));
+    }
+    for dir in crates {
+        out.extend(cache.crates.entry(dir).or_insert_with_key(|dir| crate_ranges(tree, dir)).iter().cloned());
+    }
+    Ok(out)
+}
+
+/// Every file of the crate in `dir` but `<crate>/mzcompose` and
+/// `<crate>/mzcompose.py` (files, or directories with everything below
+/// them), as ranges of positions in `tree.files`.
+fn crate_ranges(tree: &Tree, dir: &str) -> Vec<Range<usize>> {
+    let mut excluded: Vec<Range<usize>> = Vec::new();
+    for e in [format!("{dir}/mzcompose"), format!("{dir}/mzcompose.py")] {
+        if let Some(at) = tree.position(&e) {
+            excluded.push(at..at + 1);
+        }
+        excluded.push(tree.range(&e));
+    }
+    // All inside the crate's range, and disjoint.
+    excluded.retain(|r| !r.is_empty());
+    excluded.sort_by_key(|r| r.start);
+    let all = tree.range(dir);
+    let mut out = Vec::new();
+    let mut at = all.start;
+    for r in excluded {
+        out.push(at..r.start);
+        at = r.end;
+    }
+    out.push(at..all.end);
+    out
+}
+
+/// The original's `CargoBuild.extra()`: the active flag words, split into
+/// characters, sorted and joined with `,`. A quirk, reproduced because it
+/// is part of every cargo-build image's fingerprint.
+pub fn extra(settings: &Settings) -> String {
+    let mut words = String::new();
+    match settings.profile {
+        Profile::Release => words.push_str("release"),
+        Profile::Optimized => words.push_str("optimized"),
+        Profile::Dev => {}
+    }
+    if settings.coverage {
+        words.push_str("coverage");
+    }
+    if settings.sanitizer != "none" {
+        words.push_str(&settings.sanitizer);
+    }
+    let mut chars: Vec<char> = words.chars().collect();
+    chars.sort_unstable();
+    chars.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Cargo's output directory name for a profile.
+pub fn profile_dir(profile: Profile, has_optimized: bool) -> &'static str {
+    match profile {
+        Profile::Release => "release",
+        Profile::Optimized if has_optimized => "optimized",
+        Profile::Optimized => "release",
+        Profile::Dev => "debug",
+    }
+}
+
+/// The `cargo build` arguments for the batch (pure; snapshot-tested).
+pub fn cargo_args(specs: &[&CargoBuildSpec], settings: &Settings, has_optimized: bool) -> Vec<String> {
+    let mut args = vec!["build".to_string(), "--locked".into(), "--target".into(), settings.arch.rust_target()];
+    match settings.profile {
+        Profile::Release => args.push("--release".into()),
+        Profile::Optimized if has_optimized => args.extend(["--profile".into(), "optimized".into()]),
+        Profile::Optimized => args.push("--release".into()),
+        Profile::Dev => {}
+    }
+    let bins: BTreeSet<&str> = specs.iter().flat_map(|s| s.bins.iter().map(String::as_str)).collect();
+    let examples: BTreeSet<&str> = specs.iter().flat_map(|s| s.examples.iter().map(String::as_str)).collect();
+    let features: BTreeSet<&str> = specs.iter().flat_map(|s| s.features.iter().map(String::as_str)).collect();
+    for b in bins {
+        args.extend(["--bin".into(), b.into()]);
+    }
+    for e in examples {
+        args.extend(["--example".into(), e.into()]);
+    }
+    if !features.is_empty() {
+        args.extend(["--features".into(), features.into_iter().collect::<Vec<_>>().join(",")]);
+    }
+    args.push("--message-format=json-render-diagnostics".into());
+    args
+}
+
+/// The messages of `cargo build --message-format=json` that matter here.
+#[derive(Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum Message {
+    BuildScriptExecuted {
+        package_id: String,
+        out_dir: PathBuf,
+    },
+    CompilerArtifact {
+        target: Target,
+        executable: Option<PathBuf>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    kind: Vec<String>,
+    name: String,
+}
+
+/// What the batch build runs with, beyond the repository and settings.
+pub struct BuildEnv<'a> {
+    pub env: &'a dyn Env,
+    /// Variables (registry tokens) that must not reach cargo or build scripts.
+    pub hidden: &'a [String],
+    pub log_dir: &'a Path,
+}
+
+/// Build every binary of `batch` with one cargo invocation and put each
+/// into its image's context; the files written, by image.
+pub fn build(
+    repo: &Repo,
+    batch: &[(&Image, &CargoBuildSpec)],
+    settings: &Settings,
+    benv: &BuildEnv<'_>,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut written = Vec::new();
+    if settings.sanitizer != "none" {
+        bail!(
+            "cargo-build with --sanitizer {} needs a nightly toolchain (-Zsanitizer), which this project does not \
+             use: build without a sanitizer (fingerprints and specs with sanitizers work)",
+            settings.sanitizer
+        );
+    }
+    let graph = repo.crates()?;
+    // Validate every bin/example up front, naming the image.
+    for (image, spec) in batch {
+        for b in &spec.bins {
+            graph.crate_for_bin(b).with_context(|| format!("image `{}`", image.name))?;
+        }
+        for e in &spec.examples {
+            graph.crate_for_example(e).with_context(|| format!("image `{}`", image.name))?;
+        }
+    }
+    let has_optimized = repo.workspace.has_optimized_profile;
+    let specs: Vec<&CargoBuildSpec> = batch.iter().map(|(_, s)| *s).collect();
+    let args = cargo_args(&specs, settings, has_optimized);
+    let target = settings.arch.rust_target();
+    let mut rustflags = repo.workspace.image_rustflags.clone();
+    if settings.coverage {
+        rustflags.push("-Cinstrument-coverage".into());
+    }
+    let log = benv.log_dir.join("cargo-build.log");
+    let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    ui::progress(format_args!("cargo {} (log: {})", args.join(" "), log.display()));
+    let mut cmd = process::command(benv.env.non_empty("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(&args).current_dir(repo.root()).stdout(Stdio::piped()).stderr(logf).stdin(Stdio::null());
+    // The image binaries' flags come from Cargo.toml only, which every
+    // cargo-build fingerprint covers: flags from the environment would give
+    // a different binary under the same content-addressed tag (and RUSTFLAGS
+    // would silently replace the static linking of `FROM scratch` images).
+    let env_key = format!("CARGO_TARGET_{}_RUSTFLAGS", target.to_uppercase().replace('-', "_"));
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", env_key.as_str(), "CARGO_BUILD_RUSTFLAGS"] {
+        if benv.env.is_set(var) {
+            ui::warn(format_args!(
+                "${var} is ignored for image binaries: set their flags in Cargo.toml \
+                 [workspace.metadata.mzbuild] image-rustflags, which the fingerprint covers"
+            ));
+            cmd.env_remove(var);
+        }
+    }
+    for var in benv.hidden {
+        cmd.env_remove(var);
+    }
+    if !rustflags.is_empty() {
+        cmd.env(&env_key, rustflags.join(" "));
+    }
+    // Its own process group, registered for the interrupt handler: a
+    // SIGTERM sent to xtask alone (a cancelled CI job) must stop cargo too.
+    let mut child = GroupChild::spawn(&mut cmd).context("starting cargo build")?;
+    let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
+    for line in BufReader::new(child.take_stdout().expect("piped")).lines() {
+        // A read error drops `child`, which kills and reaps cargo.
+        let line = line.context("reading cargo's output")?;
+        match serde_json::from_str::<Message>(&line) {
+            Ok(Message::BuildScriptExecuted { package_id, out_dir }) => {
+                out_dirs.insert(package_name(&package_id), out_dir);
+            }
+            Ok(Message::CompilerArtifact { target, executable: Some(exe) }) => {
+                let kind = target.kind.into_iter().next().unwrap_or_default();
+                artifacts.insert((kind, target.name), exe);
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "cargo build for images {} failed ({status}); last lines of {}:\n{}",
+            batch
+                .iter()
+                .map(|(i, _)| format!("`{}`", i.name))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            log.display(),
+            crate::build::docker::tail(&log, 25)
+        );
+    }
+    for (image, spec) in batch {
+        let ctx = repo.root().join(&image.dir);
+        let items = spec
+            .bins
+            .iter()
+            .map(|b| ("bin", b, ctx.join(b)))
+            .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
+        for (kind, name, dest) in items {
+            let src = artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
+                let dir = repo.root().join("target").join(&target).join(profile_dir(settings.profile, has_optimized));
+                if kind == "bin" {
+                    dir.join(name)
+                } else {
+                    dir.join("examples").join(name)
+                }
+            });
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            written.push((image.name.clone(), dest.clone()));
+            std::fs::copy(&src, &dest).with_context(|| {
+                format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
+            })?;
+            if spec.strip {
+                let out = process::command("strip").arg("--strip-debug").arg(&dest).output();
+                match out {
+                    Ok(o) if o.status.success() => {}
+                    Ok(o) => bail!(
+                        "image `{}`: strip --strip-debug {} failed: {}",
+                        image.name,
+                        dest.display(),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
+                }
+            }
+        }
+        for (pkg, files) in &spec.extract {
+            let out_dir = out_dirs.get(pkg).ok_or_else(|| {
+                anyhow!(
+                    "image `{}`: `extract` names package `{pkg}`, but no build script of that package ran in this build",
+                    image.name
+                )
+            })?;
+            for (src, dst) in files {
+                let to = ctx.join(dst);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                written.push((image.name.clone(), to.clone()));
+                std::fs::copy(out_dir.join(src), &to).with_context(|| {
+                    format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
+                })?;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// The package name in a cargo package id: `path+file:///x/foo#0.1.0`,
+/// `path+file:///x/dir#foo@0.1.0`, or the older `foo 0.1.0 (path+file://..)`.
+fn package_name(id: &str) -> String {
+    if let Some((url, frag)) = id.split_once('#') {
+        return match frag.split_once('@') {
+            Some((name, _)) => name.to_string(),
+            None => url.rsplit('/').next().unwrap_or(url).to_string(),
+        };
+    }
+    id.split(' ').next().unwrap_or(id).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::Arch;
+    use expect_test::expect;
+
+    #[test]
+    fn one_cargo_build_for_the_batch() {
+        let a = CargoBuildSpec {
+            bins: vec!["b".into(), "a".into()],
+            features: vec!["f".into()],
+            strip: true,
+            ..Default::default()
+        };
+        let b = CargoBuildSpec {
+            bins: vec!["a".into()],
+            examples: vec!["ex".into()],
+            features: vec!["g".into(), "f".into()],
+            strip: false,
+            ..Default::default()
+        };
+        let s = Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
+        expect![[r#"build --locked --target x86_64-unknown-linux-gnu --profile optimized --bin a --bin b --example ex --features f,g --message-format=json-render-diagnostics"#]]
+        .assert_eq(&cargo_args(&[&a, &b], &s, true).join(" "));
+        expect![[r#"build --locked --target x86_64-unknown-linux-gnu --release --bin a --bin b --example ex --features f,g --message-format=json-render-diagnostics"#]]
+        .assert_eq(&cargo_args(&[&a, &b], &s, false).join(" "));
+        let s = Settings { profile: Profile::Dev, arch: Arch::Aarch64, ..s };
+        expect![[
+            r#"build --locked --target aarch64-unknown-linux-gnu --bin a --message-format=json-render-diagnostics"#
+        ]]
+        .assert_eq(
+            &cargo_args(&[&CargoBuildSpec { bins: vec!["a".into()], ..Default::default() }], &s, true).join(" "),
+        );
+    }
+
+    #[test]
+    fn package_names() {
+        assert_eq!(package_name("path+file:///r/src/foo#0.1.0"), "foo");
+        assert_eq!(package_name("path+file:///r/src/dir#foo@0.1.0"), "foo");
+        assert_eq!(package_name("registry+https://github.com/rust-lang/crates.io-index#serde@1.0.0"), "serde");
+        assert_eq!(package_name("foo 0.1.0 (path+file:///r/src/foo)"), "foo");
+    }
+
+    #[test]
+    fn extra_matches_the_original_quirk() {
+        let mut s =
+            Settings { profile: Profile::Release, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
+        assert_eq!(extra(&s), "a,e,e,e,l,r,s");
+        s.profile = Profile::Optimized;
+        assert_eq!(extra(&s), "d,e,i,i,m,o,p,t,z");
+        s.profile = Profile::Dev;
+        assert_eq!(extra(&s), "");
+        s.coverage = true;
+        assert_eq!(extra(&s), "a,c,e,e,g,o,r,v");
+    }
+}

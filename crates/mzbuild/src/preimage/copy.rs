@@ -1,0 +1,74 @@
+//! The `copy` pre-image: its inputs (the git-visible files under `source`
+//! that the git pathspec `matching` selects) and the step that copies them
+//! into the image's context, keeping their paths relative to `source`.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::config::image::CopySpec;
+use crate::discover::tree::Tree;
+use crate::discover::{Image, Repo};
+
+/// The inputs: every matching file, as single-file ranges of positions in
+/// `Tree::files`. No matching file is an error.
+pub fn inputs(tree: &Tree, spec: &CopySpec) -> Result<Vec<Range<usize>>> {
+    let matched = matches(tree, spec)?;
+    if matched.is_empty() {
+        bail!(
+            "copy source `{}` (matching `{}`) has no files git can see; fix `source`/`matching` or add the files",
+            spec.source,
+            spec.matching
+        );
+    }
+    Ok(matched.into_iter().map(|i| i..i + 1).collect())
+}
+
+/// Positions in `tree.files` of the files under `source` that the git
+/// pathspec `matching` (relative to `source`) selects. As in git, `*` also
+/// matches `/`, and a pattern without wildcards matches a path or a
+/// directory prefix.
+pub fn matches(tree: &Tree, spec: &CopySpec) -> Result<Vec<usize>> {
+    let (source, matching) = (spec.source.as_str(), spec.matching.as_str());
+    let range = tree.range(source);
+    let files = tree.files[range.clone()].iter().zip(range);
+    fn rel<'a>(f: &'a str, source: &str) -> &'a str {
+        &f[source.len() + 1..]
+    }
+    if !matching.contains(['*', '?', '[']) {
+        let m = matching.trim_end_matches('/');
+        return Ok(files
+            .filter(|(f, _)| {
+                let r = rel(f, source);
+                r == m || (r.starts_with(m) && r.as_bytes().get(m.len()) == Some(&b'/'))
+            })
+            .map(|(_, i)| i)
+            .collect());
+    }
+    let glob = globset::GlobBuilder::new(matching)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| anyhow!("`matching` `{matching}` is not a valid pattern: {e}"))?
+        .compile_matcher();
+    Ok(files.filter(|(f, _)| glob.is_match(rel(f, source))).map(|(_, i)| i).collect())
+}
+
+/// Copy the matching files into `<context>/<destination>`; the files
+/// written.
+pub fn run(repo: &Repo, image: &Image, spec: &CopySpec) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let dest = repo.root().join(&image.dir).join(&spec.destination);
+    for i in matches(&repo.tree, spec)? {
+        let f = &repo.tree.files[i];
+        let rel = &f[spec.source.len() + 1..];
+        let to = dest.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::copy(repo.root().join(f), &to)
+            .with_context(|| format!("image `{}`: copying {f} to {}", image.name, to.display()))?;
+        written.push(to);
+    }
+    Ok(written)
+}

@@ -1,0 +1,189 @@
+//! Pre-images: the steps that run before `docker build`, and the inputs
+//! and fingerprint `extra` each step contributes, kept together so that what
+//! a step reads and what its image's fingerprint covers cannot drift apart.
+//! [`copy`] copies files into the context; [`cargo_build`] builds every
+//! cargo-build binary of a run with ONE `cargo build`. Before any step, an
+//! image's context is cleaned of everything git does not see.
+
+pub mod cargo_build;
+pub mod copy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+
+use crate::config::image::{CargoBuildSpec, PreImage};
+use crate::config::settings::Settings;
+use crate::discover::{Image, Repo};
+use crate::{process, ui};
+pub use cargo_build::BuildEnv;
+
+/// What computing inputs can share between images: the files of each crate
+/// (cargo-build images share most of the workspace).
+#[derive(Default)]
+pub struct InputCache {
+    crates: BTreeMap<String, Vec<Range<usize>>>,
+}
+
+/// The inputs of pre-image #`i` of `image`, as ranges of positions in
+/// `Tree::files`. Errors name the image and the pre-image.
+pub fn inputs(
+    repo: &Repo,
+    image: &Image,
+    i: usize,
+    pre: &PreImage,
+    cache: &mut InputCache,
+) -> Result<Vec<Range<usize>>> {
+    let what = || format!("image `{}` ({}/mzbuild.yml), pre-image #{}", image.name, image.dir, i + 1);
+    match pre {
+        PreImage::Copy(c) => copy::inputs(&repo.tree, c).with_context(what),
+        PreImage::CargoBuild(cb) => cargo_build::inputs(repo, cb, cache).with_context(what),
+    }
+}
+
+/// What the pre-image adds to its image's self hash after the input files
+/// (the original's `extra()`).
+pub fn extra(pre: &PreImage, settings: &Settings) -> String {
+    match pre {
+        PreImage::Copy(_) => String::new(),
+        PreImage::CargoBuild(_) => cargo_build::extra(settings),
+    }
+}
+
+/// Run the pre-images of `images` (the ones about to be built). Returns the
+/// images whose pre-images failed, with the reason: those fail (and their
+/// dependants are skipped), the others still build.
+pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &BuildEnv<'_>) -> BTreeMap<String, String> {
+    let mut failed = BTreeMap::new();
+    let mut outputs: Vec<(String, PathBuf)> = Vec::new();
+    for image in images {
+        let copied = clean_context(repo, image).and_then(|()| {
+            let mut written = Vec::new();
+            for pre in &image.config.pre_images {
+                if let PreImage::Copy(c) = pre {
+                    written.extend(copy::run(repo, image, c)?);
+                }
+            }
+            Ok(written)
+        });
+        match copied {
+            Ok(written) => outputs.extend(written.into_iter().map(|p| (image.name.clone(), p))),
+            Err(e) => {
+                failed.insert(image.name.clone(), format!("{e:#}"));
+            }
+        }
+    }
+    let cargo: Vec<(&Image, &CargoBuildSpec)> = images
+        .iter()
+        .filter(|i| !failed.contains_key(&i.name))
+        .flat_map(|i| {
+            i.config.pre_images.iter().filter_map(move |p| match p {
+                PreImage::CargoBuild(cb) => Some((*i, cb)),
+                _ => None,
+            })
+        })
+        .collect();
+    if !cargo.is_empty() {
+        match cargo_build::build(repo, &cargo, settings, benv) {
+            Ok(written) => outputs.extend(written),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for (image, _) in &cargo {
+                    failed.insert(image.name.clone(), msg.clone());
+                }
+            }
+        }
+    }
+    warn_unignored_outputs(repo, &outputs);
+    failed
+}
+
+/// Pre-image outputs that git does not ignore become inputs of their image
+/// once built, so the image's fingerprint changes after every build (and
+/// the published tag no longer names what is in the tree): say so, once per
+/// image, with the fix.
+fn warn_unignored_outputs(repo: &Repo, outputs: &[(String, PathBuf)]) {
+    use std::io::Write;
+    if outputs.is_empty() {
+        return;
+    }
+    let rel: Vec<String> = outputs
+        .iter()
+        .filter_map(|(_, p)| p.strip_prefix(repo.root()).ok().and_then(|r| r.to_str()).map(str::to_string))
+        .collect();
+    let child = process::command("git")
+        .args(["check-ignore", "-z", "--stdin"])
+        .current_dir(repo.root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    if let Some(mut stdin) = child.stdin.take() {
+        let input: Vec<u8> = rel.iter().flat_map(|r| r.bytes().chain([0])).collect();
+        let _ = stdin.write_all(&input);
+    }
+    let Ok(out) = child.wait_with_output() else { return };
+    if out.status.code() == Some(128) {
+        return;
+    }
+    let ignored: BTreeSet<&[u8]> = out.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()).collect();
+    let mut per_image: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for ((image, _), r) in outputs.iter().zip(&rel) {
+        if !ignored.contains(r.as_bytes()) {
+            per_image.entry(image).or_default().push(r);
+        }
+    }
+    for (image, paths) in per_image {
+        let dir = &repo.images[image].dir;
+        let first = paths[0];
+        let top = first.strip_prefix(&format!("{dir}/")).and_then(|r| r.split('/').next()).unwrap_or(first);
+        ui::warn(format_args!(
+            "image `{image}`: pre-image output {first}{} is not git-ignored, so it becomes an input \
+             and the image's fingerprint changes after every build; add `/{top}` to {dir}/.gitignore",
+            if paths.len() > 1 { format!(" (and {} more)", paths.len() - 1) } else { String::new() }
+        ));
+    }
+}
+
+/// Remove every file of the image's context that git does not see (ignored
+/// build outputs, stale copies): they must never reach an image. Files of
+/// nested images are left to those images.
+pub fn clean_context(repo: &Repo, image: &Image) -> Result<()> {
+    let visible: BTreeSet<&str> = repo.tree.under(&image.dir).iter().map(String::as_str).collect();
+    let nested: BTreeSet<&str> = repo.nested_dirs(image).collect();
+    fn visit(root: &Path, rel: &str, visible: &BTreeSet<&str>, nested: &BTreeSet<&str>) -> Result<bool> {
+        // Returns whether the directory still holds anything.
+        let mut keeps = false;
+        let dir = root.join(rel);
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                keeps = true;
+                continue;
+            };
+            let child = format!("{rel}/{name}");
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                // Repositories and nested images are not ours to clean.
+                let foreign = name == ".git" || nested.contains(child.as_str()) || entry.path().join(".git").exists();
+                if foreign || visit(root, &child, visible, nested)? {
+                    keeps = true;
+                } else {
+                    std::fs::remove_dir(entry.path()).with_context(|| format!("removing {child}"))?;
+                }
+            } else if visible.contains(child.as_str()) {
+                keeps = true;
+            } else {
+                std::fs::remove_file(entry.path()).with_context(|| format!("removing git-ignored {child}"))?;
+            }
+        }
+        Ok(keeps)
+    }
+    visit(repo.root(), &image.dir, &visible, &nested)?;
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! The registry HTTP API (distribution v2), without docker: "is this image
+//! published?", "are these credentials good?", and reading and writing
+//! manifests and blobs. Authentication as registries ask for it: basic auth,
+//! or the bearer-token flow (anonymous or with credentials) that ghcr.io and
+//! Docker Hub use. Every request goes through one retry helper: network
+//! errors, 5xx and 429 are retried with backoff, 3 attempts in all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use ureq::http::{Method, Request, Response};
+use ureq::Body;
+
+use super::targets::Registry;
+use crate::env::Env;
+
+pub const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.oci.image.index.v1+json";
+
+/// A user name and token. Never printed: Debug is redacted.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Where the password came from (`$VAR`), for messages.
+    pub source: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <redacted from {}>)", self.username, self.source)
+    }
+}
+
+/// The registry's credentials from the environment. `None` when the
+/// registry has no `password-env`, or (unless `required`) when that variable
+/// is not set.
+pub fn credentials(reg: &Registry, env: &dyn Env, required: bool) -> Result<Option<Credentials>> {
+    let Some(var) = &reg.password_env else { return Ok(None) };
+    let password = match env.non_empty(var) {
+        Some(p) => p,
+        None if required => bail!(
+            "registry {}: the environment variable {var} (its token) is not set: export it, or remove \
+             `password-env` from the registry in Cargo.toml if it needs no login",
+            reg.url
+        ),
+        None => return Ok(None),
+    };
+    let username = match (&reg.username, &reg.username_env) {
+        (Some(u), _) => u.clone(),
+        (None, Some(uvar)) => env.non_empty(uvar).ok_or_else(|| {
+            anyhow!("registry {}: the environment variable {uvar} (its user name) is not set: export it", reg.url)
+        })?,
+        (None, None) => {
+            bail!("registry {}: `password-env` is set but no `username` or `username-env`: add one", reg.url)
+        }
+    };
+    Ok(Some(Credentials { username, password, source: format!("${var}") }))
+}
+
+/// A manifest or index, as the registry stores it.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// `Docker-Content-Digest`, when the registry sent it.
+    pub digest: Option<String>,
+}
+
+/// One registry, with its credentials and the tokens it handed out.
+pub struct Client {
+    pub registry: Registry,
+    creds: Option<Credentials>,
+    agent: ureq::Agent,
+    /// Bearer tokens by scope.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Set once the registry asked for basic auth: later requests send the
+    /// credentials up front instead of being refused first.
+    basic: AtomicBool,
+    base: String,
+    retry_base: Duration,
+}
+
+enum Auth {
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+/// One request, rebuilt for every attempt.
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: &'a [u8],
+}
+
+impl Client {
+    pub fn new(registry: &Registry, creds: Option<Credentials>) -> Client {
+        let host = registry.host();
+        let local = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
+        let base = format!("{}://{api_host}", if local { "http" } else { "https" });
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Client {
+            registry: registry.clone(),
+            creds,
+            agent,
+            tokens: Mutex::new(HashMap::new()),
+            basic: AtomicBool::new(false),
+            base,
+            retry_base: Duration::from_millis(500),
+        }
+    }
+
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.creds.as_ref()
+    }
+
+    /// Whether `repo:tag` exists (any manifest or index type).
+    pub fn manifest_exists(&self, repo: &str, tag: &str) -> Result<bool> {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
+        let resp = self.request(Method::HEAD, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            s @ (401 | 403) => bail!(
+                "registry {} refused to say whether {repo}:{tag} exists (HTTP {s}): {}",
+                self.registry.url,
+                self.auth_hint()
+            ),
+            s => bail!("registry {}: unexpected HTTP {s} for HEAD {url}", self.registry.url),
+        }
+    }
+
+    /// `repo:reference` (a tag or a digest) as stored, or `None` if absent.
+    pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<Manifest>> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let mut resp = self.request(Method::GET, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
+        match resp.status().as_u16() {
+            200 => {
+                let header = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let media_type = header("content-type").unwrap_or_default();
+                let digest = header("docker-content-digest");
+                let bytes = resp.body_mut().with_config().limit(16 << 20).read_to_vec()?;
+                Ok(Some(Manifest { media_type, bytes, digest }))
+            }
+            404 => Ok(None),
+            s => bail!("registry {}: HTTP {s} for GET {url}", self.registry.url),
+        }
+    }
+
+    /// Store `bytes` as `repo:reference` with `media_type`.
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let resp = self.request(Method::PUT, &url, &push(repo), &[("Content-Type", media_type)], bytes)?;
+        match resp.status().as_u16() {
+            200 | 201 => Ok(()),
+            s => bail!("registry {}: HTTP {s} for PUT {url}", self.registry.url),
+        }
+    }
+
+    /// Mount blob `digest` from repository `from` into `repo` (same
+    /// registry); false if the registry did not mount it.
+    pub fn mount_blob(&self, repo: &str, digest: &str, from: &str) -> Result<bool> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", self.base, encode(digest), encode(from));
+        let scope = format!("repository:{repo}:push,pull repository:{from}:pull");
+        let resp = self.request(Method::POST, &url, &scope, &[], b"")?;
+        Ok(resp.status().as_u16() == 201)
+    }
+
+    /// Upload `data` as blob `digest` of `repo`, in one request (for small
+    /// blobs: configs, seeds).
+    pub fn upload_blob(&self, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let resp = self.request(Method::POST, &url, &push(repo), &[], b"")?;
+        let location = match resp.status().as_u16() {
+            202 => resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string),
+            _ => None,
+        };
+        let Some(location) = location else {
+            bail!("registry {}: HTTP {} for POST {url} (no upload location)", self.registry.url, resp.status());
+        };
+        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={}", encode(digest));
+        let headers = [("Content-Type", "application/octet-stream")];
+        let resp = self.request(Method::PUT, &url, &push(repo), &headers, data)?;
+        match resp.status().as_u16() {
+            201 => Ok(()),
+            s => bail!("registry {}: HTTP {s} for PUT of blob {digest} into {repo}", self.registry.url),
+        }
+    }
+
+    /// The blob `digest` of `repo`, read whole (for small blobs).
+    pub fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let mut resp = self.request(Method::GET, &url, &pull(repo), &[], b"")?;
+        match resp.status().as_u16() {
+            200 => Ok(resp.body_mut().with_config().limit(64 << 20).read_to_vec()?),
+            s => bail!("registry {}: HTTP {s} for GET {url}", self.registry.url),
+        }
+    }
+
+    /// Check the credentials now, before anything is built: a wrong token
+    /// must fail in seconds. `repo` is a repository we will push to.
+    pub fn verify_credentials(&self, repo: &str) -> Result<()> {
+        let Some(creds) = &self.creds else { return Ok(()) };
+        let url = format!("{}/v2/", self.base);
+        let resp = self.request(Method::GET, &url, &push(repo), &[], b"")?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            s @ (401 | 403) => bail!(
+                "registry {} rejected the credentials of user `{}` (token from {}): HTTP {s}; check the token and its permissions",
+                self.registry.url,
+                creds.username,
+                creds.source
+            ),
+            s => bail!("registry {}: unexpected HTTP {s} for GET {url}", self.registry.url),
+        }
+    }
+
+    fn auth_hint(&self) -> String {
+        match (&self.creds, &self.registry.password_env) {
+            (Some(c), _) => format!("the credentials of `{}` ({}) were not accepted", c.username, c.source),
+            (None, Some(v)) => format!("it needs credentials: set {v}"),
+            (None, None) => {
+                "it needs credentials: add `username` and `password-env` to the registry in Cargo.toml".into()
+            }
+        }
+    }
+
+    /// One request; on 401, authenticate as the challenge says and repeat.
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response<Body>> {
+        let call = Call { method, url, headers, body };
+        let up_front = match &self.creds {
+            Some(c) if self.basic.load(Relaxed) => Some(basic(c)),
+            _ => self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(scope).map(|t| format!("Bearer {t}")),
+        };
+        let sent_basic = up_front.as_deref().is_some_and(|a| a.starts_with("Basic "));
+        let resp = self.send(&call, up_front.as_deref())?;
+        if resp.status().as_u16() != 401 {
+            return Ok(resp);
+        }
+        let challenge = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
+        match parse_challenge(challenge) {
+            Auth::None => Ok(resp),
+            Auth::Basic => match &self.creds {
+                Some(c) if !sent_basic => {
+                    let resp = self.send(&call, Some(&basic(c)))?;
+                    if resp.status().as_u16() != 401 {
+                        self.basic.store(true, Relaxed);
+                    }
+                    Ok(resp)
+                }
+                _ => Ok(resp),
+            },
+            Auth::Bearer { realm, service } => {
+                let Some(token) = self.fetch_token(&realm, service.as_deref(), scope)? else { return Ok(resp) };
+                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.to_string(), token.clone());
+                self.send(&call, Some(&format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// A token for `scope` from the registry's token endpoint; `None` when
+    /// it refuses (401/403).
+    fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<Option<String>> {
+        let mut url = realm.to_string();
+        for (i, s) in scope.split(' ').enumerate() {
+            url.push_str(&format!("{}scope={}", if i == 0 { '?' } else { '&' }, encode(s)));
+        }
+        if let Some(s) = service {
+            url.push_str(&format!("&service={}", encode(s)));
+        }
+        let auth = self.creds.as_ref().map(basic);
+        let call = Call { method: Method::GET, url: &url, headers: &[], body: b"" };
+        let mut resp = self
+            .send(&call, auth.as_deref())
+            .map_err(|e| anyhow!("registry {}: cannot get a token from {realm}: {e:#}", self.registry.url))?;
+        match resp.status().as_u16() {
+            200 => {
+                let text = resp.body_mut().read_to_string()?;
+                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    anyhow!("registry {}: token endpoint {realm} answered invalid JSON: {e}", self.registry.url)
+                })?;
+                let t = v["token"].as_str().or(v["access_token"].as_str());
+                Ok(t.map(str::to_string))
+            }
+            401 | 403 => Ok(None),
+            s => bail!("registry {}: token endpoint {realm} answered HTTP {s}", self.registry.url),
+        }
+    }
+
+    /// Send `call`, retrying network errors, 5xx and 429 with backoff (3
+    /// attempts in all); the last response otherwise, whatever its status.
+    fn send(&self, call: &Call<'_>, authorization: Option<&str>) -> Result<Response<Body>> {
+        let mut attempt = 0;
+        loop {
+            let mut req = Request::builder().method(call.method.clone()).uri(call.url);
+            for (k, v) in call.headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(a) = authorization {
+                req = req.header("Authorization", a);
+            }
+            let req = req.body(call.body).map_err(|e| anyhow!("building {} {}: {e}", call.method, call.url))?;
+            let retry_reason = match self.agent.run(req) {
+                Ok(resp) if retryable_status(resp.status().as_u16()) => format!("HTTP {}", resp.status()),
+                Ok(resp) => return Ok(resp),
+                Err(e) => e.to_string(),
+            };
+            attempt += 1;
+            if attempt >= 3 {
+                bail!(
+                    "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempt} attempts); check that it is up",
+                    self.registry.url,
+                    call.method,
+                    call.url
+                );
+            }
+            std::thread::sleep(self.retry_base * 2u32.pow(attempt));
+        }
+    }
+}
+
+fn pull(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push(repo: &str) -> String {
+    format!("repository:{repo}:push,pull")
+}
+
+fn retryable_status(s: u16) -> bool {
+    s == 429 || (500..600).contains(&s)
+}
+
+/// The `Authorization` value for basic auth.
+pub fn basic(c: &Credentials) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)))
+}
+
+fn parse_challenge(h: &str) -> Auth {
+    let (scheme, params) = h.split_once(' ').unwrap_or((h, ""));
+    let mut map = HashMap::new();
+    for part in split_params(params) {
+        if let Some((k, v)) = part.split_once('=') {
+            map.insert(k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string());
+        }
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Auth::Basic,
+        "bearer" => match map.remove("realm") {
+            Some(realm) => Auth::Bearer { realm, service: map.remove("service") },
+            None => Auth::None,
+        },
+        _ => Auth::None,
+    }
+}
+
+/// Split `a="x,y",b=z` on the commas outside quotes.
+fn split_params(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (vec![], String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn encode(s: &str) -> String {
+    utf8_percent_encode(s, QUERY).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::MapEnv;
+
+    #[test]
+    fn basic_auth_and_challenges() {
+        let c = Credentials { username: "mzbuild".into(), password: "pw".into(), source: "$X".into() };
+        assert_eq!(basic(&c), "Basic bXpidWlsZDpwdw==");
+        match parse_challenge(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#,
+        ) {
+            Auth::Bearer { realm, service } => {
+                assert_eq!(realm, "https://ghcr.io/token");
+                assert_eq!(service.as_deref(), Some("ghcr.io"));
+            }
+            _ => panic!("not a bearer challenge"),
+        }
+        assert!(matches!(parse_challenge(r#"Basic realm="mzbuild""#), Auth::Basic));
+        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_and_stay_redacted() {
+        let reg = Registry {
+            url: "127.0.0.1:5001/x".into(),
+            username: Some("u".into()),
+            username_env: None,
+            password_env: Some("TOK".into()),
+        };
+        let c = credentials(&reg, &MapEnv(&[("TOK", "s3cret")]), true).unwrap().unwrap();
+        assert_eq!(c.password, "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = credentials(&reg, &MapEnv(&[]), true).unwrap_err();
+        assert!(e.to_string().contains("TOK") && e.to_string().contains("not set"), "{e}");
+        assert!(credentials(&reg, &MapEnv(&[]), false).unwrap().is_none());
+    }
+}

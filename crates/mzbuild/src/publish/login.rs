@@ -1,0 +1,79 @@
+//! Logins for the builds that push: a private, temporary DOCKER_CONFIG with
+//! one `docker login` per registry (token on stdin), removed when the run
+//! ends, also on a signal. The user's `~/.docker` is never written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::client::Credentials;
+use super::targets::Registry;
+use crate::build::docker::Docker;
+use crate::env::Env;
+use crate::process::PrivateDir;
+
+/// The private DOCKER_CONFIG; removed on drop.
+pub struct DockerLogin {
+    dir: PrivateDir,
+    buildx_config: Option<PathBuf>,
+}
+
+impl DockerLogin {
+    /// Log in to each registry with its credentials, into a new private
+    /// config seeded from the user's.
+    pub fn new(docker: &Docker, env: &dyn Env, registries: &[(&Registry, &Credentials)]) -> Result<DockerLogin> {
+        let dir = PrivateDir::new("mzbuild-docker-config-").context("creating a private DOCKER_CONFIG")?;
+        let user = user_docker_config_dir(env);
+        if let Some(user) = &user {
+            seed_config(dir.path(), user, registries)?;
+        }
+        let docker = docker.with_env(vec![("DOCKER_CONFIG".into(), dir.path().display().to_string())]);
+        for (reg, creds) in registries {
+            docker.login(reg.host(), &creds.username, &creds.password).with_context(|| {
+                format!("docker login to {} as `{}` (token from {}) failed", reg.host(), creds.username, creds.source)
+            })?;
+        }
+        // Keep the user's buildx builders (and the selected one).
+        let buildx_config =
+            if env.is_set("BUILDX_CONFIG") { None } else { user.map(|d| d.join("buildx")).filter(|d| d.is_dir()) };
+        Ok(DockerLogin { dir, buildx_config })
+    }
+
+    /// The environment that makes docker use these logins.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())];
+        if let Some(b) = &self.buildx_config {
+            env.push(("BUILDX_CONFIG".into(), b.display().to_string()));
+        }
+        env
+    }
+}
+
+/// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
+fn user_docker_config_dir(env: &dyn Env) -> Option<PathBuf> {
+    env.path("DOCKER_CONFIG").or_else(|| env.path("HOME").map(|h| h.join(".docker")))
+}
+
+/// Start the private config from the user's `config.json`, so builds keep
+/// the user's other logins (private base images, Docker Hub pulls) and
+/// settings; but without a credential store, and without credential helpers
+/// for the registries we log in to, so our logins land in this private file
+/// only, never in the user's keychain or helper.
+fn seed_config(dir: &Path, user: &Path, registries: &[(&Registry, &Credentials)]) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(user.join("config.json")) else { return Ok(()) };
+    let Ok(mut config) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("credsStore");
+        for key in ["credHelpers", "auths"] {
+            if let Some(map) = obj.get_mut(key).and_then(|h| h.as_object_mut()) {
+                for (reg, _) in registries {
+                    map.remove(reg.host());
+                }
+            }
+        }
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `ensure`'s summary: one row per image (what happened, how long it took,
+//! where it went), as a table on stderr or JSON on stdout, and the list of
+//! failures.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::ui;
+
+/// One image's line of the summary (also its `--json` object).
+#[derive(Serialize, Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub fingerprint: String,
+    pub spec: String,
+    pub publish: bool,
+    /// published | pushed | built | present | failed | skipped | timed-out
+    pub status: &'static str,
+    pub registries: Vec<String>,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Print the summary; then, if any image failed, the failures, and return
+/// false.
+pub fn print(rows: &[Row], json: bool) -> Result<bool> {
+    if json {
+        ui::result(&format!("{}\n", serde_json::to_string_pretty(rows)?));
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let detail = match (r.status, &r.error) {
+                    (_, Some(e)) => e.lines().next().unwrap_or("").to_string(),
+                    ("pushed", None) => format!("to {}", r.registries.join(", ")),
+                    ("published", None) => "already in every registry".into(),
+                    ("present", None) => "not published (publish: false); already built locally".into(),
+                    ("built", None) => "built locally (publish: false)".into(),
+                    _ => String::new(),
+                };
+                let time = if r.seconds > 0.0 { format!("{:.1}s", r.seconds) } else { "-".into() };
+                vec![r.name.clone(), r.status.to_string(), time, detail]
+            })
+            .collect();
+        ui::table(&["image", "result", "time", "detail"], &table, &[false, false, true, false]);
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
+    if failed.is_empty() {
+        return Ok(true);
+    }
+    ui::error(format_args!("{} of {} image(s) did not complete:", failed.len(), rows.len()));
+    for r in failed {
+        ui::line(format_args!("  {}: {}", r.name, r.error.as_deref().unwrap_or("")));
+    }
+    Ok(false)
+}

@@ -1,0 +1,120 @@
+//! `cargo xtask mzbuild ...`: each subcommand's flags become the engine's
+//! options, and the engine does the rest.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use mzbuild::{build, introspect, publish, ui, Ctx, Options, ProcessEnv, Status};
+
+use crate::flags::{self, Command, GlobalArgs};
+
+impl flags::Mzbuild {
+    pub fn run(self) -> Result<Status> {
+        let ctx = load(&self.global)?;
+        match self.command {
+            Command::List(c) => c.run(&ctx),
+            Command::Fingerprint(c) => c.run(&ctx),
+            Command::Spec(c) => c.run(&ctx),
+            Command::Describe(c) => c.run(&ctx),
+            Command::Graph(c) => c.run(&ctx),
+            Command::Build(c) => c.run(&ctx),
+            Command::Acquire(c) => c.run(&ctx),
+            Command::Ensure(c) => c.run(&ctx),
+            Command::Check(c) => c.run(&ctx),
+            Command::Run(c) => c.run(&ctx),
+        }
+    }
+}
+
+/// The context of every mzbuild command: the repository (`--root`, else
+/// `$MZ_ROOT`, else this workspace), settings and naming.
+pub fn load(global: &GlobalArgs) -> Result<Ctx> {
+    Ctx::load(&options(global)?, workspace_root(), Box::new(ProcessEnv))
+}
+
+pub fn options(global: &GlobalArgs) -> Result<Options> {
+    Ok(Options {
+        root: global.root.clone(),
+        profile: mzbuild::profile_flag(global.release, global.optimized, global.dev)?,
+        arch: global.arch.clone(),
+        coverage: global.coverage,
+        sanitizer: global.sanitizer.clone(),
+        image_registry: global.image_registry.clone(),
+        image_prefix: global.image_prefix.clone(),
+        strict: global.strict,
+    })
+}
+
+/// The workspace that holds this xtask.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Print a read-only command's result.
+fn print(text: Result<String>) -> Result<Status> {
+    ui::result(&text?);
+    Ok(Status::Success)
+}
+
+impl flags::List {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        print(introspect::list(ctx, self.json))
+    }
+}
+
+impl flags::Fingerprint {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        print(introspect::fingerprint(ctx, &self.image))
+    }
+}
+
+impl flags::Spec {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        print(introspect::spec(ctx, &self.image))
+    }
+}
+
+impl flags::Describe {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        print(introspect::describe(ctx, &self.image, self.transitive))
+    }
+}
+
+impl flags::Graph {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        print(Ok(introspect::graph(ctx)))
+    }
+}
+
+impl flags::Build {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        build::build(ctx, &self.images, self.force, &self.pool.options())
+    }
+}
+
+impl flags::Acquire {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        let fps = build::acquire(ctx, &self.images, &self.pool.options())?;
+        let specs: String =
+            self.images.iter().map(|i| format!("{}\n", ctx.naming.spec(i, &fps[i].fingerprint))).collect();
+        print(Ok(specs))
+    }
+}
+
+impl flags::Ensure {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json)
+    }
+}
+
+impl flags::Check {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        publish::check::check(ctx, &self.images)
+    }
+}
+
+impl flags::Run {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        build::run(ctx, &self.image, &self.args, &self.pool.options())
+    }
+}
