@@ -3,8 +3,9 @@
 #
 # On a Debian 12 (bookworm) machine, as root, without systemd and without any
 # network except the Debian package mirrors, this script idempotently:
-#   * installs docker.io, docker-registry, apache2-utils (htpasswd) and
-#     binutils (strip) and busybox-static (RUN steps in test images) from bookworm, then docker-buildx (0.13) together with
+#   * installs docker.io, docker-registry, apache2-utils (htpasswd),
+#     binutils (strip), busybox-static (RUN steps in test images) and openssl
+#     (token signing keys in tests) from bookworm, then docker-buildx (0.13) together with
 #     docker-cli and docker.io (engine 26.1) from a *pinned* trixie apt source
 #     (only packages asked for with `-t trixie` come from trixie; libc6 etc.
 #     stay at bookworm's versions);
@@ -126,6 +127,9 @@ install_packages() {
     # A static busybox: lets tests give `FROM scratch` images RUN steps.
     [ -x /bin/busybox ] || need+=(busybox-static)
     command -v curl >/dev/null 2>&1 || need+=(curl)
+    # The token-auth registry of the tests makes its signing key and
+    # certificate with the openssl CLI.
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
     command -v flock >/dev/null 2>&1 || need+=(util-linux)
     # buildx comes from trixie together with trixie's engine and CLI (26.1.x):
     # bookworm's docker.io 20.10 has a far older built-in BuildKit.

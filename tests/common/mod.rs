@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod token_registry;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
