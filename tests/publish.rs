@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::docker::Recorder;
 use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
 use common::{run, Output, TempRepo};
 
@@ -118,31 +119,9 @@ impl Fixture {
 
     /// Run `cmd` (from `command`) as `mz_recording` does.
     fn run_recording(&self, cmd: &mut Command) -> (Output, Vec<Vec<String>>) {
-        let record = self.repo.scratch().join(format!("docker-calls-{}", unique()));
-        let wrapper = self.repo.scratch().join("docker-wrapper");
-        if !wrapper.exists() {
-            let docker = run(Command::new("sh").args(["-c", "command -v docker"]));
-            assert_eq!(docker.code, Some(0), "no `docker` on PATH (run `bash ci/stack.sh up`)\n{docker}");
-            let script = format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n",
-                docker.stdout.trim()
-            );
-            std::fs::write(&wrapper, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        cmd.env("MZ_DOCKER", &wrapper).env("MZ_TEST_DOCKER_RECORD", &record);
-        let out = run(cmd);
-        let calls = std::fs::read_to_string(&record).unwrap_or_default();
-        let builds = calls
-            .lines()
-            .filter(|l| l.starts_with("buildx build "))
-            .map(|l| {
-                let words: Vec<&str> = l.split(' ').collect();
-                words.windows(2).filter(|w| w[0] == "-t").map(|w| w[1].to_string()).collect()
-            })
-            .collect();
-        (out, builds)
+        let recorder = Recorder::new(self.repo.scratch());
+        let out = run(recorder.apply(cmd));
+        (out, recorder.build_tags())
     }
 
     /// `ensure --json args...`: the output, its parsed rows, and the images

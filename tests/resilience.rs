@@ -30,6 +30,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::docker::{image_exists, local_images, Recorder};
 use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
 use common::{run, Output, TempRepo};
 
@@ -111,36 +112,6 @@ impl Drop for Fixture {
             let _ = Command::new("docker").arg("rmi").args(&mine).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
     }
-}
-
-/// `repo:tag` of every image in the local engine.
-fn local_images() -> Vec<String> {
-    let out = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-    assert_eq!(out.code, Some(0), "docker image ls\n{out}");
-    out.stdout.lines().map(str::to_string).collect()
-}
-
-fn image_exists(reference: &str) -> bool {
-    run(Command::new("docker").args(["image", "inspect", "--format", "ok", reference])).code == Some(0)
-}
-
-/// The `docker` CLI on PATH.
-fn docker_path() -> String {
-    let out = run(Command::new("sh").args(["-c", "command -v docker"]));
-    assert_eq!(out.code, Some(0), "no `docker` on PATH (run `bash ci/stack.sh up`)\n{out}");
-    out.stdout.trim().to_string()
-}
-
-/// A wrapper around the real `docker` (in `dir`) that appends each
-/// invocation's arguments, one line each, to `$MZ_TEST_DOCKER_RECORD`.
-fn recording_wrapper(dir: &Path) -> PathBuf {
-    let wrapper = dir.join("docker-wrapper");
-    let script =
-        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n", docker_path());
-    std::fs::write(&wrapper, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper
 }
 
 /// `ps -eo args`, one process per line.
@@ -515,10 +486,8 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     // Coarse file-system timestamps must not hide a rewrite.
     std::thread::sleep(Duration::from_millis(1100));
 
-    let record = fx.repo.scratch().join("docker-calls");
-    let wrapper = recording_wrapper(fx.repo.scratch());
-    let out =
-        run(fx.command(&["acquire", "app", "tool"]).env("MZ_DOCKER", &wrapper).env("MZ_TEST_DOCKER_RECORD", &record));
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(&mut fx.command(&["acquire", "app", "tool"])));
     assert_eq!(out.ok(), format!("{}\n{}\n", specs["app"], specs["tool"]), "{out}");
     for line in ["mzbuild: base: pulled", "mzbuild: app: pulled", "mzbuild: building tool (log: "] {
         assert!(out.stderr.lines().any(|l| l.starts_with(line)), "no `{line}`\n{out}");
@@ -531,7 +500,7 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     }
 
     // The docker calls: two pulls, one local build (of tool), no push.
-    let calls = std::fs::read_to_string(&record).unwrap_or_default();
+    let calls = recorder.calls().join("\n");
     let mut pulls: Vec<&str> = calls.lines().filter(|l| l.starts_with("pull ")).collect();
     pulls.sort();
     assert_eq!(pulls, [format!("pull --quiet {}", specs["app"]), format!("pull --quiet {}", specs["base"])], "{calls}");

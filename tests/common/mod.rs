@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod registry;
 pub mod token_registry;
 
