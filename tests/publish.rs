@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::docker::Recorder;
-use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
-use common::{run, Output, TempRepo};
+use common::registry::{
+    cargo_toml, catalog, delete_manifest, manifest_digest, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER,
+};
+use common::{run, run_measured, Output, TempRepo};
 
 /// The variable the fixture's `Cargo.toml` names as the auth registry's token.
 const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
@@ -176,11 +178,6 @@ impl Fixture {
 
     fn spec(&self, image: &str) -> String {
         self.mz(&["spec", image]).ok().trim_end().to_string()
-    }
-
-    /// HTTP status of `HEAD` on `image`'s current tag in registry `url`.
-    fn status_in(&self, url: &str, image: &str) -> String {
-        manifest_status(url, image, &self.fingerprint(image))
     }
 
     /// `"name: <plain> <auth>"` per image: the HTTP status of its current tag
@@ -441,17 +438,21 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     out.ok();
     assert_eq!(
         fx.summary(&rows),
-        "base pushed [extra]\n\
-         left pushed [extra]\n\
+        "base copied [extra]\n\
+         left copied [extra]\n\
          local-only present []\n\
-         right pushed [extra]\n\
-         top pushed [extra]\n",
+         right copied [extra]\n\
+         top copied [extra]\n",
         "{out}"
     );
-    // Pushed to the extra registry only: the others are not pushed to again.
-    assert_eq!(builds, "extra/base\nextra/left\nextra/right\nextra/top\n", "{out}");
+    // Copied from the spec registry, not rebuilt; the others are not pushed to again.
+    assert_eq!(builds, "", "{out}");
+    assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
     for i in PUBLISHED {
-        assert_eq!(fx.status_in(&fx.extra_url(), i), "200", "{i} is not in the extra registry");
+        let tag = format!("mzbuild-{}", fps[i]);
+        let digest = manifest_digest(&fx.plain_url(), i, &tag);
+        assert!(digest.is_some(), "{i} is not in the plain registry");
+        assert_eq!(manifest_digest(&fx.extra_url(), i, &tag), digest, "{i}: the copy has another digest");
     }
     fx.mz(&["check"]).ok();
 }
@@ -634,30 +635,22 @@ fn unpublished_images_are_never_pushed_and_targets_limit_the_set() {
     assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
 }
 
-/// An image missing from one registry only is rebuilt and pushed there; its
-/// published dependencies are pulled from the registry specs point at, which
-/// needs a login there although nothing is pushed to it.
+/// An image that no registry has any more is rebuilt and pushed to both;
+/// its published dependencies are pulled from the registry specs point at,
+/// which needs a login there.
 #[test]
 fn a_rebuild_pulls_its_dependencies_from_the_spec_registry_with_a_login() {
     let fx = Fixture::new();
     // The auth registry first: specs (and FROM lines) point at it.
     fx.set_registries(&[fx.auth_entry(), fx.plain_entry()]);
     fx.mz(&["ensure"]).ok();
-    // Take `top` out of the plain registry (deletes are enabled there)...
-    let (host, path) = fx.plain_url().split_once('/').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
-    let manifest = format!("http://{host}/v2/{path}/top/manifests/mzbuild-{}", fx.fingerprint("top"));
-    let head = common::registry::curl(&["-I", "-H", common::registry::ACCEPT, &manifest], false);
-    let digest = head
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Docker-Content-Digest: ").or_else(|| l.strip_prefix("docker-content-digest: ")))
-        .unwrap_or_else(|| panic!("no digest for {manifest}\n{head}"))
-        .trim()
-        .to_string();
-    let url = format!("http://{host}/v2/{path}/top/manifests/{digest}");
-    let del = common::registry::curl(&["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", &url], false);
-    assert_eq!(del.stdout, "202", "DELETE {url}\n{del}");
-    assert_eq!(manifest_status(&fx.plain_url(), "top", &fx.fingerprint("top")), "404");
+    // Take `top` out of both registries (deletes are enabled there)...
+    let tag = format!("mzbuild-{}", fx.fingerprint("top"));
+    for url in [fx.plain_url(), fx.auth_url()] {
+        let digest = manifest_digest(&url, "top", &tag).unwrap_or_else(|| panic!("top is not in {url}"));
+        delete_manifest(&url, "top", &digest);
+        assert_eq!(manifest_digest(&url, "top", &tag), None);
+    }
     // ...and every image of the fixture out of the local engine, so the
     // rebuild of `top` must pull `left` and `right` from the auth registry.
     let local = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
@@ -665,12 +658,147 @@ fn a_rebuild_pulls_its_dependencies_from_the_spec_registry_with_a_login() {
     assert!(!mine.is_empty());
     assert_eq!(run(Command::new("docker").arg("rmi").args(&mine)).code, Some(0));
 
-    let (out, rows, _) = fx.ensure_json(&[]);
+    let (out, rows, builds) = fx.ensure_json(&[]);
     out.ok();
     assert_eq!(
         fx.summary(&rows),
-        "base published []\nleft published []\nlocal-only built []\nright published []\ntop pushed [plain]\n",
+        "base published []\nleft published []\nlocal-only built []\nright published []\ntop pushed [auth, plain]\n",
         "{out}"
     );
-    assert_eq!(manifest_status(&fx.plain_url(), "top", &fx.fingerprint("top")), "200");
+    assert_eq!(builds, "auth/local-only\nauth/top plain/top\n", "{out}");
+    assert_eq!(fx.presence(&["top"]), "top: 200 200\n");
+}
+
+/// A fixture whose images are in the plain registry only, then configured
+/// for both: `ensure` fills the gap by copying, with no build.
+#[test]
+fn a_gap_is_filled_by_copying_with_the_same_digest_and_no_build() {
+    let fx = Fixture::new();
+    fx.set_registries(&[fx.plain_entry()]);
+    fx.mz(&["ensure"]).ok();
+    // The auth registry first: the spec registry lacks everything, and the
+    // copies come from the second registry.
+    fx.set_registries(&[fx.auth_entry(), fx.plain_entry()]);
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(&mut fx.command(&["ensure", "--json"])));
+    out.ok();
+    let rows = parse_rows(&out);
+    assert_eq!(
+        fx.summary(&rows),
+        "base copied [auth]\nleft copied [auth]\nlocal-only built []\nright copied [auth]\ntop copied [auth]\n",
+        "{out}"
+    );
+    // The only build: local-only (publish: false), whose spec now names the
+    // auth registry, for the local engine.
+    assert_eq!(recorder.build_tags(), [[fx.spec("local-only")]], "ensure built a publishable image\n{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+        assert_eq!(row["from"], fx.plain_url(), "{row}");
+        // Each image streams its own layer (and config); the registries are two
+        // hosts, so nothing is mounted across them.
+        assert!(row["bytes_copied"].as_u64().unwrap() > 100, "{row}");
+    }
+    for i in PUBLISHED {
+        let tag = format!("mzbuild-{}", fx.fingerprint(i));
+        let digest = manifest_digest(&fx.plain_url(), i, &tag);
+        assert!(digest.is_some());
+        assert_eq!(manifest_digest(&fx.auth_url(), i, &tag), digest, "{i}: the copy has another digest");
+    }
+    // Nothing left to do.
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(
+        fx.summary(&rows),
+        "base published []\nleft published []\nlocal-only present []\nright published []\ntop published []\n",
+        "{out}"
+    );
+    assert_eq!(builds, "", "{out}");
+    fx.mz(&["check"]).ok();
+}
+
+/// Two registry paths on one registry; one gets another build of `base`
+/// under the same tag (what an agent without a warm build cache pushes):
+/// `check` reports the drift, `ensure` leaves it alone, `repair` re-points
+/// the tag at the spec registry's content.
+#[test]
+fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
+    let fx = Fixture::new();
+    fx.set_registries(&[fx.plain_entry(), format!("{{ url = \"{}\" }}", fx.extra_url())]);
+    fx.mz(&["ensure"]).ok();
+    let tag = format!("mzbuild-{}", fx.fingerprint("base"));
+    let good = manifest_digest(&fx.plain_url(), "base", &tag).expect("base is published");
+    assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag).as_ref(), Some(&good));
+    // Another build of base (a label makes its config, so its digest, differ).
+    let drifted_ref = format!("{}/base:{tag}", fx.extra_url());
+    let build = run(Command::new("docker")
+        .args(["buildx", "build", "--quiet", "--label", "drift=yes", "--push", "-t", &drifted_ref])
+        .arg(fx.repo.path("images/base")));
+    assert_eq!(build.code, Some(0), "{build}");
+    let bad = manifest_digest(&fx.extra_url(), "base", &tag).unwrap();
+    assert_ne!(bad, good);
+    let _ = run(Command::new("docker").args(["rmi", &drifted_ref]));
+
+    let out = fx.mz(&["check"]);
+    let stderr = failure(&out);
+    assert_eq!(out.stdout, format!("{drifted_ref} {bad} (drift: {} has {good})\n", fx.plain_url()), "{out}");
+    assert!(stderr.contains("1 of 4 publishable image(s) have drifted"), "{out}");
+    assert!(stderr.contains("cargo xtask mzbuild repair base"), "{out}");
+
+    // ensure never overwrites a tag: it warns, copies nothing, builds nothing.
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert!(rows.iter().all(|r| matches!(r.status.as_str(), "published" | "present")), "{out}");
+    assert_eq!(builds, "", "{out}");
+    assert!(out.stderr.contains("warning: base: its tag names different content in"), "{out}");
+    assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(bad.clone()));
+
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(&mut fx.command(&["repair", "--json"])));
+    out.ok();
+    assert_eq!(
+        fx.summary(&parse_rows(&out)),
+        "base repaired [extra]\nleft published []\nright published []\ntop published []\n",
+        "{out}"
+    );
+    assert_eq!(recorder.calls(), Vec::<String>::new(), "repair ran docker\n{out}");
+    assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(good.clone()));
+    assert_eq!(manifest_digest(&fx.plain_url(), "base", &tag), Some(good));
+    fx.mz(&["check"]).ok();
+    // Nothing left to repair.
+    let out = fx.mz(&["repair", "--json"]);
+    out.ok();
+    assert!(parse_rows(&out).iter().all(|r| r.status == "published"), "{out}");
+}
+
+/// A 100 MB layer (random bytes, so compression cannot shrink it) is copied
+/// between the two registries with the copying process's peak memory well
+/// below the layer's size: blobs are streamed, never held.
+#[test]
+fn a_large_layer_is_copied_in_bounded_memory() {
+    let fx = Fixture::new();
+    fx.repo
+        .write("images/big/mzbuild.yml", "name: big\n")
+        .write("images/big/Dockerfile", "FROM scratch\nCOPY big.bin /big.bin\n");
+    let mut random = std::fs::File::open("/dev/urandom").unwrap();
+    let mut file = std::fs::File::create(fx.repo.path("images/big/big.bin")).unwrap();
+    let copied = std::io::copy(&mut std::io::Read::take(&mut random, 100 << 20), &mut file).unwrap();
+    assert_eq!(copied, 100 << 20);
+    drop(file);
+    fx.set_registries(&[fx.plain_entry()]);
+    fx.mz(&["ensure", "big"]).ok();
+    let _ = run(Command::new("docker").args(["rmi", &fx.spec("big")]));
+
+    fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
+    let (out, peak) = run_measured(&mut fx.command(&["ensure", "--json", "big"]));
+    out.ok();
+    assert_eq!(fx.summary(&parse_rows(&out)), "big copied [auth]\n", "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let bytes = json[0]["bytes_copied"].as_u64().unwrap();
+    assert!(bytes >= 100 << 20, "only {bytes} bytes copied\n{out}");
+    let tag = format!("mzbuild-{}", fx.fingerprint("big"));
+    let digest = manifest_digest(&fx.plain_url(), "big", &tag);
+    assert!(digest.is_some());
+    assert_eq!(manifest_digest(&fx.auth_url(), "big", &tag), digest);
+    eprintln!("peak RSS of the copying ensure: {:.1} MB for {bytes} bytes", peak as f64 / 1e6);
+    assert!(peak < 64 << 20, "peak RSS {peak} bytes copying {bytes} bytes\n{out}");
 }

@@ -65,6 +65,46 @@ pub fn run(cmd: &mut Command) -> Output {
     }
 }
 
+/// Run `cmd` to completion like `run`, and measure it: the peak resident
+/// set size of that process (its `ru_maxrss`, from `wait4` on it, so no
+/// other process of the test run counts), in bytes.
+#[track_caller]
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child does not know about
+pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: wait4 writes into the struct we hand it; the child is ours and
+    // not waited for elsewhere (`child` is never waited on after this).
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed: {}", std::io::Error::last_os_error());
+        usage
+    };
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let output = Output {
+        code,
+        stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
+    };
+    // Linux reports ru_maxrss in kilobytes.
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
 /// The real `xtask` binary with `args`, with the settings environment
 /// (`SETTINGS_ENV`) removed. Add `.env(..)` / `.current_dir(..)` as needed.
 pub fn xtask_command<I, S>(args: I) -> Command

@@ -84,3 +84,35 @@ pub fn catalog(url: &str) -> Vec<String> {
         .filter(|r| r.starts_with(&format!("{path}/")))
         .collect()
 }
+
+/// The `Docker-Content-Digest` of `HEAD /v2/<path>/<image>/manifests/<tag>`
+/// on the registry of `url` (`host:port/path`), or `None` when it is not
+/// there.
+pub fn manifest_digest(url: &str, image: &str, tag: &str) -> Option<String> {
+    let (host, path) = url.split_once('/').unwrap();
+    let endpoint = format!("http://{host}/v2/{path}/{image}/manifests/{tag}");
+    let out = curl(&["-I", "-H", ACCEPT, &endpoint], host == AUTH);
+    assert_eq!(out.code, Some(0), "curl {endpoint} failed\n{out}");
+    let status = out.stdout.split_whitespace().nth(1).unwrap_or_default();
+    match status {
+        "200" => {
+            let digest = out.stdout.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("docker-content-digest").then(|| value.trim().to_string())
+            });
+            Some(digest.unwrap_or_else(|| panic!("no digest for {endpoint}\n{out}")))
+        }
+        "404" => None,
+        s => panic!("HTTP {s} for HEAD {endpoint}\n{out}"),
+    }
+}
+
+/// `DELETE` the manifest `digest` of `<path>/<image>` on the registry of
+/// `url` (deletes are enabled on the stack's registries); its tags go with
+/// it.
+pub fn delete_manifest(url: &str, image: &str, digest: &str) {
+    let (host, path) = url.split_once('/').unwrap();
+    let endpoint = format!("http://{host}/v2/{path}/{image}/manifests/{digest}");
+    let out = curl(&["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", &endpoint], host == AUTH);
+    assert_eq!(out.stdout, "202", "DELETE {endpoint}\n{out}");
+}

@@ -71,6 +71,7 @@ pub enum Command {
     Acquire(Acquire),
     Ensure(Ensure),
     Check(Check),
+    Repair(Repair),
     Run(Run),
 }
 
@@ -128,7 +129,8 @@ pub struct Acquire {
     pub pool: PoolArgs,
 }
 
-/// Build and push every image that is not yet in every registry (the CI entry point).
+/// Publish every image that is not yet in every registry (the CI entry point): copy it from a
+/// registry that has it, build and push it only when none has it. Never overwrites a tag.
 #[derive(Args, Debug)]
 pub struct Ensure {
     /// Images to ensure, with their dependencies (default: all).
@@ -140,11 +142,24 @@ pub struct Ensure {
     pub pool: PoolArgs,
 }
 
-/// Exit 0 if every publishable image is in every registry; list what is missing. Builds nothing.
+/// Exit 0 if every publishable image is in every registry with the same digest; list what is
+/// missing or has drifted. Builds nothing.
 #[derive(Args, Debug)]
 pub struct Check {
     /// Images to check, with their dependencies (default: all).
     pub images: Vec<String>,
+}
+
+/// Make every registry hold the same content under each tag: re-point drifted tags (and fill
+/// gaps) by copying from the spec registry, else the first registry that has the tag. Builds
+/// nothing.
+#[derive(Args, Debug)]
+pub struct Repair {
+    /// Images to repair, with their dependencies (default: all).
+    pub images: Vec<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Acquire an image, then `docker run --rm --init` it with ARGS.

@@ -21,6 +21,7 @@ impl flags::Mzbuild {
             Command::Acquire(c) => c.run(&ctx),
             Command::Ensure(c) => c.run(&ctx),
             Command::Check(c) => c.run(&ctx),
+            Command::Repair(c) => c.run(&ctx),
             Command::Run(c) => c.run(&ctx),
         }
     }
@@ -110,6 +111,12 @@ impl flags::Ensure {
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         publish::check::check(ctx, &self.images)
+    }
+}
+
+impl flags::Repair {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        publish::repair::repair(ctx, &self.images, self.json)
     }
 }
 

@@ -15,7 +15,8 @@
 //! 5. [`plan`]: what to do for each image, from fingerprints, registry
 //!    status and local images (pure);
 //! 6. [`build`]: the worker pool, `docker buildx`, the local commands;
-//! 7. [`publish`]: registries, their HTTP API, logins, `ensure` and `check`.
+//! 7. [`publish`]: registries, their HTTP API, copies between them, logins,
+//!    `ensure`, `check` and `repair`.
 //!
 //! Beside them: [`introspect`] (read-only commands), [`process`] (children
 //! and what a signal must undo), [`env`] (the injected environment) and

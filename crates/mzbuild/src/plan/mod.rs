@@ -1,7 +1,14 @@
-//! The planner: from what is known (fingerprints, what each registry has,
-//! what the local engine has) to what to do for each image. Pure: no I/O,
-//! no Docker; `build`, `acquire` and `ensure` all plan here, and the tests
-//! below pin every decision.
+//! The planner: from what is known (fingerprints, what each registry holds
+//! under each tag, what the local engine has) to what to do for each image.
+//! Pure: no I/O, no Docker; `build`, `acquire`, `ensure` and `repair` all
+//! plan here, and the tests below pin every decision.
+//!
+//! A content-addressed tag must name one content everywhere: an image that
+//! some registry has is copied (registry to registry, same bytes) to the
+//! ones that lack it, and built only when no registry has it; a tag that
+//! exists is never overwritten, except by `repair`, which points drifted
+//! tags (same tag, different digests) back at the reference registry's
+//! content.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,16 +27,44 @@ pub enum Goal {
     /// Have every publishable image in every registry, and the others in
     /// the local engine.
     Ensure,
+    /// Make every registry hold the reference registry's content (see
+    /// [`source`]) under each publishable image's tag, by copying; never
+    /// builds.
+    Repair,
 }
+
+/// What the registries hold under one tag: for each registry (by index
+/// into `Naming::registries`), the digest of its manifest, or `None` when
+/// it lacks the tag.
+pub type Held = Vec<Option<String>>;
 
 /// What is known about the world.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    /// For each publishable image, the registries (indices into
-    /// `Naming::registries`) that lack its tag. Only `Ensure` needs it.
-    pub missing: BTreeMap<String, Vec<usize>>,
+    /// For each publishable image, what the registries hold under its tag
+    /// (an image without an entry is in no registry). `Ensure` and `Repair`
+    /// need it.
+    pub published: BTreeMap<String, Held>,
     /// Image references present in the local engine (`repo:tag`).
     pub local: BTreeSet<String>,
+}
+
+/// The registry whose content is the reference for a tag: the spec
+/// registry (index 0) when it has the tag, else the first that has it.
+pub fn source(held: &[Option<String>]) -> Option<usize> {
+    held.iter().position(Option::is_some)
+}
+
+/// The registries that lack the tag.
+pub fn lacking(held: &[Option<String>], registries: usize) -> Vec<usize> {
+    (0..registries).filter(|r| held.get(*r).is_none_or(Option::is_none)).collect()
+}
+
+/// The registries whose digest differs from the reference registry's
+/// ([`source`]): the same tag naming different content.
+pub fn drifted(held: &[Option<String>]) -> Vec<usize> {
+    let Some(reference) = source(held).and_then(|r| held[r].as_ref()) else { return vec![] };
+    held.iter().enumerate().filter(|(_, d)| d.as_ref().is_some_and(|d| d != reference)).map(|(r, _)| r).collect()
 }
 
 /// What to do for one image.
@@ -45,6 +80,11 @@ pub enum Action {
     Load,
     /// Build it and push it, in one step, to these registries.
     Push { registries: Vec<usize> },
+    /// Copy it through the registry API from registry `from`, which has it,
+    /// to registries `to` (no build: the same bytes, the same digest).
+    Copy { from: usize, to: Vec<usize> },
+    /// Nothing (`repair`): no registry has it; `ensure` builds it.
+    Unpublished,
 }
 
 impl Action {
@@ -68,7 +108,7 @@ impl Step<'_> {
     /// The tags a build of this step produces.
     pub fn tags(&self, naming: &Naming) -> Vec<String> {
         match &self.action {
-            Action::Push { registries } => registries
+            Action::Push { registries } | Action::Copy { to: registries, .. } => registries
                 .iter()
                 .map(|r| naming.registries[*r].reference(&naming.prefix, &self.image.name, &self.fingerprint.tag()))
                 .collect(),
@@ -85,12 +125,15 @@ pub fn plan<'a>(
     goal: &Goal,
     facts: &Facts,
 ) -> Vec<Step<'a>> {
+    let n = naming.registries.len();
     images
         .iter()
         .map(|image| {
             let fingerprint = fps[&image.name].fingerprint;
             let spec = naming.spec(&image.name, &fingerprint);
             let local = facts.local.contains(&spec);
+            let held = facts.published.get(&image.name).map(Vec::as_slice).unwrap_or_default();
+            let lack = lacking(held, n);
             let action = match goal {
                 Goal::Build { force } if force.contains(&image.name) => Action::Load,
                 Goal::Build { .. } if local => Action::Present,
@@ -98,12 +141,26 @@ pub fn plan<'a>(
                 Goal::Acquire if local => Action::Present,
                 Goal::Acquire if image.config.publish => Action::PullOrBuild,
                 Goal::Acquire => Action::Load,
-                Goal::Ensure if image.config.publish => match facts.missing.get(&image.name) {
-                    Some(regs) if !regs.is_empty() => Action::Push { registries: regs.clone() },
-                    _ => Action::Published,
+                Goal::Ensure if image.config.publish => match source(held) {
+                    _ if lack.is_empty() => Action::Published,
+                    Some(from) => Action::Copy { from, to: lack },
+                    None => Action::Push { registries: lack },
                 },
                 Goal::Ensure if local => Action::Present,
                 Goal::Ensure => Action::Load,
+                Goal::Repair => match source(held) {
+                    None => Action::Unpublished,
+                    Some(from) => {
+                        let mut to = lack;
+                        to.extend(drifted(held));
+                        to.sort_unstable();
+                        if to.is_empty() {
+                            Action::Published
+                        } else {
+                            Action::Copy { from, to }
+                        }
+                    }
+                },
             };
             Step { image, fingerprint, spec, action }
         })
@@ -143,6 +200,17 @@ mod tests {
 
     /// The plan, one line per image: `name: action [tags]`.
     fn show(goal: Goal, facts: &Facts) -> String {
+        show_with(goal, facts, naming())
+    }
+
+    /// `show`, with a third registry `r2/s`; no tags.
+    fn show3(goal: Goal, facts: &Facts) -> String {
+        let mut n = naming();
+        n.registries.push(Registry::anonymous("r2/s"));
+        show_with(goal, facts, n).lines().map(|l| format!("{}\n", l.split(" r").next().unwrap())).collect()
+    }
+
+    fn show_with(goal: Goal, facts: &Facts, n: Naming) -> String {
         let images = [image("a", true), image("b", true), image("local", false)];
         let refs: Vec<&Image> = images.iter().collect();
         let fps: BTreeMap<String, Fingerprinted> = images
@@ -150,40 +218,82 @@ mod tests {
             .enumerate()
             .map(|(i, im)| (im.name.clone(), Fingerprinted { fingerprint: Fingerprint([i as u8; 20]), inputs: vec![] }))
             .collect();
-        let n = naming();
         plan(&refs, &fps, &n, &goal, facts)
             .iter()
             .map(|s| {
-                let tags = if s.action.builds() { format!(" {}", s.tags(&n).join(" ")) } else { String::new() };
+                let shows_tags = s.action.builds() || matches!(s.action, Action::Copy { .. });
+                let tags = if shows_tags { format!(" {}", s.tags(&n).join(" ")) } else { String::new() };
                 format!("{}: {:?}{tags}\n", s.image.name, s.action)
             })
             .collect()
     }
 
+    /// What the registries hold: `held("a", &["x", ""])` = registry 0 has
+    /// digest `sha256:x`, registry 1 lacks the tag.
+    fn held(name: &str, digests: &[&str]) -> (String, Held) {
+        let held = digests.iter().map(|d| (!d.is_empty()).then(|| format!("sha256:{d}"))).collect();
+        (name.to_string(), held)
+    }
+
     #[test]
-    fn ensure_pushes_exactly_what_registries_lack() {
+    fn ensure_pushes_only_what_no_registry_has_and_copies_the_rest() {
         let facts = Facts {
-            missing: [("b".to_string(), vec![1])].into(),
+            published: [held("a", &["x", "x"]), held("b", &["y", ""])].into(),
             local: [naming().spec("local", &Fingerprint([2; 20]))].into(),
         };
         expect_test::expect![[r#"
             a: Published
-            b: Push { registries: [1] } r1/q/b:mzbuild-AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB
+            b: Copy { from: 0, to: [1] } r1/q/b:mzbuild-AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB
             local: Present
         "#]]
         .assert_eq(&show(Goal::Ensure, &facts));
-        let facts = Facts { missing: [("a".to_string(), vec![0, 1])].into(), local: BTreeSet::new() };
+        // Nobody has `a` (no entry at all, or an entry of gaps): built once,
+        // pushed to both. Only the second registry has `b`: copied from it.
+        let facts = Facts { published: [held("b", &["", "y"])].into(), local: BTreeSet::new() };
         expect_test::expect![[r#"
             a: Push { registries: [0, 1] } r0/p/a:mzbuild-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA r1/q/a:mzbuild-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+            b: Copy { from: 1, to: [0] } r0/p/b:mzbuild-AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB
+            local: Load r0/p/local:mzbuild-AIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQC
+        "#]]
+        .assert_eq(&show(Goal::Ensure, &facts));
+        let facts = Facts { published: [held("a", &["", ""])].into(), local: BTreeSet::new() };
+        assert!(show(Goal::Ensure, &facts).starts_with("a: Push { registries: [0, 1] }"));
+    }
+
+    #[test]
+    fn ensure_never_overwrites_and_repair_repoints_drift() {
+        // `a` drifted (same tag, two digests); `b` is the same everywhere.
+        let facts =
+            Facts { published: [held("a", &["x", "z"]), held("b", &["y", "y"])].into(), local: BTreeSet::new() };
+        expect_test::expect![[r#"
+            a: Published
             b: Published
             local: Load r0/p/local:mzbuild-AIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQC
         "#]]
         .assert_eq(&show(Goal::Ensure, &facts));
+        expect_test::expect![[r#"
+            a: Copy { from: 0, to: [1] } r1/q/a:mzbuild-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+            b: Published
+            local: Unpublished
+        "#]]
+        .assert_eq(&show(Goal::Repair, &facts));
+        // Without the tag in the spec registry, the first registry that has it
+        // is the reference: repair fills the gap and re-points the drift.
+        let three = |digests: &[&str]| Facts { published: [held("a", digests)].into(), local: BTreeSet::new() };
+        let line = |facts: &Facts| show3(Goal::Repair, facts).lines().next().unwrap().to_string();
+        assert_eq!(line(&three(&["", "x", "z"])), "a: Copy { from: 1, to: [0, 2] }");
+        assert_eq!(line(&three(&["w", "x", ""])), "a: Copy { from: 0, to: [1, 2] }");
+        assert_eq!(line(&three(&["", "", ""])), "a: Unpublished");
+        assert_eq!(drifted(&three(&["w", "x", "w"]).published["a"]), [1]);
+        assert_eq!(drifted(&three(&["", "x", "x"]).published["a"]), Vec::<usize>::new());
+        assert_eq!(lacking(&three(&["", "x", ""]).published["a"], 3), [0, 2]);
+        // A short entry lacks the registries it does not mention.
+        assert_eq!(lacking(&[Some("sha256:x".into())], 3), [1, 2]);
     }
 
     #[test]
     fn build_and_acquire_keep_what_is_local() {
-        let facts = Facts { missing: BTreeMap::new(), local: [naming().spec("a", &Fingerprint([0; 20]))].into() };
+        let facts = Facts { published: BTreeMap::new(), local: [naming().spec("a", &Fingerprint([0; 20]))].into() };
         expect_test::expect![[r#"
             a: Present
             b: Load r0/p/b:mzbuild-AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB

@@ -4,8 +4,16 @@
 //! or the bearer-token flow (anonymous or with credentials) that ghcr.io and
 //! Docker Hub use. Every request goes through one retry helper: network
 //! errors, 5xx and 429 are retried with backoff, 3 attempts in all.
+//!
+//! Blobs are streamed, never held in memory: [`Client::read_blob`] hands out
+//! the response body as a reader, and [`Client::finish_upload`] /
+//! [`Client::upload_chunk`] send a reader as the request body. A streamed
+//! body cannot be sent twice, so those two are single attempts (with the
+//! authentication the upload's start established); the caller retries the
+//! whole blob.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,7 +22,7 @@ use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ureq::http::{Method, Request, Response};
-use ureq::Body;
+use ureq::{Body, BodyReader, SendBody};
 
 use super::targets::Registry;
 use crate::env::Env;
@@ -74,11 +82,41 @@ pub struct Manifest {
     pub digest: Option<String>,
 }
 
+/// How a blob upload started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upload {
+    /// The registry mounted the blob from the other repository: done.
+    Mounted,
+    /// An upload session at this (absolute) URL.
+    At(String),
+}
+
+/// How a streamed upload request ended, when the registry answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Accepted; for a chunk, the URL of the session's next request.
+    Accepted(String),
+    /// The registry does not take a body this large, or this way (HTTP 413,
+    /// 405, 501): send it in smaller chunks.
+    BodyRefused(u16),
+}
+
+/// A blob's content, streamed from the registry.
+pub struct BlobReader {
+    /// `Content-Length`, when the registry sent one.
+    pub len: Option<u64>,
+    pub body: BodyReader<'static>,
+}
+
 /// One registry, with its credentials and the tokens it handed out.
 pub struct Client {
     pub registry: Registry,
     creds: Option<Credentials>,
     agent: ureq::Agent,
+    /// For requests whose body is streamed (blobs): no bound on the whole
+    /// request, which takes as long as the blob needs; connecting and the
+    /// answer's headers are bounded.
+    transfer_agent: ureq::Agent,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, String>>,
     /// Set once the registry asked for basic auth: later requests send the
@@ -100,6 +138,8 @@ struct Call<'a> {
     url: &'a str,
     headers: &'a [(&'a str, &'a str)],
     body: &'a [u8],
+    /// Its answer's body is streamed by the caller: use the transfer agent.
+    transfer: bool,
 }
 
 impl Client {
@@ -113,10 +153,17 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
+        let transfer_agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .build()
+            .into();
         Client {
             registry: registry.clone(),
             creds,
             agent,
+            transfer_agent,
             tokens: Mutex::new(HashMap::new()),
             basic: AtomicBool::new(false),
             base,
@@ -128,15 +175,20 @@ impl Client {
         self.creds.as_ref()
     }
 
-    /// Whether `repo:tag` exists (any manifest or index type).
-    pub fn manifest_exists(&self, repo: &str, tag: &str) -> Result<bool> {
-        let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
+    /// The digest of `repo:reference` (any manifest or index type), or
+    /// `None` if it is absent. From `Docker-Content-Digest` of a `HEAD`; a
+    /// registry that does not send it is asked for the manifest itself.
+    pub fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self.request(Method::HEAD, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
         match resp.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
+            200 => match header(&resp, "docker-content-digest") {
+                Some(d) => Ok(Some(d)),
+                None => Ok(self.get_manifest(repo, reference)?.map(|m| super::manifest::digest(&m.bytes))),
+            },
+            404 => Ok(None),
             s @ (401 | 403) => bail!(
-                "registry {} refused to say whether {repo}:{tag} exists (HTTP {s}): {}",
+                "registry {} refused to say whether {repo}:{reference} exists (HTTP {s}): {}",
                 self.registry.url,
                 self.auth_hint()
             ),
@@ -150,66 +202,160 @@ impl Client {
         let mut resp = self.request(Method::GET, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
         match resp.status().as_u16() {
             200 => {
-                let header = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let media_type = header("content-type").unwrap_or_default();
-                let digest = header("docker-content-digest");
+                let content_type = header(&resp, "content-type");
+                let digest = header(&resp, "docker-content-digest");
                 let bytes = resp.body_mut().with_config().limit(16 << 20).read_to_vec()?;
+                let media_type = super::manifest::media_type(content_type.as_deref(), &bytes);
                 Ok(Some(Manifest { media_type, bytes, digest }))
             }
             404 => Ok(None),
-            s => bail!("registry {}: HTTP {s} for GET {url}", self.registry.url),
+            s => bail!("registry {}: HTTP {s} for GET {url}{}", self.registry.url, error_detail(resp)),
         }
     }
 
-    /// Store `bytes` as `repo:reference` with `media_type`.
-    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+    /// Store `bytes` as `repo:reference` with `media_type`; the digest the
+    /// registry gives it.
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let resp = self.request(Method::PUT, &url, &push(repo), &[("Content-Type", media_type)], bytes)?;
         match resp.status().as_u16() {
-            200 | 201 => Ok(()),
-            s => bail!("registry {}: HTTP {s} for PUT {url}", self.registry.url),
+            200 | 201 => Ok(header(&resp, "docker-content-digest").unwrap_or_else(|| super::manifest::digest(bytes))),
+            s => bail!("registry {}: HTTP {s} for PUT {url}{}", self.registry.url, error_detail(resp)),
+        }
+    }
+
+    /// Whether blob `digest` is in `repo`.
+    pub fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let resp = self.request(Method::HEAD, &url, &push(repo), &[], b"")?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => bail!("registry {}: unexpected HTTP {s} for HEAD {url}", self.registry.url),
+        }
+    }
+
+    /// Start uploading a blob to `repo`. With `mount = (digest, from)`, ask
+    /// the registry to mount it from repository `from` of the same registry
+    /// instead; it may start an upload session all the same (it does not
+    /// have the blob there, or does not mount).
+    pub fn start_upload(&self, repo: &str, mount: Option<(&str, &str)>) -> Result<Upload> {
+        let (url, scope) = match mount {
+            Some((digest, from)) => (
+                format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", self.base, encode(digest), encode(from)),
+                format!("repository:{repo}:push,pull repository:{from}:pull"),
+            ),
+            None => (format!("{}/v2/{repo}/blobs/uploads/", self.base), push(repo)),
+        };
+        let resp = self.request(Method::POST, &url, &scope, &[], b"")?;
+        match resp.status().as_u16() {
+            201 if mount.is_some() => Ok(Upload::Mounted),
+            202 => match header(&resp, "location") {
+                Some(location) => Ok(Upload::At(self.absolute(&location))),
+                None => bail!("registry {}: no upload location in the answer to POST {url}", self.registry.url),
+            },
+            s => bail!("registry {}: HTTP {s} for POST {url}{}", self.registry.url, error_detail(resp)),
         }
     }
 
     /// Mount blob `digest` from repository `from` into `repo` (same
     /// registry); false if the registry did not mount it.
     pub fn mount_blob(&self, repo: &str, digest: &str, from: &str) -> Result<bool> {
-        let url = format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", self.base, encode(digest), encode(from));
-        let scope = format!("repository:{repo}:push,pull repository:{from}:pull");
-        let resp = self.request(Method::POST, &url, &scope, &[], b"")?;
-        Ok(resp.status().as_u16() == 201)
+        Ok(self.start_upload(repo, Some((digest, from)))? == Upload::Mounted)
     }
 
     /// Upload `data` as blob `digest` of `repo`, in one request (for small
     /// blobs: configs, seeds).
     pub fn upload_blob(&self, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
-        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let resp = self.request(Method::POST, &url, &push(repo), &[], b"")?;
-        let location = match resp.status().as_u16() {
-            202 => resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string),
-            _ => None,
-        };
-        let Some(location) = location else {
-            bail!("registry {}: HTTP {} for POST {url} (no upload location)", self.registry.url, resp.status());
-        };
-        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={}", encode(digest));
+        let Upload::At(location) = self.start_upload(repo, None)? else { unreachable!("no mount was asked for") };
+        let url = with_digest(&location, digest);
         let headers = [("Content-Type", "application/octet-stream")];
         let resp = self.request(Method::PUT, &url, &push(repo), &headers, data)?;
         match resp.status().as_u16() {
             201 => Ok(()),
-            s => bail!("registry {}: HTTP {s} for PUT of blob {digest} into {repo}", self.registry.url),
+            s => bail!(
+                "registry {}: HTTP {s} for PUT of blob {digest} into {repo}{}",
+                self.registry.url,
+                error_detail(resp)
+            ),
         }
     }
 
-    /// The blob `digest` of `repo`, read whole (for small blobs).
+    /// The blob `digest` of `repo`, read whole (for small blobs: configs).
     pub fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
         let mut resp = self.request(Method::GET, &url, &pull(repo), &[], b"")?;
         match resp.status().as_u16() {
             200 => Ok(resp.body_mut().with_config().limit(64 << 20).read_to_vec()?),
-            s => bail!("registry {}: HTTP {s} for GET {url}", self.registry.url),
+            s => bail!("registry {}: HTTP {s} for GET {url}{}", self.registry.url, error_detail(resp)),
+        }
+    }
+
+    /// The blob `digest` of `repo` as a stream (following the registry's
+    /// redirect to its storage, if any), uncompressed by nobody: the bytes
+    /// are exactly the blob's.
+    pub fn read_blob(&self, repo: &str, digest: &str) -> Result<BlobReader> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let call = Call {
+            method: Method::GET,
+            url: &url,
+            headers: &[("Accept-Encoding", "identity")],
+            body: b"",
+            transfer: true,
+        };
+        let resp = self.request_call(&call, &pull(repo))?;
+        match resp.status().as_u16() {
+            200 => {
+                let len = resp.body().content_length();
+                Ok(BlobReader { len, body: resp.into_body().into_reader() })
+            }
+            s => bail!("registry {}: HTTP {s} for GET {url}{}", self.registry.url, error_detail(resp)),
+        }
+    }
+
+    /// Finish the upload session at `location` with the whole blob: `size`
+    /// bytes of `body` (streamed; one attempt), stored as `digest` of `repo`
+    /// (the registry checks the digest). Or, for a session whose chunks were
+    /// all sent, `size` 0 and an empty body.
+    pub fn finish_upload(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &str,
+        size: u64,
+        body: &mut dyn Read,
+    ) -> Result<Sent> {
+        let url = with_digest(location, digest);
+        let headers = [("Content-Type", "application/octet-stream")];
+        let resp = self.send_stream(Method::PUT, &url, &push(repo), &headers, size, body)?;
+        match resp.status().as_u16() {
+            201 => Ok(Sent::Accepted(String::new())),
+            s @ (405 | 413 | 501) => Ok(Sent::BodyRefused(s)),
+            s => bail!(
+                "registry {}: HTTP {s} for PUT of blob {digest} into {repo}{}",
+                self.registry.url,
+                error_detail(resp)
+            ),
+        }
+    }
+
+    /// Send `len` bytes of `body` (streamed; one attempt) as the chunk at
+    /// `offset` of the upload session at `location`.
+    pub fn upload_chunk(&self, repo: &str, location: &str, offset: u64, len: u64, body: &mut dyn Read) -> Result<Sent> {
+        let range = format!("{offset}-{}", (offset + len).saturating_sub(1));
+        let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", range.as_str())];
+        let resp = self.send_stream(Method::PATCH, location, &push(repo), &headers, len, body)?;
+        match resp.status().as_u16() {
+            202 => match header(&resp, "location") {
+                Some(next) => Ok(Sent::Accepted(self.absolute(&next))),
+                None => bail!("registry {}: no upload location in the answer to a PATCH of {repo}", self.registry.url),
+            },
+            s @ (405 | 413 | 501) => Ok(Sent::BodyRefused(s)),
+            s => bail!(
+                "registry {}: HTTP {s} for PATCH of bytes {range} into {repo}{}",
+                self.registry.url,
+                error_detail(resp)
+            ),
         }
     }
 
@@ -250,13 +396,13 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response<Body>> {
-        let call = Call { method, url, headers, body };
-        let up_front = match &self.creds {
-            Some(c) if self.basic.load(Relaxed) => Some(basic(c)),
-            _ => self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(scope).map(|t| format!("Bearer {t}")),
-        };
+        self.request_call(&Call { method, url, headers, body, transfer: false }, scope)
+    }
+
+    fn request_call(&self, call: &Call<'_>, scope: &str) -> Result<Response<Body>> {
+        let up_front = self.known_auth(scope);
         let sent_basic = up_front.as_deref().is_some_and(|a| a.starts_with("Basic "));
-        let resp = self.send(&call, up_front.as_deref())?;
+        let resp = self.send(call, up_front.as_deref())?;
         if resp.status().as_u16() != 401 {
             return Ok(resp);
         }
@@ -265,7 +411,7 @@ impl Client {
             Auth::None => Ok(resp),
             Auth::Basic => match &self.creds {
                 Some(c) if !sent_basic => {
-                    let resp = self.send(&call, Some(&basic(c)))?;
+                    let resp = self.send(call, Some(&basic(c)))?;
                     if resp.status().as_u16() != 401 {
                         self.basic.store(true, Relaxed);
                     }
@@ -276,8 +422,49 @@ impl Client {
             Auth::Bearer { realm, service } => {
                 let Some(token) = self.fetch_token(&realm, service.as_deref(), scope)? else { return Ok(resp) };
                 self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.to_string(), token.clone());
-                self.send(&call, Some(&format!("Bearer {token}")))
+                self.send(call, Some(&format!("Bearer {token}")))
             }
+        }
+    }
+
+    /// The `Authorization` this client already knows works for `scope`:
+    /// basic auth once the registry asked for it, else a token it handed
+    /// out for that scope.
+    fn known_auth(&self, scope: &str) -> Option<String> {
+        match &self.creds {
+            Some(c) if self.basic.load(Relaxed) => Some(basic(c)),
+            _ => self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(scope).map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// One attempt of a request whose body is `len` bytes streamed from
+    /// `body`, with the authentication already established for `scope`.
+    fn send_stream(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        len: u64,
+        body: &mut dyn Read,
+    ) -> Result<Response<Body>> {
+        let mut req = Request::builder().method(method.clone()).uri(url).header("Content-Length", len.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = self.known_auth(scope) {
+            req = req.header("Authorization", a);
+        }
+        let req = req.body(SendBody::from_reader(body)).map_err(|e| anyhow!("building {method} {url}: {e}"))?;
+        self.transfer_agent.run(req).map_err(|e| anyhow!("registry {}: {method} {url}: {e}", self.registry.url))
+    }
+
+    /// `location` as an absolute URL (registries may answer with a path).
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_string()
         }
     }
 
@@ -292,7 +479,7 @@ impl Client {
             url.push_str(&format!("&service={}", encode(s)));
         }
         let auth = self.creds.as_ref().map(basic);
-        let call = Call { method: Method::GET, url: &url, headers: &[], body: b"" };
+        let call = Call { method: Method::GET, url: &url, headers: &[], body: b"", transfer: false };
         let mut resp = self
             .send(&call, auth.as_deref())
             .map_err(|e| anyhow!("registry {}: cannot get a token from {realm}: {e:#}", self.registry.url))?;
@@ -323,7 +510,8 @@ impl Client {
                 req = req.header("Authorization", a);
             }
             let req = req.body(call.body).map_err(|e| anyhow!("building {} {}: {e}", call.method, call.url))?;
-            let retry_reason = match self.agent.run(req) {
+            let agent = if call.transfer { &self.transfer_agent } else { &self.agent };
+            let retry_reason = match agent.run(req) {
                 Ok(resp) if retryable_status(resp.status().as_u16()) => format!("HTTP {}", resp.status()),
                 Ok(resp) => return Ok(resp),
                 Err(e) => e.to_string(),
@@ -340,6 +528,33 @@ impl Client {
             std::thread::sleep(self.retry_base * 2u32.pow(attempt));
         }
     }
+}
+
+fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `: CODE: message` from a registry's JSON error answer, when there is one.
+fn error_detail(mut resp: Response<Body>) -> String {
+    let Ok(text) = resp.body_mut().with_config().limit(64 << 10).read_to_string() else { return String::new() };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let errors: Vec<String> = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{}: {}", e["code"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+        .collect();
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", errors.join("; "))
+    }
+}
+
+/// An upload URL with the blob's digest added to its query.
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={}", encode(digest))
 }
 
 fn pull(repo: &str) -> String {

@@ -3,11 +3,15 @@
 //!
 //! Verify every registry's credentials (a wrong token fails before anything
 //! is built) -> ask every registry, in parallel, which images it already
-//! has -> plan -> log in once per registry into a private, temporary
-//! DOCKER_CONFIG (token on stdin) -> run the pre-images of the missing
-//! images in one batch -> build them on the worker pool, each with one
-//! `docker buildx build --push` tagged for the registries that lack it
-//! (retried on registry/network failures) -> summary.
+//! has (and their digests) -> plan -> copy the images that some registries
+//! have to the ones that lack them, through the registry API (the same
+//! bytes, no build) -> log in once per registry into a private, temporary
+//! DOCKER_CONFIG (token on stdin) -> run the pre-images of the images no
+//! registry has in one batch -> build them on the worker pool, each with one
+//! `docker buildx build --push` tagged for every registry (retried on
+//! registry/network failures) -> summary. A tag that a registry has is never
+//! overwritten; drift (one tag, different digests) is reported for
+//! `repair`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -15,6 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use super::client::Credentials;
+use super::copy::{copy_steps, show_bytes, Copied};
 use super::login::DockerLogin;
 use super::report::{self, Row};
 use super::targets::Registry;
@@ -22,7 +27,7 @@ use super::{clients, published_status};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions};
 use crate::fingerprint::fingerprint_all;
-use crate::plan::{self, Action, Facts, Goal, Step};
+use crate::plan::{self, Action, Facts, Goal, Held, Step};
 use crate::util::par_io;
 use crate::{ui, Ctx, Status};
 
@@ -46,7 +51,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
             bail!("{}\nnothing was built or pushed", errors.join("\n"));
         }
     }
-    let missing = published_status(ctx, &clients, &images, &fps)?;
+    let published = published_status(ctx, &clients, &images, &fps)?;
     let t_check = t0.elapsed() - t_fp;
     let mut engine_checked = false;
     let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
@@ -56,16 +61,35 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     } else {
         BTreeSet::new()
     };
-    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Ensure, &Facts { missing, local });
+    warn_drift(ctx, &published);
+    let facts = Facts { published, local };
+    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Ensure, &facts);
+    let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
     ui::progress(format_args!(
-        "{} image(s); fingerprints {:.0} ms, registry checks {:.0} ms; {} to build",
+        "{} image(s); fingerprints {:.0} ms, registry checks {:.0} ms; {} to copy; {} to build",
         images.len(),
         t_fp.as_secs_f64() * 1e3,
         t_check.as_secs_f64() * 1e3,
+        to_copy.len(),
         to_build.len()
     ));
+    // Copies first: builds pull their dependencies from the spec registry,
+    // which may be one that a copy fills.
+    let copies = run_copies(ctx, &clients, &to_copy);
+    let failed_copies: BTreeSet<&str> = copies.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.as_str()).collect();
     let mut outcomes = BTreeMap::new();
+    // Whatever is built from an image that could not be copied is not built.
+    let (to_build, blocked): (Vec<&Step>, Vec<&Step>) = to_build.into_iter().partition(|s| {
+        let deps = ctx.repo.resolve(std::slice::from_ref(&s.image.name)).unwrap_or_default();
+        !deps.iter().any(|d| failed_copies.contains(d.name.as_str()))
+    });
+    for s in blocked {
+        let deps = ctx.repo.resolve(std::slice::from_ref(&s.image.name)).unwrap_or_default();
+        let failed: Vec<&str> = deps.iter().map(|d| d.name.as_str()).filter(|d| failed_copies.contains(d)).collect();
+        let because = format!("dependency `{}` could not be copied", failed.join("`, `"));
+        outcomes.insert(s.image.name.clone(), Outcome::Skipped { because });
+    }
     if !to_build.is_empty() {
         if !engine_checked {
             ctx.docker.check_engine()?;
@@ -93,10 +117,16 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
             Some(DockerLogin::new(&ctx.docker, ctx.env.as_ref(), &with_creds)?)
         };
         let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
-        outcomes = build_images(ctx, &fps, &to_build, &docker, opts)?;
+        outcomes.extend(build_images(ctx, &fps, &to_build, &docker, opts)?);
     }
 
-    let rows: Vec<Row> = steps.iter().map(|s| row(ctx, s, outcomes.get(&s.image.name))).collect();
+    let rows: Vec<Row> = steps
+        .iter()
+        .map(|s| match copies.get(&s.image.name) {
+            Some(copied) => copy_row(ctx, s, "copied", copied),
+            None => row(ctx, s, outcomes.get(&s.image.name)),
+        })
+        .collect();
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }
@@ -104,10 +134,80 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     Ok(Status::Success)
 }
 
-fn row(ctx: &Ctx, step: &Step<'_>, outcome: Option<&Outcome<usize>>) -> Row {
+/// Run the copies of a plan, with a progress line per image.
+pub fn run_copies(
+    ctx: &Ctx,
+    clients: &[super::client::Client],
+    to_copy: &[&Step<'_>],
+) -> BTreeMap<String, std::result::Result<Copied, String>> {
+    if to_copy.is_empty() {
+        return BTreeMap::new();
+    }
+    ui::progress(format_args!(
+        "copying {} image(s) between registries: {}",
+        to_copy.len(),
+        to_copy.iter().map(|s| s.image.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    let copies = copy_steps(ctx, clients, to_copy);
+    for (name, result) in &copies {
+        match result {
+            Ok(c) => ui::progress(format_args!(
+                "{name}: copied {} ({} blob(s) streamed, {} mounted, {} already there)",
+                show_bytes(c.bytes),
+                c.streamed,
+                c.mounted,
+                c.present
+            )),
+            Err(e) => ui::progress(format_args!("{name}: copy FAILED: {}", e.lines().next().unwrap_or(""))),
+        }
+    }
+    copies
+}
+
+/// Warn about tags that name different content in different registries.
+fn warn_drift(ctx: &Ctx, published: &BTreeMap<String, Held>) {
+    for (name, held) in published {
+        let drifted = plan::drifted(held);
+        if drifted.is_empty() {
+            continue;
+        }
+        ui::warn(format_args!(
+            "{name}: its tag names different content in {} than in {}; `cargo xtask mzbuild repair {name}` \
+             re-points it (ensure never overwrites a tag)",
+            drifted.iter().map(|r| ctx.naming.registries[*r].url.as_str()).collect::<Vec<_>>().join(", "),
+            plan::source(held).map_or("", |r| ctx.naming.registries[r].url.as_str()),
+        ));
+    }
+}
+
+/// The row of an image that was copied (`status` copied or repaired).
+pub fn copy_row(ctx: &Ctx, step: &Step<'_>, status: &'static str, copied: &std::result::Result<Copied, String>) -> Row {
+    let Action::Copy { from, to } = &step.action else { unreachable!("only copy steps are copied") };
+    let url = |r: &usize| ctx.naming.registries[*r].url.clone();
+    let (status, error, bytes) = match copied {
+        Ok(c) => (status, None, Some(c.bytes)),
+        Err(e) => ("failed", Some(e.clone()), None),
+    };
+    Row {
+        name: step.image.name.clone(),
+        fingerprint: step.fingerprint.to_string(),
+        spec: step.spec.clone(),
+        publish: step.image.config.publish,
+        status,
+        registries: to.iter().map(url).collect(),
+        from: Some(url(from)),
+        bytes_copied: bytes,
+        seconds: 0.0,
+        error,
+    }
+}
+
+/// The row of an image that was not copied.
+pub fn row(ctx: &Ctx, step: &Step<'_>, outcome: Option<&Outcome<usize>>) -> Row {
     let (status, seconds, error) = match (&step.action, outcome) {
         (Action::Published, _) => ("published", 0.0, None),
         (Action::Present, _) => ("present", 0.0, None),
+        (Action::Unpublished, _) => ("unpublished", 0.0, None),
         (a, Some(Outcome::Done { took, .. })) => {
             (if matches!(a, Action::Push { .. }) { "pushed" } else { "built" }, took.as_secs_f64(), None)
         }
@@ -127,6 +227,8 @@ fn row(ctx: &Ctx, step: &Step<'_>, outcome: Option<&Outcome<usize>>) -> Row {
         publish: step.image.config.publish,
         status,
         registries,
+        from: None,
+        bytes_copied: None,
         seconds,
         error,
     }

@@ -1,6 +1,6 @@
-//! `ensure`'s summary: one row per image (what happened, how long it took,
-//! where it went), as a table on stderr or JSON on stdout, and the list of
-//! failures.
+//! The summary of `ensure` and `repair`: one row per image (what happened,
+//! how long it took, where it went), as a table on stderr or JSON on
+//! stdout, and the list of failures.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -14,9 +14,18 @@ pub struct Row {
     pub fingerprint: String,
     pub spec: String,
     pub publish: bool,
-    /// published | pushed | built | present | failed | skipped | timed-out
+    /// published | pushed | copied | repaired | built | present |
+    /// unpublished | failed | skipped | timed-out
     pub status: &'static str,
+    /// Where it was pushed or copied to.
     pub registries: Vec<String>,
+    /// Where it was copied from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Bytes a copy sent (streamed blobs and manifests; mounted blobs and
+    /// blobs already there cost nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_copied: Option<u64>,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -34,6 +43,13 @@ pub fn print(rows: &[Row], json: bool) -> Result<bool> {
                 let detail = match (r.status, &r.error) {
                     (_, Some(e)) => e.lines().next().unwrap_or("").to_string(),
                     ("pushed", None) => format!("to {}", r.registries.join(", ")),
+                    ("copied" | "repaired", None) => format!(
+                        "{} from {} to {}",
+                        super::copy::show_bytes(r.bytes_copied.unwrap_or(0)),
+                        r.from.as_deref().unwrap_or("?"),
+                        r.registries.join(", ")
+                    ),
+                    ("unpublished", None) => "in no registry: `ensure` builds it".into(),
                     ("published", None) => "already in every registry".into(),
                     ("present", None) => "not published (publish: false); already built locally".into(),
                     ("built", None) => "built locally (publish: false)".into(),

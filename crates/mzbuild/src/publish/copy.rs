@@ -1,0 +1,290 @@
+//! Copying images between registries through the registry HTTP API: no
+//! docker, no rebuild, so every registry holds the very bytes (and digest)
+//! the first one has.
+//!
+//! A copy reads the manifest (or index, and then each manifest it lists) as
+//! raw bytes and puts it back unchanged, with its media type, after the
+//! blobs it references. Each blob is skipped when the target repository has
+//! it already (`HEAD`), mounted when the same registry holds it in another
+//! repository (the source repository on the same registry, or one this run
+//! has copied it into), and otherwise streamed: `GET` from the source piped
+//! into one `PUT` to the target. A registry that refuses a body that large
+//! (HTTP 413, or no monolithic uploads: 405, 501) gets it in `PATCH` chunks
+//! instead, still streamed. Memory stays bounded whatever the layer sizes.
+//! A failed blob transfer is retried from the start (a streamed body cannot
+//! be replayed), 3 attempts in all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::client::{Client, Sent, Upload};
+use super::manifest::{self, Content, Descriptor};
+use crate::plan::{Action, Step};
+use crate::util::par_io;
+use crate::Ctx;
+
+/// The first chunk size when a registry refuses a blob in one request;
+/// halved while it refuses chunks, down to `MIN_CHUNK`.
+const CHUNK: u64 = 32 << 20;
+const MIN_CHUNK: u64 = 1 << 20;
+const ATTEMPTS: u32 = 3;
+/// How many image copies run at once.
+const COPIES_IN_FLIGHT: usize = 4;
+
+/// Where blobs are known to be, per registry host: a repository that holds
+/// each digest, so a later copy into the same registry mounts it instead of
+/// streaming it again (images share their base layers). Shared by the
+/// copies of one run.
+#[derive(Default)]
+pub struct BlobHomes {
+    homes: Mutex<HashMap<(String, String), String>>,
+}
+
+impl BlobHomes {
+    fn get(&self, host: &str, digest: &str) -> Option<String> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner()).get(&(host.to_string(), digest.to_string())).cloned()
+    }
+
+    fn insert(&self, host: &str, digest: &str, repo: &str) {
+        self.homes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((host.to_string(), digest.to_string()), repo.to_string());
+    }
+}
+
+/// What one copy did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// The digest of the copied manifest or index (the same in both).
+    pub digest: String,
+    /// Bytes sent to the target: streamed blobs and manifests.
+    pub bytes: u64,
+    /// Blobs streamed, mounted, and found in the target already.
+    pub streamed: usize,
+    pub mounted: usize,
+    pub present: usize,
+}
+
+/// One side of a copy: a registry client and a repository in it.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    pub client: &'a Client,
+    pub repo: &'a str,
+}
+
+impl Side<'_> {
+    fn reference(&self, reference: &str) -> String {
+        let sep = if reference.starts_with("sha256:") { '@' } else { ':' };
+        format!("{}/{}{sep}{reference}", self.client.registry.host(), self.repo)
+    }
+}
+
+/// Copy `from:tag` to `to:tag` (which it creates or overwrites), with
+/// everything it references.
+pub fn copy_tag(from: Side<'_>, to: Side<'_>, tag: &str, homes: &BlobHomes) -> Result<Copied> {
+    let m = from
+        .client
+        .get_manifest(from.repo, tag)?
+        .ok_or_else(|| anyhow!("{} is not there (any more)", from.reference(tag)))?;
+    let digest = manifest::digest(&m.bytes);
+    if let Some(sent) = &m.digest {
+        if *sent != digest {
+            bail!("{}: the registry says its digest is {sent}, but its bytes hash to {digest}", from.reference(tag));
+        }
+    }
+    let mut stats = Copied { digest: digest.clone(), ..Copied::default() };
+    copy_references(from, to, &m.media_type, &m.bytes, homes, &mut stats)
+        .with_context(|| format!("copying {} to {}", from.reference(tag), to.reference(tag)))?;
+    let stored = to.client.put_manifest(to.repo, tag, &m.media_type, &m.bytes)?;
+    if stored != digest {
+        bail!("{} stored {} as {stored}, not as {digest}", to.client.registry.url, to.reference(tag));
+    }
+    stats.bytes += m.bytes.len() as u64;
+    Ok(stats)
+}
+
+/// Copy what a manifest references: an image's blobs, or an index's
+/// manifests (each with its own references, then itself, by digest).
+fn copy_references(
+    from: Side<'_>,
+    to: Side<'_>,
+    media_type: &str,
+    bytes: &[u8],
+    homes: &BlobHomes,
+    stats: &mut Copied,
+) -> Result<()> {
+    let content = manifest::parse(media_type, bytes)?;
+    if let Content::Index { manifests } = &content {
+        for child in manifests {
+            let m = from
+                .client
+                .get_manifest(from.repo, &child.digest)?
+                .ok_or_else(|| anyhow!("the index lists {}, which is not there", from.reference(&child.digest)))?;
+            if manifest::digest(&m.bytes) != child.digest {
+                bail!("{} does not hash to its digest", from.reference(&child.digest));
+            }
+            copy_references(from, to, &m.media_type, &m.bytes, homes, stats)?;
+            to.client.put_manifest(to.repo, &child.digest, &m.media_type, &m.bytes)?;
+            stats.bytes += m.bytes.len() as u64;
+        }
+    }
+    for blob in content.blobs() {
+        copy_blob(from, to, blob, homes, stats).with_context(|| format!("blob {}", blob.digest))?;
+    }
+    Ok(())
+}
+
+fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes, stats: &mut Copied) -> Result<()> {
+    let host = to.client.registry.host();
+    if to.client.blob_exists(to.repo, &blob.digest)? {
+        homes.insert(host, &blob.digest, to.repo);
+        stats.present += 1;
+        return Ok(());
+    }
+    let mount_from =
+        if from.client.registry.host() == host { Some(from.repo.to_string()) } else { homes.get(host, &blob.digest) };
+    let start = to.client.start_upload(to.repo, mount_from.as_deref().map(|r| (blob.digest.as_str(), r)))?;
+    match start {
+        Upload::Mounted => stats.mounted += 1,
+        Upload::At(location) => {
+            stream_blob(from, to, blob, location)?;
+            stats.streamed += 1;
+            stats.bytes += blob.size;
+        }
+    }
+    homes.insert(host, &blob.digest, to.repo);
+    Ok(())
+}
+
+/// How one streaming attempt ended.
+enum Streamed {
+    Done,
+    /// The target refused a body of that size or kind (HTTP status).
+    Refused(u16),
+}
+
+/// Stream `blob` into the upload session at `location`, in one request,
+/// else in chunks; retried from the start on failure.
+fn stream_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, location: String) -> Result<()> {
+    let mut session = Some(location);
+    let mut chunk: Option<u64> = None;
+    let mut failures = 0;
+    loop {
+        let at = match session.take() {
+            Some(at) => at,
+            None => match to.client.start_upload(to.repo, None)? {
+                Upload::At(at) => at,
+                Upload::Mounted => unreachable!("no mount was asked for"),
+            },
+        };
+        match stream_once(from, to, blob, &at, chunk) {
+            Ok(Streamed::Done) => return Ok(()),
+            Ok(Streamed::Refused(status)) => {
+                chunk = Some(match chunk {
+                    None => CHUNK.min(blob.size.div_ceil(2)).max(MIN_CHUNK),
+                    Some(c) if c / 2 >= MIN_CHUNK => c / 2,
+                    Some(c) => {
+                        bail!("registry {} refuses (HTTP {status}) even chunks of {c} bytes", to.client.registry.url)
+                    }
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    return Err(e.context(format!("{failures} attempts")));
+                }
+                std::thread::sleep(Duration::from_secs(u64::from(failures)));
+            }
+        }
+    }
+}
+
+/// One attempt: `GET` from the source, piped into the target as one `PUT`
+/// (`chunk` None) or as `PATCH`es of `chunk` bytes and a closing `PUT`.
+fn stream_once(from: Side<'_>, to: Side<'_>, blob: &Descriptor, at: &str, chunk: Option<u64>) -> Result<Streamed> {
+    let mut source = from.client.read_blob(from.repo, &blob.digest)?;
+    if let Some(len) = source.len {
+        if len != blob.size {
+            bail!("{} is {len} bytes, but its manifest says {}", from.reference(&blob.digest), blob.size);
+        }
+    }
+    let Some(chunk) = chunk else {
+        return Ok(match to.client.finish_upload(to.repo, at, &blob.digest, blob.size, &mut source.body)? {
+            Sent::Accepted(_) => Streamed::Done,
+            Sent::BodyRefused(s) => Streamed::Refused(s),
+        });
+    };
+    let mut at = at.to_string();
+    let mut offset = 0;
+    while offset < blob.size {
+        let len = chunk.min(blob.size - offset);
+        let mut part = (&mut source.body).take(len);
+        match to.client.upload_chunk(to.repo, &at, offset, len, &mut part)? {
+            Sent::Accepted(next) => at = next,
+            Sent::BodyRefused(s) => return Ok(Streamed::Refused(s)),
+        }
+        offset += len;
+    }
+    Ok(match to.client.finish_upload(to.repo, &at, &blob.digest, 0, &mut std::io::empty())? {
+        Sent::Accepted(_) => Streamed::Done,
+        Sent::BodyRefused(s) => Streamed::Refused(s),
+    })
+}
+
+/// Run the `Copy` steps of a plan: every (image, target registry) pair, on
+/// a few threads (they wait on the network). For each image, what its
+/// copies did together, or the first failure.
+pub fn copy_steps(
+    ctx: &Ctx,
+    clients: &[Client],
+    steps: &[&Step<'_>],
+) -> BTreeMap<String, std::result::Result<Copied, String>> {
+    let homes = BlobHomes::default();
+    let mut tasks: Vec<(&Step<'_>, usize, usize)> = Vec::new();
+    for step in steps {
+        if let Action::Copy { from, to } = &step.action {
+            tasks.extend(to.iter().map(|t| (*step, *from, *t)));
+        }
+    }
+    let results = par_io(&tasks, COPIES_IN_FLIGHT, |(step, from, to)| {
+        let tag = step.fingerprint.tag();
+        let (from_repo, to_repo) = (
+            clients[*from].registry.repository(&ctx.naming.prefix, &step.image.name),
+            clients[*to].registry.repository(&ctx.naming.prefix, &step.image.name),
+        );
+        let from = Side { client: &clients[*from], repo: &from_repo };
+        let to = Side { client: &clients[*to], repo: &to_repo };
+        copy_tag(from, to, &tag, &homes).map_err(|e| format!("{e:#}"))
+    });
+    let mut out: BTreeMap<String, std::result::Result<Copied, String>> = BTreeMap::new();
+    for ((step, _, _), result) in tasks.iter().zip(results) {
+        let entry = out.entry(step.image.name.clone()).or_insert_with(|| Ok(Copied::default()));
+        match (entry, result) {
+            (Err(_), _) => {}
+            (entry @ Ok(_), Err(e)) => *entry = Err(e),
+            (Ok(total), Ok(c)) => {
+                total.digest = c.digest;
+                total.bytes += c.bytes;
+                total.streamed += c.streamed;
+                total.mounted += c.mounted;
+                total.present += c.present;
+            }
+        }
+    }
+    out
+}
+
+/// `1.5 MB`-style sizes for progress lines (MB = 10^6 bytes).
+pub fn show_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} kB", n as f64 / 1e3),
+        n => format!("{n} B"),
+    }
+}

@@ -1,0 +1,62 @@
+//! `repair`: make every registry hold the same content under each
+//! publishable image's tag, by copying through the registry API; never
+//! builds. A drifted tag (one tag, different digests; e.g. two agents built
+//! the same fingerprint without a shared cache) is re-pointed at the
+//! reference registry's content: the spec registry's when it has the tag,
+//! else the first registry's that has it. Gaps are filled the same way.
+
+use anyhow::{bail, Result};
+
+use super::ensure::{copy_row, row, run_copies};
+use super::report::{self, Row};
+use super::{clients, published_status};
+use crate::fingerprint::fingerprint_all;
+use crate::plan::{self, Action, Facts, Goal, Step};
+use crate::util::par_io;
+use crate::{ui, Ctx, Status};
+
+pub fn repair(ctx: &Ctx, targets: &[String], json: bool) -> Result<Status> {
+    let resolved = ctx.repo.resolve(targets)?;
+    let images: Vec<_> = resolved.into_iter().filter(|i| i.config.publish).collect();
+    if images.is_empty() {
+        ui::progress("no publishable image to repair");
+        return Ok(Status::Success);
+    }
+    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let clients = clients(ctx, true)?;
+    let errors: Vec<String> = par_io(&clients, clients.len(), |c| {
+        c.verify_credentials(&c.registry.repository(&ctx.naming.prefix, &images[0].name)).err()
+    })
+    .into_iter()
+    .flatten()
+    .map(|e| format!("{e:#}"))
+    .collect();
+    if !errors.is_empty() {
+        bail!("{}\nnothing was changed", errors.join("\n"));
+    }
+    let published = published_status(ctx, &clients, &images, &fps)?;
+    let steps = plan::plan(
+        &images,
+        &fps,
+        &ctx.naming,
+        &Goal::Repair,
+        &Facts { published: published.clone(), ..Facts::default() },
+    );
+    let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
+    ui::progress(format_args!("{} publishable image(s); {} to repair", images.len(), to_copy.len()));
+    let copies = run_copies(ctx, &clients, &to_copy);
+    let rows: Vec<Row> = steps
+        .iter()
+        .map(|s| match (&s.action, copies.get(&s.image.name)) {
+            (Action::Copy { .. }, Some(copied)) => {
+                let drift = !plan::drifted(&published[&s.image.name]).is_empty();
+                copy_row(ctx, s, if drift { "repaired" } else { "copied" }, copied)
+            }
+            _ => row(ctx, s, None),
+        })
+        .collect();
+    if !report::print(&rows, json)? {
+        return Ok(Status::Failure);
+    }
+    Ok(Status::Success)
+}
