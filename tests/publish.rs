@@ -18,98 +18,61 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use common::docker::Recorder;
+use common::docker::{self, docker, image_exists, local_images, Recorder};
 use common::registry::{
-    cargo_toml, catalog, delete_manifest, manifest_digest, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER,
+    catalog, delete_manifest, manifest_digest, manifest_status, Project, PASSWORD, TOKEN_VAR, USER,
 };
-use common::{run, run_measured, Output, TempRepo};
-
-/// The variable the fixture's `Cargo.toml` names as the auth registry's token.
-const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
+use common::{free_port, processes, run, run_measured, Output};
 
 /// The fixture's publishable images, by name.
 const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
 /// Every image of the fixture, by name.
 const ALL: [&str; 5] = ["base", "left", "local-only", "right", "top"];
 
-/// A temporary repository with the diamond and `local-only`, published to
-/// `127.0.0.1:5000/<id>` and `127.0.0.1:5001/<id>`. Removes the local images
-/// it created when dropped (the registries keep theirs: their paths are
-/// unique, and the plain `docker-registry` has no cheap delete).
+/// A `Project` (publishing to `127.0.0.1:5000/<id>` and
+/// `127.0.0.1:5001/<id>`) holding the diamond and `local-only`.
 struct Fixture {
-    repo: TempRepo,
-    id: String,
+    project: Project,
+}
+
+impl Deref for Fixture {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.project
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let fx = Fixture { repo: TempRepo::new(), id: unique() };
-        fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
-        fx.repo
-            .write("images/base/mzbuild.yml", "name: base\n")
-            .write("images/base/Dockerfile", "FROM scratch\nCOPY base.txt /base.txt\n")
+        let project = Project::new();
+        let id = project.id.clone();
+        project
             // Unique content: tests running at once must not share image
             // IDs, or one test's cleanup (docker rmi) races another's build.
-            .write("images/base/base.txt", format!("base {}\n", fx.id))
-            .write("images/left/mzbuild.yml", "name: left\n")
-            .write("images/left/Dockerfile", "MZFROM base\nCOPY left.txt /left.txt\n")
-            .write("images/left/left.txt", "left\n")
-            .write("images/right/mzbuild.yml", "name: right\n")
-            .write("images/right/Dockerfile", "MZFROM base\nCOPY right.txt /right.txt\n")
-            .write("images/right/right.txt", "right\n")
-            .write("images/top/mzbuild.yml", "name: top\n")
-            .write(
-                "images/top/Dockerfile",
+            .image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &format!("base {id}\n"))])
+            .image("left", "", "MZFROM base\nCOPY left.txt /left.txt\n", &[("left.txt", "left\n")])
+            .image("right", "", "MZFROM base\nCOPY right.txt /right.txt\n", &[("right.txt", "right\n")])
+            .image(
+                "top",
+                "",
                 "MZFROM left AS l\nMZFROM right\nCOPY --from=l /left.txt /left.txt\nCOPY top.txt /top.txt\n",
+                &[("top.txt", "top\n")],
             )
-            .write("images/top/top.txt", "top\n")
-            .write("images/local-only/mzbuild.yml", "name: local-only\npublish: false\n")
-            .write("images/local-only/Dockerfile", "MZFROM base\nCOPY local.txt /local.txt\n")
-            .write("images/local-only/local.txt", "local\n")
+            .image(
+                "local-only",
+                "publish: false\n",
+                "MZFROM base\nCOPY local.txt /local.txt\n",
+                &[("local.txt", "local\n")],
+            )
+            .repo
             .commit_all();
-        fx
-    }
-
-    fn plain_url(&self) -> String {
-        format!("{PLAIN}/{}", self.id)
-    }
-
-    fn auth_url(&self) -> String {
-        format!("{AUTH}/{}", self.id)
-    }
-
-    /// A third registry path, on the plain registry.
-    fn extra_url(&self) -> String {
-        format!("{PLAIN}/{}-extra", self.id)
-    }
-
-    fn plain_entry(&self) -> String {
-        format!("{{ url = \"{}\" }}", self.plain_url())
-    }
-
-    fn auth_entry(&self) -> String {
-        format!("{{ url = \"{}\", username = \"{USER}\", password-env = \"{TOKEN_VAR}\" }}", self.auth_url())
-    }
-
-    fn set_registries(&self, entries: &[String]) {
-        self.repo.write("Cargo.toml", cargo_toml(entries));
-    }
-
-    /// `mzbuild --root REPO args...` with the right token in the child's
-    /// environment (and no `$MZ_DOCKER` from the developer's shell).
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.repo.mzbuild_command(args);
-        cmd.env(TOKEN_VAR, PASSWORD).env_remove("MZ_DOCKER");
-        cmd
-    }
-
-    fn mz(&self, args: &[&str]) -> Output {
-        run(&mut self.command(args))
+        Fixture { project }
     }
 
     /// Like `mz`, with `$MZ_DOCKER` pointing at a wrapper around the real
@@ -169,17 +132,6 @@ impl Fixture {
         lines.concat()
     }
 
-    fn fingerprint(&self, image: &str) -> String {
-        let out = self.mz(&["fingerprint", image]);
-        let fp = out.ok().trim_end().to_string();
-        assert!(fp.len() == 32 && !fp.contains('\n'), "not a fingerprint: {fp:?}\n{out}");
-        fp
-    }
-
-    fn spec(&self, image: &str) -> String {
-        self.mz(&["spec", image]).ok().trim_end().to_string()
-    }
-
     /// `"name: <plain> <auth>"` per image: the HTTP status of its current tag
     /// in each of the two registries.
     fn presence(&self, images: &[&str]) -> String {
@@ -223,45 +175,6 @@ impl Fixture {
             })
             .collect()
     }
-
-    fn log_dir(&self) -> PathBuf {
-        self.repo.path("target/mzbuild/logs")
-    }
-
-    /// Every build log with its modification time and size.
-    fn logs(&self) -> BTreeMap<String, (SystemTime, u64)> {
-        self.repo.build_logs()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let Ok(out) = Command::new("docker")
-            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
-            .stderr(Stdio::null())
-            .output()
-        else {
-            return;
-        };
-        let mine: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|r| r.contains(&format!("/{}/", self.id)) || r.contains(&format!("/{}-extra/", self.id)))
-            .map(str::to_string)
-            .collect();
-        if !mine.is_empty() {
-            let _ = Command::new("docker").arg("rmi").args(&mine).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-/// Assert a clean failure (exit status 1, no panic) that may follow progress
-/// lines; return stderr.
-#[track_caller]
-fn failure(out: &Output) -> &str {
-    assert_eq!(out.code, Some(1), "expected a clean failure (exit status 1)\n{out}");
-    assert!(!out.stderr.contains("panicked"), "the error is a panic\n{out}");
-    assert!(out.stderr.starts_with("error: ") || out.stderr.contains("\nerror: "), "no `error: ` line\n{out}");
-    &out.stderr
 }
 
 /// One row of `ensure --json`.
@@ -295,12 +208,6 @@ fn parse_rows(out: &Output) -> Vec<Row> {
             error: o.get("error").map(|_| string(o, "error")),
         })
         .collect()
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Every file under `dir` (not following symbolic links).
@@ -346,8 +253,7 @@ fn first_ensure_publishes_everything_publishable_to_both_registries() {
     assert_eq!(catalog(&fx.plain_url()), expected);
     assert_eq!(catalog(&fx.auth_url()), expected);
     // local-only was built into the local engine under its spec.
-    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
-    assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
+    assert!(image_exists(&fx.spec("local-only")), "local-only is not in the local engine");
 
     let check = fx.mz(&["check"]);
     assert_eq!(check.ok(), "", "{check}");
@@ -358,13 +264,14 @@ fn first_ensure_publishes_everything_publishable_to_both_registries() {
 fn second_ensure_builds_and_pushes_nothing() {
     let fx = Fixture::new();
     fx.mz(&["ensure"]).ok();
+    // Coarse file-system timestamps must not hide a rewrite: backdated
+    // logs, which a rewrite would set to now.
+    fx.repo.backdate_build_logs();
     let logs = fx.logs();
     assert!(
         ["base.log", "left.log", "local-only.log", "right.log", "top.log"].iter().all(|l| logs.contains_key(*l)),
         "the first ensure did not log every build: {logs:?}"
     );
-    // Coarse file-system timestamps must not hide a rewrite.
-    std::thread::sleep(Duration::from_millis(1100));
 
     let (out, rows, builds) = fx.ensure_json(&[]);
     out.ok();
@@ -415,7 +322,7 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     let tag = |url: &str, i: &str| format!("{url}/{i}:mzbuild-{}\n", fps[i]);
 
     let out = fx.mz(&["check"]);
-    failure(&out);
+    out.error();
     let expected: String = PUBLISHED.iter().flat_map(|i| [tag(&fx.plain_url(), i), tag(&fx.auth_url(), i)]).collect();
     assert_eq!(out.stdout, expected, "{out}");
     assert!(out.stderr.contains("4 of 4 publishable image(s) are missing"), "{out}");
@@ -430,7 +337,7 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
         assert_eq!(fx.fingerprint(i), fps[i], "the registries table changed the fingerprint of {i}");
     }
     let out = fx.mz(&["check"]);
-    failure(&out);
+    out.error();
     let expected: String = PUBLISHED.iter().map(|i| tag(&fx.extra_url(), i)).collect();
     assert_eq!(out.stdout, expected, "{out}");
 
@@ -514,7 +421,7 @@ fn a_broken_branch_fails_alone_and_skips_its_dependants() {
     let fx = Fixture::new();
     fx.repo.append("images/right/Dockerfile", "BOGUSINSTRUCTION x\n");
     let (out, rows, builds) = fx.ensure_json(&[]);
-    let stderr = failure(&out);
+    let stderr = out.error();
     // right's build ran once (a broken Dockerfile is not retried); top never ran.
     assert_eq!(
         builds, "plain/base auth/base\nplain/left auth/left\nplain/local-only\nplain/right auth/right\n",
@@ -558,28 +465,23 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
             let (mut samples, mut leaks, mut configs) =
                 (0usize, Vec::<String>::new(), std::collections::BTreeSet::new());
             while !done.load(Ordering::SeqCst) {
-                let ps = run(Command::new("ps").args(["-eo", "args"]));
-                assert_eq!(ps.code, Some(0), "{ps}");
                 samples += 1;
-                leaks.extend(ps.stdout.lines().filter(|l| l.contains(PASSWORD)).map(str::to_string));
+                leaks.extend(processes().into_iter().filter(|l| l.contains(PASSWORD)));
                 for e in std::fs::read_dir(&tmp).unwrap().flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
                     if name.starts_with("mzbuild-docker-config-") {
                         configs.insert(name);
                     }
                 }
+                // The sampling interval, not a wait for an event: the
+                // watcher samples until the run ends.
                 std::thread::sleep(Duration::from_millis(20));
             }
             (samples, leaks, configs)
         });
         let out = cmd.spawn().and_then(|child| child.wait_with_output());
         done.store(true, Ordering::SeqCst);
-        let out = out.expect("running xtask");
-        let out = Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let out = Output::from(out.expect("running xtask"));
         (out, watcher.join().unwrap())
     });
     out.ok();
@@ -620,7 +522,7 @@ fn unpublished_images_are_never_pushed_and_targets_limit_the_set() {
         "{out}"
     );
     assert!(!fx.log_dir().join("local-only.log").exists(), "local-only was built\n{out}");
-    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
+    let inspect = docker(&["image", "inspect", "--format", "ok", &fx.spec("local-only")]);
     assert_eq!(inspect.code, Some(1), "local-only is in the local engine\n{inspect}");
 
     let (out, rows, builds) = fx.ensure_json(&["local-only"]);
@@ -631,8 +533,7 @@ fn unpublished_images_are_never_pushed_and_targets_limit_the_set() {
     for url in [fx.plain_url(), fx.auth_url()] {
         assert!(!catalog(&url).contains(&format!("{}/local-only", fx.id)), "local-only is in {url}'s catalog");
     }
-    let inspect = run(Command::new("docker").args(["image", "inspect", "--format", "ok", &fx.spec("local-only")]));
-    assert_eq!(inspect.code, Some(0), "local-only is not in the local engine\n{inspect}");
+    assert!(image_exists(&fx.spec("local-only")), "local-only is not in the local engine");
 }
 
 /// An image that no registry has any more is rebuilt and pushed to both;
@@ -653,10 +554,9 @@ fn a_rebuild_pulls_its_dependencies_from_the_spec_registry_with_a_login() {
     }
     // ...and every image of the fixture out of the local engine, so the
     // rebuild of `top` must pull `left` and `right` from the auth registry.
-    let local = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-    let mine: Vec<&str> = local.stdout.lines().filter(|r| r.contains(&format!("/{}/", fx.id))).collect();
+    let mine: Vec<String> = local_images().into_iter().filter(|r| r.contains(&format!("/{}/", fx.id))).collect();
     assert!(!mine.is_empty());
-    assert_eq!(run(Command::new("docker").arg("rmi").args(&mine)).code, Some(0));
+    assert_eq!(run(docker::command(&["rmi"]).args(&mine)).code, Some(0));
 
     let (out, rows, builds) = fx.ensure_json(&[]);
     out.ok();
@@ -730,16 +630,16 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag).as_ref(), Some(&good));
     // Another build of base (a label makes its config, so its digest, differ).
     let drifted_ref = format!("{}/base:{tag}", fx.extra_url());
-    let build = run(Command::new("docker")
-        .args(["buildx", "build", "--quiet", "--label", "drift=yes", "--push", "-t", &drifted_ref])
-        .arg(fx.repo.path("images/base")));
+    let build =
+        run(docker::command(&["buildx", "build", "--quiet", "--label", "drift=yes", "--push", "-t", &drifted_ref])
+            .arg(fx.repo.path("images/base")));
     assert_eq!(build.code, Some(0), "{build}");
     let bad = manifest_digest(&fx.extra_url(), "base", &tag).unwrap();
     assert_ne!(bad, good);
-    let _ = run(Command::new("docker").args(["rmi", &drifted_ref]));
+    let _ = docker(&["rmi", &drifted_ref]);
 
     let out = fx.mz(&["check"]);
-    let stderr = failure(&out);
+    let stderr = out.error();
     assert_eq!(out.stdout, format!("{drifted_ref} {bad} (drift: {} has {good})\n", fx.plain_url()), "{out}");
     assert!(stderr.contains("1 of 4 publishable image(s) have drifted"), "{out}");
     assert!(stderr.contains("cargo xtask mzbuild repair base"), "{out}");
@@ -776,9 +676,7 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
 #[test]
 fn a_large_layer_is_copied_in_bounded_memory() {
     let fx = Fixture::new();
-    fx.repo
-        .write("images/big/mzbuild.yml", "name: big\n")
-        .write("images/big/Dockerfile", "FROM scratch\nCOPY big.bin /big.bin\n");
+    fx.image("big", "", "FROM scratch\nCOPY big.bin /big.bin\n", &[]);
     let mut random = std::fs::File::open("/dev/urandom").unwrap();
     let mut file = std::fs::File::create(fx.repo.path("images/big/big.bin")).unwrap();
     let copied = std::io::copy(&mut std::io::Read::take(&mut random, 100 << 20), &mut file).unwrap();
@@ -786,7 +684,7 @@ fn a_large_layer_is_copied_in_bounded_memory() {
     drop(file);
     fx.set_registries(&[fx.plain_entry()]);
     fx.mz(&["ensure", "big"]).ok();
-    let _ = run(Command::new("docker").args(["rmi", &fx.spec("big")]));
+    let _ = docker(&["rmi", &fx.spec("big")]);
 
     fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
     let (out, peak) = run_measured(&mut fx.command(&["ensure", "--json", "big"]));

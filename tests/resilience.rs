@@ -21,105 +21,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::docker::{image_exists, local_images, Recorder};
-use common::registry::{cargo_toml, catalog, manifest_status, unique, AUTH, PASSWORD, PLAIN, USER};
-use common::{run, Output, TempRepo};
-
-const TOKEN_VAR: &str = "MZ_TEST_TOKEN";
+use common::child::Running;
+use common::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
+use common::registry::{catalog, manifest_status, Project, PLAIN};
+use common::{processes, run, wait_until};
 
 // ---------------------------------------------------------------------------
-// Repositories, registries, local images
-
-/// A temporary repository whose registries are under the unique path `id`;
-/// removes every local image whose reference contains `/<id>/` when dropped
-/// (also when the test fails).
-struct Fixture {
-    repo: TempRepo,
-    id: String,
-}
-
-impl Fixture {
-    fn new(registries: impl FnOnce(&str) -> Vec<String>) -> Fixture {
-        let fx = Fixture { repo: TempRepo::new(), id: unique() };
-        fx.repo.write("Cargo.toml", cargo_toml(&registries(&fx.id))).write(".gitignore", "/target/\n");
-        fx
-    }
-
-    /// Write an image directory: `mzbuild.yml`, `Dockerfile` and extra files.
-    fn image(&self, name: &str, yml_extra: &str, dockerfile: &str, files: &[(&str, &str)]) -> &Self {
-        self.repo
-            .write(&format!("images/{name}/mzbuild.yml"), format!("name: {name}\n{yml_extra}"))
-            .write(&format!("images/{name}/Dockerfile"), dockerfile);
-        for (rel, text) in files {
-            self.repo.write(&format!("images/{name}/{rel}"), text);
-        }
-        self
-    }
-
-    /// `mzbuild --root REPO args...`, with the auth registry's token in the
-    /// environment and no `$MZ_DOCKER` from the developer's shell.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.repo.mzbuild_command(args);
-        cmd.env(TOKEN_VAR, PASSWORD).env_remove("MZ_DOCKER");
-        cmd
-    }
-
-    fn mz(&self, args: &[&str]) -> Output {
-        run(&mut self.command(args))
-    }
-
-    /// The one line a successful introspection command prints.
-    fn line(&self, args: &[&str]) -> String {
-        let out = self.mz(args);
-        let stdout = out.ok();
-        assert!(stdout.ends_with('\n') && stdout.lines().count() == 1, "expected one line\n{out}");
-        stdout.trim_end().to_string()
-    }
-
-    fn fingerprint(&self, image: &str) -> String {
-        let fp = self.line(&["fingerprint", image]);
-        assert_eq!(fp.len(), 32, "not a fingerprint: {fp}");
-        fp
-    }
-
-    fn spec(&self, image: &str) -> String {
-        self.line(&["spec", image])
-    }
-
-    fn log(&self, image: &str) -> PathBuf {
-        self.repo.path(&format!("target/mzbuild/logs/{image}.log"))
-    }
-
-    /// Every build log with its modification time and size.
-    fn logs(&self) -> BTreeMap<String, (SystemTime, u64)> {
-        self.repo.build_logs()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let mine: Vec<String> = local_images().into_iter().filter(|r| r.contains(&format!("/{}/", self.id))).collect();
-        if !mine.is_empty() {
-            let _ = Command::new("docker").arg("rmi").args(&mine).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-/// `ps -eo args`, one process per line.
-fn processes() -> Vec<String> {
-    let ps = run(Command::new("ps").args(["-eo", "args"]));
-    assert_eq!(ps.code, Some(0), "{ps}");
-    ps.stdout.lines().map(str::to_string).collect()
-}
+// Processes
 
 /// When dropped, kills (by pid) every process whose arguments contain one
 /// of `patterns` (unique to the test): a tool that fails to stop its builds
@@ -140,138 +55,9 @@ impl Drop for KillLeftovers {
     }
 }
 
-/// Poll `cond` every 20 ms until it holds or `timeout` passes; whether it held.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The `$ docker buildx build` command lines in a log (one per attempt).
 fn buildx_attempts(log: &str) -> usize {
     log.lines().filter(|l| l.starts_with("$ docker buildx build ")).count()
-}
-
-// ---------------------------------------------------------------------------
-// A running `xtask`, whose stderr is read line by line
-
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-    stdout: Arc<Mutex<String>>,
-    started: Instant,
-}
-
-impl Running {
-    fn spawn(cmd: &mut Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let mut readers = vec![];
-        let (err_pipe, all) = (child.stderr.take().unwrap(), stderr.clone());
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines() {
-                let Ok(line) = line else { break };
-                all.lock().unwrap().push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        }));
-        let (mut out_pipe, all) = (child.stdout.take().unwrap(), stdout.clone());
-        readers.push(std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out_pipe.read_to_string(&mut s);
-            all.lock().unwrap().push_str(&s);
-        }));
-        Running { child, lines, stderr, readers, stdout, started: Instant::now() }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr_so_far(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Wait for a stderr line containing `needle`; the line, or None if
-    /// stderr ended or `timeout` passed first.
-    fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Wait (at most `timeout`, then kill it) for the process to end; its
-    /// output and when it ended.
-    fn finish(mut self, timeout: Duration) -> (Output, Instant) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let ended = Instant::now();
-        if status.is_none() {
-            interrupt_and_kill(&mut self.child);
-        }
-        for r in std::mem::take(&mut self.readers) {
-            let _ = r.join();
-        }
-        let out = Output {
-            code: status.and_then(|s| s.code()),
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr.lock().unwrap().clone(),
-        };
-        assert!(status.is_some(), "still running after {timeout:?} (killed)\n{out}");
-        (out, ended)
-    }
-}
-
-/// SIGINT (so that it stops its builds), then SIGKILL if it is still there.
-fn interrupt_and_kill(child: &mut Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    if !wait_until(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_)))) {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-}
-
-impl Drop for Running {
-    /// A test that fails half-way leaves no build running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            interrupt_and_kill(&mut self.child);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -317,6 +103,8 @@ impl Proxy {
                 let client = match listener.accept() {
                     Ok((client, _)) => client,
                     Err(_) => {
+                        // A poll interval (so that `down` can stop the
+                        // loop), not a wait for an event.
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
                     }
@@ -386,7 +174,8 @@ impl Drop for Proxy {
 fn pushes_are_retried_when_the_registry_flakes() {
     let mut proxy = Proxy::start(PLAIN);
     let port = proxy.port;
-    let fx = Fixture::new(|id| vec![format!("{{ url = \"127.0.0.1:{port}/{id}\" }}")]);
+    let fx = Project::new();
+    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{port}/{}\" }}", fx.id)]);
     let url = format!("127.0.0.1:{port}/{}", fx.id);
     fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
     fx.repo.commit_all();
@@ -459,8 +248,9 @@ fn pushes_are_retried_when_the_registry_flakes() {
 /// builds them), builds the unpublished one locally, pushes nothing.
 #[test]
 fn acquire_pulls_published_images_and_builds_the_rest() {
-    let fx = Fixture::new(|id| vec![format!("{{ url = \"{PLAIN}/{id}\" }}")]);
-    let plain = format!("{PLAIN}/{}", fx.id);
+    let fx = Project::new();
+    fx.set_registries(&[fx.plain_entry()]);
+    let plain = fx.plain_url();
     fx.image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &fx.id)])
         .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
         .image("tool", "publish: false\n", "MZFROM base\nCOPY tool.txt /tool.txt\n", &[("tool.txt", "tool\n")]);
@@ -477,14 +267,15 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
 
     // Nothing of this fixture in the local engine.
     for i in ["app", "base"] {
-        let _ = run(Command::new("docker").args(["rmi", &specs[i]]));
+        let _ = docker(&["rmi", &specs[i]]);
     }
     let present: Vec<String> = local_images().into_iter().filter(|r| r.contains(&format!("/{}/", fx.id))).collect();
     assert_eq!(present, Vec::<String>::new());
+    // Coarse file-system timestamps must not hide a rewrite: backdated
+    // logs, which a rewrite would set to now.
+    fx.repo.backdate_build_logs();
     let logs = fx.logs();
     assert_eq!(logs.keys().collect::<Vec<_>>(), ["app.log", "base.log"]);
-    // Coarse file-system timestamps must not hide a rewrite.
-    std::thread::sleep(Duration::from_millis(1100));
 
     let recorder = Recorder::new(fx.repo.scratch());
     let out = run(recorder.apply(&mut fx.command(&["acquire", "app", "tool"])));
@@ -534,14 +325,8 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
 /// is removed, the exit status is 130, and nothing is pushed.
 #[test]
 fn ctrl_c_stops_builds_and_removes_the_logins() {
-    let busybox = Path::new("/bin/busybox");
-    assert!(busybox.exists(), "/bin/busybox is missing: `bash ci/stack.sh up` installs busybox-static");
-    let fx = Fixture::new(|id| {
-        vec![
-            format!("{{ url = \"{PLAIN}/{id}\" }}"),
-            format!("{{ url = \"{AUTH}/{id}\", username = \"{USER}\", password-env = \"{TOKEN_VAR}\" }}"),
-        ]
-    });
+    // Both registries: the auth one needs a login.
+    let fx = Project::new();
     // A sleep no other build runs, so that its process is this test's.
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
     let seconds = 3000 + (nanos ^ std::process::id()) % 1000;
@@ -552,7 +337,7 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
         &format!("FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\n"),
         &[],
     );
-    std::fs::copy(busybox, fx.repo.path("images/sleeper/busybox")).unwrap();
+    copy_busybox(&fx.repo.path("images/sleeper"));
     fx.repo.commit_all();
     let fp = fx.fingerprint("sleeper");
     let context = fx.repo.path("images/sleeper").display().to_string();
@@ -603,7 +388,7 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
     assert!(gone, "still running 10 s after the exit: {left:?}\n{out}");
     let stopped_after = ended.elapsed();
 
-    for url in [format!("{PLAIN}/{}", fx.id), format!("{AUTH}/{}", fx.id)] {
+    for url in [fx.plain_url(), fx.auth_url()] {
         assert_eq!(manifest_status(&url, "sleeper", &fp), "404", "sleeper was pushed to {url}");
         assert_eq!(catalog(&url), Vec::<String>::new(), "{url}");
     }

@@ -17,10 +17,10 @@ use std::process::Command;
 
 use common::registry::{unique, ACCEPT};
 use common::token_registry::{
-    curl, jwt_claims, jwt_header, parse_challenge, KeyHeader, Mode, TokenRegistry, TokenRequest, EXPIRES_IN, ISSUER,
+    jwt_claims, jwt_header, parse_challenge, KeyHeader, Mode, TokenRegistry, TokenRequest, EXPIRES_IN, ISSUER,
     PASSWORD, SERVICE, USER,
 };
-use common::{run, Output};
+use common::{curl, run, Output};
 
 /// An HTTP answer as `curl -i` shows it.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ fn token_of(answer: &Http) -> String {
 
 /// `docker args...` with `DOCKER_CONFIG` set to `config`.
 fn docker(config: &std::path::Path, args: &[&str]) -> Output {
-    run(Command::new("docker").env("DOCKER_CONFIG", config).args(args))
+    run(common::docker::command(args).env("DOCKER_CONFIG", config))
 }
 
 #[test]

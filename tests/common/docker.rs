@@ -1,32 +1,77 @@
 //! The local Docker engine as the tests see it: the real `docker` CLI, what
-//! the engine has, and a recording `docker` (a wrapper around the real CLI,
-//! given to the tool as `$MZ_DOCKER`) that counts what the tool asked
-//! docker to do, e.g. how many `buildx build`s a run started.
+//! the engine has (images, their files), wrappers around the CLI given to
+//! the tool as `$MZ_DOCKER` (a recording `docker` that counts what the tool
+//! asked docker to do, e.g. how many `buildx build`s a run started; or one
+//! that fakes a command), and the guard that removes the images a test
+//! built.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::registry::unique;
-use super::run;
+use super::{run, Output};
 
 /// The real `docker` CLI, found on PATH when the test runs.
+#[track_caller]
 pub fn docker_path() -> String {
     let out = run(Command::new("sh").args(["-c", "command -v docker"]));
     assert_eq!(out.code, Some(0), "no `docker` on PATH (run `bash ci/stack.sh up`)\n{out}");
     out.stdout.trim().to_string()
 }
 
-/// `repo:tag` of every image in the local engine.
-pub fn local_images() -> Vec<String> {
-    let out = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-    assert_eq!(out.code, Some(0), "docker image ls\n{out}");
-    out.stdout.lines().map(str::to_string).collect()
+/// `docker args...` as a command, to add `.env(..)` to (e.g. `DOCKER_CONFIG`).
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    cmd
+}
+
+/// Run `docker args...` to completion.
+#[track_caller]
+pub fn docker(args: &[&str]) -> Output {
+    run(&mut command(args))
 }
 
 /// Whether the local engine has `reference`.
 pub fn image_exists(reference: &str) -> bool {
-    run(Command::new("docker").args(["image", "inspect", "--format", "ok", reference])).code == Some(0)
+    docker(&["image", "inspect", "--format", "{{.Id}}", reference]).code == Some(0)
+}
+
+/// `repo:tag` of every image in the local engine.
+#[track_caller]
+pub fn local_images() -> Vec<String> {
+    let out = docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(out.code, Some(0), "docker image ls\n{out}");
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// The paths in an image's filesystem (as `tar -t` lists them, e.g.
+/// `data/message.txt`). Works for `FROM scratch` images, which have no shell:
+/// the container is only created, never started.
+#[track_caller]
+pub fn image_files(reference: &str) -> Vec<String> {
+    let created = docker(&["create", reference, "/never-run"]);
+    assert_eq!(created.code, Some(0), "docker create {reference}\n{created}");
+    let id = created.stdout.trim().to_string();
+    let listed = run(Command::new("bash")
+        .args(["-o", "pipefail", "-c", r#""$0" export "$1" | tar -t"#])
+        .arg(docker_path())
+        .arg(&id));
+    let _ = docker(&["rm", &id]);
+    assert_eq!(listed.code, Some(0), "docker export {reference} | tar -t\n{listed}");
+    listed.stdout.lines().map(|l| l.trim_end_matches('/').to_string()).collect()
+}
+
+/// An executable `dir/name` for `$MZ_DOCKER`: a shell script that runs
+/// `prelude` (shell lines, which may `exit` to fake a command) and then the
+/// real `docker` with the same arguments.
+pub fn wrapper(dir: &Path, name: &str, prelude: &str) -> PathBuf {
+    let wrapper = dir.join(name);
+    let script = format!("#!/bin/sh\n{prelude}exec '{}' \"$@\"\n", docker_path());
+    std::fs::write(&wrapper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
 }
 
 /// A wrapper around the real `docker` that appends each invocation's
@@ -40,12 +85,9 @@ impl Recorder {
     /// A wrapper and an empty record in `dir` (a test's scratch directory).
     pub fn new(dir: &Path) -> Recorder {
         let id = unique();
-        let wrapper = dir.join(format!("docker-wrapper-{id}"));
+        let wrapper =
+            wrapper(dir, &format!("docker-wrapper-{id}"), "printf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\n");
         let record = dir.join(format!("docker-calls-{id}"));
-        let script =
-            format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$MZ_TEST_DOCKER_RECORD\"\nexec {} \"$@\"\n", docker_path());
-        std::fs::write(&wrapper, script).unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         Recorder { wrapper, record }
     }
 
@@ -66,13 +108,7 @@ impl Recorder {
 
     /// The `-t` tags of each recorded build, one list per build.
     pub fn build_tags(&self) -> Vec<Vec<String>> {
-        self.builds()
-            .iter()
-            .map(|l| {
-                let words: Vec<&str> = l.split(' ').collect();
-                words.windows(2).filter(|w| w[0] == "-t").map(|w| w[1].to_string()).collect()
-            })
-            .collect()
+        self.builds().iter().map(|l| tags(l)).collect()
     }
 
     /// Forget what was recorded so far.
@@ -86,4 +122,52 @@ impl Recorder {
 pub fn is_build(call: &str) -> bool {
     let words: Vec<&str> = call.split(' ').collect();
     words.windows(2).any(|w| w == ["buildx", "build"])
+}
+
+/// The `-t` tags of one recorded invocation.
+pub fn tags(call: &str) -> Vec<String> {
+    let words: Vec<&str> = call.split(' ').collect();
+    words.windows(2).filter(|w| w[0] == "-t").map(|w| w[1].to_string()).collect()
+}
+
+/// Removes, when dropped (also when the test fails), every local image whose
+/// reference (`repo:tag`) contains `/<id>/` for one of its ids: the images a
+/// test built under its unique registry paths. Errors are ignored.
+pub struct RemoveImages {
+    ids: Vec<String>,
+}
+
+impl RemoveImages {
+    /// A guard for the images under the registry paths `ids`.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> RemoveImages {
+        RemoveImages { ids: ids.into_iter().map(Into::into).collect() }
+    }
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let Ok(out) = command(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stderr(Stdio::null()).output()
+        else {
+            return;
+        };
+        let mine: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|r| self.ids.iter().any(|id| r.contains(&format!("/{id}/"))))
+            .map(str::to_string)
+            .collect();
+        if !mine.is_empty() {
+            let _ = command(&["rmi"]).args(&mine).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// Copy the static busybox that `ci/stack.sh up` installs to `dir/busybox`,
+/// for a `FROM scratch` image whose RUN step needs a program
+/// (`COPY busybox /bin/busybox`).
+#[track_caller]
+pub fn copy_busybox(dir: &Path) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "/bin/busybox is missing: `bash ci/stack.sh up` installs busybox-static");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(busybox, dir.join("busybox")).unwrap();
 }

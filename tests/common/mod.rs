@@ -1,20 +1,29 @@
 //! Helpers shared by the integration tests: run the real `xtask` binary, and
-//! build temporary git repositories to run it on.
+//! build temporary git repositories to run it on. Every helper the tests
+//! share lives here, once (`docker` for the engine, `registry` for the two
+//! registries of `ci/stack.sh`, `child` for a process to watch while it
+//! runs, `token_registry` for a bearer-token registry); look here before
+//! writing one in a test file.
 //!
 //! Nothing here changes process-wide state (environment, working directory):
 //! the tests of one binary run in parallel threads, so every setting goes on
-//! the child `Command` instead.
+//! the child `Command` instead. Nothing here sleeps to synchronise: waits
+//! poll for the event with a deadline (`wait_until`) or read a child's output
+//! (`child::Running`).
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod docker;
 pub mod registry;
 pub mod token_registry;
 
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Environment variables that change what `mzbuild` computes; removed from
 /// every child so that tests do not depend on the developer's shell or CI.
@@ -46,6 +55,46 @@ impl Output {
         assert!(self.stderr.lines().any(|l| l.starts_with("error: ")), "no `error: ` line on stderr\n{self}");
         &self.stderr
     }
+
+    /// Like `error`, but return stderr from the first `error: ` line on,
+    /// without the progress lines before it.
+    #[track_caller]
+    pub fn error_message(&self) -> &str {
+        let stderr = self.error();
+        let at = if stderr.starts_with("error: ") { 0 } else { stderr.find("\nerror: ").unwrap() + 1 };
+        &stderr[at..]
+    }
+
+    /// Assert success and exactly one line on stdout; return it without the
+    /// newline.
+    #[track_caller]
+    pub fn line(&self) -> String {
+        let stdout = self.ok();
+        assert!(stdout.ends_with('\n') && stdout.lines().count() == 1, "expected one line\n{self}");
+        stdout.trim_end().to_string()
+    }
+
+    /// Assert success and one line that is a fingerprint (32 characters of
+    /// base32); return it.
+    #[track_caller]
+    pub fn fingerprint(&self) -> String {
+        let fp = self.line();
+        assert!(
+            fp.len() == 32 && fp.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+            "not a fingerprint: {fp:?}\n{self}"
+        );
+        fp
+    }
+}
+
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl std::fmt::Display for Output {
@@ -57,11 +106,46 @@ impl std::fmt::Display for Output {
 /// Run `cmd` to completion, capturing its output.
 #[track_caller]
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}")).into()
+}
+
+/// Run `cmd` to completion with `stdin` on its standard input (how secrets
+/// reach `curl` and `docker login`: never on a command line).
+#[track_caller]
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut pipe = child.stdin.take().unwrap();
+    // The child may exit without reading (a usage error): that is its
+    // output to report, not a panic here.
+    let _ = pipe.write_all(stdin.as_bytes());
+    drop(pipe);
+    child.wait_with_output().unwrap().into()
+}
+
+/// `curl -s -K - args...` with `config` (curl config lines such as
+/// `user = "U:P"` or `header = "Authorization: Bearer T"`, or nothing) on
+/// stdin, so that no secret is on a command line.
+pub fn curl(config: &str, args: &[&str]) -> Output {
+    run_with_stdin(Command::new("curl").args(["-s", "-K", "-"]).args(args), config)
+}
+
+/// Poll `cond` every 20 ms until it holds or `timeout` passes; whether it
+/// held. The way to wait for an event (never a bare sleep).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -105,8 +189,22 @@ pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
     (output, usage.ru_maxrss as u64 * 1024)
 }
 
+/// The arguments of every process on the machine (`ps -eo args`), one
+/// process per line.
+pub fn processes() -> Vec<String> {
+    let ps = run(Command::new("ps").args(["-eo", "args"]));
+    assert_eq!(ps.code, Some(0), "{ps}");
+    ps.stdout.lines().map(str::to_string).collect()
+}
+
+/// A port on 127.0.0.1 that nothing listens on (for now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// The real `xtask` binary with `args`, with the settings environment
-/// (`SETTINGS_ENV`) removed. Add `.env(..)` / `.current_dir(..)` as needed.
+/// (`SETTINGS_ENV`) and `$MZ_DOCKER` (the docker CLI it runs) of the
+/// developer's shell removed. Add `.env(..)` / `.current_dir(..)` as needed.
 pub fn xtask_command<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -117,6 +215,7 @@ where
     for var in SETTINGS_ENV {
         cmd.env_remove(var);
     }
+    cmd.env_remove("MZ_DOCKER");
     cmd
 }
 
@@ -214,6 +313,7 @@ impl TempRepo {
         TempRepo { dir, root }
     }
 
+    /// The repository's root directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -229,6 +329,7 @@ impl TempRepo {
         self.dir.path()
     }
 
+    /// The path of `rel` in the repository.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
@@ -247,6 +348,27 @@ impl TempRepo {
             .collect()
     }
 
+    /// The build log of `image` (`target/mzbuild/logs/<image>.log`).
+    pub fn build_log(&self, image: &str) -> PathBuf {
+        self.path(&format!("target/mzbuild/logs/{image}.log"))
+    }
+
+    /// Set the modification time of every build log far into the past, so
+    /// that `build_logs` tells a rewrite (which sets it to now) from no write
+    /// at once, with no wait for a coarse file-system clock to tick.
+    pub fn backdate_build_logs(&self) {
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        for name in self.build_logs().keys() {
+            let path = self.path(&format!("target/mzbuild/logs/{name}"));
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        }
+    }
+
+    /// Write an image directory `dir`: its `mzbuild.yml` and `Dockerfile`.
+    pub fn image(&self, dir: &str, mzbuild_yml: &str, dockerfile: &str) -> &Self {
+        self.write(&format!("{dir}/mzbuild.yml"), mzbuild_yml).write(&format!("{dir}/Dockerfile"), dockerfile)
+    }
+
     /// Write `rel` (creating its parent directories).
     pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
         let path = self.path(rel);
@@ -263,11 +385,13 @@ impl TempRepo {
         self
     }
 
+    /// Create directory `rel` and its parents.
     pub fn mkdir(&self, rel: &str) -> &Self {
         std::fs::create_dir_all(self.path(rel)).unwrap();
         self
     }
 
+    /// Delete file `rel`.
     pub fn remove(&self, rel: &str) -> &Self {
         std::fs::remove_file(self.path(rel)).unwrap_or_else(|e| panic!("removing {rel}: {e}"));
         self
@@ -321,6 +445,7 @@ impl TempRepo {
         cmd
     }
 
+    /// Run `mzbuild_command(args)` to completion.
     #[track_caller]
     pub fn mzbuild(&self, args: &[&str]) -> Output {
         run(&mut self.mzbuild_command(args))

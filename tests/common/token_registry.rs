@@ -44,14 +44,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
-use super::Output;
+use super::{docker, free_port, run_with_stdin, wait_until, Output};
 
 /// The user the token service knows.
 pub const USER: &str = "mzbuild-token-user";
@@ -299,8 +299,8 @@ impl TokenRegistry {
     #[track_caller]
     pub fn docker_config(&self) -> tempfile::TempDir {
         let config = tempfile::Builder::new().prefix("token-registry-docker-config").tempdir().unwrap();
-        let mut cmd = Command::new("docker");
-        cmd.env("DOCKER_CONFIG", config.path()).args(["login", &self.url, "--username", USER, "--password-stdin"]);
+        let mut cmd = docker::command(&["login", &self.url, "--username", USER, "--password-stdin"]);
+        cmd.env("DOCKER_CONFIG", config.path());
         let out = run_with_stdin(&mut cmd, &format!("{PASSWORD}\n"));
         assert_eq!(
             out.code,
@@ -338,14 +338,12 @@ impl TokenRegistry {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         std::fs::write(context.path().join("hello.txt"), format!("hello from {reference} at {nanos}\n")).unwrap();
         let out = super::run(
-            Command::new("docker")
+            docker::command(&["buildx", "build", "--provenance=false", "--push", "-t", &reference])
                 .env("DOCKER_CONFIG", docker_config)
-                .args(["buildx", "build", "--provenance=false", "--push", "-t", &reference])
                 .arg(context.path()),
         );
-        let _ = Command::new("docker")
+        let _ = docker::command(&["image", "rm", &reference])
             .env("DOCKER_CONFIG", docker_config)
-            .args(["image", "rm", &reference])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -364,13 +362,6 @@ impl Drop for TokenRegistry {
             let _ = server.join();
         }
     }
-}
-
-/// `curl -s args...` with `config` (curl config lines such as
-/// `user = "U:P"` or `header = "Authorization: Bearer T"`) on stdin
-/// (`-K -`), so that no secret is on a command line.
-pub fn curl(config: &str, args: &[&str]) -> Output {
-    run_with_stdin(Command::new("curl").args(["-s", "-K", "-"]).args(args), config)
 }
 
 /// The parameters of a `WWW-Authenticate: Bearer k="v",...` challenge, in
@@ -409,26 +400,6 @@ fn jwt_part(token: &str, i: usize) -> serde_json::Value {
     serde_json::from_slice(&json).unwrap_or_else(|e| panic!("part {i} of {token} is not JSON: {e}"))
 }
 
-fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    // The child may exit without reading (a usage error): that is its
-    // output to report, not a panic here.
-    let _ = pipe.write_all(stdin.as_bytes());
-    drop(pipe);
-    let out = child.wait_with_output().unwrap();
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// A P-256 key (PKCS#8 DER) and a self-signed certificate for it (DER), made
 /// by the `openssl` CLI in `dir`, where the certificate stays as
 /// `token-signer.crt` (PEM) for the registry.
@@ -456,11 +427,6 @@ fn make_key_and_certificate(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         STANDARD.decode(body.split_whitespace().collect::<String>()).unwrap()
     };
     (pem_der(&key, "PRIVATE KEY"), pem_der(&cert, "CERTIFICATE"))
-}
-
-/// A port on 127.0.0.1 that nothing listens on (for now).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Start `docker-registry serve` with token auth against `realm`, storage
@@ -508,35 +474,36 @@ auth:
             .stderr(log)
             .spawn()
             .expect("docker-registry is installed (`bash ci/stack.sh up`)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                if log.get(log_start..).unwrap_or_default().contains("address already in use") {
-                    break;
-                }
-                panic!("docker-registry exited ({status}) before answering\n--- registry log ---\n{log}");
+        // Until it exits or answers; a poll with a deadline, never a sleep.
+        let (mut exited, mut answer) = (None, None);
+        wait_until(Duration::from_secs(30), || {
+            exited = child.try_wait().unwrap();
+            answer = if exited.is_none() { http_get(&url, "/v2/").ok() } else { None };
+            exited.is_some() || answer.is_some()
+        });
+        if let Some(status) = exited {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.get(log_start..).unwrap_or_default().contains("address already in use") {
+                continue;
             }
-            if let Ok((status, headers)) = http_get(&url, "/v2/") {
-                let challenge = header(&headers, "www-authenticate").unwrap_or_default();
-                let realm_param = format!("Bearer realm=\"{realm}\"");
-                if status == 401 && challenge.starts_with(&realm_param) {
-                    return (child, url);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{url}/v2/ answered {status} with challenge {challenge:?}, not 401 with {realm_param}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "docker-registry did not answer on {url} within 30 s\n--- registry log ---\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            panic!("docker-registry exited ({status}) before answering\n--- registry log ---\n{log}");
         }
+        if let Some((status, headers)) = answer {
+            let challenge = header(&headers, "www-authenticate").unwrap_or_default();
+            let realm_param = format!("Bearer realm=\"{realm}\"");
+            if status == 401 && challenge.starts_with(&realm_param) {
+                return (child, url);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{url}/v2/ answered {status} with challenge {challenge:?}, not 401 with {realm_param}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "docker-registry did not answer on {url} within 30 s\n--- registry log ---\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
     }
     panic!("no free port for docker-registry after 5 attempts")
 }
