@@ -27,7 +27,10 @@ pub enum PreImage {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopySpec {
+    /// Root-relative, normalised as the original's `pathlib` does: `.`
+    /// components and trailing `/` dropped; `""` is the root (`source: .`).
     pub source: String,
+    /// Relative to the image directory, normalised likewise.
     pub destination: String,
     pub matching: String,
 }
@@ -166,6 +169,12 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
     p
 }
 
+/// `./test//x/` -> `test/x`, `.` -> `` (the caller has rejected `..` and
+/// absolute paths).
+fn normalize(path: &str) -> String {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+}
+
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
@@ -256,8 +265,8 @@ impl Cx<'_> {
                 }
             }
             PreImage::Copy(CopySpec {
-                source: source.unwrap_or_default().trim_end_matches('/').to_string(),
-                destination: destination.unwrap_or_default().trim_end_matches('/').to_string(),
+                source: normalize(&source.unwrap_or_default()),
+                destination: normalize(&destination.unwrap_or_default()),
                 matching,
             })
         } else {
@@ -382,6 +391,25 @@ mod tests {
             c.pre_images[1],
             PreImage::Copy(CopySpec { source: "test/data".into(), destination: "data".into(), matching: "*".into() })
         );
+    }
+
+    #[test]
+    fn copy_paths_are_normalised() {
+        let copy = |source: &str, destination: &str| {
+            let yaml = format!(
+                "name: a\npre-image:\n  - type: copy\n    source: '{source}'\n    destination: '{destination}'\n"
+            );
+            let p = parse("img/mzbuild.yml", yaml.as_bytes());
+            let Some(PreImage::Copy(c)) = p.config.and_then(|c| c.pre_images.into_iter().next()) else {
+                panic!("{:?}", p.errors)
+            };
+            (c.source, c.destination)
+        };
+        assert_eq!(copy(".", "."), ("".into(), "".into()));
+        assert_eq!(copy("./", "./tests/"), ("".into(), "tests".into()));
+        assert_eq!(copy("./test/x", "x"), ("test/x".into(), "x".into()));
+        assert_eq!(copy("test/y/", "y//z"), ("test/y".into(), "y/z".into()));
+        assert_eq!(copy("test/./y/.", "y"), ("test/y".into(), "y".into()));
     }
 
     #[test]

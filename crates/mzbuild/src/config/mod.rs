@@ -31,6 +31,9 @@ pub enum ConfigError {
     DuplicateName { name: String, first: String, second: String },
     /// `MZFROM` naming an image that does not exist.
     UnknownMzfrom { dockerfile: String, line: usize, name: String, known: Vec<String> },
+    /// A copy pre-image whose `matching` selects none of the files of its
+    /// `source` (a warning, unless `--strict`): the copy is empty.
+    EmptyCopy { yml: String, image: String, index: usize, source: String, matching: String, files: usize },
     /// Images that depend on each other, in order, first repeated at the end.
     Cycle(Vec<String>),
     /// A warning that `--strict` turned into an error.
@@ -49,7 +52,7 @@ impl ConfigError {
             | ConfigError::Yaml { path, .. }
             | ConfigError::InFile { path, .. }
             | ConfigError::UnknownKey { path, .. } => Some(path),
-            ConfigError::MissingDockerfile { yml, .. } => Some(yml),
+            ConfigError::MissingDockerfile { yml, .. } | ConfigError::EmptyCopy { yml, .. } => Some(yml),
             ConfigError::DuplicateName { second, .. } => Some(second),
             ConfigError::UnknownMzfrom { dockerfile, .. } => Some(dockerfile),
             ConfigError::Cycle(_) => None,
@@ -83,6 +86,12 @@ impl fmt::Display for ConfigError {
                 f,
                 "{dockerfile}:{line}: `MZFROM {name}` names an image that does not exist (images: {}); fix the name or add the image",
                 known.join(", ")
+            ),
+            ConfigError::EmptyCopy { yml, image, index, source, matching, files } => write!(
+                f,
+                "{yml}: image `{image}`, pre-image #{index} (copy): `matching: {matching}` selects none of the \
+                 {files} file(s) git sees under `{source}`, so the copy is empty (as in the original mzbuild); \
+                 fix `matching` or `source`, or remove the pre-image"
             ),
             ConfigError::Cycle(cycle) => {
                 write!(f, "image dependency cycle: {} (through MZFROM lines); break it", cycle.join(" -> "))

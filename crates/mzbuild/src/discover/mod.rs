@@ -1,5 +1,7 @@
 //! Discovery: what the repository holds. [`tree`] lists the files git sees;
 //! every git-visible `mzbuild.yml` with its Dockerfile is an [`Image`]
+//! (except the root's own and, as in the original, those under
+//! `misc/python/`, where Materialize keeps the Python mzbuild's package)
 //! ([`dockerfile`] finds its `MZFROM` dependencies); [`graph`] orders them and
 //! resolves target sets. [`Repo`] is the result, with the workspace
 //! configuration read once beside it.
@@ -15,9 +17,10 @@ use anyhow::{Context, Result};
 use once_cell::sync::OnceCell;
 
 use crate::config::crates::CrateGraph;
-use crate::config::image::{self, ImageConfig};
+use crate::config::image::{self, ImageConfig, PreImage};
 use crate::config::workspace::WorkspaceConfig;
 use crate::config::{ConfigError, ConfigErrors};
+use crate::preimage::copy;
 use tree::Tree;
 
 #[derive(Debug, Clone)]
@@ -107,13 +110,17 @@ impl Repo {
     }
 }
 
+/// The directory whose images the original's discovery skips (it prunes
+/// `<root>/misc/python` from its walk).
+const SKIPPED: &str = "misc/python/";
+
 /// Every image of the tree, with all the configuration errors and warnings.
 fn discover_images(tree: &Tree) -> (BTreeMap<String, Image>, Vec<ConfigError>, Vec<ConfigError>) {
     let root = &tree.root;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut by_name: BTreeMap<String, Image> = BTreeMap::new();
-    for yml in tree.files.iter().filter(|f| f.ends_with("/mzbuild.yml")) {
+    for yml in tree.files.iter().filter(|f| f.ends_with("/mzbuild.yml") && !f.starts_with(SKIPPED)) {
         let dir = &yml[..yml.len() - "/mzbuild.yml".len()];
         let bytes = match std::fs::read(root.join(yml)) {
             Ok(b) => b,
@@ -149,6 +156,22 @@ fn discover_images(tree: &Tree) -> (BTreeMap<String, Image>, Vec<ConfigError>, V
                 second: yml.clone(),
             });
             continue;
+        }
+        for (i, pre) in config.pre_images.iter().enumerate() {
+            let PreImage::Copy(copy) = pre else { continue };
+            let files = tree.range(&copy.source).len();
+            // A source without files, or a bad pattern, is an error when the
+            // image's inputs are computed.
+            if files > 0 && copy::matches(tree, copy).is_ok_and(|m| m.is_empty()) {
+                warnings.push(ConfigError::EmptyCopy {
+                    yml: yml.clone(),
+                    image: config.name.clone(),
+                    index: i + 1,
+                    source: copy::shown(&copy.source).to_string(),
+                    matching: copy.matching.clone(),
+                    files,
+                });
+            }
         }
         let depends_on: BTreeSet<String> = dockerfile::dependencies(&dockerfile).into_iter().map(|d| d.name).collect();
         let image = Image {

@@ -12,17 +12,36 @@ use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
 
 /// The inputs: every matching file, as single-file ranges of positions in
-/// `Tree::files`. No matching file is an error.
+/// `Tree::files`. A source without any file git sees is an error (a typo,
+/// or files not yet added); a `matching` that selects none of its files
+/// gives an empty copy, as in the original (discovery warns about it).
 pub fn inputs(tree: &Tree, spec: &CopySpec) -> Result<Vec<Range<usize>>> {
-    let matched = matches(tree, spec)?;
-    if matched.is_empty() {
+    if tree.range(&spec.source).is_empty() {
         bail!(
-            "copy source `{}` (matching `{}`) has no files git can see; fix `source`/`matching` or add the files",
-            spec.source,
-            spec.matching
+            "copy source `{}` has no files git can see; fix `source` (a directory relative to the repository \
+             root) or add the files",
+            shown(&spec.source)
         );
     }
-    Ok(matched.into_iter().map(|i| i..i + 1).collect())
+    Ok(matches(tree, spec)?.into_iter().map(|i| i..i + 1).collect())
+}
+
+/// `source` as a person wrote it: the root is `.`.
+pub fn shown(source: &str) -> &str {
+    if source.is_empty() {
+        "."
+    } else {
+        source
+    }
+}
+
+/// `f`, a file under `source`, relative to `source`.
+fn relative<'a>(f: &'a str, source: &str) -> &'a str {
+    if source.is_empty() {
+        f
+    } else {
+        &f[source.len() + 1..]
+    }
 }
 
 /// Positions in `tree.files` of the files under `source` that the git
@@ -33,14 +52,11 @@ pub fn matches(tree: &Tree, spec: &CopySpec) -> Result<Vec<usize>> {
     let (source, matching) = (spec.source.as_str(), spec.matching.as_str());
     let range = tree.range(source);
     let files = tree.files[range.clone()].iter().zip(range);
-    fn rel<'a>(f: &'a str, source: &str) -> &'a str {
-        &f[source.len() + 1..]
-    }
     if !matching.contains(['*', '?', '[']) {
         let m = matching.trim_end_matches('/');
         return Ok(files
             .filter(|(f, _)| {
-                let r = rel(f, source);
+                let r = relative(f, source);
                 r == m || (r.starts_with(m) && r.as_bytes().get(m.len()) == Some(&b'/'))
             })
             .map(|(_, i)| i)
@@ -51,7 +67,7 @@ pub fn matches(tree: &Tree, spec: &CopySpec) -> Result<Vec<usize>> {
         .build()
         .map_err(|e| anyhow!("`matching` `{matching}` is not a valid pattern: {e}"))?
         .compile_matcher();
-    Ok(files.filter(|(f, _)| glob.is_match(rel(f, source))).map(|(_, i)| i).collect())
+    Ok(files.filter(|(f, _)| glob.is_match(relative(f, source))).map(|(_, i)| i).collect())
 }
 
 /// Copy the matching files into `<context>/<destination>`; the files
@@ -61,8 +77,7 @@ pub fn run(repo: &Repo, image: &Image, spec: &CopySpec) -> Result<Vec<PathBuf>> 
     let dest = repo.root().join(&image.dir).join(&spec.destination);
     for i in matches(&repo.tree, spec)? {
         let f = &repo.tree.files[i];
-        let rel = &f[spec.source.len() + 1..];
-        let to = dest.join(rel);
+        let to = dest.join(relative(f, &spec.source));
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
