@@ -601,27 +601,35 @@ fn cargo_build_auto_bin_inputs() {
 #[test]
 fn cargo_build_custom_bin_renamed_and_workspace_deps() {
     let repo = cargo_repo();
-    assert_eq!(
-        inputs(&repo, "tool"),
-        with_common(
-            "tool",
-            &[
-                "crates/bar/Cargo.toml",
-                "crates/bar/src/lib.rs",
-                "crates/tool/Cargo.toml",
-                "crates/tool/src/custom.rs",
-                "crates/wsdep/Cargo.toml",
-                "crates/wsdep/src/lib.rs",
-            ]
-        )
+    let tool =
+        ["crates/bar/Cargo.toml", "crates/bar/src/lib.rs", "crates/tool/Cargo.toml", "crates/tool/src/custom.rs"];
+    // By default, the original's rule: `wsdep = { workspace = true }` has no
+    // `path` key, so it is not followed; a warning says so, and how to opt in.
+    let out = repo.mzbuild(&["--arch", "x86_64", "describe", "tool"]);
+    assert_eq!(describe_inputs(out.ok()), with_common("tool", &tool));
+    assert!(
+        out.stderr
+            .contains("crates/wsdep (through crates/tool/Cargo.toml [dependencies] wsdep = { workspace = true })")
+            && out.stderr.contains("`path-dependencies = \"cargo\"`"),
+        "{out}"
     );
-    // And the crates' contents count.
     let before = fp(&repo, "tool");
     repo.append("crates/wsdep/src/lib.rs", "// x\n");
-    let after_ws = fp(&repo, "tool");
-    assert_ne!(after_ws, before);
+    assert_eq!(fp(&repo, "tool"), before, "a crate the original does not follow changed the fingerprint");
     repo.append("crates/bar/src/lib.rs", "// x\n");
-    assert_ne!(fp(&repo, "tool"), after_ws);
+    let after_bar = fp(&repo, "tool");
+    assert_ne!(after_bar, before);
+
+    // Opted in: every path dependency cargo uses, and no warning.
+    repo.append("Cargo.toml", "\n[workspace.metadata.mzbuild]\npath-dependencies = \"cargo\"\n");
+    let out = repo.mzbuild(&["--arch", "x86_64", "describe", "tool"]);
+    let mut all = tool.to_vec();
+    all.extend(["crates/wsdep/Cargo.toml", "crates/wsdep/src/lib.rs"]);
+    assert_eq!(describe_inputs(out.ok()), with_common("tool", &all));
+    assert!(!out.stderr.contains("warning"), "{out}");
+    let opted_in = fp(&repo, "tool");
+    repo.append("crates/wsdep/src/lib.rs", "// y\n");
+    assert_ne!(fp(&repo, "tool"), opted_in);
 }
 
 #[test]

@@ -65,13 +65,14 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
                 n_cargo += 1;
                 n_both += usize::from(c);
                 let ws = repo.crates()?;
+                let rule = repo.workspace.path_dependencies.unwrap_or_default();
                 let mut crates = BTreeSet::new();
                 for cb in cargo {
                     for bin in &cb.bins {
-                        crates.extend(ws.closure(ws.crate_for_bin(bin)?, false));
+                        crates.extend(ws.closure(ws.crate_for_bin(bin)?, false, rule));
                     }
                     for ex in &cb.examples {
-                        crates.extend(ws.closure(ws.crate_for_example(ex)?, true));
+                        crates.extend(ws.closure(ws.crate_for_example(ex)?, true, rule));
                     }
                 }
                 closures.push(crates.len());

@@ -17,7 +17,7 @@ use crate::flags::GeneratedRepo;
 /// `sha1sum`.
 pub const SPEED_FILE: &str = "target/sha1-speed.bin";
 pub const SPEED_FILE_LEN: usize = 128 << 20;
-const GENERATOR_VERSION: u32 = 3;
+const GENERATOR_VERSION: u32 = 4;
 const SEED: u64 = 0x6d7a_6275_696c_6421;
 const STAMP: &str = ".git/mzbuild-bench-stamp";
 /// Generate the benchmark repository unless it is already there; its
@@ -569,6 +569,9 @@ impl Gen {
             toml.push_str(&format!("mz-{0} = {{ path = \"src/{0}\" }}\n", c.dir));
         }
         toml.push_str("anyhow = \"1.0.95\"\nserde = { version = \"1.0.217\", features = [\"derive\"] }\ntokio = { version = \"1.38.0\", features = [\"full\"] }\n\n");
+        // The generated crates reach each other through `{ workspace = true }`
+        // too: follow those, so that closures are what cargo builds from.
+        toml.push_str("[workspace.metadata.mzbuild]\npath-dependencies = \"cargo\"\n\n");
         toml.push_str("[profile.dev]\nsplit-debuginfo = \"unpacked\"\n\n[profile.release]\nlto = \"thin\"\ndebug = 1\n\n[profile.optimized]\ninherits = \"release\"\nlto = \"off\"\n");
         self.write("Cargo.toml", toml.as_bytes())?;
         // Cargo.lock: long, like the real one (about 10 KB per 30 packages).

@@ -1,6 +1,14 @@
 //! The cargo workspace as mzbuild needs it: which crate builds which binary
 //! or example, and each crate's path dependencies, so that a cargo-build
-//! pre-image's inputs are exactly the crates its binaries are built from.
+//! pre-image's inputs are the crates its binaries are built from.
+//!
+//! Two rules for which dependencies count ([`PathDependencies`]): the
+//! original mzbuild's (entries with a `path` key in `[dependencies]`,
+//! `[build-dependencies]` and, for an example, its own crate's
+//! `[dev-dependencies]`), which is the default because it gives the
+//! original's tags; and cargo's, which also follows `{ workspace = true }`
+//! path dependencies and `[target.'cfg(..)'.*]` tables. Both are always
+//! read, so that the default can say what it leaves out.
 //!
 //! Read straight from the `Cargo.toml` files (no `cargo metadata`: it needs a
 //! valid lock file and the network, and is slow).
@@ -10,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, bail, Context, Result};
 use toml::Value;
 
+use super::workspace::PathDependencies;
 use crate::discover::tree::Tree;
 
 #[derive(Debug, Clone)]
@@ -19,10 +28,27 @@ pub struct Crate {
     pub dir: String,
     pub bins: Vec<String>,
     pub examples: Vec<String>,
-    /// Directories of path dependencies and path build-dependencies.
+    /// Directories of the entries with a `path` key in `[dependencies]` and
+    /// `[build-dependencies]` (the original's `path_dependencies` and
+    /// `path_build_dependencies`).
     pub path_deps: BTreeSet<String>,
-    /// Directories of path dev-dependencies.
+    /// Directories of the entries with a `path` key in `[dev-dependencies]`.
     pub path_dev_deps: BTreeSet<String>,
+    /// Path dependencies that cargo builds with but the original does not
+    /// follow.
+    pub cargo_only_deps: Vec<CargoOnlyDep>,
+}
+
+/// A path dependency the original mzbuild does not see: a `{ workspace =
+/// true }` entry whose `[workspace.dependencies]` entry has a `path`, or an
+/// entry of a `[target.'cfg(..)'.*]` table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CargoOnlyDep {
+    /// The dependency's directory.
+    pub dir: String,
+    /// The table and key, as written: `[dependencies] mz-sql-parser = { workspace = true }`.
+    pub entry: String,
+    pub dev: bool,
 }
 
 /// The crates of the cargo workspace, by directory.
@@ -66,6 +92,7 @@ impl CrateGraph {
             let krate =
                 parse_crate(tree, &dir, &manifest, ws_deps).with_context(|| format!("reading {manifest_path}"))?;
             pending.extend(krate.path_deps.iter().chain(&krate.path_dev_deps).cloned());
+            pending.extend(krate.cargo_only_deps.iter().map(|d| d.dir.clone()));
             ws.crates.insert(dir, krate);
         }
         Ok(ws)
@@ -103,23 +130,48 @@ impl CrateGraph {
     }
 
     /// The directories of `krate` and of every crate it reaches over path
-    /// dependencies (and, with `dev`, path dev-dependencies), as the
-    /// original's `transitive_path_dependencies`.
-    pub fn closure(&self, krate: &Crate, dev: bool) -> BTreeSet<String> {
+    /// dependencies and path build-dependencies; with `dev` (an example's
+    /// crate), also over `krate`'s own path dev-dependencies (cargo never
+    /// builds a dependency's dev-dependencies). Which dependencies count is
+    /// `rule`'s; the original's `transitive_path_dependencies` is
+    /// `PathDependencies::Original`.
+    pub fn closure(&self, krate: &Crate, dev: bool, rule: PathDependencies) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![krate.dir.clone()];
+        if dev {
+            stack.extend(krate.path_dev_deps.iter().cloned());
+            if rule == PathDependencies::Cargo {
+                stack.extend(krate.cargo_only_deps.iter().filter(|d| d.dev).map(|d| d.dir.clone()));
+            }
+        }
         while let Some(dir) = stack.pop() {
             if !seen.insert(dir.clone()) {
                 continue;
             }
             if let Some(c) = self.crates.get(&dir) {
                 stack.extend(c.path_deps.iter().cloned());
-                if dev {
-                    stack.extend(c.path_dev_deps.iter().cloned());
+                if rule == PathDependencies::Cargo {
+                    stack.extend(c.cargo_only_deps.iter().filter(|d| !d.dev).map(|d| d.dir.clone()));
                 }
             }
         }
         seen
+    }
+
+    /// The dependencies by which cargo's rule reaches crates outside
+    /// `closure` (the original's closure of `krate`, `dev` as for
+    /// [`CrateGraph::closure`]): `(manifest, entry, directory)` each.
+    pub fn unfollowed(&self, krate: &Crate, dev: bool, closure: &BTreeSet<String>) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for dir in closure {
+            let Some(c) = self.crates.get(dir) else { continue };
+            for d in &c.cargo_only_deps {
+                if (!d.dev || (dev && c.dir == krate.dir)) && !closure.contains(&d.dir) {
+                    out.push((join(&c.dir, "Cargo.toml"), d.entry.clone(), d.dir.clone()));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -230,47 +282,51 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
 
     let mut path_deps = BTreeSet::new();
     let mut path_dev_deps = BTreeSet::new();
-    let mut tables: Vec<(&str, &Value)> = vec![];
+    let mut cargo_only_deps = BTreeSet::new();
+    // (table as written, whether cargo-only, table)
+    let mut tables: Vec<(String, bool, &Value)> = vec![];
     for key in ["dependencies", "build-dependencies", "dev-dependencies"] {
         if let Some(t) = manifest.get(key) {
-            tables.push((key, t));
+            tables.push((format!("[{key}]"), false, t));
         }
     }
-    // Target-specific dependency tables ([target.'cfg(..)'.dependencies]).
-    for (_, target) in manifest.get("target").and_then(Value::as_table).into_iter().flatten() {
+    for (cfg, target) in manifest.get("target").and_then(Value::as_table).into_iter().flatten() {
         for key in ["dependencies", "build-dependencies", "dev-dependencies"] {
             if let Some(t) = target.get(key) {
-                tables.push((key, t));
+                tables.push((format!("[target.'{cfg}'.{key}]"), true, t));
             }
         }
     }
-    for (key, table) in tables {
+    for (table_name, target_table, table) in tables {
+        let dev = table_name.ends_with(".dev-dependencies]") || table_name == "[dev-dependencies]";
         for (dep_name, spec) in table.as_table().into_iter().flatten() {
-            let path = if let Some(p) = spec.get("path").and_then(Value::as_str) {
-                Some(normalize(dir, p).with_context(|| format!("[{key}] `{dep_name}`"))?)
+            let (path, written) = if let Some(p) = spec.get("path").and_then(Value::as_str) {
+                let path = normalize(dir, p).with_context(|| format!("{table_name} `{dep_name}`"))?;
+                (Some(path), format!("{dep_name} = {{ path = \"{p}\" }}"))
             } else if spec.get("workspace").and_then(Value::as_bool) == Some(true) {
-                // `dep = { workspace = true }`: the path, if any, is in
-                // [workspace.dependencies], relative to the root.
-                let dep_key = dep_name.as_str();
-                ws_deps
-                    .and_then(|d| d.get(dep_key))
+                // The path, if any, is in [workspace.dependencies], relative
+                // to the root.
+                let path = ws_deps
+                    .and_then(|d| d.get(dep_name.as_str()))
                     .and_then(|d| d.get("path"))
                     .and_then(Value::as_str)
                     .map(|p| normalize("", p))
                     .transpose()
-                    .with_context(|| format!("[workspace.dependencies] `{dep_name}`"))?
+                    .with_context(|| format!("[workspace.dependencies] `{dep_name}`"))?;
+                (path, format!("{dep_name} = {{ workspace = true }}"))
             } else {
-                None
+                (None, String::new())
             };
-            if let Some(p) = path {
-                if !tree.contains(&join(&p, "Cargo.toml")) {
-                    bail!("[{key}] `{dep_name}` points at `{p}`, which has no Cargo.toml git can see");
-                }
-                if key == "dev-dependencies" {
-                    path_dev_deps.insert(p);
-                } else {
-                    path_deps.insert(p);
-                }
+            let Some(p) = path else { continue };
+            if !tree.contains(&join(&p, "Cargo.toml")) {
+                bail!("{table_name} `{dep_name}` points at `{p}`, which has no Cargo.toml git can see");
+            }
+            if target_table || spec.get("path").is_none() {
+                cargo_only_deps.insert(CargoOnlyDep { dir: p, entry: format!("{table_name} {written}"), dev });
+            } else if dev {
+                path_dev_deps.insert(p);
+            } else {
+                path_deps.insert(p);
             }
         }
     }
@@ -281,6 +337,7 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
         examples: examples.into_iter().collect(),
         path_deps,
         path_dev_deps,
+        cargo_only_deps: cargo_only_deps.into_iter().collect(),
     })
 }
 

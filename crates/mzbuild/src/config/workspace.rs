@@ -1,6 +1,6 @@
 //! The root `Cargo.toml`, read once: its `[workspace.metadata.mzbuild]`
-//! table (publish targets, image rustflags) and the facts about the cargo
-//! workspace that builds need. The crate graph ([`super::crates`]) is built
+//! table (publish targets, image rustflags, which cargo files count as
+//! inputs) and the facts about the cargo workspace that builds need. The crate graph ([`super::crates`]) is built
 //! from the same parsed manifest, on first use.
 
 use std::collections::BTreeMap;
@@ -55,7 +55,22 @@ impl Registry {
     }
 }
 
-const METADATA_KEYS: &[&str] = &["registries", "image-rustflags"];
+const METADATA_KEYS: &[&str] = &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies"];
+
+/// Which path dependencies make a crate's files inputs of the cargo-build
+/// images built from it (`[workspace.metadata.mzbuild] path-dependencies`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathDependencies {
+    /// The original mzbuild's: entries with a `path` key in `[dependencies]`
+    /// and `[build-dependencies]` (and an example's own crate's
+    /// `[dev-dependencies]`). Gives the original's tags.
+    #[default]
+    Original,
+    /// Every path dependency cargo builds with: also `{ workspace = true }`
+    /// entries whose `[workspace.dependencies]` entry is a path, and the
+    /// `[target.'cfg(..)'.*]` tables. Safer; changes tags.
+    Cargo,
+}
 
 /// What the root `Cargo.toml` says, parsed once.
 #[derive(Debug, Default, Clone)]
@@ -66,6 +81,14 @@ pub struct WorkspaceConfig {
     pub registries: Option<Vec<Registry>>,
     /// `[workspace.metadata.mzbuild] image-rustflags`.
     pub image_rustflags: Vec<String>,
+    /// `[workspace.metadata.mzbuild] extra-cargo-inputs`: more files or
+    /// directories (root-relative, normalised) that every cargo-build image
+    /// hashes, beside the original's `Cargo.toml`, `Cargo.lock`,
+    /// `.cargo/config` and `ci/builder`; `None` when the key is absent.
+    pub extra_cargo_inputs: Option<Vec<String>>,
+    /// `[workspace.metadata.mzbuild] path-dependencies`; `None` when absent
+    /// (the original's rule applies, with a warning where cargo differs).
+    pub path_dependencies: Option<PathDependencies>,
     /// Whether `[profile.optimized]` is defined.
     pub has_optimized_profile: bool,
     /// Unknown keys of `[workspace.metadata.mzbuild]`.
@@ -122,6 +145,34 @@ impl WorkspaceConfig {
                 anyhow!("Cargo.toml: [workspace.metadata.mzbuild] image-rustflags must be a list of strings")
             })?;
         }
+        if let Some(v) = table.remove("extra-cargo-inputs") {
+            const WHAT: &str = "Cargo.toml: [workspace.metadata.mzbuild] extra-cargo-inputs";
+            let entries: Vec<String> = v.try_into().map_err(|_| {
+                anyhow!("{WHAT} must be a list of paths relative to the repository root, e.g. [\".cargo/config.toml\"]")
+            })?;
+            let mut normalised = Vec::with_capacity(entries.len());
+            for e in entries {
+                if e.starts_with('/') {
+                    bail!("{WHAT}: `{e}` must be relative to the repository root");
+                }
+                let n = super::crates::normalize("", &e).with_context(|| WHAT.to_string())?;
+                if n.is_empty() {
+                    bail!("{WHAT}: `{e}` names the whole repository; list files or directories");
+                }
+                normalised.push(n);
+            }
+            self.extra_cargo_inputs = Some(normalised);
+        }
+        if let Some(v) = table.remove("path-dependencies") {
+            self.path_dependencies = Some(match v.as_str() {
+                Some("original") => PathDependencies::Original,
+                Some("cargo") => PathDependencies::Cargo,
+                _ => bail!(
+                    "Cargo.toml: [workspace.metadata.mzbuild] path-dependencies must be \"original\" (the original \
+                     mzbuild's rule, the default) or \"cargo\" (every path dependency cargo builds with), found {v}"
+                ),
+            });
+        }
         let unknown: BTreeMap<String, Value> = table.into_iter().collect();
         for key in unknown.keys() {
             self.warnings.push(ConfigError::UnknownKey {
@@ -172,7 +223,35 @@ mod tests {
         let c = config("[workspace.metadata.mzbuild]\nregistry = []\n").unwrap();
         assert_eq!(
             c.warnings[0].to_string(),
-            "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, image-rustflags)"
+            "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
+             image-rustflags, extra-cargo-inputs, path-dependencies)"
         );
+    }
+
+    #[test]
+    fn cargo_input_switches() {
+        let c = config("[workspace]\n").unwrap();
+        assert_eq!((c.extra_cargo_inputs, c.path_dependencies), (None, None));
+        let c = config(
+            "[workspace.metadata.mzbuild]\nextra-cargo-inputs = [\"./.cargo/config.toml\", \"ci/x/\"]\npath-dependencies = \"cargo\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.extra_cargo_inputs.unwrap(), [".cargo/config.toml", "ci/x"]);
+        assert_eq!(c.path_dependencies, Some(PathDependencies::Cargo));
+        let c = config("[workspace.metadata.mzbuild]\nextra-cargo-inputs = []\npath-dependencies = \"original\"\n")
+            .unwrap();
+        assert_eq!(c.extra_cargo_inputs.unwrap(), Vec::<String>::new());
+        assert_eq!(c.path_dependencies, Some(PathDependencies::Original));
+        for (bad, says) in [
+            ("path-dependencies = \"all\"", "must be \"original\""),
+            ("path-dependencies = true", "must be \"original\""),
+            ("extra-cargo-inputs = \".cargo/config.toml\"", "must be a list of paths"),
+            ("extra-cargo-inputs = [\"../x\"]", "leaves the repository"),
+            ("extra-cargo-inputs = [\"/etc/x\"]", "relative to the repository root"),
+            ("extra-cargo-inputs = [\".\"]", "whole repository"),
+        ] {
+            let e = config(&format!("[workspace.metadata.mzbuild]\n{bad}\n")).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+        }
     }
 }

@@ -101,7 +101,9 @@ fn base32(bytes: &[u8]) -> String {
 
 /// Input files of one image (repository-relative, sorted, unique).
 pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
-    let set = input_set(repo, image, &mut InputCache::default())?;
+    let mut cache = InputCache::default();
+    let set = input_set(repo, image, &mut cache)?;
+    cache.warn();
     let mut out = Vec::new();
     for run in set.runs() {
         out.extend_from_slice(&repo.tree.files[run]);
@@ -139,6 +141,7 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
     let tree = &repo.tree;
     let mut cache = InputCache::default();
     let sets: Vec<FileSet> = images.iter().map(|i| input_set(repo, i, &mut cache)).collect::<Result<_>>()?;
+    cache.warn();
     let mut union = FileSet::new(tree.files.len());
     for set in &sets {
         union.union_with(set);

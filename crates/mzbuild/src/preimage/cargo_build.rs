@@ -23,9 +23,15 @@ use crate::env::Env;
 use crate::process::{self, GroupChild};
 use crate::ui;
 
-/// The inputs, as ranges of positions in `Tree::files`.
+/// The inputs, as ranges of positions in `Tree::files`: by default the
+/// original's (root `Cargo.toml` and `Cargo.lock`, `.cargo/config`, every
+/// file of `ci/builder`, the crates of the closure by the original's rule),
+/// so that tags are the original's; `[workspace.metadata.mzbuild]
+/// extra-cargo-inputs` and `path-dependencies = "cargo"` add what cargo also
+/// reads. What the default leaves out is noted in `cache`, for one warning.
 pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Result<Vec<Range<usize>>> {
     let tree = &repo.tree;
+    let ws = &repo.workspace;
     let mut out = Vec::new();
     for required in ["Cargo.toml", "Cargo.lock"] {
         let Some(at) = tree.position(required) else {
@@ -37,21 +43,42 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
         };
         out.push(at..at + 1);
     }
-    // `.cargo/config` is what the original hashes; its modern name
-    // `.cargo/config.toml` matters just as much.
-    for optional in [".cargo/config", ".cargo/config.toml"] {
-        if let Some(at) = tree.position(optional) {
-            out.push(at..at + 1);
+    // The original hashes `.cargo/config` (if git sees it), not its modern
+    // name `.cargo/config.toml`: that one only through extra-cargo-inputs.
+    if let Some(at) = tree.position(".cargo/config") {
+        out.push(at..at + 1);
+    }
+    match &ws.extra_cargo_inputs {
+        Some(extra) => {
+            for e in extra {
+                let at = tree.position(e).map(|at| at..at + 1).unwrap_or_else(|| tree.range(e));
+                if at.is_empty() {
+                    bail!(
+                        "Cargo.toml: [workspace.metadata.mzbuild] extra-cargo-inputs: `{e}` is neither a file nor a \
+                         directory git sees; fix the entry or remove it"
+                    );
+                }
+                out.push(at);
+            }
         }
+        None => cache.config_toml_left_out |= tree.contains(".cargo/config.toml"),
     }
     out.push(tree.range("ci/builder"));
     let graph = repo.crates().context("reading the cargo workspace")?;
+    let rule = ws.path_dependencies.unwrap_or_default();
     let mut crates = BTreeSet::new();
-    for bin in &spec.bins {
-        crates.extend(graph.closure(graph.crate_for_bin(bin)?, false));
-    }
-    for ex in &spec.examples {
-        crates.extend(graph.closure(graph.crate_for_example(ex)?, true));
+    let roots = spec
+        .bins
+        .iter()
+        .map(|b| graph.crate_for_bin(b).map(|c| (c, false)))
+        .chain(spec.examples.iter().map(|e| graph.crate_for_example(e).map(|c| (c, true))));
+    for root in roots {
+        let (krate, dev) = root?;
+        let closure = graph.closure(krate, dev, rule);
+        if ws.path_dependencies.is_none() {
+            cache.unfollowed.extend(graph.unfollowed(krate, dev, &closure));
+        }
+        crates.extend(closure);
     }
     for dir in crates {
         out.extend(cache.crates.entry(dir).or_insert_with_key(|dir| crate_ranges(tree, dir)).iter().cloned());

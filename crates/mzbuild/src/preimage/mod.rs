@@ -22,10 +22,51 @@ use crate::{process, ui};
 pub use cargo_build::BuildEnv;
 
 /// What computing inputs can share between images: the files of each crate
-/// (cargo-build images share most of the workspace).
+/// (cargo-build images share most of the workspace); and what the default
+/// cargo-build inputs left out, for [`InputCache::warn`].
 #[derive(Default)]
 pub struct InputCache {
     crates: BTreeMap<String, Vec<Range<usize>>>,
+    /// `.cargo/config.toml` exists and `extra-cargo-inputs` is not set.
+    config_toml_left_out: bool,
+    /// Path dependencies cargo builds with that the original's rule does not
+    /// follow, in images' closures: (manifest, entry, directory).
+    unfollowed: BTreeSet<(String, String, String)>,
+}
+
+impl InputCache {
+    /// Say, once per run, what the original's cargo-build inputs (the
+    /// default) leave out of the images just computed, and how to opt in.
+    pub fn warn(&self) {
+        if self.config_toml_left_out {
+            ui::warn_once(
+                "`.cargo/config.toml` is not an input of cargo-build images: like the original mzbuild, the default \
+                 hashes `.cargo/config` only, so a change to `.cargo/config.toml` (rustflags, profiles) changes no \
+                 tag. To hash it, add `extra-cargo-inputs = [\".cargo/config.toml\"]` to [workspace.metadata.mzbuild] \
+                 in Cargo.toml (this changes the tag of every cargo-build image); `extra-cargo-inputs = []` keeps the \
+                 original's inputs and silences this warning",
+            );
+        }
+        if !self.unfollowed.is_empty() {
+            let mut dirs: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for (manifest, entry, dir) in &self.unfollowed {
+                dirs.entry(dir).or_default().push(format!("{manifest} {entry}"));
+            }
+            let shown: Vec<String> =
+                dirs.iter().take(5).map(|(dir, via)| format!("{dir} (through {})", via.join(", "))).collect();
+            let more = if dirs.len() > 5 { format!(" and {} more", dirs.len() - 5) } else { String::new() };
+            ui::warn_once(format_args!(
+                "cargo-build images are built from crates whose files are not their inputs: {}{more}. Like the \
+                 original mzbuild, the default follows only `path = ...` entries of [dependencies], \
+                 [build-dependencies] and an example's own [dev-dependencies], not `{{ workspace = true }}` ones nor \
+                 [target.*] tables, so a change there changes no tag. To follow every path dependency cargo uses, set \
+                 `path-dependencies = \"cargo\"` in [workspace.metadata.mzbuild] in Cargo.toml (this changes the tags \
+                 of the images that reach them); `path-dependencies = \"original\"` keeps the original's inputs and \
+                 silences this warning",
+                shown.join("; ")
+            ));
+        }
+    }
 }
 
 /// The inputs of pre-image #`i` of `image`, as ranges of positions in
