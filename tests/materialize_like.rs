@@ -1,0 +1,290 @@
+//! Integration tests: parity with the original mzbuild on a repository laid
+//! out like Materialize's (`tests/fixtures/materialize-like.sh`), whose
+//! fingerprints were computed by running the original's code
+//! (`materialize-like.expected`, see its header).
+//!
+//! - every row of the `.expected` file, for every setting;
+//! - what the original does at each point where a Rust reading of SPEC.md
+//!   could differ: `copy` with `source: .`, `./x`, `x/`; a `matching` that
+//!   selects nothing; `.cargo/config.toml`; `{ workspace = true }` and
+//!   `[target.*]` path dependencies; an example's dev-dependencies; images
+//!   under `misc/python`; and the opt-in to cargo's complete input set;
+//! - the copy steps themselves, in real builds.
+
+// Tests drive real processes and read their own environment directly;
+// the repository ban (clippy.toml) is for the engine.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use common::{describe_inputs, run, tests_dir, Output, TempRepo};
+
+fn fixture() -> TempRepo {
+    TempRepo::from_script(&tests_dir().join("fixtures/materialize-like.sh"))
+}
+
+/// The `.expected` rows: settings -> image -> (fingerprint, spec).
+fn expected() -> BTreeMap<String, BTreeMap<String, (String, String)>> {
+    let text = std::fs::read_to_string(tests_dir().join("fixtures/materialize-like.expected")).unwrap();
+    let mut rows: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [settings, image, fingerprint, spec] = cols[..] else { panic!("bad row {line:?}") };
+        let old = rows.entry(settings.into()).or_default().insert(image.into(), (fingerprint.into(), spec.into()));
+        assert!(old.is_none(), "duplicate row {line:?}");
+    }
+    rows
+}
+
+fn flags(settings: &str) -> &'static [&'static str] {
+    match settings {
+        "optimized" => &["--arch", "x86_64"],
+        "release" => &["--release", "--arch", "x86_64"],
+        "dev" => &["--dev", "--arch", "x86_64"],
+        "dev-coverage" => &["--dev", "--coverage", "--arch", "x86_64"],
+        "optimized-address" => &["--sanitizer", "address", "--arch", "x86_64"],
+        "release-aarch64" => &["--release", "--arch", "aarch64"],
+        other => panic!("unknown settings `{other}` in materialize-like.expected"),
+    }
+}
+
+/// `list --json` with `settings`' flags: image -> (fingerprint, spec).
+#[track_caller]
+fn list_json(repo: &TempRepo, settings: &[&str]) -> (BTreeMap<String, (String, String)>, Output) {
+    let mut args = settings.to_vec();
+    args.extend(["list", "--json"]);
+    let out = repo.mzbuild(&args);
+    let json: serde_json::Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("not JSON ({e})\n{out}"));
+    let images = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let s = |k: &str| i[k].as_str().unwrap().to_string();
+            (s("name"), (s("fingerprint"), s("spec")))
+        })
+        .collect();
+    (images, out)
+}
+
+#[track_caller]
+fn inputs(repo: &TempRepo, image: &str) -> Vec<String> {
+    describe_inputs(repo.mzbuild(&["--arch", "x86_64", "describe", image]).ok())
+}
+
+#[test]
+fn every_row_matches_the_original() {
+    let repo = fixture();
+    let expected = expected();
+    let mut rows = 0;
+    let mut matching = 0;
+    let mut mismatches = vec![];
+    for (settings, want) in &expected {
+        let (got, _) = list_json(&repo, flags(settings));
+        // The same images: none missing, none extra (misc/python is skipped).
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{settings}");
+        for (image, want) in want {
+            rows += 1;
+            if &got[image] == want {
+                matching += 1;
+            } else {
+                mismatches.push(format!("{settings} {image}: got {:?}, the original {want:?}", got[image]));
+            }
+        }
+    }
+    assert_eq!(mismatches, Vec::<String>::new(), "{matching} of {rows} rows match");
+    // Six settings for thirteen images: a truncated file must not pass quietly.
+    assert_eq!(rows, 78);
+    // `fingerprint` and `spec` agree with `list --json`.
+    let (fp, spec) = &expected["release"]["td-pg-cdc"];
+    for (command, want) in [("fingerprint", fp), ("spec", spec)] {
+        let out = repo.mzbuild(&["--release", "--arch", "x86_64", command, "td-pg-cdc"]);
+        assert_eq!(out.ok(), format!("{want}\n"), "{out}");
+    }
+}
+
+#[test]
+fn inputs_and_warnings_are_the_originals() {
+    let repo = fixture();
+    // Images under misc/python are not images (the original prunes that
+    // directory); the root's files are not an image either.
+    let out = repo.mzbuild(&["list"]);
+    let listed: Vec<&str> = out.ok().lines().collect();
+    assert!(!listed.contains(&"py-tools"), "{out}");
+    assert_eq!(listed.len(), 13, "{out}");
+
+    // Each warning once per run, however many images it concerns.
+    let (_, out) = list_json(&repo, &["--arch", "x86_64"]);
+    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 3, "{out}");
+    let empty_copy = "warning: misc/images/td-empty/mzbuild.yml: image `td-empty`, pre-image #1 (copy): \
+                      `matching: *.nothing` selects none of the 3 file(s) git sees under `test/y`, so the copy is empty";
+    assert!(warnings[0].starts_with(empty_copy), "{out}");
+    assert!(warnings[1].starts_with("warning: `.cargo/config.toml` is not an input of cargo-build images"), "{out}");
+    assert!(warnings[1].contains("`extra-cargo-inputs = [\".cargo/config.toml\"]`"), "{out}");
+    assert!(warnings[1].contains("changes the tag of every cargo-build image"), "{out}");
+    for via in [
+        "src/alloc (through src/environmentd/Cargo.toml [target.'cfg(unix)'.dependencies] mz-alloc = { path = \"../alloc\" })",
+        "src/repr-test-util (through src/persist-client/Cargo.toml [dev-dependencies] mz-repr-test-util = { workspace = true })",
+        "src/sql-parser (through src/sql/Cargo.toml [dependencies] mz-sql-parser = { workspace = true })",
+    ] {
+        assert!(warnings[2].contains(via), "no `{via}`\n{out}");
+    }
+    assert!(
+        warnings[2].contains("`path-dependencies = \"cargo\"`") && warnings[2].contains("changes the tags"),
+        "{out}"
+    );
+    // --strict: the empty copy is an error.
+    let err = repo.mzbuild(&["--strict", "list"]);
+    let stderr = err.error();
+    assert!(stderr.contains(&empty_copy["warning: ".len()..]) && stderr.contains("(an error with --strict)"), "{err}");
+
+    // copy: `source: .` with a pattern that crosses `/`; `./test/x`;
+    // `test/y/` with `*.sql`; an empty match. Inputs are root-relative.
+    let own = |dir: &str, files: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        v.extend([format!("{dir}/.gitignore"), format!("{dir}/Dockerfile"), format!("{dir}/mzbuild.yml")]);
+        v.sort();
+        v
+    };
+    assert_eq!(
+        inputs(&repo, "td-pg-cdc"),
+        own("misc/images/td-pg-cdc", &["test/pg-cdc/pg-cdc.td", "test/pg-cdc/sub/alter.td"])
+    );
+    assert_eq!(
+        inputs(&repo, "td-x"),
+        own("misc/images/td-x", &["test/x/README.md", "test/x/data.json", "test/x/sub/nested.txt"])
+    );
+    assert_eq!(inputs(&repo, "td-y"), own("misc/images/td-y", &["test/y/a.sql", "test/y/sub/c.sql"]));
+    assert_eq!(inputs(&repo, "td-empty"), ["misc/images/td-empty/Dockerfile", "misc/images/td-empty/mzbuild.yml"]);
+
+    // cargo-build: `.cargo/config.toml`, `{ workspace = true }` and
+    // `[target.*]` dependencies are not inputs; an example follows its own
+    // crate's path dev-dependencies (testkit), not those of crates it
+    // reaches (proptest-util, repr-test-util), nor `{ workspace = true }` ones.
+    let crates_of = |image: &str| -> BTreeSet<String> {
+        let all = inputs(&repo, image);
+        assert!(!all.iter().any(|f| f.starts_with(".cargo/")), "{image}: {all:?}");
+        for f in ["Cargo.toml", "Cargo.lock", "ci/builder/Dockerfile", "ci/builder/stable.stamp"] {
+            assert!(all.iter().any(|i| i == f), "{image} lacks {f}: {all:?}");
+        }
+        crates_of_all(&all)
+    };
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        crates_of("environmentd"),
+        set(&["build-tools", "environmentd", "ore", "pgwire", "proto", "repr", "sql"])
+    );
+    assert_eq!(crates_of("persistcli"), set(&["build-tools", "ore", "persist-client", "proto", "repr", "testkit"]));
+    assert_eq!(crates_of("testdrive"), set(&["ore", "sql-parser", "testdrive"]));
+    let env = inputs(&repo, "environmentd");
+    assert!(!env.iter().any(|f| f.contains("mzcompose")), "{env:?}");
+    assert!(env.iter().any(|f| f == "src/repr/src/new_module.rs"), "untracked crate file missing: {env:?}");
+
+    // Changing what the original does not hash changes no tag.
+    let before = list_json(&repo, &["--arch", "x86_64"]).0;
+    repo.append(".cargo/config.toml", "# more\n").append("src/sql-parser/src/lib.rs", "// more\n");
+    assert_eq!(list_json(&repo, &["--arch", "x86_64"]).0["environmentd"], before["environmentd"]);
+
+    // The opt-in: cargo's complete input set, no warnings, other tags (only
+    // for cargo-build images and their dependants).
+    repo.append(
+        "Cargo.toml",
+        "\n[workspace.metadata.mzbuild]\nextra-cargo-inputs = [\".cargo/config.toml\"]\npath-dependencies = \"cargo\"\n",
+    );
+    let (after, out) = list_json(&repo, &["--arch", "x86_64"]);
+    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(warnings[0].contains("td-empty"), "{out}");
+    let env = inputs(&repo, "environmentd");
+    assert!(env.iter().any(|f| f == ".cargo/config.toml"), "{env:?}");
+    assert_eq!(
+        crates_of_all(&env),
+        set(&["alloc", "build-tools", "environmentd", "ore", "pgwire", "proto", "repr", "sql", "sql-parser"])
+    );
+    assert_eq!(
+        crates_of_all(&inputs(&repo, "persistcli")),
+        set(&["build-tools", "ore", "persist-client", "proto", "repr", "repr-test-util", "testkit"])
+    );
+    for (image, (fp, _)) in &after {
+        let cargo = ["environmentd", "clusterd", "materialized", "persistcli", "testdrive", "td-pg-cdc"];
+        // Cargo.toml is an input of every cargo-build image (and reaches
+        // td-pg-cdc through testdrive); the other images keep their tags.
+        assert_eq!(fp != &before[image].0, cargo.contains(&image.as_str()), "{image}");
+    }
+}
+
+/// The crates (directories under `src/`) that `inputs` touch.
+fn crates_of_all(inputs: &[String]) -> BTreeSet<String> {
+    inputs.iter().filter_map(|f| f.strip_prefix("src/")?.split_once('/').map(|(c, _)| c.to_string())).collect()
+}
+
+/// The copy steps in real builds: `source: .`, `./test/x` and `test/y/`
+/// put the matching files, relative to the source, into the context; an
+/// empty match copies nothing and the image still builds. (The fixture's
+/// base image is `FROM ubuntu:noble`, which cannot be pulled here: it
+/// becomes `FROM scratch`, and td-pg-cdc loses its cargo-built dependency.)
+#[test]
+fn copies_run_in_real_builds() {
+    let repo = fixture();
+    repo.write("misc/images/ubuntu-base/Dockerfile", "FROM scratch\n")
+        .write("misc/images/td-pg-cdc/Dockerfile", "MZFROM ubuntu-base\nCOPY tests /tests\n");
+    let id = common::registry::unique();
+    let images = ["td-pg-cdc", "td-x", "td-y", "td-empty"];
+    let prefix = format!("{id}/");
+    let mut args = vec!["--arch", "x86_64", "--image-registry", "127.0.0.1:5000/mzbuild-local", "--image-prefix"];
+    args.push(&prefix);
+    let mut build = args.clone();
+    build.push("build");
+    build.extend(images);
+    let out = repo.mzbuild(&build);
+    let specs: Vec<String> = out.ok().lines().map(str::to_string).collect();
+    let _cleanup = RemoveImages(
+        specs.iter().chain([&format!("127.0.0.1:5000/mzbuild-local/{id}/ubuntu-base")]).cloned().collect(),
+    );
+    assert_eq!(specs.len(), 4, "{out}");
+    let files = |spec: &str| -> BTreeSet<String> {
+        let created = run(Command::new("docker").args(["create", spec, "none"]));
+        assert_eq!(created.code, Some(0), "{created}");
+        let id = created.stdout.trim().to_string();
+        let export = Command::new("sh")
+            .args(["-c", &format!("docker export {id} | tar -t; docker rm {id} >/dev/null")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&export.stdout)
+            .lines()
+            .filter(|l| {
+                !l.ends_with('/')
+                    && !l.starts_with(".dockerenv")
+                    && !l.starts_with("dev/")
+                    && !l.starts_with("etc/")
+                    && !l.starts_with("proc/")
+                    && !l.starts_with("sys/")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(files(&specs[0]), set(&["tests/test/pg-cdc/pg-cdc.td", "tests/test/pg-cdc/sub/alter.td"]));
+    assert_eq!(files(&specs[1]), set(&["x/README.md", "x/data.json", "x/sub/nested.txt"]));
+    assert_eq!(files(&specs[2]), set(&["y/a.sql", "y/sub/c.sql"]));
+    assert_eq!(files(&specs[3]), BTreeSet::new());
+    assert!(!repo.path("misc/images/td-empty/none").exists(), "the empty copy created its destination");
+    assert!(out.stderr.contains("selects none of the 3 file(s)"), "{out}");
+}
+
+/// Removes local images (by reference) when dropped.
+struct RemoveImages(Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let out = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
+        let mine: Vec<&str> = out.stdout.lines().filter(|r| self.0.iter().any(|m| r.starts_with(m.as_str()))).collect();
+        if !mine.is_empty() {
+            let _ = Command::new("docker").arg("rmi").args(&mine).output();
+        }
+    }
+}
