@@ -18,9 +18,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
-use common::{describe_inputs, run, tests_dir, Output, TempRepo};
+use common::docker::{image_files, RemoveImages};
+use common::{describe_inputs, tests_dir, Output, TempRepo};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/materialize-like.sh"))
@@ -233,58 +233,34 @@ fn copies_run_in_real_builds() {
     repo.write("misc/images/ubuntu-base/Dockerfile", "FROM scratch\n")
         .write("misc/images/td-pg-cdc/Dockerfile", "MZFROM ubuntu-base\nCOPY tests /tests\n");
     let id = common::registry::unique();
-    let images = ["td-pg-cdc", "td-x", "td-y", "td-empty"];
-    let prefix = format!("{id}/");
-    let mut args = vec!["--arch", "x86_64", "--image-registry", "127.0.0.1:5000/mzbuild-local", "--image-prefix"];
-    args.push(&prefix);
-    let mut build = args.clone();
-    build.push("build");
-    build.extend(images);
-    let out = repo.mzbuild(&build);
-    let specs: Vec<String> = out.ok().lines().map(str::to_string).collect();
-    let _cleanup = RemoveImages(
-        specs.iter().chain([&format!("127.0.0.1:5000/mzbuild-local/{id}/ubuntu-base")]).cloned().collect(),
-    );
+    let _cleanup = RemoveImages::new([id.clone()]);
+    let registry = format!("127.0.0.1:5000/{id}");
+    let out = repo.mzbuild(&[
+        "--arch",
+        "x86_64",
+        "--image-registry",
+        &registry,
+        "build",
+        "td-pg-cdc",
+        "td-x",
+        "td-y",
+        "td-empty",
+    ]);
+    let specs: Vec<&str> = out.ok().lines().collect();
     assert_eq!(specs.len(), 4, "{out}");
-    let files = |spec: &str| -> BTreeSet<String> {
-        let created = run(Command::new("docker").args(["create", spec, "none"]));
-        assert_eq!(created.code, Some(0), "{created}");
-        let id = created.stdout.trim().to_string();
-        let export = Command::new("sh")
-            .args(["-c", &format!("docker export {id} | tar -t; docker rm {id} >/dev/null")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&export.stdout)
-            .lines()
-            .filter(|l| {
-                !l.ends_with('/')
-                    && !l.starts_with(".dockerenv")
-                    && !l.starts_with("dev/")
-                    && !l.starts_with("etc/")
-                    && !l.starts_with("proc/")
-                    && !l.starts_with("sys/")
-            })
-            .map(str::to_string)
-            .collect()
-    };
-    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    assert_eq!(files(&specs[0]), set(&["tests/test/pg-cdc/pg-cdc.td", "tests/test/pg-cdc/sub/alter.td"]));
-    assert_eq!(files(&specs[1]), set(&["x/README.md", "x/data.json", "x/sub/nested.txt"]));
-    assert_eq!(files(&specs[2]), set(&["y/a.sql", "y/sub/c.sql"]));
-    assert_eq!(files(&specs[3]), BTreeSet::new());
-    assert!(!repo.path("misc/images/td-empty/none").exists(), "the empty copy created its destination");
     assert!(out.stderr.contains("selects none of the 3 file(s)"), "{out}");
-}
-
-/// Removes local images (by reference) when dropped.
-struct RemoveImages(Vec<String>);
-
-impl Drop for RemoveImages {
-    fn drop(&mut self) {
-        let out = run(Command::new("docker").args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-        let mine: Vec<&str> = out.stdout.lines().filter(|r| self.0.iter().any(|m| r.starts_with(m.as_str()))).collect();
-        if !mine.is_empty() {
-            let _ = Command::new("docker").arg("rmi").args(&mine).output();
-        }
-    }
+    // What the copies put into each image (besides the engine's own files).
+    let files = |spec: &str| -> Vec<String> {
+        let mut files: Vec<String> = image_files(spec)
+            .into_iter()
+            .filter(|f| f.contains('.') && !f.starts_with(".dockerenv") && !f.starts_with("etc/"))
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(files(specs[0]), ["tests/test/pg-cdc/pg-cdc.td", "tests/test/pg-cdc/sub/alter.td"]);
+    assert_eq!(files(specs[1]), ["x/README.md", "x/data.json", "x/sub/nested.txt"]);
+    assert_eq!(files(specs[2]), ["y/a.sql", "y/sub/c.sql"]);
+    assert_eq!(files(specs[3]), Vec::<String>::new());
+    assert!(!repo.path("misc/images/td-empty/none").exists(), "the empty copy created its destination");
 }
