@@ -24,9 +24,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::body_limit::BodyLimitProxy;
 use common::docker::{self, docker, image_exists, local_images, Recorder};
 use common::registry::{
-    catalog, delete_manifest, manifest_digest, manifest_status, Project, PASSWORD, TOKEN_VAR, USER,
+    catalog, delete_manifest, manifest_digest, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR, USER,
 };
 use common::{free_port, processes, run, run_measured, Output};
 
@@ -699,4 +700,44 @@ fn a_large_layer_is_copied_in_bounded_memory() {
     assert_eq!(manifest_digest(&fx.auth_url(), "big", &tag), digest);
     eprintln!("peak RSS of the copying ensure: {:.1} MB for {bytes} bytes", peak as f64 / 1e6);
     assert!(peak < 64 << 20, "peak RSS {peak} bytes copying {bytes} bytes\n{out}");
+}
+
+/// A registry that refuses request bodies over 2 MiB (as some proxies in
+/// front of registries do) gets a 3 MiB layer in `PATCH` chunks, and the
+/// copy still has the source's digest.
+#[test]
+fn a_registry_that_refuses_large_bodies_gets_the_layer_in_chunks() {
+    let fx = Fixture::new();
+    fx.repo
+        .write("images/chunky/mzbuild.yml", "name: chunky\n")
+        .write("images/chunky/Dockerfile", "FROM scratch\nCOPY chunky.bin /chunky.bin\n");
+    let mut random = std::fs::File::open("/dev/urandom").unwrap();
+    let mut file = std::fs::File::create(fx.repo.path("images/chunky/chunky.bin")).unwrap();
+    std::io::copy(&mut std::io::Read::take(&mut random, 3 << 20), &mut file).unwrap();
+    drop(file);
+    fx.set_registries(&[fx.plain_entry()]);
+    fx.mz(&["ensure", "chunky"]).ok();
+    let _ = run(Command::new("docker").args(["rmi", &fx.spec("chunky")]));
+
+    let proxy = BodyLimitProxy::start(PLAIN, 2 << 20);
+    let limited = format!("{}/{}-limited", proxy.host(), fx.id);
+    fx.set_registries(&[fx.plain_entry(), format!("{{ url = \"{limited}\" }}")]);
+    let out = fx.mz(&["ensure", "--json", "chunky"]);
+    out.ok();
+    assert_eq!(fx.summary(&parse_rows(&out)), format!("chunky copied [{limited}]\n"), "{out}");
+    let seen = proxy.seen();
+    let big: Vec<(&str, Option<u64>, bool)> = seen
+        .iter()
+        .filter(|s| s.length.is_some_and(|l| l > 1 << 20))
+        .map(|s| (s.method.as_str(), s.length, s.refused))
+        .collect();
+    // One refused PUT of the whole layer, then two PATCHes of half of it.
+    assert_eq!(big.len(), 3, "{seen:#?}");
+    assert_eq!((big[0].0, big[0].2), ("PUT", true), "{seen:#?}");
+    assert!(big[1..].iter().all(|(m, l, refused)| *m == "PATCH" && !refused && l.unwrap() <= 2 << 20), "{seen:#?}");
+    let tag = format!("mzbuild-{}", fx.fingerprint("chunky"));
+    let digest = manifest_digest(&fx.plain_url(), "chunky", &tag);
+    assert!(digest.is_some());
+    // The proxy passes reads through: ask the registry behind it.
+    assert_eq!(manifest_digest(&format!("{PLAIN}/{}-limited", fx.id), "chunky", &tag), digest);
 }

@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod body_limit;
 pub mod child;
 pub mod docker;
 pub mod registry;

@@ -449,6 +449,11 @@ impl Client {
         body: &mut dyn Read,
     ) -> Result<Response<Body>> {
         let mut req = Request::builder().method(method.clone()).uri(url).header("Content-Length", len.to_string());
+        if len > 0 {
+            // A registry (or a proxy before it) that refuses the body can say
+            // so before it is sent, instead of breaking the connection.
+            req = req.header("Expect", "100-continue");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
