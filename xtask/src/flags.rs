@@ -44,9 +44,10 @@ pub struct GlobalArgs {
     /// Sanitizer: none, address, hwaddress, cfi, thread, leak, undefined (default: $CI_SANITIZER or none).
     #[arg(long, global = true, value_name = "NAME")]
     pub sanitizer: Option<String>,
-    /// Target architecture: x86_64 or aarch64 (default: the host's).
+    /// Target architecture: x86_64 or aarch64 (default: the host's). `tag` takes it several times
+    /// (default: both).
     #[arg(long, global = true, value_name = "ARCH")]
-    pub arch: Option<String>,
+    pub arch: Vec<String>,
     /// Registry that specs point at and `ensure` publishes to, host[:port]/path (default: the
     /// configured registries, the first for specs). A configured registry moves first; any other
     /// becomes the only one.
@@ -72,6 +73,7 @@ pub enum Command {
     Ensure(Ensure),
     Check(Check),
     Repair(Repair),
+    Tag(Tag),
     Run(Run),
 }
 
@@ -160,6 +162,25 @@ pub struct Repair {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Point a release tag (e.g. v1.2.3, latest) at a multi-arch index of each image's per-arch
+/// `mzbuild-<fingerprint>` images, in every registry. Builds nothing: every per-arch image must be
+/// published already (`ensure --arch ARCH` on each architecture). Moves a tag only when its content
+/// changes.
+#[derive(Args, Debug)]
+pub struct Tag {
+    /// The tag, e.g. v1.2.3, latest, unstable.
+    pub tag: String,
+    /// Images to tag, with their published dependencies (default: every published image).
+    pub images: Vec<String>,
+    /// Print what would be created, moved or left unchanged; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave out `mainline: false` images, as the original does on tag builds (the default when
+    /// $BUILDKITE_TAG is set).
+    #[arg(long)]
+    pub mainline_only: bool,
 }
 
 /// Acquire an image, then `docker run --rm --init` it with ARGS.

@@ -3,14 +3,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use mzbuild::{build, introspect, publish, ui, Ctx, Options, ProcessEnv, Status};
+use anyhow::{bail, Result};
+use mzbuild::{build, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
 impl flags::Mzbuild {
     pub fn run(self) -> Result<Status> {
+        if self.global.arch.len() > 1 && !matches!(self.command, Command::Tag(_)) {
+            bail!("--arch is given {} times: only `tag` takes several architectures", self.global.arch.len());
+        }
         let ctx = load(&self.global)?;
+        let archs = self.global.arch.clone();
         match self.command {
             Command::List(c) => c.run(&ctx),
             Command::Fingerprint(c) => c.run(&ctx),
@@ -22,6 +26,7 @@ impl flags::Mzbuild {
             Command::Ensure(c) => c.run(&ctx),
             Command::Check(c) => c.run(&ctx),
             Command::Repair(c) => c.run(&ctx),
+            Command::Tag(c) => c.run(&ctx, &archs),
             Command::Run(c) => c.run(&ctx),
         }
     }
@@ -37,7 +42,8 @@ pub fn options(global: &GlobalArgs) -> Result<Options> {
     Ok(Options {
         root: global.root.clone(),
         profile: mzbuild::profile_flag(global.release, global.optimized, global.dev)?,
-        arch: global.arch.clone(),
+        // `tag` takes several (see Tag::run); for it the settings' own arch is unused.
+        arch: if global.arch.len() == 1 { global.arch.first().cloned() } else { None },
         coverage: global.coverage,
         sanitizer: global.sanitizer.clone(),
         image_registry: global.image_registry.clone(),
@@ -117,6 +123,18 @@ impl flags::Check {
 impl flags::Repair {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         publish::repair::repair(ctx, &self.images, self.json)
+    }
+}
+
+impl flags::Tag {
+    fn run(self, ctx: &Ctx, archs: &[String]) -> Result<Status> {
+        let archs: Vec<Arch> = if archs.is_empty() {
+            vec![Arch::X86_64, Arch::Aarch64]
+        } else {
+            archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
+        };
+        let opts = publish::tag::TagOptions { archs, dry_run: self.dry_run, mainline_only: self.mainline_only };
+        publish::tag::tag(ctx, &self.tag, &self.images, &opts)
     }
 }
 

@@ -167,6 +167,69 @@ pub fn plan<'a>(
         .collect()
 }
 
+/// The images a release tag starts from: the named `targets`, or, when
+/// none are named, every published image, without the `mainline: false`
+/// ones when `mainline_only` (the original leaves them out of tag builds).
+/// Their dependencies are added by the caller, whatever their `mainline`,
+/// as the original does. A named image that is not published is an error:
+/// it is in no registry.
+pub fn release_roots(
+    images: &BTreeMap<String, Image>,
+    targets: &[String],
+    mainline_only: bool,
+) -> Result<Vec<String>, String> {
+    if targets.is_empty() {
+        return Ok(images
+            .values()
+            .filter(|i| i.config.publish && (i.config.mainline || !mainline_only))
+            .map(|i| i.name.clone())
+            .collect());
+    }
+    let unpublished: Vec<&str> =
+        targets.iter().filter(|t| images.get(*t).is_some_and(|i| !i.config.publish)).map(String::as_str).collect();
+    if !unpublished.is_empty() {
+        let list = unpublished.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let (is, it) = if unpublished.len() == 1 { ("is", "it") } else { ("are", "them") };
+        return Err(format!(
+            "{list} {is} not published (publish: false), so in no registry: a release tag cannot point at {it}"
+        ));
+    }
+    Ok(targets.to_vec())
+}
+
+/// What a release tag does in one registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagMove {
+    /// The registry has no such tag: put the index there.
+    Create,
+    /// The tag already names this very index: nothing to do.
+    Unchanged,
+    /// The tag names other content (an earlier release, another build): move
+    /// it to the index.
+    Move { from: String },
+}
+
+impl TagMove {
+    /// Whether the tag is written.
+    pub fn writes(&self) -> bool {
+        !matches!(self, TagMove::Unchanged)
+    }
+}
+
+/// One image's release tag: the digest of the index it is to name, and
+/// what happens to the tag in each registry (by index), given the digest
+/// each holds under it now.
+pub fn release_moves(index_digest: &str, current: &[Option<String>]) -> Vec<TagMove> {
+    current
+        .iter()
+        .map(|c| match c {
+            None => TagMove::Create,
+            Some(d) if d == index_digest => TagMove::Unchanged,
+            Some(d) => TagMove::Move { from: d.clone() },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +375,38 @@ mod tests {
             local: Load r0/p/local:mzbuild-AIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQC
         "#]]
         .assert_eq(&show(Goal::Acquire, &facts));
+    }
+
+    #[test]
+    fn release_tags_follow_mainline_like_the_original() {
+        let mut tool = image("tool", true);
+        tool.config.mainline = false;
+        let images: BTreeMap<String, Image> =
+            [image("a", true), image("local", false), tool].into_iter().map(|i| (i.name.clone(), i)).collect();
+        // Main builds tag every published image; tag builds leave out `mainline: false`.
+        assert_eq!(release_roots(&images, &[], false).unwrap(), ["a", "tool"]);
+        assert_eq!(release_roots(&images, &[], true).unwrap(), ["a"]);
+        // Named images are taken as named, but must be published.
+        assert_eq!(release_roots(&images, &["tool".to_string()], true).unwrap(), ["tool"]);
+        assert_eq!(
+            release_roots(&images, &["local".to_string(), "a".to_string()], false).unwrap_err(),
+            "`local` is not published (publish: false), so in no registry: a release tag cannot point at it"
+        );
+    }
+
+    #[test]
+    fn a_release_tag_moves_only_when_its_digest_differs() {
+        let current = [None, Some("sha256:new".to_string()), Some("sha256:old".to_string())];
+        expect_test::expect![[r#"
+            [
+                Create,
+                Unchanged,
+                Move {
+                    from: "sha256:old",
+                },
+            ]
+        "#]]
+        .assert_debug_eq(&release_moves("sha256:new", &current));
+        assert!(release_moves("sha256:new", &current).iter().filter(|m| m.writes()).count() == 2);
     }
 }

@@ -16,19 +16,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::client::Credentials;
 use super::copy::{copy_steps, show_bytes, Copied};
 use super::login::DockerLogin;
 use super::report::{self, Row};
 use super::targets::Registry;
-use super::{clients, published_status};
+use super::{clients, published_status, verify_credentials};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
-use crate::util::par_io;
 use crate::{ui, Ctx, Status};
 
 pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> Result<Status> {
@@ -40,16 +39,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let clients = clients(ctx, publishable)?;
     // Credentials first: a wrong token must fail before any build.
     if let Some(probe) = images.iter().find(|i| i.config.publish) {
-        let errors: Vec<String> = par_io(&clients, clients.len(), |c| {
-            c.verify_credentials(&c.registry.repository(&ctx.naming.prefix, &probe.name)).err()
-        })
-        .into_iter()
-        .flatten()
-        .map(|e| format!("{e:#}"))
-        .collect();
-        if !errors.is_empty() {
-            bail!("{}\nnothing was built or pushed", errors.join("\n"));
-        }
+        verify_credentials(ctx, &clients, &probe.name, "nothing was built or pushed")?;
     }
     let published = published_status(ctx, &clients, &images, &fps)?;
     let t_check = t0.elapsed() - t_fp;

@@ -3,8 +3,8 @@
 //! between registries ([`copy`]), logging docker in for pushes ([`login`]),
 //! and the commands `ensure` (copy or build and push exactly what is
 //! missing; the CI entry point), `check` (report what is missing or has
-//! drifted) and `repair` (re-point drifted tags), with their summary
-//! ([`report`]).
+//! drifted), `repair` (re-point drifted tags) and `tag` (multi-arch release
+//! tags), with their summary ([`report`]).
 
 pub mod check;
 pub mod client;
@@ -14,6 +14,7 @@ pub mod login;
 pub mod manifest;
 pub mod repair;
 pub mod report;
+pub mod tag;
 pub mod targets;
 
 use std::collections::BTreeMap;
@@ -64,21 +65,44 @@ pub fn published_status(
 
 /// For each `(image, tag)`, the digest each registry holds under the tag.
 pub fn held_by(ctx: &Ctx, clients: &[Client], tags: &[(&str, String)]) -> Result<BTreeMap<String, Held>> {
-    let mut tasks: Vec<(&str, usize, String, &str)> = Vec::new();
-    for (name, tag) in tags {
+    let held = held(ctx, clients, tags)?;
+    Ok(tags.iter().map(|(name, _)| name.to_string()).zip(held).collect())
+}
+
+/// For each `(image, tag)`, in order, the digest each registry holds under
+/// the tag; all requests in parallel.
+pub fn held(ctx: &Ctx, clients: &[Client], tags: &[(&str, String)]) -> Result<Vec<Held>> {
+    let mut tasks: Vec<(usize, usize, String, &str)> = Vec::new();
+    for (i, (name, tag)) in tags.iter().enumerate() {
         for (r, c) in clients.iter().enumerate() {
-            tasks.push((name, r, c.registry.repository(&ctx.naming.prefix, name), tag));
+            tasks.push((i, r, c.registry.repository(&ctx.naming.prefix, name), tag));
         }
     }
-    let results = par_io(&tasks, REQUESTS_IN_FLIGHT, |(name, r, repo, tag)| {
-        clients[*r].manifest_digest(repo, tag).map(|digest| (*name, *r, digest))
+    let results = par_io(&tasks, REQUESTS_IN_FLIGHT, |(i, r, repo, tag)| {
+        clients[*r].manifest_digest(repo, tag).map(|digest| (*i, *r, digest))
     });
-    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    let mut held: Vec<Held> = vec![vec![None; clients.len()]; tags.len()];
     for result in results {
-        let (name, reg, digest) = result?;
-        held.entry(name.to_string()).or_insert_with(|| vec![None; clients.len()])[reg] = digest;
+        let (i, r, digest) = result?;
+        held[i][r] = digest;
     }
     Ok(held)
+}
+
+/// Verify every registry's credentials at once (a wrong token must fail in
+/// seconds, before anything changes), with a push scope on image `probe`.
+pub fn verify_credentials(ctx: &Ctx, clients: &[Client], probe: &str, nothing_done: &str) -> Result<()> {
+    let errors: Vec<String> = par_io(clients, clients.len(), |c| {
+        c.verify_credentials(&c.registry.repository(&ctx.naming.prefix, probe)).err()
+    })
+    .into_iter()
+    .flatten()
+    .map(|e| format!("{e:#}"))
+    .collect();
+    if !errors.is_empty() {
+        bail!("{}\n{nothing_done}", errors.join("\n"));
+    }
+    Ok(())
 }
 
 /// The registries (by index) that lack each image, for the images that

@@ -5,14 +5,13 @@
 //! reference registry's content: the spec registry's when it has the tag,
 //! else the first registry's that has it. Gaps are filled the same way.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
 use super::report::{self, Row};
-use super::{clients, published_status};
+use super::{clients, published_status, verify_credentials};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
-use crate::util::par_io;
 use crate::{ui, Ctx, Status};
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool) -> Result<Status> {
@@ -24,16 +23,7 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool) -> Result<Status> {
     }
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
     let clients = clients(ctx, true)?;
-    let errors: Vec<String> = par_io(&clients, clients.len(), |c| {
-        c.verify_credentials(&c.registry.repository(&ctx.naming.prefix, &images[0].name)).err()
-    })
-    .into_iter()
-    .flatten()
-    .map(|e| format!("{e:#}"))
-    .collect();
-    if !errors.is_empty() {
-        bail!("{}\nnothing was changed", errors.join("\n"));
-    }
+    verify_credentials(ctx, &clients, &images[0].name, "nothing was changed")?;
     let published = published_status(ctx, &clients, &images, &fps)?;
     let steps = plan::plan(
         &images,
