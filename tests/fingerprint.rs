@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use common::{describe_inputs, run, tests_dir, xtask, xtask_command, TempRepo};
@@ -28,16 +29,7 @@ fn fixture() -> TempRepo {
 /// `fingerprint IMAGE` with the default settings on x86_64.
 #[track_caller]
 fn fp(repo: &TempRepo, image: &str) -> String {
-    let out = repo.mzbuild(&["--arch", "x86_64", "fingerprint", image]);
-    let stdout = out.ok();
-    assert_eq!(stdout.len(), 33, "not a fingerprint line: {stdout:?}");
-    stdout.trim_end().to_string()
-}
-
-/// Fingerprints of (app, base).
-#[track_caller]
-fn fps(repo: &TempRepo) -> (String, String) {
-    (fp(repo, "app"), fp(repo, "base"))
+    repo.mzbuild(&["--arch", "x86_64", "fingerprint", image]).fingerprint()
 }
 
 fn flags(settings: &str) -> &'static [&'static str] {
@@ -145,7 +137,7 @@ fn independent_of_working_directory() {
 }
 
 #[test]
-fn independent_of_location_mtimes_and_group_bits() {
+fn independent_of_location() {
     let repo = fixture();
     // A copy elsewhere, made without preserving times: the absolute root and
     // every mtime differ.
@@ -167,193 +159,246 @@ fn independent_of_location_mtimes_and_group_bits() {
         "app",
     ]);
     assert_eq!(out.ok(), format!("{APP}\n"));
+    // Mtimes and group/other bits changed in place: cases of `CASES`.
+}
 
-    // Touch every input with a far-away mtime.
-    let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-    for rel in [
-        "misc/images/app/Dockerfile",
-        "misc/images/app/run.sh",
-        "misc/images/app/untracked.txt",
-        "misc/images/base/Dockerfile",
-        "test/data/a.td",
-        "src/bar/src/lib.rs",
-        "Cargo.lock",
-    ] {
-        std::fs::File::options().write(true).open(repo.path(rel)).unwrap().set_modified(when).unwrap();
+// ---------------------------------------------------------------------------
+// What changes a fingerprint, and what does not: one table of named cases
+
+/// What a case expects of one image's fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Changed,
+    Unchanged,
+}
+use Expect::{Changed, Unchanged};
+
+/// A repository that the cases change: made once, and copied for each
+/// case. Known by its name; `known` are fingerprints it must have unchanged
+/// (the public vectors).
+#[derive(Clone, Copy)]
+struct Setup {
+    name: &'static str,
+    make: fn() -> TempRepo,
+    known: &'static [(&'static str, &'static str)],
+}
+
+const FIXTURE: Setup = Setup { name: "public fixture", make: fixture, known: &[("app", APP), ("base", BASE)] };
+const CARGO: Setup = Setup { name: "cargo repo", make: cargo_repo, known: &[] };
+const CARGO_PATHS: Setup =
+    Setup { name: "cargo repo, path-dependencies = cargo", make: cargo_repo_cargo_paths, known: &[] };
+const NESTED: Setup = Setup { name: "nested images", make: nested_repo, known: &[] };
+
+/// A change to a repository, returning it (so that one call is a change).
+type Change = for<'a> fn(&'a TempRepo) -> &'a TempRepo;
+
+/// One change to a fresh copy of a `setup` repository and what it must do to
+/// the fingerprint of each of `expect`'s images (against the unchanged
+/// repository). Every image a change reaches also gets a fingerprint no
+/// other case of the same setup gives it.
+struct Case {
+    name: &'static str,
+    setup: Setup,
+    change: Change,
+    expect: &'static [(&'static str, Expect)],
+}
+
+/// A case (a row of `CASES`).
+const fn case(name: &'static str, setup: Setup, change: Change, expect: &'static [(&'static str, Expect)]) -> Case {
+    Case { name, setup, change, expect }
+}
+
+/// A change to `app`'s inputs only.
+const APP_ONLY: &[(&str, Expect)] = &[("app", Changed), ("base", Unchanged)];
+/// A change to `base`, which reaches its dependant `app`.
+const BASE_AND_APP: &[(&str, Expect)] = &[("app", Changed), ("base", Changed)];
+/// A change to no input.
+const NEITHER: &[(&str, Expect)] = &[("app", Unchanged), ("base", Unchanged)];
+/// A change to the inner image, which reaches the outer one.
+const INNER_AND_OUTER: &[(&str, Expect)] = &[("inner", Changed), ("outer", Changed)];
+/// A change to the crates that `tool` (only) builds.
+const TOOL_ONLY: &[(&str, Expect)] = &[("tool", Changed), ("ex", Unchanged), ("auto", Unchanged)];
+/// A change to no input of the cargo repository's images.
+const NO_TOOL: &[(&str, Expect)] = &[("tool", Unchanged), ("ex", Unchanged), ("auto", Unchanged)];
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // The build context counts by content, tracked or not, dotfiles too.
+    case("context file", FIXTURE, |r| r.append("misc/images/app/run.sh", "echo bye\n"), APP_ONLY),
+    case("untracked context file", FIXTURE, |r| r.write("misc/images/app/untracked.txt", "untracked!\n"), APP_ONLY),
+    case("context dotfile", FIXTURE, |r| r.append("misc/images/app/.gitignore", "/bar\n"), APP_ONLY),
+    case("new untracked context file", FIXTURE, |r| r.write("misc/images/app/new.txt", "new\n"), APP_ONLY),
+    // The owner-execute bit counts, and a dependency's change reaches its
+    // dependants.
+    case("exec bit of a tracked file", FIXTURE, |r| {
+        assert_eq!(r.mode("misc/images/app/run.sh") & 0o100, 0o100, "run.sh is not executable to begin with");
+        r.chmod("misc/images/app/run.sh", 0o644)
+    }, APP_ONLY),
+    case("exec bit of an untracked file", FIXTURE, |r| r.chmod("misc/images/app/untracked.txt", 0o744), APP_ONLY),
+    case("exec bit of a dependency's file", FIXTURE, |r| r.chmod("misc/images/base/Dockerfile", 0o700), BASE_AND_APP),
+    case("dependency's Dockerfile", FIXTURE, |r| r.append("misc/images/base/Dockerfile", "RUN true\n"), BASE_AND_APP),
+    // Copy sources, new files included.
+    case("copy source file", FIXTURE, |r| r.write("test/data/a.td", "A\n"), APP_ONLY),
+    case("copy source file in a subdirectory", FIXTURE, |r| r.write("test/data/sub/b.td", "B\n"), APP_ONLY),
+    case("new file deep in a copy source", FIXTURE, |r| r.write("test/data/sub/deeper/c.td", "c\n"), APP_ONLY),
+    // The crate closure: bar is a path dependency of foo, whose binary app
+    // builds; and the workspace files of a cargo-build.
+    case("path dependency's source", FIXTURE, |r| r.append("src/bar/src/lib.rs", "pub fn y() {}\n"), APP_ONLY),
+    case("built crate's source", FIXTURE, |r| r.append("src/foo/src/main.rs", "// more\n"), APP_ONLY),
+    case("new file in a crate of the closure", FIXTURE, |r| r.write("src/bar/src/extra.rs", "\n"), APP_ONLY),
+    case("Cargo.lock", FIXTURE, |r| r.write("Cargo.lock", "# lock v2\n"), APP_ONLY),
+    case("Cargo.toml", FIXTURE, |r| r.append("Cargo.toml", "# comment\n"), APP_ONLY),
+    case("ci/builder/Dockerfile", FIXTURE, |r| r.write("ci/builder/Dockerfile", "FROM debian\n"), APP_ONLY),
+    // Not inputs: an ignored file (`/foo` in misc/images/app/.gitignore) and
+    // directory in the context, mzcompose.py of a crate in the closure,
+    // files outside every input (tracked or not). Committing the untracked
+    // input changes nothing: the working tree counts.
+    case("ignored file in the context", FIXTURE, |r| r.write("misc/images/app/foo", "other ignored\n"), NEITHER),
+    case("ignored directory in the context", FIXTURE, |r| r.write("misc/images/app/data/copied.td", "x\n"), NEITHER),
+    case("mzcompose.py of a crate in the closure", FIXTURE, |r| r.write("src/foo/mzcompose.py", "print(2)\n"), NEITHER),
+    case("files outside every input", FIXTURE, |r| {
+        r.write("README.md", "hello\n").write("test/other.td", "o\n").write("misc/notes.txt", "n\n").commit_all()
+    }, NEITHER),
+    case("committing the untracked input", FIXTURE, |r| r.commit_all(), NEITHER),
+    // Mtimes (every input's, far away) and group/other bits (what another
+    // umask gives) do not count.
+    case("mtimes", FIXTURE, |r| {
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        for rel in [
+            "misc/images/app/Dockerfile", "misc/images/app/run.sh", "misc/images/app/untracked.txt",
+            "misc/images/base/Dockerfile", "test/data/a.td", "src/bar/src/lib.rs", "Cargo.lock",
+        ] {
+            std::fs::File::options().write(true).open(r.path(rel)).unwrap().set_modified(when).unwrap();
+        }
+        r
+    }, NEITHER),
+    case("group and other bits", FIXTURE, |r| {
+        r.chmod("misc/images/app/run.sh", 0o775)
+            .chmod("misc/images/app/Dockerfile", 0o664)
+            .chmod("misc/images/base/Dockerfile", 0o600)
+            .chmod("test/data/a.td", 0o646)
+            .chmod("src/bar/src/lib.rs", 0o604)
+            .chmod("misc/images/app/untracked.txt", 0o670)
+    }, NEITHER),
+    // The crates a cargo-build reaches through a renamed dependency count by
+    // content; through a `workspace = true` one (no `path` key) only when
+    // opted in, as the original does not follow it.
+    case("renamed dependency", CARGO, |r| r.append("crates/bar/src/lib.rs", "// x\n"), TOOL_ONLY),
+    case("workspace dependency, not followed", CARGO, |r| r.append("crates/wsdep/src/lib.rs", "// x\n"), NO_TOOL),
+    case("workspace dependency, opted in", CARGO_PATHS, |r| r.append("crates/wsdep/src/lib.rs", "// y\n"), TOOL_ONLY),
+    // The inner image's files reach the outer one only through the inner
+    // one's fingerprint.
+    case("inner image's file", NESTED, |r| r.write("misc/outer/inner/b.txt", "B\n"), INNER_AND_OUTER),
+];
+
+/// The fingerprints of a case's images after its change, or what went wrong.
+type Outcome = Result<Vec<(&'static str, String)>, String>;
+
+/// Run one case on a copy of `template`, whose fingerprints are `before`;
+/// when it goes wrong, say so for every image, not just the first.
+fn run_case(case: &Case, template: &TempRepo, before: &BTreeMap<String, String>) -> Outcome {
+    let repo = template.copy();
+    (case.change)(&repo);
+    let mut after = vec![];
+    let mut wrong = vec![];
+    for (image, expect) in case.expect {
+        let (before, now) = (&before[*image], fp(&repo, image));
+        let got = if now == *before { Unchanged } else { Changed };
+        if got != *expect {
+            wrong.push(format!("{image}: expected {expect:?}, got {got:?} ({before} -> {now})"));
+        }
+        after.push((*image, now));
     }
-    assert_eq!(fps(&repo), (APP.to_string(), BASE.to_string()));
-
-    // Group/other bits (what a different umask gives) do not count; only
-    // the owner-execute bit does.
-    repo.chmod("misc/images/app/run.sh", 0o775)
-        .chmod("misc/images/app/Dockerfile", 0o664)
-        .chmod("misc/images/base/Dockerfile", 0o600)
-        .chmod("test/data/a.td", 0o646)
-        .chmod("src/bar/src/lib.rs", 0o604)
-        .chmod("misc/images/app/untracked.txt", 0o670);
-    assert_eq!(fps(&repo), (APP.to_string(), BASE.to_string()));
+    if wrong.is_empty() {
+        Ok(after)
+    } else {
+        Err(wrong.join("; "))
+    }
 }
 
-/// Apply `change` to a fresh fixture and return the new (app, base).
-fn after(change: impl FnOnce(&TempRepo)) -> (String, String) {
-    let repo = fixture();
-    change(&repo);
-    fps(&repo)
-}
-
+/// Every case of `CASES`, each on its own fresh copy, a few at once.
+/// A failing case names itself (also when it panics: its thread has its
+/// name), and all failures are reported together.
 #[test]
-fn changes_with_context_content() {
-    let (app, base) = after(|r| {
-        r.append("misc/images/app/run.sh", "echo bye\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    // Untracked inputs count by content too.
-    let (app2, _) = after(|r| {
-        r.write("misc/images/app/untracked.txt", "untracked!\n");
-    });
-    assert_ne!(app2, APP);
-    assert_ne!(app2, app);
-    // And so do dotfiles.
-    let (app3, _) = after(|r| {
-        r.append("misc/images/app/.gitignore", "/bar\n");
-    });
-    assert_ne!(app3, APP);
-}
+fn what_changes_a_fingerprint() {
+    // Each setup once, with the fingerprints of every image a case asks about.
+    let mut templates: Vec<(Setup, TempRepo, BTreeMap<String, String>)> = vec![];
+    for case in CASES {
+        if !templates.iter().any(|(setup, ..)| setup.name == case.setup.name) {
+            let repo = (case.setup.make)();
+            let images: BTreeSet<&str> = CASES
+                .iter()
+                .filter(|c| c.setup.name == case.setup.name)
+                .flat_map(|c| c.expect.iter().map(|(i, _)| *i))
+                .collect();
+            let before: BTreeMap<String, String> = images.into_iter().map(|i| (i.to_string(), fp(&repo, i))).collect();
+            for (image, want) in case.setup.known {
+                assert_eq!(before[*image], *want, "{image} of the {}", case.setup.name);
+            }
+            templates.push((case.setup, repo, before));
+        }
+    }
+    let template = |case: &Case| templates.iter().find(|(setup, ..)| setup.name == case.setup.name).unwrap();
 
-#[test]
-fn changes_with_the_owner_exec_bit() {
-    let (app, base) = after(|r| {
-        assert_eq!(r.mode("misc/images/app/run.sh") & 0o100, 0o100);
-        r.chmod("misc/images/app/run.sh", 0o644);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let results: Vec<(usize, Outcome)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = vec![];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(case) = CASES.get(i) else { return done };
+                        let name = format!("case `{}` ({})", case.name, case.setup.name);
+                        let result = std::thread::Builder::new()
+                            .name(name.clone())
+                            .spawn_scoped(s, || {
+                                let (_, repo, before) = template(case);
+                                run_case(case, repo, before)
+                            })
+                            .unwrap()
+                            .join()
+                            .unwrap_or_else(|panic| {
+                                let message = panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                Err(format!("panicked: {message}"))
+                            });
+                        done.push((i, result));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    let (app, base) = after(|r| {
-        r.chmod("misc/images/app/untracked.txt", 0o744);
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    let (app, base) = after(|r| {
-        r.chmod("misc/images/base/Dockerfile", 0o700);
-    });
-    assert_ne!(base, BASE);
-    assert_ne!(app, APP, "a dependency's fingerprint change must reach its dependants");
-}
+    assert_eq!(results.len(), CASES.len());
 
-#[test]
-fn changes_with_a_new_untracked_file() {
-    let (app, base) = after(|r| {
-        r.write("misc/images/app/new.txt", "new\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    // A new file in a copy source is an input too.
-    let (app, _) = after(|r| {
-        r.write("test/data/sub/deeper/c.td", "c\n");
-    });
-    assert_ne!(app, APP);
-}
-
-#[test]
-fn changes_with_a_copy_source() {
-    let (app, base) = after(|r| {
-        r.write("test/data/a.td", "A\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    let (app, _) = after(|r| {
-        r.write("test/data/sub/b.td", "B\n");
-    });
-    assert_ne!(app, APP);
-}
-
-#[test]
-fn changes_with_the_crate_closure() {
-    // bar is a path dependency of foo, whose binary app builds.
-    let (app, base) = after(|r| {
-        r.append("src/bar/src/lib.rs", "pub fn y() {}\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    let (app, base) = after(|r| {
-        r.append("src/foo/src/main.rs", "// more\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    // A new file in a crate of the closure.
-    let (app, _) = after(|r| {
-        r.write("src/bar/src/extra.rs", "\n");
-    });
-    assert_ne!(app, APP);
-}
-
-#[test]
-fn changes_with_workspace_files() {
-    let (app, base) = after(|r| {
-        r.write("Cargo.lock", "# lock v2\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-    let (app, _) = after(|r| {
-        r.append("Cargo.toml", "# comment\n");
-    });
-    assert_ne!(app, APP);
-    let (app, base) = after(|r| {
-        r.write("ci/builder/Dockerfile", "FROM debian\n");
-    });
-    assert_ne!(app, APP);
-    assert_eq!(base, BASE);
-}
-
-#[test]
-fn dependency_change_propagates() {
-    let (app, base) = after(|r| {
-        r.append("misc/images/base/Dockerfile", "RUN true\n");
-    });
-    assert_ne!(base, BASE);
-    assert_ne!(app, APP);
-}
-
-#[test]
-fn unchanged_by_files_that_are_not_inputs() {
-    let unchanged = (APP.to_string(), BASE.to_string());
-    // An ignored file in the context (`/foo` in misc/images/app/.gitignore).
-    assert_eq!(
-        after(|r| {
-            r.write("misc/images/app/foo", "other ignored contents\n");
-        }),
-        unchanged
-    );
-    // A new ignored file and directory in the context.
-    assert_eq!(
-        after(|r| {
-            r.write("misc/images/app/data/copied.td", "x\n");
-        }),
-        unchanged
-    );
-    // mzcompose.py of a crate in the closure is excluded.
-    assert_eq!(
-        after(|r| {
-            r.write("src/foo/mzcompose.py", "print(2)\n");
-        }),
-        unchanged
-    );
-    // Files outside every input, tracked or not.
-    assert_eq!(
-        after(|r| {
-            r.write("README.md", "hello\n").write("test/other.td", "o\n").write("misc/notes.txt", "n\n");
-            r.commit_all();
-        }),
-        unchanged
-    );
-    // Committing the untracked input changes nothing: the working tree counts.
-    assert_eq!(
-        after(|r| {
-            r.commit_all();
-        }),
-        unchanged
-    );
+    let mut failures = vec![];
+    // Changed fingerprints by (setup, image): no two cases may give the same.
+    let mut seen: BTreeMap<(&str, &str, String), &str> = BTreeMap::new();
+    for (i, result) in &results {
+        let case = &CASES[*i];
+        match result {
+            Err(wrong) => failures.push(format!("case `{}` ({}): {wrong}", case.name, case.setup.name)),
+            Ok(after) => {
+                for ((image, expect), (_, now)) in case.expect.iter().zip(after) {
+                    if *expect != Changed {
+                        continue;
+                    }
+                    if let Some(other) = seen.insert((case.setup.name, image, now.clone()), case.name) {
+                        failures.push(format!(
+                            "cases `{other}` and `{}` ({}) give {image} the same fingerprint {now}",
+                            case.name, case.setup.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n  {}", failures.len(), CASES.len(), failures.join("\n  "));
 }
 
 #[test]
@@ -556,6 +601,16 @@ fn cargo_repo() -> TempRepo {
     repo
 }
 
+/// The opt-in to every path dependency cargo uses, for a root `Cargo.toml`.
+const PATH_DEPENDENCIES_CARGO: &str = "\n[workspace.metadata.mzbuild]\npath-dependencies = \"cargo\"\n";
+
+/// `cargo_repo`, opted in to every path dependency cargo uses.
+fn cargo_repo_cargo_paths() -> TempRepo {
+    let repo = cargo_repo();
+    repo.append("Cargo.toml", PATH_DEPENDENCIES_CARGO);
+    repo
+}
+
 fn inputs(repo: &TempRepo, image: &str) -> Vec<String> {
     describe_inputs(repo.mzbuild(&["--arch", "x86_64", "describe", image]).ok())
 }
@@ -613,27 +668,21 @@ fn cargo_build_custom_bin_renamed_and_workspace_deps() {
             && out.stderr.contains("`path-dependencies = \"cargo\"`"),
         "{out}"
     );
-    let before = fp(&repo, "tool");
-    repo.append("crates/wsdep/src/lib.rs", "// x\n");
-    assert_eq!(fp(&repo, "tool"), before, "a crate the original does not follow changed the fingerprint");
-    repo.append("crates/bar/src/lib.rs", "// x\n");
-    let after_bar = fp(&repo, "tool");
-    assert_ne!(after_bar, before);
+    // What their contents do to the fingerprint, by default and opted in:
+    // the cases `workspace dependency, not followed`, `renamed dependency`
+    // and `workspace dependency, opted in` of `CASES`.
 
     // Opted in: every path dependency cargo uses, and no warning.
-    repo.append("Cargo.toml", "\n[workspace.metadata.mzbuild]\npath-dependencies = \"cargo\"\n");
+    repo.append("Cargo.toml", PATH_DEPENDENCIES_CARGO);
     let out = repo.mzbuild(&["--arch", "x86_64", "describe", "tool"]);
     let mut all = tool.to_vec();
     all.extend(["crates/wsdep/Cargo.toml", "crates/wsdep/src/lib.rs"]);
     assert_eq!(describe_inputs(out.ok()), with_common("tool", &all));
     assert!(!out.stderr.contains("warning"), "{out}");
-    let opted_in = fp(&repo, "tool");
-    repo.append("crates/wsdep/src/lib.rs", "// y\n");
-    assert_ne!(fp(&repo, "tool"), opted_in);
 }
 
-#[test]
-fn nested_image_files_belong_to_the_inner_image() {
+/// An image directory inside another's.
+fn nested_repo() -> TempRepo {
     let repo = TempRepo::new();
     repo.write("misc/outer/mzbuild.yml", "name: outer\n")
         .write("misc/outer/Dockerfile", "MZFROM inner\n")
@@ -647,6 +696,12 @@ fn nested_image_files_belong_to_the_inner_image() {
         // A sibling whose name starts like outer's.
         .write("misc/outer-x/d.txt", "d\n")
         .commit_all();
+    repo
+}
+
+#[test]
+fn nested_image_files_belong_to_the_inner_image() {
+    let repo = nested_repo();
     assert_eq!(
         inputs(&repo, "outer"),
         ["misc/outer/Dockerfile", "misc/outer/a.txt", "misc/outer/inner.txt", "misc/outer/mzbuild.yml"]
@@ -660,10 +715,8 @@ fn nested_image_files_belong_to_the_inner_image() {
             "misc/outer/inner/mzbuild.yml"
         ]
     );
-    // Inner's files reach outer only through inner's fingerprint.
-    let outer = fp(&repo, "outer");
-    repo.write("misc/outer/inner/b.txt", "B\n");
-    assert_ne!(fp(&repo, "outer"), outer);
+    // Inner's files reach outer only through inner's fingerprint: the case
+    // `inner image's file` of `CASES`.
 }
 
 #[test]
