@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use common::{describe_inputs, run, tests_dir, xtask, xtask_command, TempRepo};
+use common::{describe_inputs, run, settings_flags, tests_dir, vectors, xtask, xtask_command, TempRepo, Vector};
 use expect_test::expect;
 
 const APP: &str = "EKRH75RVF7F4TUGBLBAGMWNVTXK3MZOI";
@@ -32,36 +32,21 @@ fn fp(repo: &TempRepo, image: &str) -> String {
     repo.mzbuild(&["--arch", "x86_64", "fingerprint", image]).fingerprint()
 }
 
-fn flags(settings: &str) -> &'static [&'static str] {
-    match settings {
-        "optimized" => &["--arch", "x86_64"],
-        "release" => &["--release", "--arch", "x86_64"],
-        "dev" => &["--dev", "--arch", "x86_64"],
-        "dev-coverage" => &["--dev", "--coverage", "--arch", "x86_64"],
-        "optimized-address" => &["--sanitizer", "address", "--arch", "x86_64"],
-        "release-aarch64" => &["--release", "--arch", "aarch64"],
-        other => panic!("unknown settings `{other}` in public-fixture.expected"),
-    }
-}
-
 #[test]
 fn public_vectors() {
     let repo = fixture();
-    let expected = std::fs::read_to_string(tests_dir().join("fixtures/public-fixture.expected")).unwrap();
-    let mut rows = 0;
-    for line in expected.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let [settings, image, fingerprint, spec] = cols[..] else { panic!("bad row {line:?}") };
+    let rows = vectors("public-fixture.expected");
+    for row in &rows {
+        let Vector { settings, image, fingerprint, spec } = row;
         for (command, want) in [("fingerprint", fingerprint), ("spec", spec)] {
-            let mut args = flags(settings).to_vec();
+            let mut args = settings_flags(settings).to_vec();
             args.extend([command, image]);
             let out = repo.mzbuild(&args);
             assert_eq!(out.ok(), format!("{want}\n"), "{settings} {command} {image}\n{out}");
         }
-        rows += 1;
     }
     // Six settings for two images: a truncated file must not pass quietly.
-    assert_eq!(rows, 12);
+    assert_eq!(rows.len(), 12);
 }
 
 #[test]
@@ -611,10 +596,6 @@ fn cargo_repo_cargo_paths() -> TempRepo {
     repo
 }
 
-fn inputs(repo: &TempRepo, image: &str) -> Vec<String> {
-    describe_inputs(repo.mzbuild(&["--arch", "x86_64", "describe", image]).ok())
-}
-
 const CARGO_COMMON: &[&str] = &[".cargo/config", "Cargo.lock", "Cargo.toml", "ci/builder/Dockerfile"];
 
 fn with_common(image: &str, crates: &[&str]) -> Vec<String> {
@@ -630,7 +611,7 @@ fn with_common(image: &str, crates: &[&str]) -> Vec<String> {
 fn cargo_build_example_inputs() {
     let repo = cargo_repo();
     assert_eq!(
-        inputs(&repo, "ex"),
+        repo.inputs("ex"),
         with_common(
             "ex",
             &[
@@ -648,7 +629,7 @@ fn cargo_build_example_inputs() {
 fn cargo_build_auto_bin_inputs() {
     let repo = cargo_repo();
     assert_eq!(
-        inputs(&repo, "auto"),
+        repo.inputs("auto"),
         with_common("auto", &["crates/auto/Cargo.toml", "crates/auto/src/bin/x.rs", "crates/auto/src/lib.rs"])
     );
 }
@@ -703,11 +684,11 @@ fn nested_repo() -> TempRepo {
 fn nested_image_files_belong_to_the_inner_image() {
     let repo = nested_repo();
     assert_eq!(
-        inputs(&repo, "outer"),
+        repo.inputs("outer"),
         ["misc/outer/Dockerfile", "misc/outer/a.txt", "misc/outer/inner.txt", "misc/outer/mzbuild.yml"]
     );
     assert_eq!(
-        inputs(&repo, "inner"),
+        repo.inputs("inner"),
         [
             "misc/outer/inner/Dockerfile",
             "misc/outer/inner/b.txt",
@@ -749,10 +730,10 @@ fn copy_matching() {
         v.sort();
         v
     };
-    assert_eq!(inputs(&repo, "all"), with_own("all", &["a.td", "c.txt", "sub/b.td", "sub/d.txt", "subway.td"]));
-    assert_eq!(inputs(&repo, "td"), with_own("td", &["a.td", "sub/b.td", "subway.td"]));
-    assert_eq!(inputs(&repo, "dir"), with_own("dir", &["sub/b.td", "sub/d.txt"]));
-    assert_eq!(inputs(&repo, "dirslash"), with_own("dirslash", &["sub/b.td", "sub/d.txt"]));
+    assert_eq!(repo.inputs("all"), with_own("all", &["a.td", "c.txt", "sub/b.td", "sub/d.txt", "subway.td"]));
+    assert_eq!(repo.inputs("td"), with_own("td", &["a.td", "sub/b.td", "subway.td"]));
+    assert_eq!(repo.inputs("dir"), with_own("dir", &["sub/b.td", "sub/d.txt"]));
+    assert_eq!(repo.inputs("dirslash"), with_own("dirslash", &["sub/b.td", "sub/d.txt"]));
 }
 
 #[test]

@@ -20,7 +20,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::docker::{image_files, RemoveImages};
-use common::{describe_inputs, tests_dir, Output, TempRepo};
+use common::{settings_flags, tests_dir, vectors, Output, TempRepo, Vector};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/materialize-like.sh"))
@@ -28,27 +28,12 @@ fn fixture() -> TempRepo {
 
 /// The `.expected` rows: settings -> image -> (fingerprint, spec).
 fn expected() -> BTreeMap<String, BTreeMap<String, (String, String)>> {
-    let text = std::fs::read_to_string(tests_dir().join("fixtures/materialize-like.expected")).unwrap();
     let mut rows: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let [settings, image, fingerprint, spec] = cols[..] else { panic!("bad row {line:?}") };
-        let old = rows.entry(settings.into()).or_default().insert(image.into(), (fingerprint.into(), spec.into()));
-        assert!(old.is_none(), "duplicate row {line:?}");
+    for Vector { settings, image, fingerprint, spec } in vectors("materialize-like.expected") {
+        let old = rows.entry(settings.clone()).or_default().insert(image.clone(), (fingerprint, spec));
+        assert!(old.is_none(), "duplicate row {settings} {image}");
     }
     rows
-}
-
-fn flags(settings: &str) -> &'static [&'static str] {
-    match settings {
-        "optimized" => &["--arch", "x86_64"],
-        "release" => &["--release", "--arch", "x86_64"],
-        "dev" => &["--dev", "--arch", "x86_64"],
-        "dev-coverage" => &["--dev", "--coverage", "--arch", "x86_64"],
-        "optimized-address" => &["--sanitizer", "address", "--arch", "x86_64"],
-        "release-aarch64" => &["--release", "--arch", "aarch64"],
-        other => panic!("unknown settings `{other}` in materialize-like.expected"),
-    }
 }
 
 /// `list --json` with `settings`' flags: image -> (fingerprint, spec).
@@ -70,11 +55,6 @@ fn list_json(repo: &TempRepo, settings: &[&str]) -> (BTreeMap<String, (String, S
     (images, out)
 }
 
-#[track_caller]
-fn inputs(repo: &TempRepo, image: &str) -> Vec<String> {
-    describe_inputs(repo.mzbuild(&["--arch", "x86_64", "describe", image]).ok())
-}
-
 #[test]
 fn every_row_matches_the_original() {
     let repo = fixture();
@@ -83,7 +63,7 @@ fn every_row_matches_the_original() {
     let mut matching = 0;
     let mut mismatches = vec![];
     for (settings, want) in &expected {
-        let (got, _) = list_json(&repo, flags(settings));
+        let (got, _) = list_json(&repo, settings_flags(settings));
         // The same images: none missing, none extra (misc/python is skipped).
         assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{settings}");
         for (image, want) in want {
@@ -151,22 +131,22 @@ fn inputs_and_warnings_are_the_originals() {
         v
     };
     assert_eq!(
-        inputs(&repo, "td-pg-cdc"),
+        repo.inputs("td-pg-cdc"),
         own("misc/images/td-pg-cdc", &["test/pg-cdc/pg-cdc.td", "test/pg-cdc/sub/alter.td"])
     );
     assert_eq!(
-        inputs(&repo, "td-x"),
+        repo.inputs("td-x"),
         own("misc/images/td-x", &["test/x/README.md", "test/x/data.json", "test/x/sub/nested.txt"])
     );
-    assert_eq!(inputs(&repo, "td-y"), own("misc/images/td-y", &["test/y/a.sql", "test/y/sub/c.sql"]));
-    assert_eq!(inputs(&repo, "td-empty"), ["misc/images/td-empty/Dockerfile", "misc/images/td-empty/mzbuild.yml"]);
+    assert_eq!(repo.inputs("td-y"), own("misc/images/td-y", &["test/y/a.sql", "test/y/sub/c.sql"]));
+    assert_eq!(repo.inputs("td-empty"), ["misc/images/td-empty/Dockerfile", "misc/images/td-empty/mzbuild.yml"]);
 
     // cargo-build: `.cargo/config.toml`, `{ workspace = true }` and
     // `[target.*]` dependencies are not inputs; an example follows its own
     // crate's path dev-dependencies (testkit), not those of crates it
     // reaches (proptest-util, repr-test-util), nor `{ workspace = true }` ones.
     let crates_of = |image: &str| -> BTreeSet<String> {
-        let all = inputs(&repo, image);
+        let all = repo.inputs(image);
         assert!(!all.iter().any(|f| f.starts_with(".cargo/")), "{image}: {all:?}");
         for f in ["Cargo.toml", "Cargo.lock", "ci/builder/Dockerfile", "ci/builder/stable.stamp"] {
             assert!(all.iter().any(|i| i == f), "{image} lacks {f}: {all:?}");
@@ -180,7 +160,7 @@ fn inputs_and_warnings_are_the_originals() {
     );
     assert_eq!(crates_of("persistcli"), set(&["build-tools", "ore", "persist-client", "proto", "repr", "testkit"]));
     assert_eq!(crates_of("testdrive"), set(&["ore", "sql-parser", "testdrive"]));
-    let env = inputs(&repo, "environmentd");
+    let env = repo.inputs("environmentd");
     assert!(!env.iter().any(|f| f.contains("mzcompose")), "{env:?}");
     assert!(env.iter().any(|f| f == "src/repr/src/new_module.rs"), "untracked crate file missing: {env:?}");
 
@@ -199,14 +179,14 @@ fn inputs_and_warnings_are_the_originals() {
     let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("warning: ")).collect();
     assert_eq!(warnings.len(), 1, "{out}");
     assert!(warnings[0].contains("td-empty"), "{out}");
-    let env = inputs(&repo, "environmentd");
+    let env = repo.inputs("environmentd");
     assert!(env.iter().any(|f| f == ".cargo/config.toml"), "{env:?}");
     assert_eq!(
         crates_of_all(&env),
         set(&["alloc", "build-tools", "environmentd", "ore", "pgwire", "proto", "repr", "sql", "sql-parser"])
     );
     assert_eq!(
-        crates_of_all(&inputs(&repo, "persistcli")),
+        crates_of_all(&repo.inputs("persistcli")),
         set(&["build-tools", "ore", "persist-client", "proto", "repr", "repr-test-util", "testkit"])
     );
     for (image, (fp, _)) in &after {

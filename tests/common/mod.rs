@@ -456,6 +456,13 @@ impl TempRepo {
         cmd
     }
 
+    /// The inputs of `image` (x86_64, default settings), as `describe` lists
+    /// them.
+    #[track_caller]
+    pub fn inputs(&self, image: &str) -> Vec<String> {
+        describe_inputs(self.mzbuild(&["--arch", "x86_64", "describe", image]).ok())
+    }
+
     /// Run `mzbuild_command(args)` to completion.
     #[track_caller]
     pub fn mzbuild(&self, args: &[&str]) -> Output {
@@ -472,6 +479,50 @@ impl Default for TempRepo {
 /// The path of a file in `tests/` of this repository.
 pub fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+}
+
+/// One row of a fixture's `.expected` file (`tests/fixtures/*.expected`):
+/// what a settings name (see `settings_flags`) gives an image.
+#[derive(Debug)]
+pub struct Vector {
+    pub settings: String,
+    pub image: String,
+    pub fingerprint: String,
+    pub spec: String,
+}
+
+/// The rows of `tests/fixtures/<file>` (tab-separated; `#` comments and
+/// blank lines skipped).
+#[track_caller]
+pub fn vectors(file: &str) -> Vec<Vector> {
+    let text = std::fs::read_to_string(tests_dir().join("fixtures").join(file)).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [settings, image, fingerprint, spec] = cols[..] else { panic!("bad row {line:?} in {file}") };
+            Vector {
+                settings: settings.into(),
+                image: image.into(),
+                fingerprint: fingerprint.into(),
+                spec: spec.into(),
+            }
+        })
+        .collect()
+}
+
+/// The command-line flags of a settings name of the `.expected` files.
+#[track_caller]
+pub fn settings_flags(settings: &str) -> &'static [&'static str] {
+    match settings {
+        "optimized" => &["--arch", "x86_64"],
+        "release" => &["--release", "--arch", "x86_64"],
+        "dev" => &["--dev", "--arch", "x86_64"],
+        "dev-coverage" => &["--dev", "--coverage", "--arch", "x86_64"],
+        "optimized-address" => &["--sanitizer", "address", "--arch", "x86_64"],
+        "release-aarch64" => &["--release", "--arch", "aarch64"],
+        other => panic!("unknown settings `{other}` in an .expected file"),
+    }
 }
 
 /// The `inputs` section of `mzbuild describe` output, one path per entry.
