@@ -203,6 +203,10 @@ pub struct PoolArgs {
     /// without any build finishing (e.g. 90s, 20m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = mzbuild::build::parse_duration)]
     pub timeout: std::time::Duration,
+    /// The buildx builder to build with (default: Cargo.toml's `[workspace.metadata.mzbuild]
+    /// builders` entry for the arch, else buildx's current builder). Checked before any build.
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
 }
 
 impl PoolArgs {
@@ -210,6 +214,7 @@ impl PoolArgs {
         mzbuild::PoolOptions {
             jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             timeout: self.timeout,
+            builder: self.builder.clone(),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Talking to Docker: a [`Docker`] handle (which program, with which extra
-//! environment) for engine and buildx checks with install hints, local
-//! images, pulls and logins; the `docker buildx build` command line (a pure
-//! function, snapshot-tested); and running a build with its output in a
+//! environment) for engine, buildx and builder checks with install hints,
+//! local images, pulls and logins; the `docker buildx build` command line (a
+//! pure function, snapshot-tested); and running a build with its output in a
 //! per-image log, killed with its whole process group on timeout.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::config::settings::Settings;
+use crate::config::settings::{Arch, Settings};
 use crate::env::Env;
 use crate::process::{self, GroupChild};
 
@@ -81,6 +81,35 @@ impl Docker {
             ),
             Err(e) => bail!("cannot run `{} buildx version`: {e}", self.program),
         }
+    }
+
+    /// Check, before any build, that buildx builder `name` exists (`docker
+    /// buildx inspect`); `origin` says where the name came from, for the
+    /// error. A builder of the `docker` driver is a docker context's engine:
+    /// buildx only builds on it from that context, so its builds run with
+    /// `docker --context <its endpoint>`.
+    pub fn check_builder(&self, name: &str, origin: &str) -> Result<Builder> {
+        let out = self
+            .command(&["buildx", "inspect", name])
+            .output()
+            .with_context(|| format!("running `{} buildx inspect {name}`", self.program))?;
+        if !out.status.success() {
+            bail!(
+                "buildx builder `{name}` ({origin}) is not available: `docker buildx inspect {name}` says: {}; \
+                 create it (`docker buildx create --name {name} ...`, or `docker context create {name} ...` for \
+                 another engine), or pick another one; nothing was built",
+                last_line(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| {
+            text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string())).filter(|v| !v.is_empty())
+        };
+        let context = match field("Driver:").as_deref() {
+            Some("docker") => Some(field("Endpoint:").unwrap_or_else(|| name.to_string())),
+            _ => None,
+        };
+        Ok(Builder { name: name.to_string(), context })
     }
 
     /// Image references present in the local engine (`repo:tag`).
@@ -175,6 +204,28 @@ fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
+/// A buildx builder the builds use instead of the current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Builder {
+    pub name: String,
+    /// The docker context to build from, for a builder of the `docker`
+    /// driver (buildx refuses `--builder` for one of another context).
+    pub context: Option<String>,
+}
+
+/// The builder for builds of `arch`, with where its name comes from:
+/// `--builder`, else the workspace's `builders` entry for the arch, else
+/// none (buildx's current builder).
+pub fn choose_builder(flag: Option<&str>, configured: &BTreeMap<Arch, String>, arch: Arch) -> Option<(String, String)> {
+    match (flag, configured.get(&arch)) {
+        (Some(f), _) => Some((f.to_string(), "from --builder".to_string())),
+        (None, Some(c)) => {
+            Some((c.clone(), format!("from Cargo.toml [workspace.metadata.mzbuild] builders.{}", arch.gcc())))
+        }
+        (None, None) => None,
+    }
+}
+
 /// What a build does with its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -192,9 +243,17 @@ pub fn buildx_args(
     user_build_args: &[(String, String)],
     settings: &Settings,
     output: Output,
+    builder: Option<&Builder>,
 ) -> Vec<String> {
-    let mut args: Vec<String> =
-        vec!["buildx".into(), "build".into(), "--progress=plain".into(), "-f".into(), "-".into()];
+    let mut args: Vec<String> = vec![];
+    if let Some(c) = builder.and_then(|b| b.context.as_ref()) {
+        args.extend(["--context".into(), c.clone()]);
+    }
+    args.extend(["buildx".into(), "build".into()]);
+    if let Some(b) = builder {
+        args.extend(["--builder".into(), b.name.clone()]);
+    }
+    args.extend(["--progress=plain".into(), "-f".into(), "-".into()]);
     let builtin = [
         ("BUILD_PROFILE", settings.profile.upper().to_string()),
         ("ARCH_GCC", settings.arch.gcc().to_string()),
@@ -299,14 +358,37 @@ mod tests {
             &[("VERSION".into(), "1.0".into())],
             &settings,
             Output::Push,
+            None,
         );
         expect![[r#"buildx build --progress=plain -f - --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --push /repo/misc/images/app"#]]
         .assert_eq(&args.join(" "));
         let settings =
             Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: false, sanitizer: "address".into() };
-        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Load);
+        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Load, None);
         expect![[r#"buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --load ctx"#]]
         .assert_eq(&args.join(" "));
+        // A builder; one of the docker driver is used from its context.
+        let remote = Builder { name: "arm-nodes".into(), context: None };
+        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Push, Some(&remote));
+        expect![[r#"buildx build --builder arm-nodes --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --push ctx"#]]
+        .assert_eq(&args.join(" "));
+        let engine = Builder { name: "arm-engine".into(), context: Some("arm-engine".into()) };
+        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Push, Some(&engine));
+        assert!(args.join(" ").starts_with("--context arm-engine buildx build --builder arm-engine --progress=plain"));
+    }
+
+    #[test]
+    fn the_builder_comes_from_the_flag_else_the_workspace() {
+        let configured: BTreeMap<Arch, String> = [(Arch::Aarch64, "arm-nodes".to_string())].into();
+        assert_eq!(choose_builder(None, &configured, Arch::X86_64), None);
+        assert_eq!(
+            choose_builder(None, &configured, Arch::Aarch64),
+            Some(("arm-nodes".into(), "from Cargo.toml [workspace.metadata.mzbuild] builders.aarch64".into()))
+        );
+        assert_eq!(
+            choose_builder(Some("mine"), &configured, Arch::Aarch64),
+            Some(("mine".into(), "from --builder".into()))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::fingerprint::{fingerprint_all, Fingerprinted};
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::preimage::{self, BuildEnv};
 use crate::{ui, Ctx, Status};
-use docker::{BuildError, Docker, Output};
+use docker::{BuildError, Builder, Docker, Output};
 use scheduler::{Event, JobSpec, Outcome};
 
 /// How the pool runs.
@@ -25,17 +25,32 @@ pub struct PoolOptions {
     /// How long a build may run, and how long a job may wait for its
     /// dependencies, before it gives up.
     pub timeout: Duration,
+    /// `--builder`: the buildx builder to use (else the workspace's
+    /// `builders` entry for the arch, else buildx's current one).
+    pub builder: Option<String>,
+}
+
+/// The builder the builds use (see [`docker::choose_builder`]), checked to
+/// exist with `docker`, the handle the builds run with: call it before
+/// anything is built.
+pub fn builder(ctx: &Ctx, docker: &Docker, opts: &PoolOptions) -> Result<Option<Builder>> {
+    match docker::choose_builder(opts.builder.as_deref(), &ctx.repo.workspace.builders, ctx.settings.arch) {
+        Some((name, origin)) => Ok(Some(docker.check_builder(&name, &origin)?)),
+        None => Ok(None),
+    }
 }
 
 /// Build the steps that build (dependencies first; dependencies that are
-/// not among them must already be available) with `docker`. Returns each
-/// image's outcome; build failures are outcomes, not errors.
+/// not among them must already be available) with `docker`, on `builder`
+/// (from [`builder`]). Returns each image's outcome; build failures are
+/// outcomes, not errors.
 pub fn build_images(
     ctx: &Ctx,
     fps: &BTreeMap<String, Fingerprinted>,
     steps: &[&Step<'_>],
     docker: &Docker,
     opts: &PoolOptions,
+    builder: Option<&Builder>,
 ) -> Result<BTreeMap<String, Outcome<usize>>> {
     if steps.is_empty() {
         return Ok(BTreeMap::new());
@@ -75,6 +90,7 @@ pub fn build_images(
             &step.image.config.build_args,
             &ctx.settings,
             output,
+            builder,
         );
         let mut attempt = 1;
         loop {
@@ -165,6 +181,7 @@ pub fn fail_on_errors(outcomes: &BTreeMap<String, Outcome<usize>>) -> Result<()>
 pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> Result<Status> {
     ctx.docker.check_engine()?;
     ctx.docker.check_buildx()?;
+    let builder = builder(ctx, &ctx.docker, opts)?;
     let images = ctx.repo.resolve(targets)?;
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
@@ -174,7 +191,7 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
         ui::progress(format_args!("{}: already built ({})", s.image.name, s.spec));
     }
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
-    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts)?;
+    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref())?;
     fail_on_errors(&outcomes)?;
     let specs: String = targets.iter().map(|t| format!("{}\n", ctx.naming.spec(t, &fps[t].fingerprint))).collect();
     ui::result(&specs);
@@ -200,10 +217,12 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
         ui::progress(format_args!("{n}: pulled"));
     }
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
+    let mut builder = None;
     if !to_build.is_empty() {
         ctx.docker.check_buildx()?;
+        builder = self::builder(ctx, &ctx.docker, opts)?;
     }
-    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts)?;
+    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref())?;
     fail_on_errors(&outcomes)?;
     Ok(fps)
 }

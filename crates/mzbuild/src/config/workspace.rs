@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use toml::Value;
 
+use super::settings::Arch;
 use super::ConfigError;
 
 /// One publish target, as configured.
@@ -55,7 +56,8 @@ impl Registry {
     }
 }
 
-const METADATA_KEYS: &[&str] = &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies"];
+const METADATA_KEYS: &[&str] =
+    &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders"];
 
 /// Which path dependencies make a crate's files inputs of the cargo-build
 /// images built from it (`[workspace.metadata.mzbuild] path-dependencies`).
@@ -89,6 +91,9 @@ pub struct WorkspaceConfig {
     /// `[workspace.metadata.mzbuild] path-dependencies`; `None` when absent
     /// (the original's rule applies, with a warning where cargo differs).
     pub path_dependencies: Option<PathDependencies>,
+    /// `[workspace.metadata.mzbuild] builders`: the buildx builder for the
+    /// builds of each architecture (e.g. `{ aarch64 = "arm-nodes" }`).
+    pub builders: BTreeMap<Arch, String>,
     /// Whether `[profile.optimized]` is defined.
     pub has_optimized_profile: bool,
     /// Unknown keys of `[workspace.metadata.mzbuild]`.
@@ -173,6 +178,19 @@ impl WorkspaceConfig {
                 ),
             });
         }
+        if let Some(v) = table.remove("builders") {
+            const WHAT: &str = "Cargo.toml: [workspace.metadata.mzbuild] builders";
+            let map: BTreeMap<String, String> = v.try_into().map_err(|_| {
+                anyhow!("{WHAT} must map architectures to buildx builder names, e.g. {{ aarch64 = \"arm-nodes\" }}")
+            })?;
+            for (arch, builder) in map {
+                let arch = Arch::parse(&arch).with_context(|| format!("{WHAT}: key `{arch}`"))?;
+                if builder.is_empty() {
+                    bail!("{WHAT}: the builder for {} is empty: name one, or remove the entry", arch.gcc());
+                }
+                self.builders.insert(arch, builder);
+            }
+        }
         let unknown: BTreeMap<String, Value> = table.into_iter().collect();
         for key in unknown.keys() {
             self.warnings.push(ConfigError::UnknownKey {
@@ -224,7 +242,7 @@ mod tests {
         assert_eq!(
             c.warnings[0].to_string(),
             "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
-             image-rustflags, extra-cargo-inputs, path-dependencies)"
+             image-rustflags, extra-cargo-inputs, path-dependencies, builders)"
         );
     }
 
@@ -253,5 +271,19 @@ mod tests {
             let e = config(&format!("[workspace.metadata.mzbuild]\n{bad}\n")).unwrap_err();
             assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
         }
+    }
+
+    #[test]
+    fn builders_map_architectures_to_builder_names() {
+        let c =
+            config("[workspace.metadata.mzbuild]\nbuilders = { aarch64 = \"arm-nodes\", amd64 = \"x\" }\n").unwrap();
+        assert_eq!(c.builders, [(Arch::X86_64, "x".to_string()), (Arch::Aarch64, "arm-nodes".to_string())].into());
+        let e = config("[workspace.metadata.mzbuild]\nbuilders = { mips = \"m\" }\n").unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "Cargo.toml: [workspace.metadata.mzbuild] builders: key `mips`: unknown architecture `mips`: use x86_64 or aarch64"
+        );
+        let e = config("[workspace.metadata.mzbuild]\nbuilders = \"arm-nodes\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("must map architectures to buildx builder names"), "{e:#}");
     }
 }

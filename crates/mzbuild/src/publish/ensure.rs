@@ -18,12 +18,13 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::client::Credentials;
+use super::client::{Client, Credentials};
 use super::copy::{copy_steps, show_bytes, Copied};
 use super::login::DockerLogin;
 use super::report::{self, Row};
 use super::targets::Registry;
 use super::{clients, published_status, verify_credentials};
+use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions};
 use crate::fingerprint::fingerprint_all;
@@ -64,6 +65,11 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
         to_copy.len(),
         to_build.len()
     ));
+    // Everything a build needs is checked (and the logins made) before
+    // anything is copied or built: a missing builder or a broken engine
+    // leaves the registries as they were.
+    let build_setup =
+        if to_build.is_empty() { None } else { Some(prepare_builds(ctx, &clients, &to_build, opts, engine_checked)?) };
     // Copies first: builds pull their dependencies from the spec registry,
     // which may be one that a copy fills.
     let copies = run_copies(ctx, &clients, &to_copy);
@@ -80,34 +86,8 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
         let because = format!("dependency `{}` could not be copied", failed.join("`, `"));
         outcomes.insert(s.image.name.clone(), Outcome::Skipped { because });
     }
-    if !to_build.is_empty() {
-        if !engine_checked {
-            ctx.docker.check_engine()?;
-        }
-        ctx.docker.check_buildx()?;
-        // Log in to the registries this run pushes to, and to the one specs
-        // point at (builds pull their published dependencies from it), when
-        // they have credentials; with none, the user's own docker config is
-        // used as is.
-        let mut pushed_to: BTreeSet<usize> = BTreeSet::from([0]);
-        for s in &to_build {
-            if let Action::Push { registries } = &s.action {
-                pushed_to.extend(registries);
-            }
-        }
-        let with_creds: Vec<(&Registry, &Credentials)> = clients
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| pushed_to.contains(i))
-            .filter_map(|(_, c)| c.credentials().map(|cr| (&c.registry, cr)))
-            .collect();
-        let login = if with_creds.is_empty() {
-            None
-        } else {
-            Some(DockerLogin::new(&ctx.docker, ctx.env.as_ref(), &with_creds)?)
-        };
-        let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
-        outcomes.extend(build_images(ctx, &fps, &to_build, &docker, opts)?);
+    if let Some(setup) = &build_setup {
+        outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref())?);
     }
 
     let rows: Vec<Row> = steps
@@ -124,10 +104,53 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     Ok(Status::Success)
 }
 
+/// What the builds of a run use: docker with the run's logins, and the
+/// builder.
+struct BuildSetup {
+    docker: Docker,
+    builder: Option<Builder>,
+    /// The private DOCKER_CONFIG `docker` uses; removed on drop.
+    _login: Option<DockerLogin>,
+}
+
+/// Check the engine, buildx and the builder, and log in to the registries
+/// the builds push to, and to the one specs point at (builds pull their
+/// published dependencies from it), when they have credentials; with none,
+/// the user's own docker config is used as is.
+fn prepare_builds(
+    ctx: &Ctx,
+    clients: &[Client],
+    to_build: &[&Step<'_>],
+    opts: &PoolOptions,
+    engine_checked: bool,
+) -> Result<BuildSetup> {
+    if !engine_checked {
+        ctx.docker.check_engine()?;
+    }
+    ctx.docker.check_buildx()?;
+    let mut pushed_to: BTreeSet<usize> = BTreeSet::from([0]);
+    for s in to_build {
+        if let Action::Push { registries } = &s.action {
+            pushed_to.extend(registries);
+        }
+    }
+    let with_creds: Vec<(&Registry, &Credentials)> = clients
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| pushed_to.contains(i))
+        .filter_map(|(_, c)| c.credentials().map(|cr| (&c.registry, cr)))
+        .collect();
+    let login =
+        if with_creds.is_empty() { None } else { Some(DockerLogin::new(&ctx.docker, ctx.env.as_ref(), &with_creds)?) };
+    let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
+    let builder = crate::build::builder(ctx, &docker, opts)?;
+    Ok(BuildSetup { docker, builder, _login: login })
+}
+
 /// Run the copies of a plan, with a progress line per image.
 pub fn run_copies(
     ctx: &Ctx,
-    clients: &[super::client::Client],
+    clients: &[Client],
     to_copy: &[&Step<'_>],
 ) -> BTreeMap<String, std::result::Result<Copied, String>> {
     if to_copy.is_empty() {

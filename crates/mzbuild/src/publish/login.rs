@@ -26,6 +26,14 @@ impl DockerLogin {
         let user = user_docker_config_dir(env);
         if let Some(user) = &user {
             seed_config(dir.path(), user, registries)?;
+            // The user's docker contexts (the current one, and those builders
+            // of the docker driver run on), read where they are.
+            let contexts = user.join("contexts");
+            if contexts.is_dir() {
+                let link = dir.path().join("contexts");
+                std::os::unix::fs::symlink(&contexts, &link)
+                    .with_context(|| format!("linking {} to {}", link.display(), contexts.display()))?;
+            }
         }
         let docker = docker.with_env(vec![("DOCKER_CONFIG".into(), dir.path().display().to_string())]);
         for (reg, creds) in registries {
