@@ -293,6 +293,36 @@ impl TokenRegistry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The digest of `repo:tag` here, or `None` when it is absent, asked
+    /// as an anonymous client asks: a pull token from the token service,
+    /// then `HEAD` with it (`curl`; the token on stdin). The token request
+    /// is in `requests()` like any other.
+    #[track_caller]
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let (service, scope) = (format!("service={SERVICE}"), format!("scope=repository:{repo}:pull"));
+        let answer = super::curl("", &["-G", "--data-urlencode", &service, "--data-urlencode", &scope, &self.realm]);
+        let json: serde_json::Value = serde_json::from_str(&answer.stdout)
+            .unwrap_or_else(|e| panic!("no token for {repo} from {} ({e})\n{answer}", self.realm));
+        let token = json["token"].as_str().unwrap_or_else(|| panic!("no token in {json}"));
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.url);
+        let config = format!("header = \"Authorization: Bearer {token}\"\n");
+        let out = super::curl(&config, &["-I", "-H", super::registry::ACCEPT, &url]);
+        assert_eq!(out.code, Some(0), "curl -I {url}\n{out}");
+        match out.stdout.split_whitespace().nth(1).unwrap_or_default() {
+            "200" => Some(
+                out.stdout
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("docker-content-digest").then(|| value.trim().to_string())
+                    })
+                    .unwrap_or_else(|| panic!("no digest for {url}\n{out}")),
+            ),
+            "404" => None,
+            s => panic!("HTTP {s} for HEAD {url}\n{out}\n--- registry log ---\n{}", self.registry_log()),
+        }
+    }
+
     /// A private `DOCKER_CONFIG` directory, removed when dropped, in which
     /// `docker login` to this registry as `USER` succeeded (password on
     /// stdin).

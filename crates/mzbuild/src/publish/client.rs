@@ -422,7 +422,17 @@ impl Client {
             Auth::Bearer { realm, service } => {
                 let Some(token) = self.fetch_token(&realm, service.as_deref(), scope)? else { return Ok(resp) };
                 self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.to_string(), token.clone());
-                self.send(call, Some(&format!("Bearer {token}")))
+                let resp = self.send(call, Some(&format!("Bearer {token}")))?;
+                let refused = header(&resp, "www-authenticate").is_some_and(|c| c.contains("invalid_token"));
+                if resp.status().as_u16() == 401 && refused {
+                    bail!(
+                        "registry {} does not accept the token its token service {realm} just issued \
+                         (invalid_token): the service signs with a key the registry does not trust, or their \
+                         clocks disagree; check the registry's token auth configuration",
+                        self.registry.url
+                    );
+                }
+                Ok(resp)
             }
         }
     }
