@@ -141,7 +141,10 @@ impl Docker {
             .stderr(Stdio::piped())
             .spawn()
             .context("running docker login")?;
-        child.stdin.take().expect("stdin is piped").write_all(password.as_bytes())?;
+        // docker drops one trailing `\n`, then one `\r`: with `\r\n` added it
+        // stores exactly `password` (which is already trimmed that way, see
+        // `client::docker_login_trim`), whatever it ends with.
+        child.stdin.take().expect("stdin is piped").write_all(format!("{password}\r\n").as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).replace(password, "<redacted>");

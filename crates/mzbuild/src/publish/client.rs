@@ -52,7 +52,7 @@ impl std::fmt::Debug for Credentials {
 /// is not set.
 pub fn credentials(reg: &Registry, env: &dyn Env, required: bool) -> Result<Option<Credentials>> {
     let Some(var) = &reg.password_env else { return Ok(None) };
-    let password = match env.non_empty(var) {
+    let password = match env.non_empty(var).map(|p| docker_login_trim(&p).to_string()).filter(|p| !p.is_empty()) {
         Some(p) => p,
         None if required => bail!(
             "registry {}: the environment variable {var} (its token) is not set: export it, or remove \
@@ -71,6 +71,14 @@ pub fn credentials(reg: &Registry, env: &dyn Env, required: bool) -> Result<Opti
         }
     };
     Ok(Some(Credentials { username, password, source: format!("${var}") }))
+}
+
+/// What `docker login --password-stdin` makes of a token: one trailing
+/// `\n` dropped, then one trailing `\r` (a token saved from a file). The
+/// registry API calls use the same, so both see one password.
+pub fn docker_login_trim(token: &str) -> &str {
+    let t = token.strip_suffix('\n').unwrap_or(token);
+    t.strip_suffix('\r').unwrap_or(t)
 }
 
 /// A manifest or index, as the registry stores it.
@@ -667,5 +675,13 @@ mod tests {
         let e = credentials(&reg, &MapEnv(&[]), true).unwrap_err();
         assert!(e.to_string().contains("TOK") && e.to_string().contains("not set"), "{e}");
         assert!(credentials(&reg, &MapEnv(&[]), false).unwrap().is_none());
+        // Trimmed as `docker login --password-stdin` trims.
+        for (raw, used) in
+            [("s3cret\n", "s3cret"), ("s3cret\r\n", "s3cret"), ("s3cret\n\n", "s3cret\n"), (" s3cret ", " s3cret ")]
+        {
+            let c = credentials(&reg, &MapEnv(&[("TOK", raw)]), true).unwrap().unwrap();
+            assert_eq!(c.password, used, "{raw:?}");
+        }
+        assert!(credentials(&reg, &MapEnv(&[("TOK", "\n")]), false).unwrap().is_none());
     }
 }
