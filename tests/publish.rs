@@ -499,6 +499,7 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
         .filter(|n| n.starts_with("mzbuild-docker-config-"))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "the private DOCKER_CONFIG was left behind (seen: {configs:?})");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "ensure left files in TMPDIR");
     let files = files_under(fx.repo.root());
     assert!(files.iter().any(|f| f.ends_with("target/mzbuild/logs/top.log")), "no build logs in {files:?}");
     for f in files {
@@ -506,6 +507,51 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
         assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "the password is in {}", f.display());
     }
     assert!(!home.join(".docker").exists(), "ensure wrote to $HOME/.docker");
+}
+
+/// A user who has used buildx has `~/.docker/buildx` (its selected builder,
+/// and refs and activity that every build adds to). Neither `build` (no
+/// login) nor `ensure` (with logins) writes there, or anywhere in `~/.docker`:
+/// buildx's state goes to the run's private directory, seeded with the
+/// user's builder choice. Nor do they leave anything in TMPDIR, where buildx
+/// 0.13 writes the Dockerfile it reads from stdin and never removes it.
+#[test]
+fn buildx_state_and_temporary_files_stay_out_of_the_users_directories() {
+    let fx = Fixture::new();
+    let home = fx.repo.scratch().join("home");
+    let tmp = fx.repo.scratch().join("tmp");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    // The user picks a builder, as `docker buildx use` records it.
+    let used = run(docker::command(&["buildx", "use", "default"]).env("HOME", &home));
+    assert_eq!(used.code, Some(0), "{used}");
+    std::fs::write(home.join(".docker/config.json"), "{}\n").unwrap();
+    let snapshot = || -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+        let mut all = files_under(&home);
+        all.sort();
+        all.into_iter()
+            .map(|f| {
+                let m = std::fs::metadata(&f).unwrap();
+                (f, (m.len(), m.modified().unwrap()))
+            })
+            .collect()
+    };
+    let before = snapshot();
+    assert!(before.keys().any(|f| f.ends_with(".docker/buildx/current")), "{before:?}");
+    let with_env = |args: &[&str]| {
+        let mut cmd = fx.command(args);
+        cmd.env("HOME", &home).env("TMPDIR", &tmp);
+        run(&mut cmd)
+    };
+    let out = with_env(&["build", "local-only"]);
+    out.ok();
+    assert_eq!(snapshot(), before, "`build` wrote to $HOME\n{out}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "`build` left files in TMPDIR\n{out}");
+    let out = with_env(&["ensure", "top"]);
+    out.ok();
+    assert!(out.stderr.contains("; 4 to build"), "{out}");
+    assert_eq!(snapshot(), before, "`ensure` wrote to $HOME\n{out}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "`ensure` left files in TMPDIR\n{out}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,10 @@ struct Proxy {
 struct ProxyShared {
     /// Live connections by id: (client side, registry side).
     live: Mutex<BTreeMap<usize, (TcpStream, TcpStream)>>,
+    /// While set, new connections are accepted and held open, never
+    /// answered: a registry that hangs.
+    stalled: AtomicBool,
+    held: Mutex<Vec<TcpStream>>,
     /// Connections accepted and forwarded, in total.
     accepted: AtomicUsize,
     next_id: AtomicUsize,
@@ -110,6 +115,10 @@ impl Proxy {
                     }
                 };
                 client.set_nonblocking(false).unwrap();
+                if shared.stalled.load(Ordering::SeqCst) {
+                    shared.held.lock().unwrap().push(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target) else { continue };
                 shared.accepted.fetch_add(1, Ordering::SeqCst);
                 let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
@@ -143,6 +152,20 @@ impl Proxy {
             let _ = client.shutdown(Shutdown::Both);
             let _ = server.shutdown(Shutdown::Both);
         }
+        for client in std::mem::take(&mut *self.shared.held.lock().unwrap()) {
+            let _ = client.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// From now on, hold new connections open without answering (`false`:
+    /// forward them again). Live connections go on.
+    fn stall(&self, stalled: bool) {
+        self.shared.stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    /// Connections held by `stall`, in total so far.
+    fn held(&self) -> usize {
+        self.shared.held.lock().unwrap().len()
     }
 
     /// Listen again, on the same port.
@@ -396,4 +419,178 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
         "ran {:?} before SIGINT; exited {took:?} after it; build processes gone {stopped_after:?} after the exit",
         sent - begun
     );
+}
+
+/// `pid`'s children: (pid, arguments).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let ps = run(Command::new("ps").args(["-eo", "pid=,ppid=,args="]));
+    assert_eq!(ps.code, Some(0), "{ps}");
+    ps.stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (child, parent) = (words.next()?.parse().ok()?, words.next()?.parse::<u32>().ok()?);
+            (parent == pid).then(|| (child, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// An `ensure` whose push hangs: it publishes `payload` to a registry behind
+/// `proxy` (and to the auth registry, so it logs in), with `tmp` as its
+/// TMPDIR; the proxy forwards the registry checks and then holds every new
+/// connection without answering. Returns once buildx is pushing (its log
+/// says so, and connections are being held).
+fn stalled_push(fx: &Project, proxy: &Proxy, tmp: &Path) -> Running {
+    stalled_push_with(fx, proxy, tmp, None)
+}
+
+/// `stalled_push`, with `$MZ_DOCKER` set to `docker` if given.
+fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Path>) -> Running {
+    proxy.stall(false);
+    let _ = std::fs::remove_file(fx.log("payload"));
+    let mut cmd = fx.command(&["ensure"]);
+    cmd.env("TMPDIR", tmp);
+    if let Some(docker) = docker {
+        cmd.env("MZ_DOCKER", docker);
+    }
+    let running = Running::spawn(&mut cmd);
+    let to_build = running.wait_for_line("to build", Duration::from_secs(120));
+    assert!(to_build.is_some_and(|l| l.ends_with("; 1 to build")), "{}", running.stderr_so_far());
+    let held = proxy.held();
+    proxy.stall(true);
+    let pushing = wait_until(Duration::from_secs(120), || {
+        std::fs::read_to_string(fx.log("payload")).unwrap_or_default().contains(" pushing ") && proxy.held() > held
+    });
+    assert!(pushing, "the push did not start\n{}", running.stderr_so_far());
+    running
+}
+
+/// kill -9 of `ensure` in the middle of a push. Nothing of the run survives:
+/// no docker CLI or buildx plugin process of it (the CLI's buildx plugin is
+/// a grandchild of mzbuild, which PR_SET_PDEATHSIG does not reach), and
+/// nothing in its TMPDIR (the private DOCKER_CONFIG with the logins,
+/// buildx's state and the Dockerfile buildx writes for `-f -`): mzbuild's
+/// watchdog process cleans up. When the watchdog is killed as well, the
+/// private directories stay, and the next run sweeps them (their names hold
+/// the owner's pid).
+#[test]
+fn kill_9_mid_push_leaves_nothing_behind() {
+    let proxy = Proxy::start(PLAIN);
+    let fx = Project::new();
+    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
+    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
+    fx.repo.commit_all();
+    let context = fx.repo.path("images/payload").display().to_string();
+    let tmp = fx.repo.scratch().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let buildx = |p: &String| p.contains("buildx build") && p.contains(&context);
+    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+
+    // mzbuild alone.
+    let running = stalled_push(&fx, &proxy, &tmp);
+    let pid = running.pid();
+    let mine = children(pid);
+    let watchdog: Vec<u32> =
+        mine.iter().filter(|(_, a)| a.starts_with(env!("CARGO_BIN_EXE_xtask"))).map(|c| c.0).collect();
+    assert_eq!(watchdog.len(), 1, "no watchdog among {mine:?}");
+    let running_builds: Vec<String> = processes().into_iter().filter(buildx).collect();
+    // The docker CLI and its buildx plugin.
+    assert!(running_builds.len() >= 2, "{running_builds:?}");
+    let during = entries(&tmp);
+    assert!(during.iter().any(|n| n.starts_with("mzbuild-docker-config-")), "{during:?}");
+    assert!(during.iter().any(|n| n.starts_with("mzbuild-run-")), "{during:?}");
+    assert_eq!(run(Command::new("kill").args(["-KILL", &pid.to_string()])).code, Some(0));
+    let (out, _) = running.finish(Duration::from_secs(30));
+    assert_eq!(out.code, None, "not killed by a signal\n{out}");
+    let mut left = vec![];
+    let gone = wait_until(Duration::from_secs(30), || {
+        left = processes().into_iter().filter(buildx).collect();
+        left.is_empty()
+    });
+    assert!(gone, "builds of the killed run still running 30 s after kill -9: {left:?}");
+    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?} (before: {during:?})", entries(&tmp));
+
+    // Again, with docker under a wrapper script that runs it as a child (as
+    // CI wrappers that log do): the docker CLI is then mzbuild's
+    // grandchild, and its buildx plugin a great-grandchild.
+    let wrapper = fx.repo.scratch().join("docker-child");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n'{}' \"$@\"\n", common::docker::docker_path())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let running = stalled_push_with(&fx, &proxy, &tmp, Some(&wrapper));
+    let pid = running.pid();
+    let tree: Vec<String> = processes().into_iter().filter(buildx).collect();
+    assert!(tree.iter().any(|p| p.starts_with("/bin/sh ")) && tree.len() >= 3, "{tree:?}");
+    assert_eq!(run(Command::new("kill").args(["-KILL", &pid.to_string()])).code, Some(0));
+    let (out, _) = running.finish(Duration::from_secs(30));
+    assert_eq!(out.code, None, "{out}");
+    let gone = wait_until(Duration::from_secs(30), || {
+        left = processes().into_iter().filter(buildx).collect();
+        left.is_empty()
+    });
+    assert!(gone, "builds of the killed run (under a wrapper) still running 30 s after kill -9: {left:?}");
+    // Killed, not ended by themselves: an orphaned build runs on until the
+    // engine gives up on the registry, and logs that.
+    let log = std::fs::read_to_string(fx.log("payload")).unwrap();
+    assert!(!log.contains("ERROR"), "the build outlived mzbuild and ended by itself:\n{log}");
+    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?}", entries(&tmp));
+
+    // mzbuild and its watchdog: the directories stay, with the logins...
+    let running = stalled_push(&fx, &proxy, &tmp);
+    let pid = running.pid();
+    let watchdog: Vec<String> = children(pid)
+        .into_iter()
+        .filter(|(_, a)| a.starts_with(env!("CARGO_BIN_EXE_xtask")))
+        .map(|c| c.0.to_string())
+        .collect();
+    assert_eq!(watchdog.len(), 1);
+    // The watchdog first: it starts cleaning up as soon as mzbuild is gone.
+    assert_eq!(run(Command::new("kill").args(["-KILL", &watchdog[0], &pid.to_string()])).code, Some(0));
+    let (out, _) = running.finish(Duration::from_secs(30));
+    assert_eq!(out.code, None, "{out}");
+    let stale = entries(&tmp);
+    let prefix = |p: &str| format!("{p}{pid}-");
+    assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-docker-config-"))), "{stale:?}");
+    assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-run-"))), "{stale:?}");
+    // ... until the next run, which pushes and sweeps them.
+    let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(buildx));
+    assert!(gone, "{:?}", processes().into_iter().filter(buildx).collect::<Vec<_>>());
+    proxy.stall(false);
+    let out = run(fx.command(&["ensure"]).env("TMPDIR", &tmp));
+    out.ok();
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "not swept (before: {stale:?})\n{out}");
+}
+
+/// SIGTERM (a cancelled CI job) in the middle of a push: exit status 143,
+/// the builds stopped, the private directories removed.
+#[test]
+fn sigterm_mid_push_exits_143_and_cleans_up() {
+    let proxy = Proxy::start(PLAIN);
+    let fx = Project::new();
+    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
+    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
+    fx.repo.commit_all();
+    let context = fx.repo.path("images/payload").display().to_string();
+    let tmp = fx.repo.scratch().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+    let running = stalled_push(&fx, &proxy, &tmp);
+    assert_eq!(run(Command::new("kill").args(["-TERM", &running.pid().to_string()])).code, Some(0));
+    let (out, _) = running.finish(Duration::from_secs(60));
+    assert_eq!(out.code, Some(143), "{out}");
+    assert!(out.stderr.contains("interrupted"), "{out}");
+    assert_eq!(entries(&tmp), Vec::<String>::new(), "{out}");
+    let gone = wait_until(Duration::from_secs(30), || {
+        !processes().iter().any(|p| p.contains("buildx build") && p.contains(&context))
+    });
+    assert!(gone, "builds still running after SIGTERM\n{out}");
 }

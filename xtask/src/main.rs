@@ -14,11 +14,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = flags::Xtask::parse();
+    // Forks: first, while this process has one thread.
+    mzbuild::process::start_watchdog();
     mzbuild::process::install_signal_handlers();
     let result = match cli {
         flags::Xtask::Mzbuild(m) => m.run(),
         flags::Xtask::Bench(b) => b.run(),
     };
+    // An interrupted run exits from the signal handler, with 128 + N.
+    mzbuild::process::defer_to_signal_handler();
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(e) => {

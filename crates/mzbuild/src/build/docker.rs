@@ -1,6 +1,7 @@
 //! Talking to Docker: a [`Docker`] handle (which program, with which extra
 //! environment) for engine, buildx and builder checks with install hints,
-//! local images, pulls and logins; the `docker buildx build` command line (a
+//! local images, pulls and logins; the run's private directory for what
+//! buildx writes ([`RunDir`]); the `docker buildx build` command line (a
 //! pure function, snapshot-tested); and running a build with its output in a
 //! per-image log, killed with its whole process group on timeout.
 
@@ -14,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::config::settings::{Arch, Settings};
 use crate::env::Env;
-use crate::process::{self, GroupChild};
+use crate::process::{self, GroupChild, PrivateDir};
 
 pub const STACK_HINT: &str = "`bash ci/stack.sh up` installs and starts it on Debian";
 
@@ -201,6 +202,66 @@ impl Docker {
             }
         }
     }
+}
+
+/// Where buildx writes during a run, instead of the user's files: a private
+/// directory, removed when the run ends however it ends (see `process`),
+/// holding
+///
+/// - `buildx/`, buildx's state (`BUILDX_CONFIG`): every build records refs
+///   and activity there (by default in `~/.docker/buildx`). It starts as a
+///   copy of the user's builder definitions (`instances/`, `defaults/`,
+///   `current`), so the builder the user selected is still the one used;
+/// - `tmp/` (`TMPDIR`): buildx 0.13 writes the Dockerfile it reads from stdin
+///   (`-f -`) to `$TMPDIR/dockerfileNNNN/` and never removes it.
+pub struct RunDir {
+    dir: PrivateDir,
+}
+
+impl RunDir {
+    pub fn new(env: &dyn Env) -> Result<RunDir> {
+        let dir = PrivateDir::new("mzbuild-run-").context("creating a private directory for buildx")?;
+        let buildx = dir.path().join("buildx");
+        let tmp = dir.path().join("tmp");
+        for d in [&buildx, &tmp] {
+            std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let user = env
+            .path("BUILDX_CONFIG")
+            .or_else(|| crate::publish::login::user_docker_config_dir(env).map(|d| d.join("buildx")));
+        if let Some(user) = user.filter(|u| u.is_dir()) {
+            seed_buildx(&user, &buildx)?;
+        }
+        Ok(RunDir { dir })
+    }
+
+    /// The environment that sends buildx's writes here.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let path = |sub: &str| self.dir.path().join(sub).display().to_string();
+        vec![("BUILDX_CONFIG".into(), path("buildx")), ("TMPDIR".into(), path("tmp"))]
+    }
+}
+
+/// Copy the user's builder definitions from `from` (a buildx config
+/// directory) into `to`; not the refs and activity buildx keeps per build.
+fn seed_buildx(from: &Path, to: &Path) -> Result<()> {
+    let copy = |src: &Path, dst: &Path| -> Result<()> {
+        std::fs::copy(src, dst).map(drop).with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+    };
+    if from.join("current").is_file() {
+        copy(&from.join("current"), &to.join("current"))?;
+    }
+    for sub in ["instances", "defaults"] {
+        let Ok(entries) = std::fs::read_dir(from.join(sub)) else { continue };
+        let dst = to.join(sub);
+        std::fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                copy(&entry.path(), &dst.join(entry.file_name()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn last_line(bytes: &[u8]) -> String {

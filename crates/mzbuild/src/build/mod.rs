@@ -57,6 +57,8 @@ pub fn build_images(
     }
     let log_dir = docker::log_dir(ctx.repo.root())?;
     let _lock = lock_repository(&log_dir)?;
+    let run_dir = docker::RunDir::new(ctx.env.as_ref())?;
+    let docker = &docker.with_env(run_dir.env());
     let images: Vec<_> = steps.iter().map(|s| s.image).collect();
     ui::progress(format_args!(
         "preparing {} image(s): {}",

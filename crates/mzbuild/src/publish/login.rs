@@ -1,6 +1,8 @@
 //! Logins for the builds that push: a private, temporary DOCKER_CONFIG with
 //! one `docker login` per registry (token on stdin), removed when the run
-//! ends, also on a signal. The user's `~/.docker` is never written.
+//! ends, also on a signal or a kill (see `process`). The user's `~/.docker`
+//! is never written (buildx's own state goes to the run's private directory,
+//! see `build::docker::RunDir`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,6 @@ use crate::process::PrivateDir;
 /// The private DOCKER_CONFIG; removed on drop.
 pub struct DockerLogin {
     dir: PrivateDir,
-    buildx_config: Option<PathBuf>,
 }
 
 impl DockerLogin {
@@ -41,24 +42,17 @@ impl DockerLogin {
                 format!("docker login to {} as `{}` (token from {}) failed", reg.host(), creds.username, creds.source)
             })?;
         }
-        // Keep the user's buildx builders (and the selected one).
-        let buildx_config =
-            if env.is_set("BUILDX_CONFIG") { None } else { user.map(|d| d.join("buildx")).filter(|d| d.is_dir()) };
-        Ok(DockerLogin { dir, buildx_config })
+        Ok(DockerLogin { dir })
     }
 
     /// The environment that makes docker use these logins.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())];
-        if let Some(b) = &self.buildx_config {
-            env.push(("BUILDX_CONFIG".into(), b.display().to_string()));
-        }
-        env
+        vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())]
     }
 }
 
 /// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
-fn user_docker_config_dir(env: &dyn Env) -> Option<PathBuf> {
+pub fn user_docker_config_dir(env: &dyn Env) -> Option<PathBuf> {
     env.path("DOCKER_CONFIG").or_else(|| env.path("HOME").map(|h| h.join(".docker")))
 }
 
