@@ -787,3 +787,69 @@ fn a_registry_that_refuses_large_bodies_gets_the_layer_in_chunks() {
     // The proxy passes reads through: ask the registry behind it.
     assert_eq!(manifest_digest(&format!("{PLAIN}/{}-limited", fx.id), "chunky", &tag), digest);
 }
+
+/// A token saved from a file ends with a newline (`\r\n` on Windows):
+/// `ensure` uses it as `docker login --password-stdin` does, one trailing
+/// `\n` then one `\r` dropped, for its own registry requests (the
+/// credential check, the HEADs) as for docker's login and push.
+#[test]
+fn a_token_with_a_trailing_newline_works_as_with_docker_login() {
+    let fx = Fixture::new();
+    for ending in ["\n", "\r\n"] {
+        let out = run(fx.command(&["ensure", "base"]).env(TOKEN_VAR, format!("{PASSWORD}{ending}")));
+        out.ok();
+        assert_eq!(fx.presence(&["base"]), "base: 200 200\n", "{ending:?}\n{out}");
+    }
+}
+
+/// Registry tokens never reach cargo: a build script of a cargo-build
+/// pre-image, run by `ensure` with the token in the environment, sees
+/// neither the token's variable nor its value (it records what it saw in
+/// its OUT_DIR, which the image's `extract` copies out).
+#[test]
+fn registry_tokens_do_not_reach_cargo_build_scripts() {
+    let fx = Project::new();
+    fx.repo
+        .write(
+            "Cargo.toml",
+            common::registry::cargo_toml(&[fx.plain_entry(), fx.auth_entry()])
+                .replace("members = []", "members = [\"tool\"]"),
+        )
+        .write("tool/Cargo.toml", "[package]\nname = \"tool\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+        .write("tool/src/main.rs", "fn main() {}\n")
+        .write(
+            "tool/build.rs",
+            format!(
+                r#"fn main() {{
+    let by_name = std::env::var_os("{TOKEN_VAR}").is_some();
+    let by_value: Vec<String> = std::env::vars_os()
+        .filter(|(_, v)| v.to_string_lossy().contains("{}"))
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("seen.txt");
+    std::fs::write(out, format!("by name: {{by_name}}; by value: {{by_value:?}}\n")).unwrap();
+}}
+"#,
+                // Not the token itself: its first half, so that this file
+                // holds no secret (the secrets test looks for the whole).
+                &PASSWORD[..PASSWORD.len() / 2]
+            ),
+        );
+    fx.image(
+        "tool",
+        "pre-image:\n  - type: cargo-build\n    bin: tool\n    strip: false\n    extract:\n      tool:\n        seen.txt: seen.txt\n",
+        "FROM scratch\nCOPY tool seen.txt /\n",
+        &[(".gitignore", "/tool\n/seen.txt\n")],
+    );
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let out = run(cargo.args(["generate-lockfile", "--offline"]).current_dir(fx.repo.root()));
+    assert_eq!(out.code, Some(0), "{out}");
+    fx.repo.commit_all();
+    let out = fx.mz(&["ensure"]);
+    out.ok();
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.path("images/tool/seen.txt")).unwrap(),
+        "by name: false; by value: []\n",
+        "{out}"
+    );
+}
