@@ -83,24 +83,41 @@ pub struct List {
     /// Print a JSON array of {name, path, fingerprint, spec, publish, depends_on}.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub rev: RevArg,
+}
+
+/// `--rev REV`: read the repository at a git revision, not the work tree.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RevArg {
+    /// Use the files of this git revision (branch, tag, commit), read from git's object store
+    /// without checking anything out, instead of the work tree.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
 }
 
 /// Print an image's fingerprint.
 #[derive(Args, Debug)]
 pub struct Fingerprint {
     pub image: String,
+    #[command(flatten)]
+    pub rev: RevArg,
 }
 
 /// Print an image's spec (registry/name:mzbuild-fingerprint).
 #[derive(Args, Debug)]
 pub struct Spec {
     pub image: String,
+    #[command(flatten)]
+    pub rev: RevArg,
 }
 
 /// Show an image's fingerprint, inputs and dependencies.
 #[derive(Args, Debug)]
 pub struct Describe {
     pub image: String,
+    #[command(flatten)]
+    pub rev: RevArg,
     /// Include the inputs and dependencies of all transitive dependencies.
     #[arg(long)]
     pub transitive: bool,

@@ -13,8 +13,15 @@ impl flags::Mzbuild {
         if self.global.arch.len() > 1 && !matches!(self.command, Command::Tag(_)) {
             bail!("--arch is given {} times: only `tag` takes several architectures", self.global.arch.len());
         }
-        let ctx = load(&self.global)?;
         let archs = self.global.arch.clone();
+        let rev = match &self.command {
+            Command::List(c) => c.rev.rev.clone(),
+            Command::Fingerprint(c) => c.rev.rev.clone(),
+            Command::Spec(c) => c.rev.rev.clone(),
+            Command::Describe(c) => c.rev.rev.clone(),
+            _ => None,
+        };
+        let ctx = Ctx::load(&Options { rev, ..options(&self.global)? }, workspace_root(), Box::new(ProcessEnv))?;
         match self.command {
             Command::List(c) => c.run(&ctx),
             Command::Fingerprint(c) => c.run(&ctx),
@@ -32,12 +39,6 @@ impl flags::Mzbuild {
     }
 }
 
-/// The context of every mzbuild command: the repository (`--root`, else
-/// `$MZ_ROOT`, else this workspace), settings and naming.
-pub fn load(global: &GlobalArgs) -> Result<Ctx> {
-    Ctx::load(&options(global)?, workspace_root(), Box::new(ProcessEnv))
-}
-
 pub fn options(global: &GlobalArgs) -> Result<Options> {
     Ok(Options {
         root: global.root.clone(),
@@ -49,6 +50,7 @@ pub fn options(global: &GlobalArgs) -> Result<Options> {
         image_registry: global.image_registry.clone(),
         image_prefix: global.image_prefix.clone(),
         strict: global.strict,
+        rev: None,
     })
 }
 

@@ -84,6 +84,9 @@ pub struct Options {
     pub image_prefix: Option<String>,
     /// Configuration warnings are errors.
     pub strict: bool,
+    /// Read the repository as it is at this git revision (from the object
+    /// store: nothing is checked out) instead of the work tree.
+    pub rev: Option<String>,
 }
 
 /// Everything a command needs: the repository, settings, naming, the
@@ -111,7 +114,10 @@ impl Ctx {
         )?;
         let root = options.root.clone().or_else(|| env.path("MZ_ROOT")).unwrap_or(default_root);
         let root = std::fs::canonicalize(&root).unwrap_or(root);
-        let repo = Repo::load(&root, options.strict)?;
+        let repo = match &options.rev {
+            Some(rev) => Repo::load_rev(&root, rev, options.strict)?,
+            None => Repo::load(&root, options.strict)?,
+        };
         for w in &repo.warnings {
             ui::warn(w);
         }

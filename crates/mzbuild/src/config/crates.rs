@@ -176,8 +176,8 @@ impl CrateGraph {
 }
 
 fn read_manifest(tree: &Tree, rel: &str) -> Result<Value> {
-    let path = tree.root.join(rel);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {rel}"))?;
+    let bytes = tree.read(rel)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{rel}: not valid UTF-8"))?;
     let value: Value = toml::from_str(&text).map_err(|e| anyhow!("{rel}: invalid TOML: {e}"))?;
     Ok(value)
 }

@@ -4,7 +4,6 @@
 //! from the same parsed manifest, on first use.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -12,6 +11,7 @@ use toml::Value;
 
 use super::settings::Arch;
 use super::ConfigError;
+use crate::discover::tree::Tree;
 
 /// One publish target, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -101,10 +101,14 @@ pub struct WorkspaceConfig {
 }
 
 impl WorkspaceConfig {
-    /// Read `<root>/Cargo.toml`; a repository without one has no metadata.
-    pub fn load(root: &Path) -> Result<WorkspaceConfig> {
-        let path = root.join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(WorkspaceConfig::default()) };
+    /// Read the tree's root `Cargo.toml`; a repository without one has no
+    /// metadata.
+    pub fn load(tree: &Tree) -> Result<WorkspaceConfig> {
+        if tree.rev.is_some() && !tree.contains("Cargo.toml") {
+            return Ok(WorkspaceConfig::default());
+        }
+        let Ok(bytes) = tree.read("Cargo.toml") else { return Ok(WorkspaceConfig::default()) };
+        let text = String::from_utf8(bytes).map_err(|_| anyhow!("Cargo.toml: not valid UTF-8"))?;
         let manifest: Value = toml::from_str(&text).map_err(|e| anyhow!("Cargo.toml: invalid TOML: {e}"))?;
         WorkspaceConfig::from_manifest(manifest)
     }

@@ -7,7 +7,9 @@
 //! configuration read once beside it.
 
 pub mod dockerfile;
+pub mod git;
 pub mod graph;
+pub mod index;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,8 +52,27 @@ impl Repo {
     /// repository are reported together, as one [`ConfigErrors`].
     pub fn load(root: &Path, strict: bool) -> Result<Repo> {
         let tree = Tree::list(root)?;
-        let workspace = WorkspaceConfig::load(root)?;
+        let workspace = WorkspaceConfig::load(&tree)?;
         Repo::from_tree(tree, workspace, strict)
+    }
+
+    /// The repository as it is at commit `rev` (of the work tree at `root`),
+    /// read from git's object store: nothing is checked out, the work tree
+    /// is not looked at.
+    pub fn load_rev(root: &Path, rev: &str, strict: bool) -> Result<Repo> {
+        Repo::from_tree_at(Tree::list_rev(root, rev)?, strict)
+    }
+
+    /// The repository at commit `rev`, sharing this one's object reader and
+    /// caches.
+    pub fn at_rev(&self, rev: &str, strict: bool) -> Result<Repo> {
+        Repo::from_tree_at(self.tree.at_rev(rev)?, strict)
+    }
+
+    fn from_tree_at(tree: Tree, strict: bool) -> Result<Repo> {
+        let label = tree.label();
+        let workspace = WorkspaceConfig::load(&tree).with_context(|| format!("at {label}"))?;
+        Repo::from_tree(tree, workspace, strict).with_context(|| format!("the mzbuild configuration at {label}"))
     }
 
     pub fn from_tree(tree: Tree, workspace: WorkspaceConfig, strict: bool) -> Result<Repo> {
@@ -116,16 +137,15 @@ const SKIPPED: &str = "misc/python/";
 
 /// Every image of the tree, with all the configuration errors and warnings.
 fn discover_images(tree: &Tree) -> (BTreeMap<String, Image>, Vec<ConfigError>, Vec<ConfigError>) {
-    let root = &tree.root;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut by_name: BTreeMap<String, Image> = BTreeMap::new();
     for yml in tree.files.iter().filter(|f| f.ends_with("/mzbuild.yml") && !f.starts_with(SKIPPED)) {
         let dir = &yml[..yml.len() - "/mzbuild.yml".len()];
-        let bytes = match std::fs::read(root.join(yml)) {
+        let bytes = match tree.read(yml) {
             Ok(b) => b,
             Err(e) => {
-                errors.push(ConfigError::Unreadable { path: yml.clone(), error: e.to_string() });
+                errors.push(ConfigError::Unreadable { path: yml.clone(), error: format!("{:#}", e.root_cause()) });
                 continue;
             }
         };
@@ -142,10 +162,10 @@ fn discover_images(tree: &Tree) -> (BTreeMap<String, Image>, Vec<ConfigError>, V
             });
             continue;
         }
-        let dockerfile = match std::fs::read(root.join(&dockerfile_path)) {
+        let dockerfile = match tree.read(&dockerfile_path) {
             Ok(d) => d,
             Err(e) => {
-                errors.push(ConfigError::Unreadable { path: dockerfile_path, error: e.to_string() });
+                errors.push(ConfigError::Unreadable { path: dockerfile_path, error: format!("{:#}", e.root_cause()) });
                 continue;
             }
         };

@@ -12,6 +12,7 @@
 //! inputs are a bitmap over the sorted tree (crate directories are ranges),
 //! and its self hash is fed whole runs of precomputed per-file records.
 
+pub mod cache;
 pub mod fileset;
 pub mod hash;
 
@@ -148,7 +149,7 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
     }
     let unique: Vec<usize> = union.iter().collect();
     let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
-    let hashes = hash::hash_paths(repo.root(), &paths).map_err(|(i, e)| {
+    let (hashes, _) = hash::hash_tree(tree, &unique).map_err(|(i, e)| {
         let users: Vec<String> = images
             .iter()
             .zip(&sets)
@@ -216,6 +217,9 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
             full.update([0u8]);
         }
         out.insert(image.name.clone(), Fingerprinted { fingerprint: Fingerprint(full.finalize().into()), inputs: ins });
+    }
+    if let Err(e) = tree.git.blobs().save() {
+        crate::ui::warn(format_args!("could not save the blob cache (fingerprints are not affected): {e:#}"));
     }
     Ok(out)
 }
