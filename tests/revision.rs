@@ -174,7 +174,7 @@ fn blob_cache_and_racy_entries() {
     set_mtime(&repo, "test/data/a.td", before);
     let edited = list(&repo, None, None);
     assert_ne!(edited, truth, "the racy edit is seen");
-    std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1")).unwrap();
+    let _ = std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1"));
     assert_eq!(list(&repo, None, None), edited, "without a cache: the same");
 
     // Corrupt: ignored with a warning, rebuilt; fingerprints unchanged.
@@ -191,4 +191,175 @@ fn blob_cache_and_racy_entries() {
     assert_eq!(list(&repo, None, None), edited);
     // And at a revision, the cache serves blob ids from the commit.
     assert_eq!(list(&repo, None, Some("HEAD")), list(&repo, None, Some("HEAD")));
+}
+
+/// A fixture with a local upstream branch and its registries on the
+/// plain local registry (so `diff` asks a registry that answers).
+fn fixture_with_upstream() -> (TempRepo, String) {
+    let repo = fixture();
+    let registry = format!("127.0.0.1:5000/{}", common::registry::unique());
+    repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
+    repo.commit_all();
+    repo.git(["branch", "upstream"]);
+    repo.git(["branch", "--set-upstream-to=upstream"]);
+    (repo, registry)
+}
+
+#[test]
+fn diff_and_explain_against_a_revision() {
+    let (repo, _registry) = fixture_with_upstream();
+    let out = repo.mzbuild(&["--arch", "x86_64", "diff"]);
+    assert!(out.ok().starts_with("no image differs between `"), "{out}");
+    // A committed change to base's context, an uncommitted one to app's.
+    repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
+    repo.write("misc/images/app/new.txt", "new\n").chmod("misc/images/app/run.sh", 0o644);
+    let out = repo.mzbuild(&["--arch", "x86_64", "diff", "--json"]);
+    let json = out.ok();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let names: Vec<&str> = v.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["app", "base"], "{json}");
+    let app = &v[0];
+    assert_eq!(app["status"], "changed");
+    assert_eq!(app["published"], false, "asked the registry: {json}");
+    assert_eq!(app["change"]["added"][0], "misc/images/app/new.txt");
+    assert_eq!(app["change"]["mode_changed"][0], "misc/images/app/run.sh");
+    assert_eq!(app["change"]["dependencies"][0]["name"], "base");
+    assert_eq!(v[1]["change"]["changed"][0], "misc/images/base/Dockerfile");
+    // The same against an explicit revision, as text.
+    let text = repo.mzbuild(&["--arch", "x86_64", "diff", "upstream"]).ok().to_string();
+    assert!(text.starts_with("2 of 2 images differ between `upstream` and the work tree:"), "{text}");
+    assert!(text.contains("  1 file added: misc/images/app/new.txt\n"), "{text}");
+    assert!(text.contains("not published: CI builds it"), "{text}");
+    // Only the committed change, from the commit's point of view.
+    let head_only = repo.mzbuild(&["--arch", "x86_64", "diff", "HEAD"]).ok().to_string();
+    assert!(head_only.starts_with("1 of 2 images differ between `HEAD` and the work tree:\napp "), "{head_only}");
+
+    let out = repo.mzbuild(&["--arch", "x86_64", "explain", "app"]);
+    let text = out.ok();
+    assert!(text.contains("  added         misc/images/app/new.txt\n"), "{text}");
+    assert!(text.contains("  mode changed  misc/images/app/run.sh\n"), "{text}");
+    assert!(text.contains("\nbase: "), "recurses into the changed dependency: {text}");
+    assert!(text.contains("  changed       misc/images/base/Dockerfile\n"), "{text}");
+    let err = repo.mzbuild(&["explain", "app", "--against", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]).error().to_string();
+    assert!(err.contains("was never recorded"), "{err}");
+}
+
+/// `build` records what it fingerprinted; `explain --against FINGERPRINT`
+/// compares with that record later.
+#[test]
+fn explain_against_a_recorded_fingerprint() {
+    let repo = TempRepo::new();
+    let registry = format!("127.0.0.1:5000/{}", common::registry::unique());
+    repo.write("Cargo.toml", common::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
+        .write("img/mzbuild.yml", "name: img\npublish: false\n")
+        .write("img/Dockerfile", "FROM scratch\nCOPY f /f\n")
+        .write("img/f", "one\n")
+        .commit_all();
+    let out = repo.mzbuild(&["--arch", "x86_64", "build", "img"]);
+    let spec = out.ok().trim().to_string();
+    let cleanup = scopeguard(spec.clone());
+    let old = spec.rsplit("mzbuild-").next().unwrap().to_string();
+    assert!(repo.path(&format!("target/mzbuild/fingerprints/{old}.json")).exists());
+    repo.write("img/f", "two\n").write("img/g", "g\n");
+    let text = repo.mzbuild(&["--arch", "x86_64", "explain", "img", "--against", &old]).ok().to_string();
+    assert!(text.contains(&format!("vs recorded fingerprint {old}")), "{text}");
+    assert!(text.contains("  changed       img/f\n") && text.contains("  added         img/g\n"), "{text}");
+    drop(cleanup);
+}
+
+/// Removes a local image tag when dropped.
+fn scopeguard(spec: String) -> impl Drop {
+    struct Rmi(String);
+    impl Drop for Rmi {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &self.0])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    Rmi(spec)
+}
+
+#[test]
+fn lint_reports_everything_at_once() {
+    let repo = fixture();
+    repo.commit_all();
+    let out = repo.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    repo.write(
+        "misc/images/c/mzbuild.yml",
+        "name: c\npubish: x\npre-image:\n  - type: copy\n    source: test\n    destination: out\n",
+    )
+    .write("misc/images/c/Dockerfile", "RUN true\n")
+    .write("misc/images/d/mzbuild.yml", "name: d\n")
+    .write("misc/images/d/Dockerfile", "MZFROM nope\n")
+    .append("misc/images/base/Dockerfile", "MZFROM app\n");
+    let out = repo.mzbuild(&["lint"]);
+    let stderr = out.error();
+    assert!(stderr.contains("lint: 9 problems in the work tree"), "{out}");
+    expect_test::expect![[r#"
+        image dependency cycle: app -> base -> app (through MZFROM lines); break it
+        misc/images/c/Dockerfile: image `c`: the Dockerfile has no FROM or MZFROM line: start it with a base image
+        misc/images/c/Dockerfile: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
+        misc/images/c/mzbuild.yml: pre-image #1 writes misc/images/c/out, which git does not ignore: once built it becomes an input and the fingerprint changes after every build; add `/out` to misc/images/c/.gitignore
+        misc/images/c/mzbuild.yml: unknown key `pubish` (ignored; known keys: name, publish, description, mainline, pre-image, build-args) (an error with --strict)
+        misc/images/c/mzbuild.yml: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
+        misc/images/d/Dockerfile: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
+        misc/images/d/Dockerfile:1: `MZFROM nope` names an image that does not exist (images: app, base, c, d); fix the name or add the image
+        misc/images/d/mzbuild.yml: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
+    "#]]
+    .assert_eq(&out.stdout);
+    // At a revision: the commit's files only.
+    repo.commit_all();
+    assert_eq!(repo.mzbuild(&["lint", "--rev", "HEAD~"]).code, Some(0));
+    let out = repo.mzbuild(&["lint", "--rev", "HEAD"]);
+    assert!(out.error().contains("lint: 5 problems in `HEAD`"), "{out}");
+}
+
+#[test]
+fn pre_push_hook_checks_the_pushed_commit() {
+    let (repo, _registry) = fixture_with_upstream();
+    let remote = repo.scratch().join("remote.git");
+    common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
+    repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
+    // A foreign hook is kept unless --force.
+    let hook = repo.path(".git/hooks/pre-push");
+    repo.write(".git/hooks/pre-push", "#!/bin/sh\nexit 0\n");
+    let err = repo.mzbuild(&["hook", "install"]).error().to_string();
+    assert!(err.contains("is not mzbuild's: keep it, or pass --force"), "{err}");
+    repo.mzbuild(&["hook", "install", "--force"]).ok();
+    repo.mzbuild(&["hook", "install"]).ok();
+    assert!(std::fs::read_to_string(&hook).unwrap().contains("mzbuild pre-push hook"));
+
+    let push = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("git");
+        cmd.current_dir(repo.root()).arg("push").args(args);
+        common::git_home(&mut cmd, common::empty_home());
+        common::run(&mut cmd)
+    };
+    let out = push(&["-q", "origin", "HEAD:refs/heads/main"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    // A pushed change, with a dirty work tree that must stay as it is.
+    repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
+    repo.write("misc/images/app/dirty.txt", "dirty\n");
+    let out = push(&["origin", "HEAD:refs/heads/main"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("2 of 2 images differ between the remote"), "{out}");
+    assert!(out.stderr.contains("1 file changed: misc/images/base/Dockerfile"), "{out}");
+    assert!(!out.stderr.contains("dirty.txt"), "the work tree is not what is pushed: {out}");
+    assert!(out.stderr.contains("CI will rebuild 2: app, base"), "{out}");
+    assert!(repo.path("misc/images/app/dirty.txt").exists());
+    assert_eq!(repo.git(["stash", "list"]), "");
+    // A commit that does not lint is not pushed.
+    repo.append("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
+    let out = push(&["origin", "HEAD:refs/heads/main"]);
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("`MZFROM nope` names an image that does not exist"), "{out}");
+    assert!(out.stderr.contains("the push is stopped"), "{out}");
+    repo.mzbuild(&["hook", "uninstall"]).ok();
+    assert!(!hook.exists());
+    repo.write(".git/hooks/pre-push", "#!/bin/sh\n");
+    assert!(repo.mzbuild(&["hook", "uninstall"]).error().contains("is not mzbuild's pre-push hook"));
 }

@@ -75,6 +75,59 @@ pub enum Command {
     Repair(Repair),
     Tag(Tag),
     Run(Run),
+    Diff(Diff),
+    Explain(Explain),
+    Lint(Lint),
+    #[command(subcommand)]
+    Hook(Hook),
+}
+
+/// The git pre-push hook: lint and diff the pushed commits, print what CI will rebuild.
+#[derive(Subcommand, Debug)]
+pub enum Hook {
+    /// Write the pre-push hook (refuses to replace a hook that is not mzbuild's without --force).
+    Install {
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove mzbuild's pre-push hook.
+    Uninstall,
+    /// What the hook runs: reads git's `local_ref local_sha remote_ref remote_sha` lines on stdin.
+    PrePush {
+        /// The remote's name and URL, as git passes them (unused).
+        args: Vec<String>,
+    },
+}
+
+/// Check every configuration strictly and report every problem at once: cycles, unknown MZFROM,
+/// Dockerfiles without FROM, pre-image outputs git does not ignore, untracked files git does not
+/// ignore inside image contexts. Exit 1 if anything is found.
+#[derive(Args, Debug)]
+pub struct Lint {
+    #[command(flatten)]
+    pub rev: RevArg,
+}
+
+/// The images whose fingerprints differ between REV and the work tree, with the reasons, and
+/// whether each new tag is already published.
+#[derive(Args, Debug)]
+pub struct Diff {
+    /// The revision to compare with (default: the merge-base with the current branch's upstream).
+    pub rev: Option<String>,
+    /// Print a JSON array of {name, status, old, new, published, reasons, change}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why IMAGE's fingerprint differs from a revision's or a recorded one: the full input diff,
+/// through its dependencies.
+#[derive(Args, Debug)]
+pub struct Explain {
+    pub image: String,
+    /// A git revision, or a fingerprint recorded by an earlier build/ensure (default: the
+    /// merge-base with the current branch's upstream).
+    #[arg(long, value_name = "REV|FINGERPRINT")]
+    pub against: Option<String>,
 }
 
 /// List the images, one name per line.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::{build, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::{build, changes, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
@@ -14,6 +14,26 @@ impl flags::Mzbuild {
             bail!("--arch is given {} times: only `tag` takes several architectures", self.global.arch.len());
         }
         let archs = self.global.arch.clone();
+        if let Command::Lint(c) = &self.command {
+            // Lint reads a configuration that may not load: no Ctx.
+            let root = options(&self.global)?.root_dir(workspace_root(), &ProcessEnv);
+            return lint(&root, c.rev.rev.as_deref());
+        }
+        if let Command::Hook(h) = &self.command {
+            let opts = options(&self.global)?;
+            let root = opts.root_dir(workspace_root(), &ProcessEnv);
+            return match h {
+                flags::Hook::Install { force } => {
+                    let exe = std::env::current_exe()?;
+                    mzbuild::hook::install(&root, &exe, *force)
+                }
+                flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
+                flags::Hook::PrePush { .. } => {
+                    let opts = mzbuild::Options { root: Some(root.clone()), ..opts };
+                    mzbuild::hook::pre_push(&opts, &root, Box::new(ProcessEnv), workspace_root())
+                }
+            };
+        }
         let rev = match &self.command {
             Command::List(c) => c.rev.rev.clone(),
             Command::Fingerprint(c) => c.rev.rev.clone(),
@@ -35,6 +55,9 @@ impl flags::Mzbuild {
             Command::Repair(c) => c.run(&ctx),
             Command::Tag(c) => c.run(&ctx, &archs),
             Command::Run(c) => c.run(&ctx),
+            Command::Diff(c) => c.run(&ctx),
+            Command::Explain(c) => c.run(&ctx),
+            Command::Lint(_) | Command::Hook(_) => unreachable!("handled above"),
         }
     }
 }
@@ -144,4 +167,37 @@ impl flags::Run {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         build::run(ctx, &self.image, &self.args, &self.pool.options())
     }
+}
+
+impl flags::Diff {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        changes::diff(ctx, self.rev.as_deref(), self.json)
+    }
+}
+
+impl flags::Explain {
+    fn run(self, ctx: &Ctx) -> Result<Status> {
+        changes::explain(ctx, &self.image, self.against.as_deref())
+    }
+}
+
+/// `lint [--rev REV]`: findings on stdout, exit 1 when there are any.
+pub fn lint(root: &std::path::Path, rev: Option<&str>) -> Result<Status> {
+    let tree = match rev {
+        Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
+        None => mzbuild::discover::tree::Tree::list(root)?,
+    };
+    let label = tree.label();
+    let findings = mzbuild::lint::lint(tree)?;
+    if findings.is_empty() {
+        ui::progress(format_args!("lint: no problems in {label}"));
+        return Ok(Status::Success);
+    }
+    ui::result(&findings.iter().map(|f| format!("{f}\n")).collect::<String>());
+    ui::error(format_args!(
+        "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild lint` again",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" }
+    ));
+    Ok(Status::Failure)
 }

@@ -24,11 +24,14 @@
 //! [`Ctx`] and returns a [`Status`]; the binary maps it to an exit code.
 
 pub mod build;
+pub mod changes;
 pub mod config;
 pub mod discover;
 pub mod env;
 pub mod fingerprint;
+pub mod hook;
 pub mod introspect;
+pub mod lint;
 pub mod plan;
 pub mod preimage;
 pub mod process;
@@ -89,6 +92,14 @@ pub struct Options {
     pub rev: Option<String>,
 }
 
+impl Options {
+    /// The repository root: `--root`, else `$MZ_ROOT`, else `default_root`.
+    pub fn root_dir(&self, default_root: PathBuf, env: &dyn Env) -> PathBuf {
+        let root = self.root.clone().or_else(|| env.path("MZ_ROOT")).unwrap_or(default_root);
+        std::fs::canonicalize(&root).unwrap_or(root)
+    }
+}
+
 /// Everything a command needs: the repository, settings, naming, the
 /// environment and how to run docker.
 pub struct Ctx {
@@ -112,8 +123,7 @@ impl Ctx {
             },
             env.as_ref(),
         )?;
-        let root = options.root.clone().or_else(|| env.path("MZ_ROOT")).unwrap_or(default_root);
-        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        let root = options.root_dir(default_root, env.as_ref());
         let repo = match &options.rev {
             Some(rev) => Repo::load_rev(&root, rev, options.strict)?,
             None => Repo::load(&root, options.strict)?,

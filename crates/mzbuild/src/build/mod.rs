@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::fingerprint::{fingerprint_all, Fingerprinted};
+use crate::fingerprint::Fingerprinted;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::preimage::{self, BuildEnv};
 use crate::{ui, Ctx, Status};
@@ -185,7 +185,7 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
     ctx.docker.check_buildx()?;
     let builder = builder(ctx, &ctx.docker, opts)?;
     let images = ctx.repo.resolve(targets)?;
-    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
     let force = if force { targets.iter().cloned().collect() } else { BTreeSet::new() };
     let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Build { force }, &facts);
@@ -205,7 +205,7 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
 pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTreeMap<String, Fingerprinted>> {
     ctx.docker.check_engine()?;
     let images = ctx.repo.resolve(targets)?;
-    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
     let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Acquire, &facts);
     // Pull published images in parallel; whatever cannot be pulled is built.

@@ -87,6 +87,28 @@ impl Repo {
         Ok(Repo { tree, images, workspace, warnings, crates: OnceCell::new() })
     }
 
+    /// For `lint`: every image that could be read, with every problem of
+    /// the configuration (warnings as errors, cycles among the images that
+    /// exist even when other things are wrong).
+    pub fn load_lenient(tree: Tree) -> Result<(Repo, Vec<ConfigError>)> {
+        let workspace = WorkspaceConfig::load(&tree)?;
+        let (images, mut errors, warnings) = discover_images(&tree);
+        errors.extend(
+            warnings.into_iter().chain(workspace.warnings.iter().cloned()).map(|w| ConfigError::Strict(Box::new(w))),
+        );
+        if !errors.iter().any(|e| matches!(e, ConfigError::Cycle(_))) {
+            let mut known = images.clone();
+            for image in known.values_mut() {
+                image.depends_on.retain(|d| images.contains_key(d));
+            }
+            if let Some(cycle) = graph::find_cycle(&known) {
+                errors.push(ConfigError::Cycle(cycle));
+            }
+        }
+        let repo = Repo { tree, images, workspace, warnings: vec![], crates: OnceCell::new() };
+        Ok((repo, errors))
+    }
+
     pub fn root(&self) -> &Path {
         &self.tree.root
     }

@@ -88,11 +88,11 @@ impl BlobCache {
     }
 
     /// Write the new entries (merged with the stored ones) atomically; a
-    /// no-op when nothing was added.
+    /// no-op when nothing was added and the file on disk was fine.
     pub fn save(&self) -> Result<()> {
         let added = self.added.lock().unwrap();
         let Some(path) = &self.path else { return Ok(()) };
-        if added.is_empty() {
+        if added.is_empty() && self.ignored.is_none() {
             return Ok(());
         }
         let mut out = Vec::with_capacity(MAGIC.len() + self.stored.len() + added.len() * RECORD + 20);

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod fileset;
 pub mod hash;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,6 +140,37 @@ pub struct Fingerprinted {
 /// Fingerprint `images` (which must be closed under dependencies and in
 /// dependency order, as `Repo::resolve` returns them).
 pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<BTreeMap<String, Fingerprinted>> {
+    Ok(compute(repo, images, settings)?.fps)
+}
+
+/// Fingerprints with everything they were computed from: the file hashes
+/// behind them, for snapshots and records.
+pub struct Computed {
+    pub fps: BTreeMap<String, Fingerprinted>,
+    /// The unique input files (positions in `Tree::files`, ascending) and
+    /// their hashes.
+    pub unique: Vec<usize>,
+    pub hashes: Vec<hash::FileHash>,
+    pub stats: hash::HashStats,
+}
+
+impl Computed {
+    /// The input manifest of `image`: (path, mode, content hash) per input.
+    pub fn manifest(&self, repo: &Repo, image: &str) -> Vec<(String, hash::FileHash)> {
+        self.fps[image]
+            .inputs
+            .iter()
+            .map(|p| {
+                let at = repo.tree.position(p).expect("an input is a tree file");
+                let k = self.unique.binary_search(&at).expect("an input was hashed");
+                (p.clone(), self.hashes[k])
+            })
+            .collect()
+    }
+}
+
+/// [`fingerprint_all`], keeping the file hashes.
+pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Computed> {
     let tree = &repo.tree;
     let mut cache = InputCache::default();
     let sets: Vec<FileSet> = images.iter().map(|i| input_set(repo, i, &mut cache)).collect::<Result<_>>()?;
@@ -149,7 +181,7 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
     }
     let unique: Vec<usize> = union.iter().collect();
     let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
-    let (hashes, _) = hash::hash_tree(tree, &unique).map_err(|(i, e)| {
+    let (hashes, stats) = hash::hash_tree(tree, &unique).map_err(|(i, e)| {
         let users: Vec<String> = images
             .iter()
             .zip(&sets)
@@ -221,7 +253,7 @@ pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> R
     if let Err(e) = tree.git.blobs().save() {
         crate::ui::warn(format_args!("could not save the blob cache (fingerprints are not affected): {e:#}"));
     }
-    Ok(out)
+    Ok(Computed { fps: out, unique, hashes, stats })
 }
 
 #[cfg(test)]

@@ -27,14 +27,13 @@ use super::{clients, published_status, verify_credentials};
 use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions};
-use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
 use crate::{ui, Ctx, Status};
 
 pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> Result<Status> {
     let t0 = Instant::now();
     let images = ctx.repo.resolve(targets)?;
-    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let t_fp = t0.elapsed();
     let publishable = images.iter().any(|i| i.config.publish);
     let clients = clients(ctx, publishable)?;

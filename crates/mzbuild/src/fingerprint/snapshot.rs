@@ -1,0 +1,386 @@
+//! What a fingerprint was computed from, kept to answer "why does this
+//! rebuild?": an image's [`Snapshot`] (inputs with their modes and content
+//! hashes, pre-image words, settings, dependencies' fingerprints), the pure
+//! comparison of two snapshots ([`compare`]), and the records that build and
+//! ensure leave under `target/mzbuild/fingerprints/` so that any fingerprint
+//! seen before can be explained later.
+//!
+//! A record is small: `<FINGERPRINT>.json` names the image, its settings,
+//! words and dependencies, and its inputs as ranges of lines of a shared
+//! manifest, `manifests/<sha1>` (one `<mode> <content sha1> <path>` line per
+//! unique input of the run, content-addressed, written once). Fingerprints
+//! already recorded are skipped, so a run that changes nothing writes
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use super::hash::FileHash;
+use super::{Computed, Fingerprint};
+use crate::config::settings::Settings;
+use crate::discover::{Image, Repo};
+use crate::preimage;
+
+/// One image's fingerprint and everything it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub image: String,
+    pub fingerprint: Fingerprint,
+    pub settings: String,
+    /// Each pre-image's `extra()` word, in order.
+    pub extras: Vec<String>,
+    /// Direct dependencies and their fingerprints.
+    pub depends_on: BTreeMap<String, Fingerprint>,
+    /// Inputs, sorted by path.
+    pub inputs: Vec<(String, FileHash)>,
+}
+
+/// Snapshots of every image of `computed`.
+pub fn snapshots(
+    repo: &Repo,
+    images: &[&Image],
+    settings: &Settings,
+    computed: &Computed,
+) -> BTreeMap<String, Snapshot> {
+    images
+        .iter()
+        .map(|image| {
+            let snap = Snapshot {
+                image: image.name.clone(),
+                fingerprint: computed.fps[&image.name].fingerprint,
+                settings: settings.fingerprint_string(),
+                extras: image.config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect(),
+                depends_on: image.depends_on.iter().map(|d| (d.clone(), computed.fps[d].fingerprint)).collect(),
+                inputs: computed.manifest(repo, &image.name),
+            };
+            (image.name.clone(), snap)
+        })
+        .collect()
+}
+
+/// How two snapshots of one image differ.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Contents changed (the mode may have too).
+    pub changed: Vec<String>,
+    /// Only the mode changed (exec bit, symlink).
+    pub mode_changed: Vec<String>,
+    /// (old, new) settings string, when it differs.
+    pub settings: Option<(String, String)>,
+    /// (old, new) pre-image words, when they differ.
+    pub extras: Option<(Vec<String>, Vec<String>)>,
+    /// Dependencies whose fingerprint differs, or that were added or
+    /// removed: (name, old, new).
+    pub dependencies: Vec<DepChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DepChange {
+    pub name: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        *self == Change::default()
+    }
+
+    /// One line per kind of change, e.g. `2 files changed: a, b`.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(5).map(String::as_str).collect();
+            let more = if v.len() > 5 { format!(" and {} more", v.len() - 5) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        };
+        let files = |n: usize| if n == 1 { "1 file".to_string() } else { format!("{n} files") };
+        for (v, what) in [
+            (&self.changed, "changed"),
+            (&self.added, "added"),
+            (&self.removed, "removed"),
+            (&self.mode_changed, "changed mode"),
+        ] {
+            if !v.is_empty() {
+                out.push(format!("{} {what}: {}", files(v.len()), list(v)));
+            }
+        }
+        if let Some((a, b)) = &self.settings {
+            out.push(format!("settings changed: `{a}` -> `{b}`"));
+        }
+        if let Some((a, b)) = &self.extras {
+            out.push(format!("pre-image words changed: {a:?} -> {b:?}"));
+        }
+        for d in &self.dependencies {
+            out.push(match (&d.old, &d.new) {
+                (Some(_), Some(_)) => format!("dependency `{}` changed", d.name),
+                (None, Some(_)) => format!("dependency `{}` added (MZFROM)", d.name),
+                (Some(_), None) => format!("dependency `{}` removed (MZFROM)", d.name),
+                (None, None) => unreachable!("a dependency change has a side"),
+            });
+        }
+        out
+    }
+}
+
+/// How `new` differs from `old` (pure).
+pub fn compare(old: &Snapshot, new: &Snapshot) -> Change {
+    let mut c = Change::default();
+    let (mut i, mut j) = (0, 0);
+    let (a, b) = (&old.inputs, &new.inputs);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                if x.1.digest != y.1.digest {
+                    c.changed.push(x.0.clone());
+                } else if x.1.mode != y.1.mode {
+                    c.mode_changed.push(x.0.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                c.removed.push(x.0.clone());
+                i += 1;
+            }
+            (Some(x), None) => {
+                c.removed.push(x.0.clone());
+                i += 1;
+            }
+            (_, Some(y)) => {
+                c.added.push(y.0.clone());
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    if old.settings != new.settings {
+        c.settings = Some((old.settings.clone(), new.settings.clone()));
+    }
+    if old.extras != new.extras {
+        c.extras = Some((old.extras.clone(), new.extras.clone()));
+    }
+    let names: std::collections::BTreeSet<&String> = old.depends_on.keys().chain(new.depends_on.keys()).collect();
+    for name in names {
+        let (o, n) = (old.depends_on.get(name), new.depends_on.get(name));
+        if o != n {
+            c.dependencies.push(DepChange {
+                name: name.clone(),
+                old: o.map(ToString::to_string),
+                new: n.map(ToString::to_string),
+            });
+        }
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    image: String,
+    fingerprint: String,
+    settings: String,
+    extras: Vec<String>,
+    depends_on: BTreeMap<String, String>,
+    /// The manifest file (its SHA-1) and this image's lines of it, as
+    /// [start, end) ranges.
+    manifest: String,
+    inputs: Vec<(usize, usize)>,
+}
+
+/// Where records live.
+pub fn record_dir(root: &Path) -> PathBuf {
+    root.join("target").join("mzbuild").join("fingerprints")
+}
+
+/// Record every fingerprint of `computed` not recorded yet. Returns how
+/// many were written.
+pub fn record(repo: &Repo, images: &[&Image], settings: &Settings, computed: &Computed) -> Result<usize> {
+    let dir = record_dir(repo.root());
+    let todo: Vec<&&Image> =
+        images.iter().filter(|i| !dir.join(format!("{}.json", computed.fps[&i.name].fingerprint)).exists()).collect();
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    // The manifest: one line per unique input of the run.
+    let mut text = String::with_capacity(computed.unique.len() * 80);
+    for (at, h) in computed.unique.iter().zip(&computed.hashes) {
+        let _ = writeln!(text, "{:o} {} {}", h.mode, crate::discover::git::hex(&h.digest), repo.tree.files[*at]);
+    }
+    let manifest = crate::discover::git::hex(&Sha1::digest(text.as_bytes()));
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).with_context(|| format!("creating {}", manifests.display()))?;
+    let mpath = manifests.join(&manifest);
+    if !mpath.exists() {
+        write_atomic(&mpath, text.as_bytes())?;
+    }
+    for image in &todo {
+        let fp = computed.fps[&image.name].fingerprint;
+        // Inputs are a subset of the unique files, both ascending: ranges
+        // of manifest lines.
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for p in &computed.fps[&image.name].inputs {
+            let at = repo.tree.position(p).expect("an input is a tree file");
+            let k = computed.unique.binary_search(&at).expect("an input was hashed");
+            match ranges.last_mut() {
+                Some(r) if r.1 == k => r.1 = k + 1,
+                _ => ranges.push((k, k + 1)),
+            }
+        }
+        let rec = Record {
+            image: image.name.clone(),
+            fingerprint: fp.to_string(),
+            settings: settings.fingerprint_string(),
+            extras: image.config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect(),
+            depends_on: image.depends_on.iter().map(|d| (d.clone(), computed.fps[d].fingerprint.to_string())).collect(),
+            manifest: manifest.clone(),
+            inputs: ranges,
+        };
+        write_atomic(&dir.join(format!("{fp}.json")), &serde_json::to_vec(&rec)?)?;
+    }
+    Ok(todo.len())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("has a parent");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The recorded snapshot of fingerprint `fp`, if it was recorded.
+pub fn load(root: &Path, fp: &Fingerprint) -> Result<Option<Snapshot>> {
+    let dir = record_dir(root);
+    let path = dir.join(format!("{fp}.json"));
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let bad =
+        |why: &str| anyhow!("{}: {why}: remove it (it is re-recorded by the next build of that image)", path.display());
+    let rec: Record = serde_json::from_slice(&bytes).map_err(|e| bad(&format!("not a fingerprint record ({e})")))?;
+    let mpath = dir.join("manifests").join(&rec.manifest);
+    let text = std::fs::read_to_string(&mpath)
+        .map_err(|e| bad(&format!("its manifest {} is unreadable ({e})", mpath.display())))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut inputs = Vec::new();
+    for &(a, b) in &rec.inputs {
+        for line in lines.get(a..b).ok_or_else(|| bad("input ranges beyond its manifest"))? {
+            inputs.push(parse_line(line).ok_or_else(|| bad(&format!("bad manifest line {line:?}")))?);
+        }
+    }
+    let parse_fp = |s: &str| s.parse::<Fingerprint>().map_err(|_| bad("bad fingerprint"));
+    Ok(Some(Snapshot {
+        image: rec.image,
+        fingerprint: parse_fp(&rec.fingerprint)?,
+        settings: rec.settings,
+        extras: rec.extras,
+        depends_on: rec.depends_on.iter().map(|(k, v)| Ok((k.clone(), parse_fp(v)?))).collect::<Result<_>>()?,
+        inputs,
+    }))
+}
+
+fn parse_line(line: &str) -> Option<(String, FileHash)> {
+    let mut parts = line.splitn(3, ' ');
+    let mode = u16::from_str_radix(parts.next()?, 8).ok()?;
+    let hex = parts.next()?;
+    let path = parts.next()?;
+    let oid = crate::discover::git::parse_hex(hex)?;
+    Some((path.to_string(), FileHash { mode, digest: oid }))
+}
+
+/// Fingerprint `images`, recording each new fingerprint with its inputs
+/// (build, acquire, run and ensure). A record that cannot be written is a
+/// warning: it never fails a build.
+pub fn fingerprint_and_record(
+    repo: &Repo,
+    images: &[&Image],
+    settings: &Settings,
+) -> Result<BTreeMap<String, super::Fingerprinted>> {
+    let computed = super::compute(repo, images, settings)?;
+    if repo.tree.rev.is_none() {
+        if let Err(e) = record(repo, images, settings, &computed) {
+            crate::ui::warn(format_args!(
+                "could not record fingerprints for `explain` (builds are not affected): {e:#}"
+            ));
+        }
+    }
+    Ok(computed.fps)
+}
+
+/// Check a revision-or-fingerprint argument: a fingerprint when it parses
+/// as one and is recorded.
+pub fn bail_unrecorded(fp: &Fingerprint, root: &Path) -> Result<()> {
+    bail!(
+        "fingerprint {fp} was never recorded in {}: records are made by `build`, `acquire`, `run` and `ensure` \
+         in this work tree; give a git revision to compare with instead",
+        record_dir(root).display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(inputs: &[(&str, u16, u8)], deps: &[(&str, u8)]) -> Snapshot {
+        Snapshot {
+            image: "a".into(),
+            fingerprint: Fingerprint([0; 20]),
+            settings: "s".into(),
+            extras: vec![],
+            depends_on: deps.iter().map(|(n, f)| (n.to_string(), Fingerprint([*f; 20]))).collect(),
+            inputs: inputs.iter().map(|(p, m, d)| (p.to_string(), FileHash { mode: *m, digest: [*d; 20] })).collect(),
+        }
+    }
+
+    #[test]
+    fn compare_names_every_kind_of_change() {
+        let old = snap(
+            &[("a", 0o100644, 1), ("b", 0o100644, 2), ("c", 0o100644, 3), ("e", 0o100644, 5)],
+            &[("x", 1), ("y", 1)],
+        );
+        let mut new = snap(
+            &[("b", 0o100755, 2), ("c", 0o100644, 9), ("d", 0o100644, 4), ("e", 0o100644, 5)],
+            &[("x", 2), ("z", 1)],
+        );
+        new.settings = "t".into();
+        let c = compare(&old, &new);
+        assert_eq!(c.added, ["d"]);
+        assert_eq!(c.removed, ["a"]);
+        assert_eq!(c.changed, ["c"]);
+        assert_eq!(c.mode_changed, ["b"]);
+        assert_eq!(c.settings, Some(("s".into(), "t".into())));
+        let deps: Vec<(&str, bool, bool)> =
+            c.dependencies.iter().map(|d| (d.name.as_str(), d.old.is_some(), d.new.is_some())).collect();
+        assert_eq!(deps, [("x", true, true), ("y", true, false), ("z", false, true)]);
+        expect_test::expect![[r#"
+            1 file changed: c
+            1 file added: d
+            1 file removed: a
+            1 file changed mode: b
+            settings changed: `s` -> `t`
+            dependency `x` changed
+            dependency `y` removed (MZFROM)
+            dependency `z` added (MZFROM)"#]]
+        .assert_eq(&c.reasons().join("\n"));
+        assert!(compare(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn manifest_lines_round_trip() {
+        let h = FileHash { mode: 0o100755, digest: [0xab; 20] };
+        let line = format!("{:o} {} {}", h.mode, crate::discover::git::hex(&h.digest), "dir/a b.txt");
+        assert_eq!(parse_line(&line), Some(("dir/a b.txt".to_string(), h)));
+    }
+}
