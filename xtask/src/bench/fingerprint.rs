@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use mzbuild::config::image::PreImage;
 use mzbuild::discover::tree::Tree;
 use mzbuild::fingerprint::{self, hash::hash_files};
-use mzbuild::{Arch, Profile, Repo, Settings, Status};
+use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings, Status};
 use sha1::{Digest, Sha1};
 
 use super::generate::{SPEED_FILE, SPEED_FILE_LEN};
@@ -111,6 +111,8 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
         t.floor_total.push(git + hash);
         breakdown_pass(&root, &mut t)?;
     }
+    eprintln!("bench: blob cache and diff");
+    let cache = cache_pass(&root, runs)?;
     let load_after = load_average();
     let speed = sha1_speed(&root, runs)?;
 
@@ -183,6 +185,18 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
     row("  workspace (Cargo.toml files)", &t.workspace);
     row("  fingerprint::inputs, image by image", &t.inputs);
     row("  fingerprint::hash_files, unique inputs, all cores", &t.hash_files);
+    println!();
+    println!("{:<54} {:>10} {:>10}", "blob cache and diff (same process, medians)", "median", "/ cold fp");
+    let (_, cold) = stats(&cache.fp_cold);
+    let ratio_row = |name: &str, v: &[Duration], target: &str| {
+        let (_, m) = stats(v);
+        println!("{name:<54} {:>8.1}ms {:>10.3}  target {target}", ms(m), m.as_secs_f64() / cold.as_secs_f64());
+    };
+    ratio_row("  fingerprint, no blob cache (today's fingerprint)", &cache.fp_cold, "= 1");
+    ratio_row("  fingerprint again, nothing changed, warm cache", &cache.fp_warm, "<= 0.3");
+    ratio_row("  diff against a commit with 1 file changed, cold", &cache.diff_cold, "<= 2");
+    ratio_row("  diff against that commit, warm cache", &cache.diff_warm, "<= 0.3");
+    println!("  (cold: blob cache removed before the run; each line loads the repository anew; diff = both sides)");
     println!();
     println!("SHA-1 throughput (MB = 10^6 bytes, best of {runs}):");
     println!("  floor pass, read + hash, 1 thread        {:>7.0} MB/s", rate(unique_bytes, stats(&t.floor_hash).0));
@@ -275,6 +289,88 @@ fn breakdown_pass(root: &Path, t: &mut Timings) -> Result<()> {
     t.hash_files.push(start.elapsed());
     std::hint::black_box(hashes);
     Ok(())
+}
+
+#[derive(Default)]
+struct CacheTimes {
+    fp_cold: Vec<Duration>,
+    fp_warm: Vec<Duration>,
+    diff_cold: Vec<Duration>,
+    diff_warm: Vec<Duration>,
+}
+
+/// Fingerprint and `diff` with and without the blob cache. The revision
+/// to diff against is HEAD with one input file changed, made with git
+/// plumbing in a private index (the work tree and its index stay as they
+/// are).
+fn cache_pass(root: &Path, runs: usize) -> Result<CacheTimes> {
+    let git = |args: &[&str], index: Option<&Path>, stdin: Option<&[u8]>| -> Result<String> {
+        use std::io::Write;
+        let mut cmd = mzbuild::process::command("git");
+        cmd.args(args).current_dir(root).stdout(std::process::Stdio::piped()).stdin(std::process::Stdio::piped());
+        if let Some(i) = index {
+            cmd.env("GIT_INDEX_FILE", i);
+        }
+        let mut child = cmd.spawn().context("running git")?;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or_default())?;
+        drop(input);
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("git {} failed", args.join(" "));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let scratch = tempfile::tempdir()?;
+    let index = scratch.path().join("index");
+    let repo = Repo::load(root, false)?;
+    let images = repo.resolve(&[])?;
+    let input = fingerprint::inputs(&repo, images.last().expect("images"))?.into_iter().last().expect("an input");
+    git(&["read-tree", "HEAD"], Some(&index), None)?;
+    let mut bytes = std::fs::read(root.join(&input))?;
+    bytes.extend_from_slice(b"\n// changed\n");
+    let blob = git(&["hash-object", "-w", "--stdin"], None, Some(&bytes))?;
+    git(&["update-index", "--cacheinfo", &format!("100644,{blob},{input}")], Some(&index), None)?;
+    let tree = git(&["write-tree"], Some(&index), None)?;
+    let commit = git(&["commit-tree", &tree, "-p", "HEAD", "-m", "bench: one file changed"], None, None)?;
+    drop(images);
+    drop(repo);
+
+    let cache_file = root.join(".git/mzbuild/blob-sha1");
+    let load = || -> Result<Ctx> {
+        let options = Options {
+            root: Some(root.to_path_buf()),
+            arch: Some(Arch::host().gcc().to_string()),
+            ..Default::default()
+        };
+        Ctx::load(&options, root.to_path_buf(), Box::new(ProcessEnv))
+    };
+    let fp = || -> Result<Duration> {
+        let t = Instant::now();
+        let ctx = load()?;
+        let images = ctx.repo.resolve(&[])?;
+        std::hint::black_box(fingerprint::fingerprint_all(&ctx.repo, &images, &ctx.settings)?);
+        Ok(t.elapsed())
+    };
+    let diff = || -> Result<Duration> {
+        let t = Instant::now();
+        let ctx = load()?;
+        let diffs = mzbuild::changes::diff_images(&ctx, &commit, false)?;
+        if diffs.is_empty() {
+            bail!("internal error: diff found nothing against a commit with {input} changed");
+        }
+        Ok(t.elapsed())
+    };
+    let mut t = CacheTimes::default();
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&cache_file);
+        t.fp_cold.push(fp()?);
+        t.fp_warm.push(fp()?);
+        let _ = std::fs::remove_file(&cache_file);
+        t.diff_cold.push(diff()?);
+        t.diff_warm.push(diff()?);
+    }
+    Ok(t)
 }
 
 struct Speed {
