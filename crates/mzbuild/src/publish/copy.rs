@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -38,22 +38,86 @@ const COPIES_IN_FLIGHT: usize = 4;
 /// Where blobs are known to be, per registry host: a repository that holds
 /// each digest, so a later copy into the same registry mounts it instead of
 /// streaming it again (images share their base layers). Shared by the
-/// copies of one run.
+/// copies of one run, which also wait for each other: a blob that one copy
+/// is streaming into a registry is not streamed by another at the same
+/// time, which waits and mounts it.
 #[derive(Default)]
 pub struct BlobHomes {
-    homes: Mutex<HashMap<(String, String), String>>,
+    homes: Mutex<HashMap<(String, String), Home>>,
+    changed: Condvar,
+}
+
+enum Home {
+    /// A copy is streaming it there.
+    Arriving,
+    /// This repository has it.
+    At(String),
+}
+
+/// What to do about a blob the target repository lacks.
+enum Claim<'a> {
+    /// Mount it from this repository of the same registry.
+    Mount(String),
+    /// Stream it; `finish` when done (on drop, as failed).
+    Stream(Streaming<'a>),
+}
+
+/// The right and duty to stream one blob into one registry.
+struct Streaming<'a> {
+    homes: &'a BlobHomes,
+    key: (String, String),
+    done: bool,
+}
+
+impl Streaming<'_> {
+    fn finish(mut self, repo: &str) {
+        self.done = true;
+        self.homes.set(&self.key, Some(Home::At(repo.to_string())));
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.homes.set(&self.key, None);
+        }
+    }
 }
 
 impl BlobHomes {
-    fn get(&self, host: &str, digest: &str) -> Option<String> {
-        self.homes.lock().unwrap_or_else(|e| e.into_inner()).get(&(host.to_string(), digest.to_string())).cloned()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Home>> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn set(&self, key: &(String, String), home: Option<Home>) {
+        let mut homes = self.lock();
+        match home {
+            Some(h) => homes.insert(key.clone(), h),
+            None => homes.remove(key),
+        };
+        self.changed.notify_all();
+    }
+
+    /// Record that `repo` of registry `host` has blob `digest`.
     fn insert(&self, host: &str, digest: &str, repo: &str) {
-        self.homes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((host.to_string(), digest.to_string()), repo.to_string());
+        self.set(&(host.to_string(), digest.to_string()), Some(Home::At(repo.to_string())));
+    }
+
+    /// Where to mount `digest` from in registry `host`, or the duty to
+    /// stream it there; waits while another copy streams it.
+    fn claim(&self, host: &str, digest: &str) -> Claim<'_> {
+        let key = (host.to_string(), digest.to_string());
+        let mut homes = self.lock();
+        loop {
+            match homes.get(&key) {
+                Some(Home::At(repo)) => return Claim::Mount(repo.clone()),
+                Some(Home::Arriving) => homes = self.changed.wait(homes).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    homes.insert(key.clone(), Home::Arriving);
+                    return Claim::Stream(Streaming { homes: self, key, done: false });
+                }
+            }
+        }
     }
 }
 
@@ -146,8 +210,14 @@ fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes,
         stats.present += 1;
         return Ok(());
     }
-    let mount_from =
-        if from.client.registry.host() == host { Some(from.repo.to_string()) } else { homes.get(host, &blob.digest) };
+    let (mount_from, streaming) = if from.client.registry.host() == host {
+        (Some(from.repo.to_string()), None)
+    } else {
+        match homes.claim(host, &blob.digest) {
+            Claim::Mount(repo) => (Some(repo), None),
+            Claim::Stream(s) => (None, Some(s)),
+        }
+    };
     let start = to.client.start_upload(to.repo, mount_from.as_deref().map(|r| (blob.digest.as_str(), r)))?;
     match start {
         Upload::Mounted => stats.mounted += 1,
@@ -157,7 +227,10 @@ fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes,
             stats.bytes += blob.size;
         }
     }
-    homes.insert(host, &blob.digest, to.repo);
+    match streaming {
+        Some(s) => s.finish(to.repo),
+        None => homes.insert(host, &blob.digest, to.repo),
+    }
     Ok(())
 }
 
@@ -286,5 +359,38 @@ pub fn show_bytes(n: u64) -> String {
         n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1} kB", n as f64 / 1e3),
         n => format!("{n} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a second copy of the same blob into the same registry is told,
+    /// while the first streams it and after the first `ends` it.
+    fn second_claim(ends: impl FnOnce(Streaming<'_>) + Send) -> String {
+        let homes = BlobHomes::default();
+        let Claim::Stream(first) = homes.claim("reg", "sha256:a") else { panic!("the first copy must stream") };
+        std::thread::scope(|s| {
+            let second = s.spawn(|| match homes.claim("reg", "sha256:a") {
+                Claim::Mount(repo) => format!("mount from {repo}"),
+                Claim::Stream(_) => "stream".to_string(),
+            });
+            // The second copy waits while the first streams (no timing
+            // assumption: whenever it asks, the answer comes after `ends`).
+            ends(first);
+            second.join().unwrap()
+        })
+    }
+
+    #[test]
+    fn a_blob_is_streamed_once_per_registry_and_mounted_by_the_others() {
+        assert_eq!(second_claim(|s| s.finish("team/base")), "mount from team/base");
+        // A failed stream hands the duty on.
+        assert_eq!(second_claim(|s| drop(s)), "stream");
+        let homes = BlobHomes::default();
+        homes.insert("reg", "sha256:b", "team/x");
+        assert!(matches!(homes.claim("reg", "sha256:b"), Claim::Mount(r) if r == "team/x"));
+        assert!(matches!(homes.claim("other", "sha256:b"), Claim::Stream(_)));
     }
 }
