@@ -2,8 +2,8 @@
 # Runs every check of the repository: formatting and clippy (warnings are
 # errors), then brings up the real Docker stack the end-to-end tests need
 # (engine, buildx, two registries on 127.0.0.1), runs the whole cargo test
-# suite and a smoke run of the fingerprint benchmark, and closes with one
-# summary line.
+# suite and smoke runs of the fingerprint and copy benchmarks, and closes
+# with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
@@ -13,8 +13,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
-# The benchmark must keep working: a small generated repository, one run.
+# The benchmarks must keep working: a small generated repository, one run.
 cargo xtask bench fingerprint --files 1000 --images 6 --runs 1 --dir target/bench/smoke >/dev/null || status=$?
+cargo xtask bench copy --files 1000 --images 6 --dir target/bench/smoke >/dev/null 2>&1 || status=$?
 # cargo prints one "test result" line per test binary (the last ones are
 # empty doc-test runs): add them up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

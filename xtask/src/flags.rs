@@ -297,6 +297,18 @@ pub enum Bench {
     /// Time a no-op `ensure` (every image already in the two local registries of ci/stack.sh)
     /// over the generated monorepo, beside the fingerprint-only time.
     Ensure(BenchEnsure),
+    /// Fill a registry that lacks every image of (a buildable stand-in of) the generated monorepo:
+    /// by copying from the other local registry, against rebuilding; time and bytes sent.
+    Copy(BenchCopy),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCopy {
+    #[command(flatten)]
+    pub repo: GeneratedRepo,
+    /// How many images to build at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Args, Debug)]

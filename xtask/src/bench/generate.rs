@@ -85,7 +85,7 @@ fn ensure_repo(root: &Path, files: usize, images: usize) -> Result<Option<Durati
     Ok(Some(took))
 }
 
-fn git(root: &Path, args: &[&str]) -> Result<()> {
+pub(super) fn git(root: &Path, args: &[&str]) -> Result<()> {
     let out = mzbuild::process::command("git").args(args).current_dir(root).output().context("running git")?;
     if !out.status.success() {
         bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
@@ -94,10 +94,10 @@ fn git(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 /// SplitMix64: small, fast, deterministic.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
