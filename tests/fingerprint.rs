@@ -12,6 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use common::{describe_inputs, run, settings_flags, tests_dir, vectors, xtask, xtask_command, TempRepo, Vector};
 use expect_test::expect;
@@ -276,6 +277,9 @@ const CASES: &[Case] = &[
     case("inner image's file", NESTED, |r| r.write("misc/outer/inner/b.txt", "B\n"), INNER_AND_OUTER),
 ];
 
+/// A setup's repository, unchanged, and the fingerprints of its images.
+type Template = (TempRepo, BTreeMap<String, String>);
+
 /// The fingerprints of a case's images after its change, or what went wrong.
 type Outcome = Result<Vec<(&'static str, String)>, String>;
 
@@ -306,24 +310,30 @@ fn run_case(case: &Case, template: &TempRepo, before: &BTreeMap<String, String>)
 /// name), and all failures are reported together.
 #[test]
 fn what_changes_a_fingerprint() {
-    // Each setup once, with the fingerprints of every image a case asks about.
-    let mut templates: Vec<(Setup, TempRepo, BTreeMap<String, String>)> = vec![];
+    // Each setup once (by the first case that needs it), with the
+    // fingerprints of every image a case asks about.
+    let mut templates: Vec<(Setup, OnceLock<Template>)> = vec![];
     for case in CASES {
-        if !templates.iter().any(|(setup, ..)| setup.name == case.setup.name) {
-            let repo = (case.setup.make)();
+        if !templates.iter().any(|(setup, _)| setup.name == case.setup.name) {
+            templates.push((case.setup, OnceLock::new()));
+        }
+    }
+    let template = |case: &Case| {
+        let (setup, once) = templates.iter().find(|(setup, _)| setup.name == case.setup.name).unwrap();
+        once.get_or_init(|| {
+            let repo = (setup.make)();
             let images: BTreeSet<&str> = CASES
                 .iter()
-                .filter(|c| c.setup.name == case.setup.name)
+                .filter(|c| c.setup.name == setup.name)
                 .flat_map(|c| c.expect.iter().map(|(i, _)| *i))
                 .collect();
             let before: BTreeMap<String, String> = images.into_iter().map(|i| (i.to_string(), fp(&repo, i))).collect();
-            for (image, want) in case.setup.known {
-                assert_eq!(before[*image], *want, "{image} of the {}", case.setup.name);
+            for (image, want) in setup.known {
+                assert_eq!(before[*image], *want, "{image} of the {}", setup.name);
             }
-            templates.push((case.setup, repo, before));
-        }
-    }
-    let template = |case: &Case| templates.iter().find(|(setup, ..)| setup.name == case.setup.name).unwrap();
+            (repo, before)
+        })
+    };
 
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
@@ -339,7 +349,7 @@ fn what_changes_a_fingerprint() {
                         let result = std::thread::Builder::new()
                             .name(name.clone())
                             .spawn_scoped(s, || {
-                                let (_, repo, before) = template(case);
+                                let (repo, before) = template(case);
                                 run_case(case, repo, before)
                             })
                             .unwrap()
