@@ -594,3 +594,48 @@ fn sigterm_mid_push_exits_143_and_cleans_up() {
     });
     assert!(gone, "builds still running after SIGTERM\n{out}");
 }
+
+/// A dependency whose build is retried (its RUN step fails with a network
+/// error the first time, as a flaky download does) takes longer than
+/// `--timeout` in all, each attempt well within it: its dependant waits for
+/// it and is built and pushed, rather than "giving up waiting" for an image
+/// that then succeeds.
+#[test]
+fn a_retried_dependency_keeps_its_dependants_waiting() {
+    let fx = Project::new();
+    fx.set_registries(&[fx.plain_entry()]);
+    // Each attempt takes 6 s (the RUN step's sleep) and a little, then fails
+    // unless the context's state.txt says `ok`; the timeout is 12 s. Two
+    // attempts and the 2 s backoff take about 16 s.
+    fx.image(
+        "dep",
+        "",
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY state.txt /state.txt\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep 6; /bin/busybox grep -q ok /state.txt || \
+         { echo 'fetching: read tcp: connection reset by peer'; exit 1; }\"]\n",
+        &[("state.txt", &format!("fail {}\n", fx.id))],
+    )
+    .image("after", "", "MZFROM dep\nCOPY after.txt /after.txt\n", &[("after.txt", "after\n")]);
+    copy_busybox(&fx.repo.path("images/dep"));
+    fx.repo.commit_all();
+    let fp = fx.fingerprint("after");
+    let running = Running::spawn(&mut fx.command(&["ensure", "--timeout", "12s"]));
+    let log = fx.log("dep");
+    // The first attempt fails, retryably ...
+    let failed = wait_until(Duration::from_secs(120), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        buildx_attempts(&text) == 1 && text.contains("connection reset by peer") && text.contains("ERROR")
+    });
+    assert!(failed, "the first attempt did not fail\n{}", running.stderr_so_far());
+    // ... and the next one (after a 2 s backoff) succeeds.
+    // (Unique, or the RUN step's success could come from the build cache.)
+    fx.repo.write("images/dep/state.txt", format!("ok {}\n", fx.id));
+    let (out, _) = running.finish(Duration::from_secs(120));
+    out.ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(buildx_attempts(&text), 2, "{text}");
+    assert!(out.stderr.contains("mzbuild: dep: done in ") && out.stderr.contains(" after 2 attempts"), "{out}");
+    assert!(out.stderr.contains("mzbuild: after: done in "), "{out}");
+    assert!(!out.stderr.contains("gave up waiting"), "{out}");
+    assert_eq!(manifest_status(&fx.plain_url(), "after", &fp), "200", "{out}");
+}

@@ -269,8 +269,8 @@ pub struct PoolArgs {
     /// How many images to build at once (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Kill a build that runs longer than this, and stop waiting for dependencies after this long
-    /// without any build finishing (e.g. 90s, 20m, 1h).
+    /// Kill a build attempt that runs longer than this, and stop waiting for dependencies after
+    /// this long (and a grace) without any build finishing or retrying (e.g. 90s, 20m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = mzbuild::build::parse_duration)]
     pub timeout: std::time::Duration,
     /// The buildx builder to build with (default: Cargo.toml's `[workspace.metadata.mzbuild]

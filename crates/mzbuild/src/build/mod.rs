@@ -73,7 +73,7 @@ pub fn build_images(
     let by_name: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.image.name.as_str(), *s)).collect();
     let jobs: Vec<JobSpec> =
         steps.iter().map(|s| JobSpec { name: s.image.name.clone(), deps: s.image.depends_on.clone() }).collect();
-    let work = |name: &str| -> std::result::Result<usize, String> {
+    let work = |name: &str, progress: &scheduler::Progress<'_>| -> std::result::Result<usize, String> {
         let step = by_name[name];
         if let Some(e) = pre_failed.get(name) {
             return Err(format!("pre-image failed: {e}"));
@@ -100,9 +100,13 @@ pub fn build_images(
             match r {
                 Ok(()) => return Ok(attempt),
                 Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {
+                    // A retry is progress: dependants keep waiting for it
+                    // (each attempt is bounded by the timeout).
+                    progress.report();
                     // Backoff: 2s, 4s, ... (registry hiccups, rate limits).
                     std::thread::sleep(Duration::from_secs(2u64.pow(attempt as u32)));
                     attempt += 1;
+                    progress.report();
                 }
                 Err(e) => {
                     let retry_note =

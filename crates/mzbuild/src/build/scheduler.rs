@@ -5,11 +5,17 @@
 //! `crossbeam-channel` and send results back on another. A job is handed out
 //! only when all its dependencies succeeded; jobs with the most dependants go
 //! first, so long chains start early. When a job fails, every job that
-//! depends on it, directly or not, is marked skipped at once (nobody waits
-//! for a build that will never come) while independent jobs go on. Jobs
-//! still waiting for their dependencies give up when `timeout` passes with
-//! no job finishing (a stall: each running build is also killed after
-//! `timeout` by its runner), so a long but moving chain never times out.
+//! depends on it, directly or not, is marked skipped at once, naming the
+//! failed dependency (nobody waits for a build that will never come), while
+//! independent jobs go on.
+//!
+//! Running builds bound themselves (each attempt is killed after `timeout`
+//! by its runner); waiting jobs only guard against a stall: they give up
+//! when nothing has moved for `timeout` plus a grace (`patience`), where a
+//! job finishing and a job reporting progress (a [`Progress`] call: a build
+//! starting another attempt, or backing off before one) both count. So a
+//! long but moving chain, or a build retried up to 3 times, never makes its
+//! dependants give up; they learn their dependency's real outcome.
 //! The drain loop never returns early: every failure is recorded, and the
 //! caller reports them all at the end.
 
@@ -58,11 +64,32 @@ pub enum Event<'a, T> {
     Finished(&'a str, &'a Outcome<T>),
 }
 
+/// What a running job calls to say it is still moving (e.g. before each
+/// retry of its build), so that its dependants keep waiting.
+pub struct Progress<'a>(&'a (dyn Fn() + Sync));
+
+impl Progress<'_> {
+    pub fn report(&self) {
+        (self.0)()
+    }
+}
+
+enum Message<T> {
+    Alive,
+    Done(String, Result<T, String>, Duration),
+}
+
+/// How long waiting jobs wait with nothing moving: `timeout` and a grace
+/// for the build that is killed at `timeout` to be reaped and reported.
+pub fn patience(timeout: Duration) -> Duration {
+    timeout + (timeout / 2).min(Duration::from_secs(60))
+}
+
 pub fn run<T: Send>(
     jobs: &[JobSpec],
     workers: usize,
     timeout: Duration,
-    work: &(dyn Fn(&str) -> Result<T, String> + Sync),
+    work: &(dyn Fn(&str, &Progress<'_>) -> Result<T, String> + Sync),
     mut report: impl FnMut(Event<'_, T>),
 ) -> BTreeMap<String, Outcome<T>> {
     let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
@@ -85,7 +112,7 @@ pub fn run<T: Send>(
     let mut last_progress = Instant::now();
 
     let (job_tx, job_rx) = unbounded::<String>();
-    let (res_tx, res_rx) = unbounded::<(String, Result<T, String>, Duration)>();
+    let (res_tx, res_rx) = unbounded::<Message<T>>();
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             let job_rx = job_rx.clone();
@@ -93,8 +120,11 @@ pub fn run<T: Send>(
             s.spawn(move || {
                 for name in job_rx {
                     let t = Instant::now();
-                    let r = work(&name);
-                    if res_tx.send((name, r, t.elapsed())).is_err() {
+                    let alive = || {
+                        let _ = res_tx.send(Message::Alive);
+                    };
+                    let r = work(&name, &Progress(&alive));
+                    if res_tx.send(Message::Done(name, r, t.elapsed())).is_err() {
                         return;
                     }
                 }
@@ -128,8 +158,15 @@ pub fn run<T: Send>(
                 }
                 break;
             }
-            match res_rx.recv_timeout((last_progress + timeout).saturating_duration_since(Instant::now())) {
-                Ok((name, result, took)) => {
+            // Nothing waiting: the running jobs bound themselves.
+            let received = if waiting.is_empty() {
+                res_rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                res_rx.recv_timeout((last_progress + patience(timeout)).saturating_duration_since(Instant::now()))
+            };
+            match received {
+                Ok(Message::Alive) => last_progress = Instant::now(),
+                Ok(Message::Done(name, result, took)) => {
                     running -= 1;
                     last_progress = Instant::now();
                     let n: &str = names.get(name.as_str()).unwrap();
@@ -238,7 +275,7 @@ mod tests {
             &jobs,
             2,
             Duration::from_secs(60),
-            &|n| {
+            &|n, _| {
                 order.lock().unwrap().push(n.to_string());
                 if n == "right" {
                     Err("boom".into())
@@ -263,7 +300,7 @@ mod tests {
             &jobs,
             2,
             Duration::from_millis(100),
-            &|n| {
+            &|n, _| {
                 if n == "slow" {
                     std::thread::sleep(Duration::from_millis(600));
                 }
@@ -291,13 +328,70 @@ mod tests {
             &jobs,
             2,
             Duration::from_millis(400),
-            &|_| {
+            &|_, _| {
                 std::thread::sleep(Duration::from_millis(100));
                 Ok(())
             },
             |_| {},
         );
         assert!(out.values().all(Outcome::is_success), "{out:?}");
+    }
+
+    #[test]
+    fn a_retrying_dependency_keeps_its_dependants_waiting() {
+        // `dep` runs three "attempts" of 0.6 x the timeout each, reporting
+        // progress before each retry: 1.8 x the timeout in all, and its
+        // dependant waits for it instead of giving up.
+        let timeout = Duration::from_millis(500);
+        let jobs = vec![job("dep", &[]), job("after", &["dep"])];
+        let out = run(
+            &jobs,
+            2,
+            timeout,
+            &|n, progress| {
+                if n == "dep" {
+                    for attempt in 0..3 {
+                        if attempt > 0 {
+                            progress.report();
+                        }
+                        std::thread::sleep(timeout * 6 / 10);
+                    }
+                }
+                Ok(())
+            },
+            |_| {},
+        );
+        assert!(out["dep"].is_success() && out["after"].is_success(), "{out:?}");
+    }
+
+    #[test]
+    fn a_dependency_that_fails_late_is_reported_as_failed_not_as_a_timeout() {
+        let timeout = Duration::from_millis(300);
+        let jobs = vec![job("dep", &[]), job("mid", &["dep"]), job("top", &["mid"])];
+        let out = run(
+            &jobs,
+            2,
+            timeout,
+            &|n, progress| {
+                if n == "dep" {
+                    for _ in 0..3 {
+                        progress.report();
+                        std::thread::sleep(timeout * 8 / 10);
+                    }
+                    return Err("push failed".into());
+                }
+                Ok(())
+            },
+            |_| {},
+        );
+        assert!(matches!(&out["dep"], Outcome::Failed { error, .. } if error == "push failed"), "{out:?}");
+        for n in ["mid", "top"] {
+            assert!(
+                matches!(&out[n], Outcome::Skipped { because } if because == "dependency `dep` failed"
+                    || because == "dependency `mid` failed"),
+                "{n}: {out:?}"
+            );
+        }
     }
 
     #[test]
@@ -308,7 +402,7 @@ mod tests {
             &jobs,
             1,
             Duration::from_secs(60),
-            &|n| {
+            &|n, _| {
                 order.lock().unwrap().push(n.to_string());
                 Ok(())
             },
