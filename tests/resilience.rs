@@ -639,3 +639,28 @@ fn a_retried_dependency_keeps_its_dependants_waiting() {
     assert!(!out.stderr.contains("gave up waiting"), "{out}");
     assert_eq!(manifest_status(&fx.plain_url(), "after", &fp), "200", "{out}");
 }
+
+/// A registry that accepts connections and never answers: `ensure
+/// --timeout 3s` fails cleanly within about that (it took 3 attempts of
+/// 30 s and the backoff, over 90 s, whatever --timeout said), naming the
+/// registry and the timeout, and builds nothing.
+#[test]
+fn a_hanging_registry_fails_ensure_within_the_timeout() {
+    let proxy = Proxy::start(PLAIN);
+    proxy.stall(true);
+    let fx = Project::new();
+    let url = format!("127.0.0.1:{}/{}", proxy.port, fx.id);
+    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
+    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
+    fx.repo.commit_all();
+    let running = Running::spawn(&mut fx.command(&["ensure", "--timeout", "3s"]));
+    // Well under the 90 s of before, with room for a loaded machine.
+    let (out, _) = running.finish(Duration::from_secs(45));
+    let err = out.error();
+    assert!(
+        err.contains(&format!("registry {url} did not answer HEAD")) && err.contains("within 3s (--timeout"),
+        "{out}"
+    );
+    assert!(proxy.held() >= 1, "the request did not reach the registry\n{out}");
+    assert!(!fx.log("payload").exists(), "something was built\n{out}");
+}

@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ureq::http::{Method, Request, Response};
-use ureq::{Body, BodyReader, SendBody};
+use ureq::{Body, BodyReader, RequestExt, SendBody};
 
 use super::targets::Registry;
 use crate::env::Env;
@@ -132,6 +132,9 @@ pub struct Client {
     basic: AtomicBool,
     base: String,
     retry_base: Duration,
+    /// `--timeout`: bounds each request with its retries (and each token
+    /// request), see [`Client::with_timeout`].
+    timeout: Option<Duration>,
 }
 
 enum Auth {
@@ -176,7 +179,17 @@ impl Client {
             basic: AtomicBool::new(false),
             base,
             retry_base: Duration::from_millis(500),
+            timeout: None,
         }
+    }
+
+    /// Give up on a request (all its attempts together), or a token request,
+    /// when `timeout` has passed without an answer: a registry that hangs
+    /// fails the run within the `--timeout` the user gave. (Streamed blob
+    /// transfers are bounded by their own connect and answer timeouts.)
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = Some(timeout);
+        self
     }
 
     pub fn credentials(&self) -> Option<&Credentials> {
@@ -524,6 +537,17 @@ impl Client {
     /// attempts in all); the last response otherwise, whatever its status.
     fn send(&self, call: &Call<'_>, authorization: Option<&str>) -> Result<Response<Body>> {
         let mut attempt = 0;
+        let deadline = self.timeout.filter(|_| !call.transfer).map(|t| (t, Instant::now() + t));
+        let out_of_time = |timeout: Duration, reason: &str| {
+            anyhow!(
+                "registry {} did not answer {} {} within {}s (--timeout; last: {reason}); check that it is up, or \
+                 give more --timeout",
+                self.registry.url,
+                call.method,
+                call.url,
+                timeout.as_secs_f64()
+            )
+        };
         loop {
             let mut req = Request::builder().method(call.method.clone()).uri(call.url);
             for (k, v) in call.headers {
@@ -534,12 +558,28 @@ impl Client {
             }
             let req = req.body(call.body).map_err(|e| anyhow!("building {} {}: {e}", call.method, call.url))?;
             let agent = if call.transfer { &self.transfer_agent } else { &self.agent };
-            let retry_reason = match agent.run(req) {
+            let sent = match deadline {
+                Some((timeout, at)) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(out_of_time(timeout, "no time left"));
+                    }
+                    let per_attempt = left.min(Duration::from_secs(30));
+                    req.with_agent(agent).configure().timeout_global(Some(per_attempt)).run()
+                }
+                None => agent.run(req),
+            };
+            let retry_reason = match sent {
                 Ok(resp) if retryable_status(resp.status().as_u16()) => format!("HTTP {}", resp.status()),
                 Ok(resp) => return Ok(resp),
                 Err(e) => e.to_string(),
             };
             attempt += 1;
+            if let Some((timeout, at)) = deadline {
+                if Instant::now() + self.retry_base * 2u32.pow(attempt) >= at {
+                    return Err(out_of_time(timeout, &retry_reason));
+                }
+            }
             if attempt >= 3 {
                 bail!(
                     "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempt} attempts); check that it is up",

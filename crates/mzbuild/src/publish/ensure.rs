@@ -36,7 +36,8 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let t_fp = t0.elapsed();
     let publishable = images.iter().any(|i| i.config.publish);
-    let clients = clients(ctx, publishable)?;
+    // A registry that hangs fails the run within --timeout.
+    let clients: Vec<_> = clients(ctx, publishable)?.into_iter().map(|c| c.with_timeout(opts.timeout)).collect();
     // Credentials first: a wrong token must fail before any build.
     if let Some(probe) = images.iter().find(|i| i.config.publish) {
         verify_credentials(ctx, &clients, &probe.name, "nothing was built or pushed")?;
