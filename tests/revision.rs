@@ -197,7 +197,7 @@ fn blob_cache_and_racy_entries() {
 /// plain local registry (so `diff` asks a registry that answers).
 fn fixture_with_upstream() -> (TempRepo, String) {
     let repo = fixture();
-    let registry = format!("127.0.0.1:5000/{}", common::registry::unique());
+    let (registry, _images) = common::registry::scratch();
     repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
     repo.commit_all();
     repo.git(["branch", "upstream"]);
@@ -249,7 +249,7 @@ fn diff_and_explain_against_a_revision() {
 #[test]
 fn explain_against_a_recorded_fingerprint() {
     let repo = TempRepo::new();
-    let registry = format!("127.0.0.1:5000/{}", common::registry::unique());
+    let (registry, _images) = common::registry::scratch();
     repo.write("Cargo.toml", common::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
         .write("img/mzbuild.yml", "name: img\npublish: false\n")
         .write("img/Dockerfile", "FROM scratch\nCOPY f /f\n")
@@ -257,29 +257,12 @@ fn explain_against_a_recorded_fingerprint() {
         .commit_all();
     let out = repo.mzbuild(&["--arch", "x86_64", "build", "img"]);
     let spec = out.ok().trim().to_string();
-    let cleanup = scopeguard(spec.clone());
     let old = spec.rsplit("mzbuild-").next().unwrap().to_string();
     assert!(repo.path(&format!("target/mzbuild/fingerprints/{old}.json")).exists());
     repo.write("img/f", "two\n").write("img/g", "g\n");
     let text = repo.mzbuild(&["--arch", "x86_64", "explain", "img", "--against", &old]).ok().to_string();
     assert!(text.contains(&format!("vs recorded fingerprint {old}")), "{text}");
     assert!(text.contains("  changed       img/f\n") && text.contains("  added         img/g\n"), "{text}");
-    drop(cleanup);
-}
-
-/// Removes a local image tag when dropped.
-fn scopeguard(spec: String) -> impl Drop {
-    struct Rmi(String);
-    impl Drop for Rmi {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", &self.0])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-    Rmi(spec)
 }
 
 #[test]
