@@ -664,3 +664,45 @@ fn a_hanging_registry_fails_ensure_within_the_timeout() {
     assert!(proxy.held() >= 1, "the request did not reach the registry\n{out}");
     assert!(!fx.log("payload").exists(), "something was built\n{out}");
 }
+
+/// Two `ensure`s at once in one repository (two CI jobs on one agent): the
+/// second waits for the first's lock, then looks at the registries again
+/// and finds everything the first pushed: it builds and pushes nothing.
+#[test]
+fn a_second_ensure_that_waited_rechecks_the_registries() {
+    let fx = Project::new();
+    // A build that takes a while (its RUN step sleeps 3 s), new to the
+    // build cache, and an image built on it.
+    fx.image(
+        "slow",
+        "",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {}\"]\n",
+            fx.id
+        ),
+        &[],
+    )
+    .image("after", "", "MZFROM slow\nCOPY after.txt /after.txt\n", &[("after.txt", "after\n")]);
+    copy_busybox(&fx.repo.path("images/slow"));
+    fx.repo.commit_all();
+    let first = Running::spawn(&mut fx.command(&["ensure"]));
+    let log = fx.log("slow");
+    let building =
+        wait_until(Duration::from_secs(120), || std::fs::read_to_string(&log).unwrap_or_default().contains("RUN"));
+    assert!(building, "the first run did not start building\n{}", first.stderr_so_far());
+    let recorder = Recorder::new(fx.repo.scratch());
+    let second = run(recorder.apply(&mut fx.command(&["ensure"])));
+    let (first, _) = first.finish(Duration::from_secs(120));
+    first.ok();
+    assert!(first.stderr.contains("; 2 to build"), "{first}");
+    second.ok();
+    let lines: Vec<&str> = second.stderr.lines().collect();
+    assert!(lines[0].contains("waiting for it to finish"), "{second}");
+    assert!(lines[1].contains("looking at the registries again"), "{second}");
+    assert!(lines[2].ends_with("; 0 to copy; 0 to build"), "{second}");
+    assert_eq!(recorder.builds(), Vec::<String>::new(), "the second run built again\n{second}");
+    for image in ["slow", "after"] {
+        let row = second.stderr.lines().find(|l| l.starts_with(&format!("{image} "))).unwrap_or_default();
+        assert!(row.split_whitespace().nth(1) == Some("published"), "`{row}`\n{second}");
+    }
+}

@@ -51,12 +51,12 @@ pub fn build_images(
     docker: &Docker,
     opts: &PoolOptions,
     builder: Option<&Builder>,
+    _lock: &RepoLock,
 ) -> Result<BTreeMap<String, Outcome<usize>>> {
     if steps.is_empty() {
         return Ok(BTreeMap::new());
     }
     let log_dir = docker::log_dir(ctx.repo.root())?;
-    let _lock = lock_repository(&log_dir)?;
     let run_dir = docker::RunDir::new(ctx.env.as_ref())?;
     let docker = &docker.with_env(run_dir.env());
     let images: Vec<_> = steps.iter().map(|s| s.image).collect();
@@ -136,26 +136,43 @@ pub fn build_images(
 
 /// One building run per repository at a time: runs share the image
 /// directories (pre-images clean and fill them) and the logs. Held until
-/// the returned file is dropped.
-fn lock_repository(log_dir: &std::path::Path) -> Result<std::fs::File> {
-    let path = log_dir.join("..").join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            ui::progress("another mzbuild run is building in this repository; waiting for it to finish");
-            file.lock().with_context(|| format!("locking {}", path.display()))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
-        }
+/// dropped; [`build_images`] takes it as proof.
+pub struct RepoLock {
+    _file: std::fs::File,
+    waited: bool,
+}
+
+impl RepoLock {
+    /// Take the lock of the repository at `root`, waiting for the run that
+    /// holds it.
+    pub fn acquire(root: &std::path::Path) -> Result<RepoLock> {
+        let path = docker::log_dir(root)?.join("..").join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let waited = match file.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                ui::progress("another mzbuild run is building in this repository; waiting for it to finish");
+                file.lock().with_context(|| format!("locking {}", path.display()))?;
+                true
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+            }
+        };
+        Ok(RepoLock { _file: file, waited })
     }
-    Ok(file)
+
+    /// Whether another run held the lock first: what it built or
+    /// published is missing from the facts gathered before, so the caller
+    /// looks again before building.
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
 }
 
 pub fn describe_outcome(o: &Outcome<usize>) -> String {
@@ -192,13 +209,21 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
     let force = if force { targets.iter().cloned().collect() } else { BTreeSet::new() };
-    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Build { force }, &facts);
+    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Build { force: force.clone() }, &facts);
     for s in steps.iter().filter(|s| s.action == Action::Present) {
         ui::progress(format_args!("{}: already built ({})", s.image.name, s.spec));
     }
-    let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
-    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref())?;
-    fail_on_errors(&outcomes)?;
+    let mut to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
+    if !to_build.is_empty() {
+        let lock = RepoLock::acquire(ctx.repo.root())?;
+        if lock.waited() {
+            // The run we waited for may have built some of them.
+            let local = ctx.docker.local_images()?;
+            to_build.retain(|s| force.contains(&s.image.name) || !local.contains(&s.spec));
+        }
+        let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref(), &lock)?;
+        fail_on_errors(&outcomes)?;
+    }
     let specs: String = targets.iter().map(|t| format!("{}\n", ctx.naming.spec(t, &fps[t].fingerprint))).collect();
     ui::result(&specs);
     Ok(Status::Success)
@@ -222,13 +247,20 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
     for n in &pulled {
         ui::progress(format_args!("{n}: pulled"));
     }
-    let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
-    let mut builder = None;
-    if !to_build.is_empty() {
-        ctx.docker.check_buildx()?;
-        builder = self::builder(ctx, &ctx.docker, opts)?;
+    let mut to_build: Vec<&Step> =
+        steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
+    if to_build.is_empty() {
+        return Ok(fps);
     }
-    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref())?;
+    ctx.docker.check_buildx()?;
+    let builder = self::builder(ctx, &ctx.docker, opts)?;
+    let lock = RepoLock::acquire(ctx.repo.root())?;
+    if lock.waited() {
+        // The run we waited for may have built some of them.
+        let local = ctx.docker.local_images()?;
+        to_build.retain(|s| !local.contains(&s.spec));
+    }
+    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref(), &lock)?;
     fail_on_errors(&outcomes)?;
     Ok(fps)
 }

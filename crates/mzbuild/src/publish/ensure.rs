@@ -26,7 +26,7 @@ use super::targets::Registry;
 use super::{clients, published_status, verify_credentials};
 use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
-use crate::build::{build_images, describe_outcome, PoolOptions};
+use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
 use crate::{ui, Ctx, Status};
 
@@ -42,19 +42,39 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     if let Some(probe) = images.iter().find(|i| i.config.publish) {
         verify_credentials(ctx, &clients, &probe.name, "nothing was built or pushed")?;
     }
-    let published = published_status(ctx, &clients, &images, &fps)?;
-    let t_check = t0.elapsed() - t_fp;
     let mut engine_checked = false;
-    let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
-        ctx.docker.check_engine()?;
-        engine_checked = true;
-        ctx.docker.local_images()?
-    } else {
-        BTreeSet::new()
+    let mut lock = None;
+    let mut t_check = None;
+    // What the registries (and the engine, for unpublished images) have,
+    // and the plan; once more after waiting for another run that builds
+    // in this repository, which may have published some of these images.
+    let (facts, steps) = loop {
+        let published = published_status(ctx, &clients, &images, &fps)?;
+        t_check.get_or_insert(t0.elapsed() - t_fp);
+        let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
+            if !engine_checked {
+                ctx.docker.check_engine()?;
+                engine_checked = true;
+            }
+            ctx.docker.local_images()?
+        } else {
+            BTreeSet::new()
+        };
+        let facts = Facts { published, local };
+        let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Ensure, &facts);
+        if lock.is_some() || !steps.iter().any(|s| s.action.builds()) {
+            break (facts, steps);
+        }
+        let acquired = RepoLock::acquire(ctx.repo.root())?;
+        let waited = acquired.waited();
+        lock = Some(acquired);
+        if !waited {
+            break (facts, steps);
+        }
+        ui::progress("looking at the registries again: the run we waited for may have published some images");
     };
-    warn_drift(ctx, &published);
-    let facts = Facts { published, local };
-    let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Ensure, &facts);
+    let t_check = t_check.unwrap_or_default();
+    warn_drift(ctx, &facts.published);
     let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
     ui::progress(format_args!(
@@ -86,8 +106,8 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
         let because = format!("dependency `{}` could not be copied", failed.join("`, `"));
         outcomes.insert(s.image.name.clone(), Outcome::Skipped { because });
     }
-    if let Some(setup) = &build_setup {
-        outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref())?);
+    if let (Some(setup), Some(lock)) = (&build_setup, &lock) {
+        outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref(), lock)?);
     }
 
     let rows: Vec<Row> = steps
