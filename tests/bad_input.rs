@@ -328,3 +328,22 @@ fn non_utf8_path() {
     std::fs::write(r.path("img").join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x\n").unwrap();
     fails_with(&list(&r), &["bad", "not valid UTF-8", "rename it"]);
 }
+
+/// Results that cannot be written (stdout on a full disk: `/dev/full`) fail
+/// the run, saying so, rather than leaving a truncated file behind an exit
+/// status of 0. A reader that stops early (`| head`) is not an error.
+#[test]
+fn results_on_a_full_disk_fail_the_run() {
+    let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
+    for args in [&["list"][..], &["list", "--json"], &["--arch", "x86_64", "describe", "img"]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = common::run(r.mzbuild_command(args).stdout(full));
+        fails_with(&out, &["writing the results to stdout failed: No space left on device"]);
+    }
+    // A pipe whose reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::run(r.mzbuild_command(&["list", "--json"]).stdout(writer));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stderr, "", "{out}");
+}

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
     };
     // An interrupted run exits from the signal handler, with 128 + N.
     mzbuild::process::defer_to_signal_handler();
+    // Results that did not reach stdout (a full disk) fail the run.
+    let result = result.and_then(|status| mzbuild::ui::finish().map(|()| status));
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(e) => {

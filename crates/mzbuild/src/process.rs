@@ -337,9 +337,14 @@ impl PrivateDir {
         let tmp = std::env::temp_dir();
         sweep(&tmp);
         let pid = std::process::id();
-        let dir = tempfile::Builder::new().prefix(&format!("{prefix}{pid}-")).tempdir_in(&tmp)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}{pid}-"))
+            .tempdir_in(&tmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating a directory in {}: {e}", tmp.display())))?;
         let owner = format!("{pid} {}\n", start_time(pid).unwrap_or_default());
-        std::fs::write(dir.path().join(OWNER_FILE), owner)?;
+        let owner_file = dir.path().join(OWNER_FILE);
+        std::fs::write(&owner_file, owner)
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", owner_file.display())))?;
         let path = dir.keep();
         let mut r = registry();
         tell_watchdog(b'D', true, path.as_os_str().as_bytes());

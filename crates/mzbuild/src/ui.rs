@@ -40,11 +40,32 @@ pub fn line(msg: impl Display) {
     let _ = writeln!(err, "{msg}");
 }
 
-/// Results: stdout, exactly `text`.
+/// Results: stdout, exactly `text`. A failed write (a full disk) is kept
+/// for [`finish`], which makes it the run's error; a reader that stopped
+/// reading (`| head`) is not one.
 pub fn result(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+        _ => {}
+    }
+}
+
+static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Call once, at the end: the first error writing results to stdout, if
+/// any (the results are incomplete, so the run must not look successful).
+pub fn finish() -> anyhow::Result<()> {
+    let flushed = std::io::stdout().lock().flush().or_else(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(e),
+    });
+    match STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take().map_or(flushed, Err) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("writing the results to stdout failed: {e}; they are incomplete")),
+    }
 }
 
 /// A plain-text table on stderr: columns padded to their widest cell; the

@@ -521,7 +521,10 @@ impl Client {
             .map_err(|e| anyhow!("registry {}: cannot get a token from {realm}: {e:#}", self.registry.url))?;
         match resp.status().as_u16() {
             200 => {
-                let text = resp.body_mut().read_to_string()?;
+                // Not text (or too big) is as bad as not JSON: name who answered it.
+                let text = resp.body_mut().read_to_string().map_err(|e| {
+                    anyhow!("registry {}: token endpoint {realm} answered something unreadable: {e}", self.registry.url)
+                })?;
                 let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                     anyhow!("registry {}: token endpoint {realm} answered invalid JSON: {e}", self.registry.url)
                 })?;
