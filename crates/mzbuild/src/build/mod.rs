@@ -146,7 +146,11 @@ impl RepoLock {
     /// Take the lock of the repository at `root`, waiting for the run that
     /// holds it.
     pub fn acquire(root: &std::path::Path) -> Result<RepoLock> {
-        let path = docker::log_dir(root)?.join("..").join("lock");
+        // Beside the logs, without making the log directory: nothing is
+        // built yet (and maybe nothing will be).
+        let dir = root.join("target").join("mzbuild");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
