@@ -129,6 +129,17 @@ fn watchdog(pipe: File) -> ! {
             }
         }
     }
+    // Nor any other descriptor it inherited (a caller's pipe must see EOF
+    // when mzbuild exits, not when its watchdog does): all but the pipe.
+    let keep = std::os::unix::io::AsRawFd::as_raw_fd(&pipe);
+    let inherited: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for fd in inherited.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        // SAFETY: closing descriptors this process does not use (the one
+        // read_dir used is already closed, and closing it again is harmless).
+        unsafe { libc::close(fd) };
+    }
     let mut groups: BTreeSet<i32> = BTreeSet::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for record in io::BufReader::new(pipe).split(0) {
