@@ -20,6 +20,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{describe_inputs, git_home, run, TempRepo};
+use mzbuild::discover::listing::How;
 use mzbuild::discover::tree::Tree;
 
 /// What git lists, in this process's environment (like `Tree::list`).
@@ -192,6 +193,170 @@ fn sorted_by_bytes_and_deterministic() {
     for _ in 0..3 {
         assert_eq!(tree(repo.root()), first);
     }
+}
+
+/// [`assert_parity`], also saying how the listing was made.
+#[track_caller]
+fn assert_parity_how(repo: &TempRepo) -> How {
+    let want = git_visible(repo.root());
+    let tree = Tree::list(repo.root()).unwrap_or_else(|e| panic!("Tree::list: {e:#}"));
+    let got = &tree.files;
+    if *got != want {
+        let missing: Vec<_> = want.iter().filter(|f| !got.contains(f)).collect();
+        let extra: Vec<_> = got.iter().filter(|f| !want.contains(f)).collect();
+        panic!("Tree::list ({:?}) differs from git ls-files\n  missing: {missing:?}\n  extra:   {extra:?}", tree.how);
+    }
+    // Without the cache: the same.
+    assert_eq!(&Tree::list_with(repo.root(), false).unwrap().files, got);
+    tree.how
+}
+
+/// Make the listing cache trust the tree (old stat data), fill it, and
+/// check that the next listing comes from it entirely.
+#[track_caller]
+fn warm(repo: &TempRepo) {
+    repo.backdate_all();
+    assert_parity_how(repo);
+    assert_eq!(assert_parity_how(repo), How::Cached, "a warm cache lists without walking");
+}
+
+/// The listing cache (git's untracked-cache idea) lists exactly what a walk
+/// lists: warm, and after each kind of change a work tree can see, whether
+/// or not it leaves the cache something to reuse.
+#[test]
+fn parity_with_a_warm_listing_cache() {
+    let repo = tricky_repo();
+    for i in 0..200 {
+        repo.write(&format!("many/d{}/f{i}", i % 7), "m\n");
+    }
+    warm(&repo);
+    let old = repo.mtime("README.md");
+    type Change = (&'static str, Box<dyn Fn(&TempRepo)>, bool);
+    let changes: Vec<Change> = vec![
+        (
+            "a new untracked file deep down",
+            Box::new(|r| {
+                r.write("sub/deeper/more/new.txt", "n\n");
+            }),
+            true,
+        ),
+        (
+            "an untracked file removed",
+            Box::new(|r| {
+                r.remove("untracked.txt");
+            }),
+            true,
+        ),
+        (
+            "a directory removed",
+            Box::new(|r| {
+                std::fs::remove_dir_all(r.path("many/d3")).unwrap();
+            }),
+            true,
+        ),
+        (
+            "a directory renamed",
+            Box::new(|r| std::fs::rename(r.path("données"), r.path("data-renamed")).unwrap()),
+            true,
+        ),
+        (
+            "a file replaced by a directory",
+            Box::new(|r| {
+                r.remove("sub/cache").write("sub/cache/x", "x\n");
+            }),
+            true,
+        ),
+        (
+            "a new .gitignore",
+            Box::new(|r| {
+                r.write("many/.gitignore", "f1*\n");
+            }),
+            true,
+        ),
+        (
+            "a .gitignore edited in place: same size, mtime put back",
+            Box::new(move |r| {
+                let before = r.mtime("sub/.gitignore");
+                r.write("sub/.gitignore", "local-onlx\n!important.tmp\n*.sub\n");
+                r.set_mtime("sub/.gitignore", before);
+            }),
+            true,
+        ),
+        (
+            "a new file, its directory's mtime put back",
+            Box::new(move |r| {
+                let before = r.mtime("many/d1");
+                r.write("many/d1/sneaky", "s\n");
+                r.set_mtime("many/d1", before);
+            }),
+            true,
+        ),
+        (
+            "a nested repository appears",
+            Box::new(|r| {
+                common::git(&r.path("many/d2"), ["init", "-q", "."]);
+            }),
+            true,
+        ),
+        (
+            "an ignored file added with --force",
+            Box::new(|r| {
+                r.git(["add", "-f", "app.log"]);
+            }),
+            true,
+        ),
+        (
+            "a tracked, ignored file deleted",
+            Box::new(|r| {
+                r.remove("forced.log");
+            }),
+            true,
+        ),
+        (
+            ".git/info/exclude edited",
+            Box::new(|r| {
+                r.append(".git/info/exclude", "plain.txt\n");
+            }),
+            false,
+        ),
+    ];
+    for (what, change, reuses) in changes {
+        change(&repo);
+        let how = assert_parity_how(&repo);
+        if reuses {
+            assert!(matches!(how, How::Partly { reused, .. } if reused > 0) || how == How::Cached, "{what}: {how:?}");
+        } else {
+            assert_eq!(how, How::Walked, "{what}");
+        }
+        warm(&repo);
+    }
+    assert!(repo.mtime("README.md") == old, "the fixture keeps its backdated files");
+    // A corrupt cache is not used, and is rewritten.
+    let cache = repo.path(".git/mzbuild/listing");
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&cache, bytes).unwrap();
+    assert_eq!(assert_parity_how(&repo), How::Walked);
+    assert_eq!(assert_parity_how(&repo), How::Cached);
+}
+
+/// Acting on a listing from the cache (cleaning an image's context) first
+/// checks it against the work tree: a change since it was made is an
+/// error, not a deletion.
+#[test]
+fn a_cached_listing_is_verified_before_it_is_acted_on() {
+    let repo = TempRepo::new();
+    repo.write("img/a", "a\n").write("other/b", "b\n").commit_all();
+    warm(&repo);
+    let tree = Tree::list(repo.root()).unwrap();
+    assert_eq!(tree.how, How::Cached);
+    tree.verify_listing(&["img", "other"]).unwrap();
+    repo.write("img/new", "n\n").write("elsewhere/c", "c\n");
+    let e = tree.verify_listing(&["img"]).unwrap_err().to_string();
+    assert!(e.contains("the files git sees in img changed while mzbuild ran") && e.contains("img/new"), "{e}");
+    tree.verify_listing(&["other"]).unwrap();
+    assert!(!repo.path(".git/mzbuild/listing").exists(), "the cache is dropped");
 }
 
 #[test]

@@ -1,13 +1,18 @@
 //! Integration tests: fingerprints at a git revision (`--rev`), read from
 //! the object store, must equal checking the revision out and
-//! fingerprinting it; the blob cache and git's index must never change a
-//! fingerprint (racy edits included); `diff` and `explain`.
+//! fingerprinting it; the blob cache, git's index and the fingerprint memos
+//! must never change a fingerprint (racy edits included); `diff`,
+//! `explain`, `lint` and the pre-push hook.
 
 #![allow(clippy::disallowed_methods)]
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::{tests_dir, TempRepo};
+use mzbuild::fingerprint::{self, Computed, Fingerprint};
+use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/public-fixture.sh"))
@@ -132,10 +137,6 @@ fn blob_id(repo: &TempRepo, spec: &str) -> [u8; 20] {
     out
 }
 
-fn set_mtime(repo: &TempRepo, rel: &str, t: std::time::SystemTime) {
-    std::fs::File::options().write(true).open(repo.path(rel)).unwrap().set_modified(t).unwrap();
-}
-
 /// The blob cache is used for files git's index records as clean, and
 /// never for racily clean ones (git's rule); a racy edit (same size, same
 /// mtime) is seen; a corrupt cache is ignored and rewritten.
@@ -151,14 +152,14 @@ fn blob_cache_and_racy_entries() {
     // which a poisoned entry proves.
     let now = SystemTime::now();
     let a = blob_id(&repo, "HEAD:test/data/a.td");
-    set_mtime(&repo, "test/data/a.td", now - Duration::from_secs(100));
+    repo.set_mtime("test/data/a.td", now - Duration::from_secs(100));
     repo.git(["update-index", "-q", "--refresh"]);
     write_cache(&repo, &[(a, [0x11; 20])]);
     assert_ne!(list(&repo, None, None), truth, "a clean entry takes its content hash from the cache");
 
     // The same file, stat data unchanged, but not older than the index:
     // racily clean, so it is read again.
-    set_mtime(&repo, "test/data/a.td", now + Duration::from_secs(100));
+    repo.set_mtime("test/data/a.td", now + Duration::from_secs(100));
     repo.git(["update-index", "-q", "--refresh"]);
     write_cache(&repo, &[(a, [0x11; 20])]);
     assert_eq!(list(&repo, None, None), truth, "a racily clean entry is re-hashed");
@@ -166,12 +167,12 @@ fn blob_cache_and_racy_entries() {
     // A racy edit: same size, mtime put back, in the second the index was
     // written.
     std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1")).unwrap();
-    set_mtime(&repo, "test/data/a.td", now);
+    repo.set_mtime("test/data/a.td", now);
     repo.git(["update-index", "-q", "--refresh"]);
     assert_eq!(list(&repo, None, None), truth);
     let before = std::fs::metadata(repo.path("test/data/a.td")).unwrap().modified().unwrap();
     repo.write("test/data/a.td", "z\n");
-    set_mtime(&repo, "test/data/a.td", before);
+    repo.set_mtime("test/data/a.td", before);
     let edited = list(&repo, None, None);
     assert_ne!(edited, truth, "the racy edit is seen");
     let _ = std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1"));
@@ -345,4 +346,176 @@ fn pre_push_hook_checks_the_pushed_commit() {
     assert!(!hook.exists());
     repo.write(".git/hooks/pre-push", "#!/bin/sh\n");
     assert!(repo.mzbuild(&["hook", "uninstall"]).error().contains("is not mzbuild's pre-push hook"));
+}
+
+fn settings(arch: Arch) -> Settings {
+    Settings { profile: Profile::Optimized, arch, coverage: false, sanitizer: "none".into() }
+}
+
+/// Every image's fingerprints, in this process, with mzbuild's caches;
+/// checked against a computation without them.
+#[track_caller]
+fn cached_and_checked(repo: &TempRepo, arch: Arch) -> (Computed, BTreeMap<String, Fingerprint>) {
+    let compute = |caching: bool| {
+        let r = Repo::load_with(repo.root(), false, caching).unwrap();
+        let images = r.resolve(&[]).unwrap();
+        fingerprint::compute(&r, &images, &settings(arch)).unwrap()
+    };
+    let cached = compute(true);
+    let fps: BTreeMap<String, Fingerprint> = cached.fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect();
+    let fresh: BTreeMap<String, Fingerprint> =
+        compute(false).fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect();
+    assert_eq!(fps, fresh, "with caches ({:?}) and without", cached.stats);
+    (cached, fps)
+}
+
+/// The work tree's fingerprint memo answers only when it proves that
+/// nothing changed: an edit that keeps size and mtime, a configuration
+/// edit, a racy edit (same size, same second as recorded), a symlink whose
+/// target changes, other settings; and it still saves reading what did not
+/// change.
+#[test]
+fn fingerprint_memo_answers_only_what_it_proves() {
+    let repo = fixture();
+    // A symlinked input whose target is not an input itself.
+    repo.write("notes/n.txt", "note\n").symlink("../../../notes/n.txt", "misc/images/app/n.link");
+    repo.commit_all();
+    repo.backdate_all();
+    let x86 = Arch::X86_64;
+    let (first, truth) = cached_and_checked(&repo, x86);
+    assert!(!first.stats.memo_hit);
+    let (c, fps) = cached_and_checked(&repo, x86);
+    assert!(c.stats.memo_hit, "nothing changed: the memo answers ({:?})", c.stats);
+    assert_eq!(fps, truth);
+
+    // An input edited: same size, mtime put back (ctime moves on).
+    let before = repo.mtime("test/data/a.td");
+    repo.write("test/data/a.td", "z\n").set_mtime("test/data/a.td", before);
+    let (c, edited) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit);
+    assert_ne!(edited, truth);
+    assert!(c.stats.memo > 0 && c.stats.read < c.paths.len(), "only what changed is read: {:?}", c.stats);
+
+    // The configuration: a copy pre-image's `matching` (the inputs change).
+    repo.backdate_all();
+    cached_and_checked(&repo, x86);
+    let before = repo.mtime("misc/images/app/mzbuild.yml");
+    let yml = std::fs::read_to_string(repo.path("misc/images/app/mzbuild.yml")).unwrap();
+    repo.write(
+        "misc/images/app/mzbuild.yml",
+        yml.replace("destination: data\n", "destination: data\n    matching: 'a*'\n"),
+    );
+    repo.set_mtime("misc/images/app/mzbuild.yml", before);
+    let (c, fps) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit);
+    assert_ne!(fps, edited);
+
+    // A racy edit: a file written in the second the memo recorded it,
+    // changed again with the same size and mtime. (Its ctime moves too;
+    // the unit tests of `mzbuild::cachefile` cover an edit in the same
+    // clock tick, which keeps every field.)
+    repo.write("test/data/a.td", "c\n");
+    let (c, _) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit);
+    let recorded = repo.mtime("test/data/a.td");
+    repo.write("test/data/a.td", "d\n").set_mtime("test/data/a.td", recorded);
+    let (c, racy) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit, "the racy edit is seen");
+
+    // A symlink's target changes, the link does not.
+    repo.backdate_all();
+    cached_and_checked(&repo, x86);
+    assert!(cached_and_checked(&repo, x86).0.stats.memo_hit);
+    let before = repo.mtime("notes/n.txt");
+    repo.write("notes/n.txt", "NOTE\n").set_mtime("notes/n.txt", before);
+    let (c, fps) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit);
+    assert_ne!(fps["app"], racy["app"]);
+
+    // Other settings have their own memo.
+    repo.backdate_all();
+    let (_, x86_fps) = cached_and_checked(&repo, x86);
+    let (c, arm) = cached_and_checked(&repo, Arch::Aarch64);
+    assert!(!c.stats.memo_hit);
+    assert_ne!(arm, x86_fps);
+    assert!(cached_and_checked(&repo, Arch::Aarch64).0.stats.memo_hit);
+    assert!(cached_and_checked(&repo, x86).0.stats.memo_hit);
+
+    // A new file elsewhere changes the listing: no answer, but the inputs'
+    // hashes still come from the memo.
+    repo.write("notes/more.txt", "m\n");
+    let (c, _) = cached_and_checked(&repo, x86);
+    assert!(!c.stats.memo_hit);
+    assert!(c.stats.memo > 0, "{:?}", c.stats);
+
+    // A corrupt memo is not used (and is rewritten).
+    repo.backdate_all();
+    cached_and_checked(&repo, x86);
+    for e in std::fs::read_dir(repo.path(".git/mzbuild/fingerprints")).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 30] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    assert!(!cached_and_checked(&repo, x86).0.stats.memo_hit);
+    assert!(cached_and_checked(&repo, x86).0.stats.memo_hit);
+}
+
+/// A revision's fingerprints are memoised by its tree: asked again, they
+/// come from the memo; a corrupt memo is recomputed; `diff` says the same
+/// with cold caches, warm caches and none.
+#[test]
+fn revision_memo_and_diff_from_caches() {
+    let repo = fixture();
+    repo.commit_all();
+    let load = |no_cache: bool| {
+        let options = Options {
+            root: Some(repo.root().to_path_buf()),
+            arch: Some("x86_64".into()),
+            no_cache,
+            ..Default::default()
+        };
+        Ctx::load(&options, repo.root().to_path_buf(), Box::new(ProcessEnv)).unwrap()
+    };
+    let at_head = |no_cache: bool| mzbuild::changes::at_rev(&load(no_cache), "HEAD", &[]).unwrap().unwrap();
+    let truth = at_head(true).fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect::<BTreeMap<_, _>>();
+    let first = at_head(false);
+    assert!(!first.stats.memo_hit);
+    let again = at_head(false);
+    assert!(again.stats.memo_hit, "{:?}", again.stats);
+    for c in [&first, &again] {
+        let fps: BTreeMap<_, _> = c.fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect();
+        assert_eq!(fps, truth);
+        assert_eq!(c.manifest("app"), first.manifest("app"));
+    }
+    // One image and its dependencies, from the same memo.
+    let app = mzbuild::changes::at_rev(&load(false), "HEAD", &["app".to_string()]).unwrap().unwrap();
+    assert!(app.stats.memo_hit);
+    assert_eq!(app.images.keys().collect::<Vec<_>>(), ["app", "base"]);
+    // Not an image there.
+    assert!(mzbuild::changes::at_rev(&load(false), "HEAD", &["nope".to_string()]).unwrap().is_none());
+    for e in std::fs::read_dir(repo.path(".git/mzbuild/revisions")).unwrap() {
+        std::fs::write(e.unwrap().path(), "garbage").unwrap();
+    }
+    let recomputed = at_head(false);
+    assert!(!recomputed.stats.memo_hit);
+    assert_eq!(recomputed.fps().len(), truth.len());
+
+    // `diff`: a committed change and an uncommitted one.
+    repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
+    repo.write("misc/images/app/new.txt", "new\n").write("test/data/a.td", "A\n");
+    repo.backdate_all();
+    let diff = |flags: &[&str]| {
+        let mut args = vec!["--arch", "x86_64"];
+        args.extend_from_slice(flags);
+        args.extend(["diff", "HEAD~", "--json"]);
+        repo.mzbuild(&args).ok().to_string()
+    };
+    let none = diff(&["--no-cache"]);
+    let _ = std::fs::remove_dir_all(repo.path(".git/mzbuild"));
+    assert_eq!(diff(&[]), none, "cold");
+    assert_eq!(diff(&[]), none, "warm");
+    assert!(none.contains("\"misc/images/app/new.txt\"") && none.contains("\"test/data/a.td\""), "{none}");
+    assert!(repo.path(".git/mzbuild/revisions").is_dir(), "the revision was memoised");
 }

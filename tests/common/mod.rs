@@ -424,6 +424,63 @@ impl TempRepo {
         self
     }
 
+    /// Set the modification time of every file, symlink and directory of
+    /// the work tree (not `.git`, except its `info/exclude`) to `when`:
+    /// what mzbuild's caches need to trust stat data (it must be older than
+    /// the run that records it by two seconds, see `mzbuild::cachefile`),
+    /// without waiting. Changes each entry's ctime, as any change does.
+    pub fn backdate(&self, when: SystemTime) -> &Self {
+        fn set(path: &Path, when: SystemTime) {
+            use std::os::unix::ffi::OsStrExt;
+            let secs = when.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as libc::time_t;
+            let t = libc::timespec { tv_sec: secs, tv_nsec: 0 };
+            let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a valid C string and two timespecs.
+            let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+            assert_eq!(rc, 0, "utimensat {}", path.display());
+        }
+        fn walk(dir: &Path, when: SystemTime) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                if e.file_name() == ".git" {
+                    continue;
+                }
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path(), when);
+                }
+                set(&e.path(), when);
+            }
+        }
+        walk(&self.root, when);
+        set(&self.root, when);
+        if self.path(".git/info/exclude").exists() {
+            set(&self.path(".git/info/exclude"), when);
+        }
+        self
+    }
+
+    /// [`TempRepo::backdate`] to a fixed time long past.
+    pub fn backdate_all(&self) -> &Self {
+        self.backdate(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+    }
+
+    /// Set the modification time of `rel` (not following a symlink).
+    pub fn set_mtime(&self, rel: &str, when: SystemTime) -> &Self {
+        use std::os::unix::ffi::OsStrExt;
+        let secs = when.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        let t = libc::timespec { tv_sec: secs.as_secs() as libc::time_t, tv_nsec: secs.subsec_nanos() as libc::c_long };
+        let c = std::ffi::CString::new(self.path(rel).as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string and two timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        assert_eq!(rc, 0, "utimensat {rel}");
+        self
+    }
+
+    /// The modification time of `rel` (not following a symlink).
+    pub fn mtime(&self, rel: &str) -> SystemTime {
+        std::fs::symlink_metadata(self.path(rel)).unwrap().modified().unwrap()
+    }
+
     /// The permission bits of `rel`.
     pub fn mode(&self, rel: &str) -> u32 {
         use std::os::unix::fs::PermissionsExt;

@@ -59,6 +59,10 @@ pub struct GlobalArgs {
     /// Treat configuration warnings (e.g. unknown keys) as errors.
     #[arg(long, global = true)]
     pub strict: bool,
+    /// Neither use nor update mzbuild's caches (listing, blob hashes, fingerprint memos, all under
+    /// .git/mzbuild): list the tree by walking it and hash every input by reading it.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -74,6 +74,7 @@ pub fn options(global: &GlobalArgs) -> Result<Options> {
         image_prefix: global.image_prefix.clone(),
         strict: global.strict,
         rev: None,
+        no_cache: global.no_cache,
     })
 }
 

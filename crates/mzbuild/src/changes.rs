@@ -6,7 +6,11 @@
 //!
 //! Both sides are fingerprinted by the same machinery (a revision's tree is
 //! read from git's object store); the work tree goes first, so that the
-//! revision's side finds most content hashes in the blob cache.
+//! revision's side finds most content hashes in the blob cache. A
+//! revision's fingerprints are memoised by its tree object
+//! ([`fingerprint::memo`]): asked again, nothing of it is listed or read.
+//! Images are compared through their input lists by position, so that only
+//! the files that differ cost a string.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,9 +18,11 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::discover::tree::Tree;
 use crate::discover::Repo;
-use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
-use crate::fingerprint::{self, Fingerprint};
+use crate::fingerprint::memo::Memo;
+use crate::fingerprint::snapshot::{self, compare, Change, DepChange, Snapshot};
+use crate::fingerprint::{self, Computed, Fingerprint};
 use crate::publish::{clients, published_status};
 use crate::{ui, Ctx, Status};
 
@@ -32,11 +38,186 @@ pub fn default_base(repo: &Repo) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
-/// Every image's snapshot in `repo`.
-fn all_snapshots(repo: &Repo, ctx: &Ctx) -> Result<BTreeMap<String, Snapshot>> {
-    let images = repo.resolve(&[])?;
-    let computed = fingerprint::compute(repo, &images, &ctx.settings)?;
-    Ok(snapshot::snapshots(repo, &images, &ctx.settings, &computed))
+/// The fingerprints of `targets` and their dependencies (all images when
+/// empty) at revision `rev`: from the revision's memo when it has them,
+/// else computed from the object store (and memoised). `None` when a
+/// target is not an image there.
+pub fn at_rev(ctx: &Ctx, rev: &str, targets: &[String]) -> Result<Option<Computed>> {
+    let git = &ctx.repo.tree.git;
+    let (commit, tree_id) = git.resolve_commit_and_tree(rev)?;
+    let settings = ctx.settings.fingerprint_string();
+    if let Some(memo) = Memo::load_rev(git, &tree_id, &settings) {
+        if targets.iter().any(|t| !memo.all_images().contains(t)) {
+            return Ok(None);
+        }
+        if let Some(c) = memo.answer_closure(targets) {
+            c.warn();
+            return Ok(Some(c));
+        }
+    }
+    let tree = Tree::of_commit(git.clone(), rev, commit, tree_id)?;
+    let repo = Repo::from_tree_at(tree, false)?;
+    if targets.iter().any(|t| !repo.images.contains_key(t)) {
+        return Ok(None);
+    }
+    let images = repo.resolve(targets)?;
+    let computed =
+        fingerprint::compute(&repo, &images, &ctx.settings).with_context(|| format!("fingerprinting `{rev}`"))?;
+    Ok(Some(computed))
+}
+
+/// How the file lists of two computations correspond, to compare images
+/// by integers: `map` (each of `old`'s files to the index of the same path
+/// in `new`, `u32::MAX` if none), where it maps runs of files to runs, and
+/// the pairs of files whose contents or mode differ.
+pub struct Pairing {
+    map: Vec<u32>,
+    /// `block[i]`: the end of the run from `i` that `map` sends to
+    /// consecutive indices (`map[k + 1] == map[k] + 1`).
+    block: Vec<usize>,
+    /// (old index, new index), ascending.
+    differs: Vec<(usize, usize)>,
+}
+
+pub fn pairing(old: &Computed, new: &Computed) -> Pairing {
+    let map = path_map(old, new);
+    let mut block = vec![0; map.len()];
+    for i in (0..map.len()).rev() {
+        let next = map[i] != u32::MAX && map.get(i + 1) == Some(&(map[i] + 1));
+        block[i] = if next { block[i + 1] } else { i + 1 };
+    }
+    let differs = (0..map.len())
+        .filter(|&i| map[i] != u32::MAX && old.hashes[i] != new.hashes[map[i] as usize])
+        .map(|i| (i, map[i] as usize))
+        .collect();
+    Pairing { map, block, differs }
+}
+
+/// An image's inputs as ranges of indices, adjacent ones joined.
+fn joined_runs(c: &Computed, name: &str) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for r in c.index_runs(name) {
+        match out.last_mut() {
+            Some(last) if last.1 == r.start => last.1 = r.end,
+            _ => out.push((r.start, r.end)),
+        }
+    }
+    out
+}
+
+/// A position in an image's joined runs.
+struct Cursor<'a> {
+    runs: &'a [(usize, usize)],
+    run: usize,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(runs: &'a [(usize, usize)]) -> Cursor<'a> {
+        Cursor { runs, run: 0, at: runs.first().map_or(0, |r| r.0) }
+    }
+
+    fn get(&self) -> Option<usize> {
+        (self.run < self.runs.len()).then_some(self.at)
+    }
+
+    /// How many indices are left in the current run.
+    fn left(&self) -> usize {
+        self.runs[self.run].1 - self.at
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.at += n;
+        if self.at >= self.runs[self.run].1 {
+            self.run += 1;
+            if let Some(r) = self.runs.get(self.run) {
+                self.at = r.0;
+            }
+        }
+    }
+}
+
+/// How image `name` differs between `old` and `new` (both have it; pure).
+/// The two input lists are merged by index, a run of paths that both sides
+/// share at a time, so the cost is in the differences, not in the inputs.
+pub fn compare_computed(old: &Computed, new: &Computed, name: &str, pairing: &Pairing) -> Change {
+    let (o, n) = (&old.images[name], &new.images[name]);
+    let mut c = Change::default();
+    let (old_runs, new_runs) = (joined_runs(old, name), joined_runs(new, name));
+    let (mut i, mut j) = (Cursor::new(&old_runs), Cursor::new(&new_runs));
+    loop {
+        match (i.get(), j.get()) {
+            (Some(a), Some(b)) => {
+                let m = pairing.map[a];
+                if m as usize == b {
+                    // The same paths for `k` files on both sides: only the
+                    // pairs whose contents differ are looked at.
+                    let k = i.left().min(j.left()).min(pairing.block[a] - a);
+                    let first = pairing.differs.partition_point(|d| d.0 < a);
+                    for &(x, y) in pairing.differs[first..].iter().take_while(|d| d.0 < a + k) {
+                        if old.hashes[x].digest != new.hashes[y].digest {
+                            c.changed.push(new.paths[y].clone());
+                        } else {
+                            c.mode_changed.push(new.paths[y].clone());
+                        }
+                    }
+                    i.advance(k);
+                    j.advance(k);
+                } else if m == u32::MAX || (m as usize) < b {
+                    c.removed.push(old.paths[a].clone());
+                    i.advance(1);
+                } else {
+                    c.added.push(new.paths[b].clone());
+                    j.advance(1);
+                }
+            }
+            (Some(a), None) => {
+                c.removed.push(old.paths[a].clone());
+                i.advance(1);
+            }
+            (None, Some(b)) => {
+                c.added.push(new.paths[b].clone());
+                j.advance(1);
+            }
+            (None, None) => break,
+        }
+    }
+    if old.settings != new.settings {
+        c.settings = Some((old.settings.clone(), new.settings.clone()));
+    }
+    if o.extras != n.extras {
+        c.extras = Some((o.extras.clone(), n.extras.clone()));
+    }
+    let od: BTreeMap<&String, &Fingerprint> = o.depends_on.iter().map(|(d, f)| (d, f)).collect();
+    let nd: BTreeMap<&String, &Fingerprint> = n.depends_on.iter().map(|(d, f)| (d, f)).collect();
+    let names: std::collections::BTreeSet<&String> = od.keys().chain(nd.keys()).copied().collect();
+    for name in names {
+        let (a, b) = (od.get(name), nd.get(name));
+        if a != b {
+            c.dependencies.push(DepChange {
+                name: name.clone(),
+                old: a.map(ToString::to_string),
+                new: b.map(ToString::to_string),
+            });
+        }
+    }
+    c
+}
+
+/// For each of `old`'s files, the index of the same path in `new`
+/// (`u32::MAX` if none): both lists are sorted, one merge.
+pub fn path_map(old: &Computed, new: &Computed) -> Vec<u32> {
+    let mut map = vec![u32::MAX; old.paths.len()];
+    let mut j = 0;
+    for (i, p) in old.paths.iter().enumerate() {
+        while j < new.paths.len() && new.paths[j] < *p {
+            j += 1;
+        }
+        if j < new.paths.len() && new.paths[j] == *p {
+            map[i] = j as u32;
+        }
+    }
+    map
 }
 
 #[derive(Serialize)]
@@ -55,15 +236,16 @@ pub struct ImageDiff {
 
 /// The images whose fingerprints differ between `base` and `ctx.repo`.
 pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<ImageDiff>> {
-    let new = all_snapshots(&ctx.repo, ctx)?;
-    let old_repo = ctx.repo.at_rev(base, false)?;
-    let old = all_snapshots(&old_repo, ctx).with_context(|| format!("fingerprinting `{base}`"))?;
+    let images = ctx.repo.resolve(&[])?;
+    let new = fingerprint::compute(&ctx.repo, &images, &ctx.settings)?;
+    let old = at_rev(ctx, base, &[])?.expect("every image of a revision");
+    let pairing = pairing(&old, &new);
     let mut out = Vec::new();
-    for (name, n) in &new {
-        match old.get(name) {
+    for (name, n) in &new.images {
+        match old.images.get(name) {
             Some(o) if o.fingerprint == n.fingerprint => {}
             Some(o) => {
-                let change = compare(o, n);
+                let change = compare_computed(&old, &new, name, &pairing);
                 out.push(ImageDiff {
                     name: name.clone(),
                     status: "changed",
@@ -85,8 +267,8 @@ pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<Im
             }),
         }
     }
-    for (name, o) in &old {
-        if !new.contains_key(name) {
+    for (name, o) in &old.images {
+        if !new.images.contains_key(name) {
             out.push(ImageDiff {
                 name: name.clone(),
                 status: "removed",
@@ -118,7 +300,7 @@ fn published(ctx: &Ctx, diffs: &mut [ImageDiff]) {
         .iter()
         .filter_map(|d| {
             let fp: Fingerprint = d.new.as_ref()?.parse().ok()?;
-            Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp, inputs: vec![] }))
+            Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp }))
         })
         .collect();
     match clients(ctx, false).and_then(|c| published_status(ctx, &c, &images, &fps)) {
@@ -178,7 +360,7 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
     let targets = [image.to_string()];
     let images = ctx.repo.resolve(&targets)?;
     let computed = fingerprint::compute(&ctx.repo, &images, &ctx.settings)?;
-    let new = snapshot::snapshots(&ctx.repo, &images, &ctx.settings, &computed);
+    let new = snapshot::snapshots(&computed);
     let against = match against {
         Some(a) => a.to_string(),
         None => default_base(&ctx.repo)?,
@@ -223,13 +405,10 @@ enum Old {
 }
 
 fn rev_snapshots(ctx: &Ctx, rev: &str, image: &str) -> Result<BTreeMap<String, Snapshot>> {
-    let repo = ctx.repo.at_rev(rev, false)?;
-    if !repo.images.contains_key(image) {
-        return Ok(BTreeMap::new());
-    }
-    let images = repo.resolve(&[image.to_string()])?;
-    let computed = fingerprint::compute(&repo, &images, &ctx.settings)?;
-    Ok(snapshot::snapshots(&repo, &images, &ctx.settings, &computed))
+    Ok(match at_rev(ctx, rev, &[image.to_string()])? {
+        Some(computed) => snapshot::snapshots(&computed),
+        None => BTreeMap::new(),
+    })
 }
 
 fn explain_one(

@@ -65,7 +65,9 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<String> {
 
 pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
     let image = ctx.repo.image(name)?;
-    let fps = fingerprints(ctx, &[name.to_string()])?;
+    let images = ctx.repo.resolve(&[name.to_string()])?;
+    let computed = crate::fingerprint::compute(&ctx.repo, &images, &ctx.settings)?;
+    let fps = computed.fps();
     let fp = fps[name].fingerprint;
     let mut out = String::new();
     writeln!(out, "name: {name}")?;
@@ -79,11 +81,11 @@ pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
     let (deps, inputs): (Vec<&Image>, BTreeSet<&str>) = if transitive {
         let all = ctx.repo.resolve(&[name.to_string()])?;
         let deps = all.into_iter().filter(|i| i.name != name).collect();
-        let inputs = fps.values().flat_map(|f| f.inputs.iter().map(String::as_str)).collect();
+        let inputs = computed.images.keys().flat_map(|n| computed.inputs(n)).collect();
         (deps, inputs)
     } else {
         let deps = image.depends_on.iter().map(|d| &ctx.repo.images[d]).collect();
-        (deps, fps[name].inputs.iter().map(String::as_str).collect())
+        (deps, computed.inputs(name).into_iter().collect())
     };
     let label = if transitive { "dependencies (transitive)" } else { "dependencies" };
     writeln!(out, "{label}:{}", if deps.is_empty() { " none" } else { "" })?;

@@ -24,6 +24,7 @@
 //! [`Ctx`] and returns a [`Status`]; the binary maps it to an exit code.
 
 pub mod build;
+pub mod cachefile;
 pub mod changes;
 pub mod config;
 pub mod discover;
@@ -90,6 +91,9 @@ pub struct Options {
     /// Read the repository as it is at this git revision (from the object
     /// store: nothing is checked out) instead of the work tree.
     pub rev: Option<String>,
+    /// Neither read nor write mzbuild's caches (the listing, the blob
+    /// cache, the fingerprint memos): list by walking, hash by reading.
+    pub no_cache: bool,
 }
 
 impl Options {
@@ -125,8 +129,8 @@ impl Ctx {
         )?;
         let root = options.root_dir(default_root, env.as_ref());
         let repo = match &options.rev {
-            Some(rev) => Repo::load_rev(&root, rev, options.strict)?,
-            None => Repo::load(&root, options.strict)?,
+            Some(rev) => Repo::load_rev(&root, rev, options.strict, !options.no_cache)?,
+            None => Repo::load_with(&root, options.strict, !options.no_cache)?,
         };
         for w in &repo.warnings {
             ui::warn(w);

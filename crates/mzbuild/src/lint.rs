@@ -79,7 +79,7 @@ pub fn lint(tree: Tree) -> Result<Vec<ConfigError>> {
         }
     }
     // Untracked, not ignored files inside image contexts (work tree only).
-    if let (None, Some(index)) = (&repo.tree.rev, &repo.tree.index) {
+    if let (None, Some(index)) = (&repo.tree.rev, repo.tree.index()) {
         let tracked: BTreeSet<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
         for image in repo.images.values() {
             for f in repo.tree.under(&image.dir) {

@@ -1,7 +1,10 @@
 //! `cargo xtask bench fingerprint`: the time to fingerprint every image of
 //! the generated monorepo, in one process, beside a floor: `git ls-files`
 //! plus one single-threaded pass that reads and SHA-1-hashes each unique
-//! input file.
+//! input file. That comparison runs without mzbuild's caches (as
+//! `--no-cache`); a second table measures the caches (listing, blob hashes,
+//! fingerprint memos) and `diff`, as ratios to a cold-cache fingerprint of
+//! the same run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -166,7 +169,7 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
         let (b, m) = stats(v);
         println!("{name:<54} {:>8.1}ms {:>8.1}ms", ms(b), ms(m));
     };
-    row("mzbuild: load + resolve + fingerprint_all", &t.mz_total);
+    row("mzbuild, no caches: load + resolve + fingerprint_all", &t.mz_total);
     row("  Repo::load (tree listing + discovery)", &t.mz_load);
     row("  resolve + fingerprint_all", &t.mz_fp);
     row("floor: git ls-files + 1-thread read+SHA-1", &t.floor_total);
@@ -179,24 +182,29 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
         mz_med.as_secs_f64() / fl_med.as_secs_f64()
     );
     println!();
-    println!("{:<54} {:>10} {:>10}", "mzbuild phases (separate calls)", "best", "median");
+    println!("{:<54} {:>10} {:>10}", "mzbuild phases, no caches (separate calls)", "best", "median");
     row("  Tree::list", &t.tree);
     row("  Repo::load (incl. Tree::list)", &t.load);
     row("  workspace (Cargo.toml files)", &t.workspace);
     row("  fingerprint::inputs, image by image", &t.inputs);
     row("  fingerprint::hash_files, unique inputs, all cores", &t.hash_files);
     println!();
-    println!("{:<54} {:>10} {:>10}", "blob cache and diff (same process, medians)", "median", "/ cold fp");
+    println!("{:<54} {:>10} {:>10}", "caches and diff (same process, medians)", "median", "/ cold fp");
     let (_, cold) = stats(&cache.fp_cold);
     let ratio_row = |name: &str, v: &[Duration], target: &str| {
         let (_, m) = stats(v);
         println!("{name:<54} {:>8.1}ms {:>10.3}  target {target}", ms(m), m.as_secs_f64() / cold.as_secs_f64());
     };
-    ratio_row("  fingerprint, no blob cache (today's fingerprint)", &cache.fp_cold, "= 1");
-    ratio_row("  fingerprint again, nothing changed, warm cache", &cache.fp_warm, "<= 0.3");
+    ratio_row("  fingerprint, cold caches", &cache.fp_cold, "= 1");
+    ratio_row("  fingerprint again, nothing changed, warm caches", &cache.fp_warm, "<= 0.3");
     ratio_row("  diff against a commit with 1 file changed, cold", &cache.diff_cold, "<= 2");
-    ratio_row("  diff against that commit, warm cache", &cache.diff_warm, "<= 0.3");
-    println!("  (cold: blob cache removed before the run; each line loads the repository anew; diff = both sides)");
+    ratio_row("  diff against that commit, warm caches", &cache.diff_warm, "<= 0.3");
+    ratio_row("  fingerprint with --no-cache (for reference)", &cache.fp_none, "-");
+    println!(
+        "  (cold: .git/mzbuild removed before the run; each line loads the repository anew, as a command does;\n   \
+         diff = both sides; {} image(s) differ, {} input file(s))",
+        cache.differing, cache.changed_files
+    );
     println!();
     println!("SHA-1 throughput (MB = 10^6 bytes, best of {runs}):");
     println!("  floor pass, read + hash, 1 thread        {:>7.0} MB/s", rate(unique_bytes, stats(&t.floor_hash).0));
@@ -230,7 +238,7 @@ type Fingerprints = BTreeMap<String, fingerprint::Fingerprinted>;
 /// What `cargo xtask mzbuild` does to fingerprint every image.
 fn mzbuild_pass(root: &Path, settings: &Settings) -> Result<(Duration, Duration, Duration, Fingerprints)> {
     let start = Instant::now();
-    let repo = Repo::load(root, false)?;
+    let repo = Repo::load_with(root, false, false)?;
     let loaded = Instant::now();
     let images = repo.resolve(&[])?;
     let fps = fingerprint::fingerprint_all(&repo, &images, settings)?;
@@ -268,11 +276,11 @@ fn floor_pass(root: &Path, unique: &[&str]) -> Result<(Duration, Duration, usize
 /// The phases of `mzbuild_pass`, each timed on its own.
 fn breakdown_pass(root: &Path, t: &mut Timings) -> Result<()> {
     let start = Instant::now();
-    let tree = Tree::list(root)?;
+    let tree = Tree::list_with(root, false)?;
     t.tree.push(start.elapsed());
     drop(tree);
     let start = Instant::now();
-    let repo = Repo::load(root, false)?;
+    let repo = Repo::load_with(root, false, false)?;
     t.load.push(start.elapsed());
     let start = Instant::now();
     repo.crates()?;
@@ -297,9 +305,12 @@ struct CacheTimes {
     fp_warm: Vec<Duration>,
     diff_cold: Vec<Duration>,
     diff_warm: Vec<Duration>,
+    fp_none: Vec<Duration>,
+    differing: usize,
+    changed_files: usize,
 }
 
-/// Fingerprint and `diff` with and without the blob cache. The revision
+/// Fingerprint and `diff` with cold and warm caches. The revision
 /// to diff against is HEAD with one input file changed, made with git
 /// plumbing in a private index (the work tree and its index stay as they
 /// are).
@@ -336,39 +347,54 @@ fn cache_pass(root: &Path, runs: usize) -> Result<CacheTimes> {
     drop(images);
     drop(repo);
 
-    let cache_file = root.join(".git/mzbuild/blob-sha1");
-    let load = || -> Result<Ctx> {
+    let caches = root.join(".git/mzbuild");
+    let load = |no_cache: bool| -> Result<Ctx> {
         let options = Options {
             root: Some(root.to_path_buf()),
             arch: Some(Arch::host().gcc().to_string()),
+            no_cache,
             ..Default::default()
         };
         Ctx::load(&options, root.to_path_buf(), Box::new(ProcessEnv))
     };
-    let fp = || -> Result<Duration> {
-        let t = Instant::now();
-        let ctx = load()?;
+    let reference = {
+        let ctx = load(true)?;
         let images = ctx.repo.resolve(&[])?;
-        std::hint::black_box(fingerprint::fingerprint_all(&ctx.repo, &images, &ctx.settings)?);
-        Ok(t.elapsed())
+        fingerprint::fingerprint_all(&ctx.repo, &images, &ctx.settings)?
     };
-    let diff = || -> Result<Duration> {
+    let fp = |no_cache: bool| -> Result<Duration> {
         let t = Instant::now();
-        let ctx = load()?;
+        let ctx = load(no_cache)?;
+        let images = ctx.repo.resolve(&[])?;
+        let fps = fingerprint::fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+        let elapsed = t.elapsed();
+        if fps.iter().map(|(n, f)| (n, f.fingerprint)).ne(reference.iter().map(|(n, f)| (n, f.fingerprint))) {
+            bail!("internal error: fingerprints with caches differ from those without");
+        }
+        Ok(elapsed)
+    };
+    let diff = || -> Result<(Duration, usize, usize)> {
+        let t = Instant::now();
+        let ctx = load(false)?;
         let diffs = mzbuild::changes::diff_images(&ctx, &commit, false)?;
+        let elapsed = t.elapsed();
         if diffs.is_empty() {
             bail!("internal error: diff found nothing against a commit with {input} changed");
         }
-        Ok(t.elapsed())
+        let files = diffs.iter().filter_map(|d| d.change.as_ref()).map(|c| c.changed.len()).max().unwrap_or(0);
+        Ok((elapsed, diffs.len(), files))
     };
     let mut t = CacheTimes::default();
     for _ in 0..runs {
-        let _ = std::fs::remove_file(&cache_file);
-        t.fp_cold.push(fp()?);
-        t.fp_warm.push(fp()?);
-        let _ = std::fs::remove_file(&cache_file);
-        t.diff_cold.push(diff()?);
-        t.diff_warm.push(diff()?);
+        let _ = std::fs::remove_dir_all(&caches);
+        t.fp_cold.push(fp(false)?);
+        t.fp_warm.push(fp(false)?);
+        let _ = std::fs::remove_dir_all(&caches);
+        let (cold, n, files) = diff()?;
+        t.diff_cold.push(cold);
+        t.diff_warm.push(diff()?.0);
+        (t.differing, t.changed_files) = (n, files);
+        t.fp_none.push(fp(true)?);
     }
     Ok(t)
 }

@@ -34,6 +34,8 @@ pub struct GitRepo {
     pub common_dir: PathBuf,
     objects: Mutex<Option<CatFile>>,
     blobs: once_cell::sync::OnceCell<BlobCache>,
+    /// Whether mzbuild's caches (here: the blob cache on disk) are used.
+    pub caching: bool,
 }
 
 impl std::fmt::Debug for GitRepo {
@@ -46,6 +48,12 @@ impl GitRepo {
     /// The git directories of the work tree at `root` (which has a `.git`
     /// directory, or a `.git` file pointing at one).
     pub fn open(root: &Path) -> GitRepo {
+        GitRepo::open_with(root, true)
+    }
+
+    /// [`GitRepo::open`]; without `caching`, the blob cache lives only in
+    /// memory.
+    pub fn open_with(root: &Path, caching: bool) -> GitRepo {
         let dot_git = root.join(".git");
         let git_dir = match std::fs::read_to_string(&dot_git) {
             Ok(text) => match text.trim_end().strip_prefix("gitdir: ") {
@@ -64,12 +72,16 @@ impl GitRepo {
             common_dir,
             objects: Mutex::new(None),
             blobs: once_cell::sync::OnceCell::new(),
+            caching,
         }
     }
 
     /// The blob cache (blob id -> content SHA-1), loaded on first use.
     pub fn blobs(&self) -> &BlobCache {
         self.blobs.get_or_init(|| {
+            if !self.caching {
+                return BlobCache::in_memory();
+            }
             let cache = BlobCache::load(&self.common_dir);
             if let Some(why) = &cache.ignored {
                 crate::ui::warn(format_args!("ignoring the blob cache {why}; it is rebuilt"));
@@ -114,6 +126,33 @@ impl GitRepo {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The commit `rev` names and its tree object (one `git rev-parse`).
+    pub fn resolve_commit_and_tree(&self, rev: &str) -> Result<(String, String)> {
+        let commit = format!("{rev}^{{commit}}");
+        let tree = format!("{rev}^{{commit}}^{{tree}}");
+        let out = process::command("git")
+            .args(["rev-parse", "--end-of-options", &commit, &tree])
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .context("running `git rev-parse` (is git installed?)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // (Without --verify, which takes one revision, git echoes the
+        // `--end-of-options` marker.)
+        let ids: Vec<&str> = text.lines().filter(|l| *l != "--end-of-options").collect();
+        match ids[..] {
+            [c, t] if out.status.success() && parse_hex(c).is_some() && parse_hex(t).is_some() => {
+                Ok((c.to_string(), t.to_string()))
+            }
+            _ => bail!(
+                "`{rev}` is not a commit of the repository at {}: give a branch, tag or commit \
+                 (`git log --oneline` lists them)",
+                self.root.display()
+            ),
+        }
     }
 
     /// Every file of `commit`'s tree: (path, mode, blob id), submodules
@@ -222,6 +261,28 @@ impl Drop for CatFile {
 
 /// `git ls-tree -r -z` output: `<mode> SP <type> SP <oid> TAB <path> NUL`.
 pub fn parse_ls_tree(out: &[u8]) -> Result<Vec<(String, u32, Oid)>> {
+    // (Tens of thousands of records, in unoptimised builds too: one UTF-8
+    // check and splits that search with `memchr`; byte-wise loops only
+    // where a record is short.)
+    let Ok(text) = std::str::from_utf8(out) else { return parse_ls_tree_bytes(out) };
+    let mut entries = Vec::with_capacity(out.len() / 64);
+    for record in text.split_terminator('\0') {
+        let bad = || anyhow!("unexpected `git ls-tree` line {record:?}");
+        let (meta, path) = record.split_once('\t').ok_or_else(bad)?;
+        let (mode, rest) = meta.split_once(' ').ok_or_else(bad)?;
+        let (kind, oid) = rest.split_once(' ').ok_or_else(bad)?;
+        if kind != "blob" {
+            continue;
+        }
+        let mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
+        let oid = parse_hex(oid).ok_or_else(bad)?;
+        entries.push((path.to_string(), mode, oid));
+    }
+    Ok(entries)
+}
+
+/// [`parse_ls_tree`] for output that is not UTF-8: finds the first bad path.
+fn parse_ls_tree_bytes(out: &[u8]) -> Result<Vec<(String, u32, Oid)>> {
     let mut entries = Vec::new();
     for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let bad = || anyhow!("unexpected `git ls-tree` line {:?}", String::from_utf8_lossy(record));
@@ -250,12 +311,23 @@ pub fn hex(oid: &[u8]) -> String {
 }
 
 pub fn parse_hex(s: &str) -> Option<Oid> {
-    if s.len() != 40 {
+    let b = s.as_bytes();
+    if b.len() != 40 {
         return None;
     }
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
     let mut out = [0u8; 20];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    let mut i = 0;
+    while i < 20 {
+        out[i] = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+        i += 1;
     }
     Some(out)
 }
@@ -357,6 +429,11 @@ mod tests {
         assert_eq!(paths, [("a b.txt", 0o100644), ("bin/run", 0o100755), ("l", 0o120000)]);
         assert_eq!(hex(&e[0].2), oid);
         assert!(parse_ls_tree(b"100644 blob zz\tx\0").is_err());
+        // Output that is not UTF-8 names the path.
+        let mut bytes = format!("100644 blob {oid}\tbad-").into_bytes();
+        bytes.extend_from_slice(b"\xff-name\0");
+        let e = parse_ls_tree(&bytes).unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct Index {
     pub entries: Vec<Entry>,
     /// The index file's own mtime: entries not older are racily clean.
     pub timestamp: (u32, u32),
+    /// The index file's stat data, taken before it was read (git replaces
+    /// the file on every write, so equal stat data means the same index).
+    pub file: Stat,
 }
 
 impl Index {
@@ -93,6 +96,7 @@ impl Index {
         let mut index = parse(&bytes).ok()?;
         let stat = Stat::of(&meta);
         index.timestamp = stat.mtime;
+        index.file = stat;
         Some(index)
     }
 
@@ -112,8 +116,30 @@ impl Index {
     /// The blob id of `path`, if the file on disk (with stat `now`) is
     /// certainly the one the index recorded.
     pub fn clean_oid(&self, path: &str, now: &Stat) -> Option<Oid> {
-        let e = self.get(path)?;
+        self.clean(self.get(path)?, now)
+    }
+
+    /// The blob id of entry `e`, if the file on disk (with stat `now`) is
+    /// certainly the one the index recorded.
+    pub fn clean(&self, e: &Entry, now: &Stat) -> Option<Oid> {
         (e.stat.matches(now) && !self.is_racy(&e.stat)).then_some(e.oid)
+    }
+
+    /// The merged entry of each of `paths` (sorted), by one merge with the
+    /// (sorted) entries rather than a search per path.
+    pub fn lookup_sorted<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Vec<Option<&Entry>> {
+        let mut i = 0;
+        paths
+            .map(|p| {
+                while i < self.entries.len() && self.entries[i].path.as_str() < p {
+                    i += 1;
+                }
+                // Conflicted paths have several entries (stages 1-3): none
+                // is merged.
+                let e = self.entries.get(i).filter(|e| e.path == p);
+                e.filter(|e| e.stage == 0)
+            })
+            .collect()
     }
 }
 
@@ -139,23 +165,28 @@ pub fn parse(bytes: &[u8]) -> Result<Index> {
     let count = be32(8)? as usize;
     let mut entries = Vec::with_capacity(count);
     let mut at = 12;
+    // v4: the previous path's bytes (a shared prefix may end inside a
+    // character).
     let mut previous: Vec<u8> = Vec::new();
+    let truncated = || anyhow!("truncated index");
     for _ in 0..count {
         let start = at;
+        // Fixed-size fields, read from one slice (this runs for every
+        // tracked file, in unoptimised builds too).
+        let head = body.get(at..at + 62).ok_or_else(truncated)?;
+        let w = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let stat = Stat {
-            ctime: (be32(at)?, be32(at + 4)?),
-            mtime: (be32(at + 8)?, be32(at + 12)?),
-            dev: be32(at + 16)?,
-            ino: be32(at + 20)?,
-            mode: be32(at + 24)?,
-            uid: be32(at + 28)?,
-            gid: be32(at + 32)?,
-            size: be32(at + 36)?,
+            ctime: (w(0), w(4)),
+            mtime: (w(8), w(12)),
+            dev: w(16),
+            ino: w(20),
+            mode: w(24),
+            uid: w(28),
+            gid: w(32),
+            size: w(36),
         };
-        let oid: Oid = body.get(at + 40..at + 60).ok_or_else(|| anyhow!("truncated index"))?.try_into().unwrap();
-        let flags = u16::from_be_bytes(
-            body.get(at + 60..at + 62).ok_or_else(|| anyhow!("truncated index"))?.try_into().unwrap(),
-        );
+        let oid: Oid = head[40..60].try_into().unwrap();
+        let flags = u16::from_be_bytes([head[60], head[61]]);
         at += 62;
         if flags & 0x4000 != 0 {
             if version < 3 {
@@ -166,33 +197,35 @@ pub fn parse(bytes: &[u8]) -> Result<Index> {
         if stat.mode & 0o170000 == 0o040000 {
             bail!("sparse index (directory entries) is not supported");
         }
-        let path: Vec<u8> = if version == 4 {
+        // The path's length is in the flags unless it is 0xfff or more.
+        let name_len = usize::from(flags & 0xfff);
+        let nul_from = |from: usize| -> Result<usize> {
+            let rest = body.get(from..).ok_or_else(truncated)?;
+            Ok(from + rest.iter().position(|b| *b == 0).ok_or_else(truncated)?)
+        };
+        let path: String = if version == 4 {
             let (strip, n) = varint(body.get(at..).unwrap_or_default())?;
             at += n;
-            let end = at + body[at..].iter().position(|b| *b == 0).ok_or_else(|| anyhow!("truncated index"))?;
             let keep = previous.len().checked_sub(strip as usize).ok_or_else(|| anyhow!("bad path compression"))?;
-            let mut p = previous[..keep].to_vec();
-            p.extend_from_slice(&body[at..end]);
+            let end = match name_len.checked_sub(keep) {
+                Some(suffix) if name_len < 0xfff && body.get(at + suffix) == Some(&0) => at + suffix,
+                _ => nul_from(at)?,
+            };
+            previous.truncate(keep);
+            previous.extend_from_slice(&body[at..end]);
             at = end + 1;
-            p
+            String::from_utf8(previous.clone()).map_err(|_| anyhow!("non-UTF-8 path in the index"))?
         } else {
-            let end = at
-                + body
-                    .get(at..)
-                    .unwrap_or_default()
-                    .iter()
-                    .position(|b| *b == 0)
-                    .ok_or_else(|| anyhow!("truncated index"))?;
-            let p = body[at..end].to_vec();
+            let end =
+                if name_len < 0xfff && body.get(at + name_len) == Some(&0) { at + name_len } else { nul_from(at)? };
+            let p = std::str::from_utf8(&body[at..end]).map_err(|_| anyhow!("non-UTF-8 path in the index"))?;
             // Entries are padded with 1 to 8 NULs to a multiple of 8 bytes.
             at = start + ((end - start + 8) & !7);
-            p
+            p.to_string()
         };
-        let path_str = String::from_utf8(path.clone()).map_err(|_| anyhow!("non-UTF-8 path in the index"))?;
-        previous = path;
-        entries.push(Entry { path: path_str, stat, oid, stage: ((flags >> 12) & 3) as u8 });
+        entries.push(Entry { path, stat, oid, stage: ((flags >> 12) & 3) as u8 });
     }
-    Ok(Index { entries, timestamp: (0, 0) })
+    Ok(Index { entries, timestamp: (0, 0), file: Stat::default() })
 }
 
 /// Git's offset varint (index v4 path compression).
@@ -276,6 +309,7 @@ mod tests {
         let mut idx = Index {
             entries: vec![Entry { path: "f".into(), stat: entry, oid: [1; 20], stage: 0 }],
             timestamp: (101, 0),
+            file: Stat::default(),
         };
         assert_eq!(idx.clean_oid("f", &entry), Some([1; 20]));
         assert_eq!(idx.clean_oid("f", &Stat { size: 4, ..entry }), None);

@@ -10,6 +10,7 @@ pub mod dockerfile;
 pub mod git;
 pub mod graph;
 pub mod index;
+pub mod listing;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,7 +52,13 @@ impl Repo {
     /// Discover and validate every image. All configuration errors of the
     /// repository are reported together, as one [`ConfigErrors`].
     pub fn load(root: &Path, strict: bool) -> Result<Repo> {
-        let tree = Tree::list(root)?;
+        Repo::load_with(root, strict, true)
+    }
+
+    /// [`Repo::load`]; `caching: false` neither reads nor writes mzbuild's
+    /// caches.
+    pub fn load_with(root: &Path, strict: bool, caching: bool) -> Result<Repo> {
+        let tree = Tree::list_with(root, caching)?;
         let workspace = WorkspaceConfig::load(&tree)?;
         Repo::from_tree(tree, workspace, strict)
     }
@@ -59,8 +66,8 @@ impl Repo {
     /// The repository as it is at commit `rev` (of the work tree at `root`),
     /// read from git's object store: nothing is checked out, the work tree
     /// is not looked at.
-    pub fn load_rev(root: &Path, rev: &str, strict: bool) -> Result<Repo> {
-        Repo::from_tree_at(Tree::list_rev(root, rev)?, strict)
+    pub fn load_rev(root: &Path, rev: &str, strict: bool, caching: bool) -> Result<Repo> {
+        Repo::from_tree_at(Tree::list_rev_with(root, rev, caching)?, strict)
     }
 
     /// The repository at commit `rev`, sharing this one's object reader and
@@ -69,8 +76,15 @@ impl Repo {
         Repo::from_tree_at(self.tree.at_rev(rev)?, strict)
     }
 
-    fn from_tree_at(tree: Tree, strict: bool) -> Result<Repo> {
+    /// The repository at a revision's tree (see [`Tree::of_commit`]).
+    pub fn from_tree_at(tree: Tree, strict: bool) -> Result<Repo> {
         let label = tree.label();
+        // What discovery and the crate graph read, in one batch from the
+        // object store instead of one request per file.
+        tree.prefetch(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            matches!(name, "mzbuild.yml" | "Dockerfile" | "Cargo.toml")
+        });
         let workspace = WorkspaceConfig::load(&tree).with_context(|| format!("at {label}"))?;
         Repo::from_tree(tree, workspace, strict).with_context(|| format!("the mzbuild configuration at {label}"))
     }

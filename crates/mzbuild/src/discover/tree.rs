@@ -4,102 +4,155 @@
 //! a file of either, so that discovery, configuration and input rules are
 //! written once for both.
 //!
-//! Untracked files come from a walk with the `ignore` crate, configured to
-//! behave like git rather than like ripgrep: hidden files are kept, `.ignore`
-//! files are not read, `.git` and nested repositories are skipped, symlinks
-//! are not followed. The one thing no walker setting reproduces is "tracked
-//! wins over ignored", so tracked paths are taken from git's index
-//! (git's index, read directly, else `git ls-files --cached`) and merged in.
+//! The work tree's listing comes from [`super::listing`] (a walk, git's
+//! index, and a cache of both). A revision's tree comes from `git ls-tree`;
+//! its contents from the object store, its symlinks resolved inside the
+//! commit ([`super::git`]); a symlink that leads out of the repository is an
+//! error there (its target is not part of the commit).
 //!
-//! A revision's tree comes from `git ls-tree`; its contents from the object
-//! store, its symlinks resolved inside the commit ([`super::git`]).
+//! Work-tree reads ([`Tree::read`]) are logged with the file's stat data,
+//! taken before the read, so that the fingerprint memo can tell later that
+//! the configuration it was computed from is unchanged.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ignore::{WalkBuilder, WalkState};
-use rayon::slice::ParallelSliceMut;
+use once_cell::sync::OnceCell;
 
 use super::git::{self, GitRepo, Node, Oid, Resolved};
-use super::index::Index;
+use super::index::{Index, Stat};
+use super::listing::{self, How};
 
 /// Every git-visible file, repository-relative, `/`-separated, sorted by
 /// UTF-8 bytes. Directories are never listed; symlinks are listed as files
 /// (as git does).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Tree {
     pub root: PathBuf,
     pub files: Vec<String>,
     /// The repository's git directories and object reader, shared by every
     /// tree of one repository.
     pub git: Arc<GitRepo>,
-    /// The work tree's git index, when it could be read.
-    pub index: Option<Arc<Index>>,
+    /// The work tree's git index, read when first needed.
+    index: OnceCell<Option<Arc<Index>>>,
     /// `Some` for the tree of a commit (not the work tree).
     pub rev: Option<Arc<RevTree>>,
+    /// Whether mzbuild's caches are used (and written) for this tree.
+    pub caching: bool,
+    /// Work tree: SHA-1 of the file list (equal ids, equal listings).
+    pub listing_id: [u8; 20],
+    /// Work tree: how the listing was made.
+    pub how: How,
+    /// When this tree was made (seconds): stat data recorded later is
+    /// trusted by the caches only if older than this by two seconds.
+    pub started: u32,
+    /// Work tree: every file read, with its stat data (followed) taken
+    /// before the read; `None` when there was nothing to read.
+    reads: Mutex<Vec<(String, Option<Stat>)>>,
 }
 
-/// What a commit's tree adds: the revision as given, the commit, and for
-/// each of `Tree::files` its git mode and blob id.
+/// What a commit's tree adds: the revision as given, the commit, its tree
+/// object, and for each of `Tree::files` its git mode and blob id.
 #[derive(Debug)]
 pub struct RevTree {
     pub rev: String,
     pub commit: String,
+    pub tree: String,
     pub entries: Vec<(u32, Oid)>,
-}
-
-/// Where the contents of a commit's file are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    Blob(Oid),
-    /// A symlink leading out of the repository: the file system's.
-    Disk(PathBuf),
+    /// Contents read ahead in one batch (configuration files), by position.
+    prefetched: Mutex<HashMap<usize, Vec<u8>>>,
 }
 
 impl Tree {
+    /// The work tree at `root`, using and refreshing mzbuild's caches.
     pub fn list(root: &Path) -> Result<Tree> {
+        Tree::list_with(root, true)
+    }
+
+    /// The work tree at `root`; `caching: false` neither reads nor writes
+    /// mzbuild's caches (a listing by walking, content hashes by reading).
+    pub fn list_with(root: &Path, caching: bool) -> Result<Tree> {
         check_work_tree(root)?;
-        let git = Arc::new(GitRepo::open(root));
-        let index = Index::load(&git.git_dir).map(Arc::new);
-        let (tracked, walked) = std::thread::scope(|s| {
-            let tracked = s.spawn(|| match &index {
-                Some(index) => Ok(index.entries.iter().map(|e| e.path.clone()).collect()),
-                None => tracked_files(root),
-            });
-            let walked = walk(root);
-            (tracked.join().expect("git ls-files thread panicked"), walked)
-        });
-        let mut tracked = tracked?;
-        let mut walked = walked?;
-        walked.par_sort_unstable();
-        walked.dedup();
-        // `git ls-files` lists the index, which git keeps in byte order.
-        if !tracked.is_sorted() {
-            tracked.sort_unstable();
+        let started = crate::cachefile::now_secs();
+        let git = Arc::new(GitRepo::open_with(root, caching));
+        let listed = listing::list(root, &git, caching)?;
+        let index = OnceCell::new();
+        if let Some(ix) = listed.index {
+            let _ = index.set(Some(ix));
         }
-        // A tracked file the walk saw exists as a file or symlink: only the
-        // others (tracked but ignored, deleted from disk, submodules) need a
-        // look at the disk. Both lists are sorted: one merge-like pass.
-        let mut extra = Vec::new();
-        let mut w = 0;
-        for path in tracked {
-            while w < walked.len() && walked[w] < path {
-                w += 1;
-            }
-            if w < walked.len() && walked[w] == path {
+        Ok(Tree {
+            root: root.to_path_buf(),
+            files: listed.files,
+            git,
+            index,
+            rev: None,
+            caching,
+            listing_id: listed.id,
+            how: listed.how,
+            started,
+            reads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Before acting on the listing below `dirs` (cleaning image contexts
+    /// deletes what git does not see): when it came from the listing cache,
+    /// list again by walking and require the same files there. A difference
+    /// means the work tree changed during the run, or a stale cache: an
+    /// error either way, before anything is deleted.
+    pub fn verify_listing(&self, dirs: &[&str]) -> Result<()> {
+        if self.rev.is_some() || self.how == How::Walked {
+            return Ok(());
+        }
+        let fresh = listing::list(&self.root, &self.git, false)?;
+        let fresh = Tree { files: fresh.files, ..Tree::empty_like(self) };
+        for dir in dirs {
+            let (now, then) = (fresh.under(dir), self.under(dir));
+            if now == then {
                 continue;
             }
-            // Tracked files deleted from disk are not seen; tracked
-            // directories (gitlinks of submodules) are not files.
-            match std::fs::symlink_metadata(root.join(&path)) {
-                Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => extra.push(path),
-                _ => {}
-            }
+            let added: Vec<&String> = now.iter().filter(|f| !then.contains(f)).take(3).collect();
+            let gone: Vec<&String> = then.iter().filter(|f| !now.contains(f)).take(3).collect();
+            let cache = crate::cachefile::dir(&self.git.git_dir);
+            let _ = std::fs::remove_file(cache.join("listing"));
+            bail!(
+                "the files git sees in {dir} changed while mzbuild ran (new: {added:?}, gone: {gone:?}), or the \
+                 listing cache in {} was stale (it is removed): run the command again",
+                cache.display()
+            );
         }
-        let mut files = merge_sorted(walked, extra);
-        files.dedup();
-        Ok(Tree { root: root.to_path_buf(), files, git, index, rev: None })
+        Ok(())
+    }
+
+    /// A tree with no files, of the same repository (for its methods).
+    fn empty_like(other: &Tree) -> Tree {
+        Tree {
+            root: other.root.clone(),
+            files: Vec::new(),
+            git: other.git.clone(),
+            index: OnceCell::new(),
+            rev: None,
+            caching: false,
+            listing_id: [0; 20],
+            how: How::Walked,
+            started: other.started,
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The work tree's git index (read on first use; `None` at a revision,
+    /// or when git has no index this reader understands).
+    pub fn index(&self) -> Option<&Index> {
+        if self.rev.is_some() {
+            return None;
+        }
+        self.index.get_or_init(|| Index::load(&self.git.git_dir).map(Arc::new)).as_deref()
+    }
+
+    /// The work-tree files read so far, with their stat data.
+    pub fn reads(&self) -> Vec<(String, Option<Stat>)> {
+        self.reads.lock().unwrap().clone()
     }
 
     /// The tree of the commit `rev` names, in the repository of `self`,
@@ -111,12 +164,24 @@ impl Tree {
     /// The tree of commit `rev` of the work tree at `root`, without
     /// listing the work tree.
     pub fn list_rev(root: &Path, rev: &str) -> Result<Tree> {
+        Tree::list_rev_with(root, rev, true)
+    }
+
+    /// [`Tree::list_rev`]; `caching: false` neither reads nor writes
+    /// mzbuild's caches.
+    pub fn list_rev_with(root: &Path, rev: &str, caching: bool) -> Result<Tree> {
         check_work_tree(root)?;
-        Tree::at_rev_of(Arc::new(GitRepo::open(root)), rev)
+        Tree::at_rev_of(Arc::new(GitRepo::open_with(root, caching)), rev)
     }
 
     fn at_rev_of(git: Arc<GitRepo>, rev: &str) -> Result<Tree> {
-        let commit = git.resolve_commit(rev)?;
+        let (commit, tree) = git.resolve_commit_and_tree(rev)?;
+        Tree::of_commit(git, rev, commit, tree)
+    }
+
+    /// The tree of `commit` (whose tree object is `tree`), as revision
+    /// `rev`.
+    pub fn of_commit(git: Arc<GitRepo>, rev: &str, commit: String, tree: String) -> Result<Tree> {
         let listed = git.ls_tree(&commit).with_context(|| format!("listing the files of `{rev}`"))?;
         let mut files = Vec::with_capacity(listed.len());
         let mut entries = Vec::with_capacity(listed.len());
@@ -124,8 +189,39 @@ impl Tree {
             files.push(path);
             entries.push((mode, oid));
         }
-        let rev = Arc::new(RevTree { rev: rev.to_string(), commit, entries });
-        Ok(Tree { root: git.root.clone(), files, git, index: None, rev: Some(rev) })
+        let rev =
+            Arc::new(RevTree { rev: rev.to_string(), commit, tree, entries, prefetched: Mutex::new(HashMap::new()) });
+        Ok(Tree {
+            root: git.root.clone(),
+            files,
+            caching: git.caching,
+            git,
+            index: OnceCell::new(),
+            rev: Some(rev),
+            listing_id: [0; 20],
+            how: How::Walked,
+            started: crate::cachefile::now_secs(),
+            reads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Read the contents of the files `wanted` says to of a revision's tree
+    /// ahead, in one batch (what discovery and the crate graph read one by
+    /// one). Symlinks and unreadable blobs are left to [`Tree::read`].
+    pub fn prefetch(&self, wanted: impl Fn(&str) -> bool) {
+        let Some(rev) = &self.rev else { return };
+        let at: Vec<usize> = (0..self.files.len())
+            .filter(|&i| rev.entries[i].0 != git::GIT_MODE_SYMLINK && wanted(&self.files[i]))
+            .collect();
+        let oids: Vec<Oid> = at.iter().map(|&i| rev.entries[i].1).collect();
+        let mut got = HashMap::with_capacity(at.len());
+        let read = self.git.read_blobs(&oids, |k, bytes| {
+            got.insert(at[k], bytes.to_vec());
+            Ok(())
+        });
+        if read.is_ok() {
+            rev.prefetched.lock().unwrap().extend(got);
+        }
     }
 
     /// What the tree is, for messages: `the work tree` or `` `REV` ``.
@@ -140,18 +236,20 @@ impl Tree {
     /// the work tree (whether git sees the file or not, as config files are
     /// read), from the object store at a revision.
     pub fn read(&self, rel: &str) -> Result<Vec<u8>> {
-        if self.rev.is_none() {
-            return std::fs::read(self.root.join(rel)).with_context(|| format!("reading {rel}"));
-        }
+        let Some(rev) = &self.rev else {
+            let path = self.root.join(rel);
+            if self.caching {
+                let stat = crate::cachefile::stat(&path);
+                self.reads.lock().unwrap().push((rel.to_string(), stat));
+            }
+            return std::fs::read(&path).with_context(|| format!("reading {rel}"));
+        };
         let at = self.position(rel).ok_or_else(|| anyhow!("{rel} does not exist in {}", self.label()))?;
-        match self.content(at)? {
-            Content::Blob(oid) => {
-                self.git.read_blob(&oid).with_context(|| format!("reading {rel} of {}", self.label()))
-            }
-            Content::Disk(p) => {
-                std::fs::read(self.root.join(&p)).with_context(|| format!("reading {rel} (-> {})", p.display()))
-            }
+        if let Some(bytes) = rev.prefetched.lock().unwrap().get(&at) {
+            return Ok(bytes.clone());
         }
+        let oid = self.content(at)?;
+        self.git.read_blob(&oid).with_context(|| format!("reading {rel} of {}", self.label()))
     }
 
     /// The git mode of file #`at` of a revision's tree.
@@ -159,15 +257,18 @@ impl Tree {
         self.rev.as_ref().map(|r| r.entries[at].0)
     }
 
-    /// Where the contents of file #`at` of a revision's tree are: its blob,
-    /// or for a symlink, its target's (resolved inside the commit as a
+    /// The blob with the contents of file #`at` of a revision's tree: its
+    /// own, or for a symlink, its target's (resolved inside the commit as a
     /// checkout's file system would). Dangling symlinks and symlinks to
-    /// directories are errors, as in the work tree.
-    pub fn content(&self, at: usize) -> Result<Content> {
+    /// directories are errors, as in the work tree; so are symlinks that
+    /// lead out of the repository: what they point at is not part of the
+    /// commit, and reading it from this machine's disk would make the
+    /// revision's fingerprint depend on the machine.
+    pub fn content(&self, at: usize) -> Result<Oid> {
         let rev = self.rev.as_ref().expect("content() is for revision trees");
         let (mode, oid) = rev.entries[at];
         if mode != git::GIT_MODE_SYMLINK {
-            return Ok(Content::Blob(oid));
+            return Ok(oid);
         }
         let link = &self.files[at];
         let target = String::from_utf8_lossy(&self.git.read_blob(&oid)?).into_owned();
@@ -183,15 +284,13 @@ impl Tree {
             }
         };
         match git::resolve_symlink(link, &target, &lookup) {
-            Resolved::File(p) => Ok(Content::Blob(rev.entries[self.position(&p).expect("resolved to a file")].1)),
-            Resolved::Outside(p) => {
-                let full = self.root.join(&p);
-                match std::fs::metadata(&full) {
-                    Ok(m) if m.is_dir() => Err(to_dir(link, &target)),
-                    Ok(_) => Ok(Content::Disk(p)),
-                    Err(_) => Err(dangling(link, &target)),
-                }
-            }
+            Resolved::File(p) => Ok(rev.entries[self.position(&p).expect("resolved to a file")].1),
+            Resolved::Outside(_) => Err(anyhow!(
+                "input {link} is a symlink out of the repository (to `{target}`) in {}: its target is not part \
+                 of the commit, so mzbuild cannot fingerprint the revision without reading this machine's disk; \
+                 fingerprint a checkout of it instead, or replace the symlink with the file",
+                self.label()
+            )),
             Resolved::Dir(_) => Err(to_dir(link, &target)),
             Resolved::Dangling(_) => Err(dangling(link, &target)),
         }
@@ -225,29 +324,6 @@ impl Tree {
     }
 }
 
-/// Merge two sorted lists into one sorted list (duplicates kept).
-fn merge_sorted(a: Vec<String>, b: Vec<String>) -> Vec<String> {
-    if b.is_empty() {
-        return a;
-    }
-    if a.is_empty() {
-        return b;
-    }
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let mut a = a.into_iter().peekable();
-    let mut b = b.into_iter().peekable();
-    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        if y < x {
-            out.push(b.next().unwrap());
-        } else {
-            out.push(a.next().unwrap());
-        }
-    }
-    out.extend(a);
-    out.extend(b);
-    out
-}
-
 fn dangling(rel: &str, target: &str) -> anyhow::Error {
     anyhow!("input {rel} is a dangling symlink (to `{target}`): point it at an existing file or remove it")
 }
@@ -272,115 +348,4 @@ fn check_work_tree(root: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn tracked_files(root: &Path) -> Result<Vec<String>> {
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(root);
-    let out = xshell::cmd!(sh, "git ls-files -z --cached")
-        .quiet()
-        .output()
-        .with_context(|| format!("listing the files git tracks in {}", root.display()))?;
-    if !out.status.success() {
-        bail!("`git ls-files` failed in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    out.stdout
-        .split(|b| *b == 0)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            String::from_utf8(p.to_vec()).map_err(|_| {
-                anyhow::anyhow!(
-                    "tracked path {:?} is not valid UTF-8: mzbuild fingerprints need UTF-8 paths, rename it",
-                    String::from_utf8_lossy(p)
-                )
-            })
-        })
-        .collect()
-}
-
-fn walk(root: &Path) -> Result<Vec<String>> {
-    let walker = WalkBuilder::new(root)
-        .hidden(false)
-        .ignore(false)
-        .git_ignore(true)
-        .git_exclude(true)
-        .git_global(true)
-        .parents(false)
-        .require_git(true)
-        // git anchors core.excludesFile patterns (`/secret`) at the top of
-        // the work tree; `ignore` anchors them at this directory, which
-        // defaults to the process's working directory.
-        .current_dir(root)
-        .follow_links(false)
-        .filter_entry(|entry| {
-            if entry.file_name() == ".git" {
-                return false;
-            }
-            // A nested repository is its own world: git shows neither it nor
-            // its files.
-            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-            !(is_dir && entry.depth() > 0 && entry.path().join(".git").exists())
-        })
-        .build_parallel();
-    let files = Mutex::new(Vec::new());
-    let error = Mutex::new(None);
-    walker.run(|| {
-        let mut local = Batch { local: Vec::new(), shared: &files };
-        let error = &error;
-        Box::new(move |entry| {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    // An unreadable directory or a bad ignore file: remember
-                    // it, finish the walk, and report it.
-                    error.lock().unwrap().get_or_insert(e);
-                    return WalkState::Continue;
-                }
-            };
-            if entry.file_type().is_some_and(|t| t.is_file() || t.is_symlink()) {
-                match entry.path().strip_prefix(root).ok().and_then(|p| p.to_str()) {
-                    Some(rel) => local.push(rel.to_string()),
-                    None => {
-                        error.lock().unwrap().get_or_insert(ignore::Error::WithPath {
-                            path: entry.path().to_path_buf(),
-                            err: Box::new(ignore::Error::Io(std::io::Error::other(
-                                "path is not valid UTF-8: mzbuild fingerprints need UTF-8 paths, rename it",
-                            ))),
-                        });
-                    }
-                }
-            }
-            WalkState::Continue
-        })
-    });
-    if let Some(e) = error.into_inner().unwrap() {
-        // Ignore-file syntax errors are partial errors in `ignore`; git would
-        // also skip a bad pattern, so only I/O errors are fatal.
-        if !matches!(e, ignore::Error::Partial(_)) {
-            return Err(anyhow::Error::new(e).context(format!("walking {}", root.display())));
-        }
-    }
-    Ok(files.into_inner().unwrap())
-}
-
-/// A walker thread's own list, merged into the shared one in chunks and when
-/// the thread is done (on drop), so threads rarely contend on the lock.
-struct Batch<'a> {
-    local: Vec<String>,
-    shared: &'a Mutex<Vec<String>>,
-}
-
-impl Batch<'_> {
-    fn push(&mut self, path: String) {
-        self.local.push(path);
-        if self.local.len() >= 4096 {
-            self.shared.lock().unwrap().append(&mut self.local);
-        }
-    }
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        self.shared.lock().unwrap().append(&mut self.local);
-    }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use anyhow::{Context, Result};
 use sha1::{Digest, Sha1};
@@ -27,7 +27,7 @@ pub struct BlobCache {
     path: Option<PathBuf>,
     /// The records of the file, sorted by blob id.
     stored: Vec<u8>,
-    added: Mutex<BTreeMap<Oid, [u8; 20]>>,
+    added: RwLock<BTreeMap<Oid, [u8; 20]>>,
     /// Why the file on disk was not used, if it was not.
     pub ignored: Option<String>,
 }
@@ -59,7 +59,7 @@ impl BlobCache {
     }
 
     pub fn len(&self) -> usize {
-        self.stored.len() / RECORD + self.added.lock().unwrap().len()
+        self.stored.len() / RECORD + self.added.read().unwrap().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,17 +80,22 @@ impl BlobCache {
                 }
             }
         }
-        self.added.lock().unwrap().get(oid).copied()
+        self.added.read().unwrap().get(oid).copied()
     }
 
     pub fn insert(&self, oid: Oid, digest: [u8; 20]) {
-        self.added.lock().unwrap().insert(oid, digest);
+        self.added.write().unwrap().insert(oid, digest);
+    }
+
+    /// Insert many entries under one lock.
+    pub fn insert_many(&self, entries: impl Iterator<Item = (Oid, [u8; 20])>) {
+        self.added.write().unwrap().extend(entries);
     }
 
     /// Write the new entries (merged with the stored ones) atomically; a
     /// no-op when nothing was added and the file on disk was fine.
     pub fn save(&self) -> Result<()> {
-        let added = self.added.lock().unwrap();
+        let added = self.added.read().unwrap();
         let Some(path) = &self.path else { return Ok(()) };
         if added.is_empty() && self.ignored.is_none() {
             return Ok(());

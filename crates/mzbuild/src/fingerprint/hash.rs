@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 
 use crate::discover::git::{self, Oid};
 use crate::discover::index::Stat;
-use crate::discover::tree::{Content, Tree};
+use crate::discover::tree::Tree;
 
 pub const MODE_REGULAR: u16 = 0o100644;
 pub const MODE_EXECUTABLE: u16 = 0o100755;
@@ -47,17 +47,34 @@ pub fn hash_paths(root: &Path, paths: &[&str]) -> std::result::Result<Vec<FileHa
         .collect()
 }
 
-/// What hashing a tree's files found, besides the hashes: for `explain`
-/// and the benchmark.
-#[derive(Debug, Default, Clone, Copy)]
+/// What hashing a tree's files found, besides the hashes: for `explain`,
+/// tests and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HashStats {
     /// Content hashes taken from the blob cache.
     pub cached: usize,
+    /// Content hashes taken from the fingerprint memo (same stat data).
+    pub memo: usize,
     /// Files read from disk.
     pub read: usize,
     /// Blobs read from the object store.
     pub blobs: usize,
+    /// The whole answer came from the fingerprint memo.
+    pub memo_hit: bool,
 }
+
+/// One hashed file of a tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Hashed {
+    pub hash: FileHash,
+    /// Work tree, regular files: the `lstat` data taken before the file was
+    /// read (what the fingerprint memo keeps to skip it next time).
+    pub stat: Option<Stat>,
+}
+
+/// What a previous run knew about a work-tree file: its hash, if the file
+/// (at that tree position) still has the stat data given.
+pub type Known<'a> = &'a (dyn Fn(usize, &Stat) -> Option<FileHash> + Sync);
 
 /// Hash the files at `positions` of `tree` (work tree or revision); the
 /// hashes in the order of `positions`. An error comes with the index (into
@@ -65,14 +82,24 @@ pub struct HashStats {
 pub fn hash_tree(
     tree: &Tree,
     positions: &[usize],
-) -> std::result::Result<(Vec<FileHash>, HashStats), (usize, anyhow::Error)> {
-    let blobs = tree.git.blobs();
+    known: Known<'_>,
+) -> std::result::Result<(Vec<Hashed>, HashStats), (usize, anyhow::Error)> {
     if tree.rev.is_some() {
-        return hash_rev(tree, positions);
+        let (hashes, stats) = hash_rev(tree, positions)?;
+        return Ok((hashes.into_iter().map(|hash| Hashed { hash, stat: None }).collect(), stats));
     }
     let root = tree.root.as_path();
-    let index = tree.index.as_deref();
-    let results: Vec<(FileHash, bool)> = positions
+    let index = if tree.caching { tree.index() } else { None };
+    // Each file's index entry, by one merge (positions ascend, so paths do).
+    let entries = index.map(|ix| ix.lookup_sorted(positions.iter().map(|&at| tree.files[at].as_str())));
+    let blobs = index.map(|_| tree.git.blobs());
+    #[derive(Clone, Copy)]
+    enum From {
+        Memo,
+        Cache,
+        Read,
+    }
+    let results: Vec<(Hashed, From, Option<Oid>)> = positions
         .par_iter()
         .enumerate()
         .map_init(
@@ -83,21 +110,37 @@ pub fn hash_tree(
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("input file {rel} is missing"))
                     .map_err(|e| (i, e))?;
-                let oid =
-                    index.filter(|_| meta.file_type().is_file()).and_then(|ix| ix.clean_oid(rel, &Stat::of(&meta)));
-                if let Some(digest) = oid.and_then(|o| blobs.get(&o)) {
-                    return Ok((FileHash { mode: file_mode(&meta), digest }, true));
+                let is_file = meta.file_type().is_file();
+                let stat = is_file.then(|| Stat::of(&meta));
+                if let Some(st) = &stat {
+                    if let Some(hash) = known(at, st) {
+                        return Ok((Hashed { hash, stat }, From::Memo, None));
+                    }
+                }
+                let oid = match (index, &entries, &stat) {
+                    (Some(ix), Some(entries), Some(st)) => entries[i].and_then(|e| ix.clean(e, st)),
+                    _ => None,
+                };
+                if let Some(digest) = oid.and_then(|o| blobs?.get(&o)) {
+                    return Ok((Hashed { hash: FileHash { mode: file_mode(&meta), digest }, stat }, From::Cache, None));
                 }
                 let h = hash_with_meta(root, rel, &meta, buf).map_err(|e| (i, e))?;
-                if let Some(oid) = oid {
-                    blobs.insert(oid, h.digest);
-                }
-                Ok((h, false))
+                Ok((Hashed { hash: h, stat }, From::Read, oid))
             },
         )
         .collect::<std::result::Result<_, _>>()?;
-    let cached = results.iter().filter(|r| r.1).count();
-    let stats = HashStats { cached, read: results.len() - cached, blobs: 0 };
+    // New blob hashes, in one batch (not one lock per file).
+    if let Some(blobs) = blobs {
+        blobs.insert_many(results.iter().filter_map(|(h, _, oid)| Some(((*oid)?, h.hash.digest))));
+    }
+    let mut stats = HashStats::default();
+    for (_, from, _) in &results {
+        match from {
+            From::Memo => stats.memo += 1,
+            From::Cache => stats.cached += 1,
+            From::Read => stats.read += 1,
+        }
+    }
     Ok((results.into_iter().map(|r| r.0).collect(), stats))
 }
 
@@ -107,31 +150,25 @@ fn hash_rev(
 ) -> std::result::Result<(Vec<FileHash>, HashStats), (usize, anyhow::Error)> {
     let blobs = tree.git.blobs();
     let label = tree.label();
+
     let mut out = Vec::with_capacity(positions.len());
     let mut wanted: Vec<(usize, Oid)> = Vec::new();
     let mut stats = HashStats::default();
-    let mut buf = vec![0u8; 256 * 1024];
     for (i, &at) in positions.iter().enumerate() {
         let mode = match tree.rev_mode(at).expect("a revision tree") {
             git::GIT_MODE_SYMLINK => MODE_SYMLINK,
             git::GIT_MODE_EXECUTABLE => MODE_EXECUTABLE,
             _ => MODE_REGULAR,
         };
-        let content = tree.content(at).map_err(|e| (i, e.context(format!("at {label}"))))?;
-        let digest = match content {
-            Content::Blob(oid) => match blobs.get(&oid) {
-                Some(d) => {
-                    stats.cached += 1;
-                    d
-                }
-                None => {
-                    wanted.push((i, oid));
-                    [0; 20]
-                }
-            },
-            Content::Disk(p) => {
-                stats.read += 1;
-                hash_reader(&tree.root.join(&p), &tree.files[at], &mut buf).map_err(|e| (i, e))?
+        let oid = tree.content(at).map_err(|e| (i, e.context(format!("at {label}"))))?;
+        let digest = match blobs.get(&oid) {
+            Some(d) => {
+                stats.cached += 1;
+                d
+            }
+            None => {
+                wanted.push((i, oid));
+                [0; 20]
             }
         };
         out.push(FileHash { mode, digest });

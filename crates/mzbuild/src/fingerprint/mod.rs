@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod fileset;
 pub mod hash;
+pub mod memo;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 use crate::config::settings::Settings;
-use crate::discover::{Image, Repo};
+use crate::discover::{index, Image, Repo};
 use crate::preimage::{self, InputCache};
 use fileset::FileSet;
 
@@ -105,7 +106,7 @@ fn base32(bytes: &[u8]) -> String {
 pub fn inputs(repo: &Repo, image: &Image) -> Result<Vec<String>> {
     let mut cache = InputCache::default();
     let set = input_set(repo, image, &mut cache)?;
-    cache.warn();
+    cache.notes.warn();
     let mut out = Vec::new();
     for run in set.runs() {
         out.extend_from_slice(&repo.tree.files[run]);
@@ -130,58 +131,126 @@ fn input_set(repo: &Repo, image: &Image, cache: &mut InputCache) -> Result<FileS
     Ok(set)
 }
 
-/// An image's fingerprint and the inputs it was computed from.
+/// An image's fingerprint.
 #[derive(Clone, Debug)]
 pub struct Fingerprinted {
     pub fingerprint: Fingerprint,
-    pub inputs: Vec<String>,
 }
 
 /// Fingerprint `images` (which must be closed under dependencies and in
 /// dependency order, as `Repo::resolve` returns them).
 pub fn fingerprint_all(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<BTreeMap<String, Fingerprinted>> {
-    Ok(compute(repo, images, settings)?.fps)
+    Ok(compute(repo, images, settings)?.fps())
+}
+
+/// One image of a [`Computed`]: its fingerprint and everything it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Computed1 {
+    pub fingerprint: Fingerprint,
+    /// Each pre-image's `extra()` word, in order.
+    pub extras: Vec<String>,
+    /// Direct dependencies, sorted, with the fingerprints this one was
+    /// computed from.
+    pub depends_on: Vec<(String, Fingerprint)>,
+    /// Its inputs, as runs `[start, end)` of consecutive tree positions.
+    pub runs: Vec<(u32, u32)>,
+    /// What the default cargo-build inputs left out of it.
+    pub notes: preimage::Notes,
 }
 
 /// Fingerprints with everything they were computed from: the file hashes
-/// behind them, for snapshots and records.
+/// behind them, for `diff`, `explain`, the records and the memo.
+#[derive(Clone, Debug)]
 pub struct Computed {
-    pub fps: BTreeMap<String, Fingerprinted>,
-    /// The unique input files (positions in `Tree::files`, ascending) and
-    /// their hashes.
-    pub unique: Vec<usize>,
+    /// The settings string (part of every fingerprint).
+    pub settings: String,
+    pub images: BTreeMap<String, Computed1>,
+    /// The unique input files of all the images: their tree positions
+    /// (ascending), paths and hashes.
+    pub positions: Vec<u32>,
+    pub paths: Vec<String>,
     pub hashes: Vec<hash::FileHash>,
     pub stats: hash::HashStats,
 }
 
 impl Computed {
-    /// The input manifest of `image`: (path, mode, content hash) per input.
-    pub fn manifest(&self, repo: &Repo, image: &str) -> Vec<(String, hash::FileHash)> {
-        self.fps[image]
-            .inputs
+    pub fn fps(&self) -> BTreeMap<String, Fingerprinted> {
+        self.images.iter().map(|(n, c)| (n.clone(), Fingerprinted { fingerprint: c.fingerprint })).collect()
+    }
+
+    /// The index ranges (into `positions`, `paths`, `hashes`) of `image`'s
+    /// inputs, ascending.
+    pub fn index_runs(&self, image: &str) -> Vec<std::ops::Range<usize>> {
+        self.images[image]
+            .runs
             .iter()
-            .map(|p| {
-                let at = repo.tree.position(p).expect("an input is a tree file");
-                let k = self.unique.binary_search(&at).expect("an input was hashed");
-                (p.clone(), self.hashes[k])
+            .map(|&(a, b)| {
+                let start = self.positions.binary_search(&a).expect("an input was hashed");
+                start..start + (b - a) as usize
             })
             .collect()
     }
+
+    /// The input paths of `image`, sorted.
+    pub fn inputs(&self, image: &str) -> Vec<&str> {
+        self.index_runs(image).into_iter().flat_map(|r| self.paths[r].iter().map(String::as_str)).collect()
+    }
+
+    /// The input manifest of `image`: (path, mode, content hash) per input.
+    pub fn manifest(&self, image: &str) -> Vec<(String, hash::FileHash)> {
+        self.index_runs(image).into_iter().flat_map(|r| r.map(|k| (self.paths[k].clone(), self.hashes[k]))).collect()
+    }
+
+    /// `image`'s snapshot, for comparisons.
+    pub fn snapshot(&self, image: &str) -> snapshot::Snapshot {
+        let c = &self.images[image];
+        snapshot::Snapshot {
+            image: image.to_string(),
+            fingerprint: c.fingerprint,
+            settings: self.settings.clone(),
+            extras: c.extras.clone(),
+            depends_on: c.depends_on.iter().cloned().collect(),
+            inputs: self.manifest(image),
+        }
+    }
+
+    /// Warn about what the default cargo-build inputs left out.
+    pub fn warn(&self) {
+        let mut notes = preimage::Notes::default();
+        for c in self.images.values() {
+            notes.merge(&c.notes);
+        }
+        notes.warn();
+    }
 }
 
-/// [`fingerprint_all`], keeping the file hashes.
+/// [`fingerprint_all`], keeping what the fingerprints were computed from.
+/// With the tree's `caching`, the answer comes from the fingerprint memo
+/// when it proves nothing changed ([`memo`]), and is memoised otherwise.
 pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Computed> {
     let tree = &repo.tree;
+    let settings_string = settings.fingerprint_string();
+    let previous = if tree.caching { memo::Memo::load(repo, &settings_string) } else { None };
+    if let Some(memo) = &previous {
+        if let Some(hit) = memo.answer(repo, images) {
+            hit.warn();
+            return Ok(hit);
+        }
+    }
     let mut cache = InputCache::default();
-    let sets: Vec<FileSet> = images.iter().map(|i| input_set(repo, i, &mut cache)).collect::<Result<_>>()?;
-    cache.warn();
+    let mut notes = Vec::with_capacity(images.len());
+    let mut sets = Vec::with_capacity(images.len());
+    for image in images {
+        sets.push(input_set(repo, image, &mut cache)?);
+        notes.push(std::mem::take(&mut cache.notes));
+    }
     let mut union = FileSet::new(tree.files.len());
     for set in &sets {
         union.union_with(set);
     }
     let unique: Vec<usize> = union.iter().collect();
-    let paths: Vec<&str> = unique.iter().map(|i| tree.files[*i].as_str()).collect();
-    let (hashes, stats) = hash::hash_tree(tree, &unique).map_err(|(i, e)| {
+    let known = |at: usize, stat: &index::Stat| previous.as_ref().and_then(|m| m.known(tree, at, stat));
+    let (hashed, stats) = hash::hash_tree(tree, &unique, &known).map_err(|(i, e)| {
         let users: Vec<String> = images
             .iter()
             .zip(&sets)
@@ -191,35 +260,33 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
         let label = if users.len() == 1 { "image" } else { "images" };
         e.context(format!("{label} {}", users.join(", ")))
     })?;
+    let hashes: Vec<hash::FileHash> = hashed.iter().map(|h| h.hash).collect();
     // What each input file adds to an image's self hash (mode, path,
     // content digest, 0), for every unique file in path order: an image's
     // consecutive inputs are then one slice, hashed with one call.
-    let mut records = Vec::with_capacity(paths.iter().map(|p| p.len() + 23).sum());
-    let mut starts = Vec::with_capacity(paths.len() + 1);
+    let mut records = Vec::with_capacity(unique.iter().map(|&at| tree.files[at].len() + 23).sum());
+    let mut starts = Vec::with_capacity(unique.len() + 1);
     let mut slot = vec![0u32; tree.files.len()];
-    for ((path, hash), at) in paths.iter().zip(&hashes).zip(&unique) {
-        slot[*at] = starts.len() as u32;
+    for (&at, hash) in unique.iter().zip(&hashes) {
+        slot[at] = starts.len() as u32;
         starts.push(records.len());
         records.extend_from_slice(&hash.mode.to_be_bytes());
-        records.extend_from_slice(path.as_bytes());
+        records.extend_from_slice(tree.files[at].as_bytes());
         records.extend_from_slice(&hash.digest);
         records.push(0);
     }
     starts.push(records.len());
-    let settings_string = settings.fingerprint_string();
-    // Self hashes (and input lists) do not depend on each other: all cores.
+    // Self hashes do not depend on each other: all cores.
     let selves: Vec<_> = (0..images.len())
         .into_par_iter()
         .map(|k| {
             let runs = sets[k].runs();
-            let mut ins = Vec::with_capacity(runs.iter().map(ExactSizeIterator::len).sum());
             let mut self_hash = Sha1::new();
             // A run of consecutive tree files is a run of consecutive unique
             // files, whose records are one slice; runs that meet are joined.
             // [first, end) is the run of unique files not yet hashed.
             let (mut first, mut end) = (0, 0);
-            for run in runs {
-                ins.extend_from_slice(&tree.files[run.clone()]);
+            for run in &runs {
                 let (a, b) = (slot[run.start] as usize, slot[run.end - 1] as usize + 1);
                 if a != end {
                     self_hash.update(&records[starts[first]..starts[end]]);
@@ -228,32 +295,52 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
                 end = b;
             }
             self_hash.update(&records[starts[first]..starts[end]]);
-            for pre in &images[k].config.pre_images {
-                self_hash.update(preimage::extra(pre, settings).as_bytes());
+            let extras: Vec<String> =
+                images[k].config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect();
+            for extra in &extras {
+                self_hash.update(extra.as_bytes());
                 self_hash.update([0u8]);
             }
             self_hash.update(settings_string.as_bytes());
-            (self_hash.finalize(), ins)
+            let runs: Vec<(u32, u32)> = runs.into_iter().map(|r| (r.start as u32, r.end as u32)).collect();
+            (self_hash.finalize(), extras, runs)
         })
         .collect();
-    let mut out: BTreeMap<String, Fingerprinted> = BTreeMap::new();
-    for (image, (self_digest, ins)) in images.iter().zip(selves) {
+    let mut out: BTreeMap<String, Computed1> = BTreeMap::new();
+    for ((image, (self_digest, extras, runs)), notes) in images.iter().zip(selves).zip(notes) {
         let mut full = Sha1::new();
         full.update(self_digest);
+        let mut depends_on = Vec::with_capacity(image.depends_on.len());
         for dep in &image.depends_on {
             let dep_fp = out
                 .get(dep)
-                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?;
+                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?
+                .fingerprint;
             full.update(dep.as_bytes());
-            full.update(dep_fp.fingerprint.0);
+            full.update(dep_fp.0);
             full.update([0u8]);
+            depends_on.push((dep.clone(), dep_fp));
         }
-        out.insert(image.name.clone(), Fingerprinted { fingerprint: Fingerprint(full.finalize().into()), inputs: ins });
+        let fingerprint = Fingerprint(full.finalize().into());
+        out.insert(image.name.clone(), Computed1 { fingerprint, extras, depends_on, runs, notes });
     }
-    if let Err(e) = tree.git.blobs().save() {
-        crate::ui::warn(format_args!("could not save the blob cache (fingerprints are not affected): {e:#}"));
+    let computed = Computed {
+        settings: settings_string,
+        images: out,
+        positions: unique.iter().map(|&p| p as u32).collect(),
+        paths: unique.iter().map(|&p| tree.files[p].clone()).collect(),
+        hashes,
+        stats,
+    };
+    computed.warn();
+    if tree.caching {
+        if let Err(e) = tree.git.blobs().save() {
+            crate::ui::warn(format_args!("could not save the blob cache (fingerprints are not affected): {e:#}"));
+        }
+        let stats: Vec<Option<index::Stat>> = hashed.iter().map(|h| h.stat).collect();
+        memo::Memo::store(repo, &computed, &stats, previous);
     }
-    Ok(Computed { fps: out, unique, hashes, stats })
+    Ok(computed)
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 //! seen before can be explained later.
 //!
 //! A record is small: `<FINGERPRINT>.json` names the image, its settings,
-//! words and dependencies, and its inputs as ranges of lines of a shared
-//! manifest, `manifests/<sha1>` (one `<mode> <content sha1> <path>` line per
-//! unique input of the run, content-addressed, written once). Fingerprints
-//! already recorded are skipped, so a run that changes nothing writes
-//! nothing.
+//! words and dependencies, and its inputs as ranges of entries of a shared
+//! manifest, `manifests/<sha1>` (one `<mode> <content sha1> <path>` entry per
+//! unique input of the run, each ended by a NUL byte, so that any path
+//! works; content-addressed, written once). Fingerprints already recorded
+//! are skipped, so a run that changes nothing writes nothing. The newest
+//! [`KEEP_MANIFESTS`] manifests are kept, with the records that use them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,7 +25,6 @@ use super::hash::FileHash;
 use super::{Computed, Fingerprint};
 use crate::config::settings::Settings;
 use crate::discover::{Image, Repo};
-use crate::preimage;
 
 /// One image's fingerprint and everything it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,26 +41,8 @@ pub struct Snapshot {
 }
 
 /// Snapshots of every image of `computed`.
-pub fn snapshots(
-    repo: &Repo,
-    images: &[&Image],
-    settings: &Settings,
-    computed: &Computed,
-) -> BTreeMap<String, Snapshot> {
-    images
-        .iter()
-        .map(|image| {
-            let snap = Snapshot {
-                image: image.name.clone(),
-                fingerprint: computed.fps[&image.name].fingerprint,
-                settings: settings.fingerprint_string(),
-                extras: image.config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect(),
-                depends_on: image.depends_on.iter().map(|d| (d.clone(), computed.fps[d].fingerprint)).collect(),
-                inputs: computed.manifest(repo, &image.name),
-            };
-            (image.name.clone(), snap)
-        })
-        .collect()
+pub fn snapshots(computed: &Computed) -> BTreeMap<String, Snapshot> {
+    computed.images.keys().map(|name| (name.clone(), computed.snapshot(name))).collect()
 }
 
 /// How two snapshots of one image differ.
@@ -184,6 +166,9 @@ pub fn compare(old: &Snapshot, new: &Snapshot) -> Change {
 // ---------------------------------------------------------------------------
 // Records.
 
+/// Manifests kept (with the records that use them).
+pub const KEEP_MANIFESTS: usize = 32;
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     image: String,
@@ -191,10 +176,14 @@ struct Record {
     settings: String,
     extras: Vec<String>,
     depends_on: BTreeMap<String, String>,
-    /// The manifest file (its SHA-1) and this image's lines of it, as
+    /// The manifest file (its SHA-1) and this image's entries of it, as
     /// [start, end) ranges.
     manifest: String,
     inputs: Vec<(usize, usize)>,
+    /// How manifest entries end: 1 = NUL (0, the first format, ended them
+    /// with a newline, which a path may contain).
+    #[serde(default)]
+    format: u32,
 }
 
 /// Where records live.
@@ -204,17 +193,17 @@ pub fn record_dir(root: &Path) -> PathBuf {
 
 /// Record every fingerprint of `computed` not recorded yet. Returns how
 /// many were written.
-pub fn record(repo: &Repo, images: &[&Image], settings: &Settings, computed: &Computed) -> Result<usize> {
-    let dir = record_dir(repo.root());
-    let todo: Vec<&&Image> =
-        images.iter().filter(|i| !dir.join(format!("{}.json", computed.fps[&i.name].fingerprint)).exists()).collect();
+pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
+    let dir = record_dir(root);
+    let todo: Vec<(&String, &super::Computed1)> =
+        computed.images.iter().filter(|(_, c)| !dir.join(format!("{}.json", c.fingerprint)).exists()).collect();
     if todo.is_empty() {
         return Ok(0);
     }
-    // The manifest: one line per unique input of the run.
-    let mut text = String::with_capacity(computed.unique.len() * 80);
-    for (at, h) in computed.unique.iter().zip(&computed.hashes) {
-        let _ = writeln!(text, "{:o} {} {}", h.mode, crate::discover::git::hex(&h.digest), repo.tree.files[*at]);
+    // The manifest: one entry per unique input of the run.
+    let mut text = String::with_capacity(computed.paths.len() * 80);
+    for (path, h) in computed.paths.iter().zip(&computed.hashes) {
+        let _ = write!(text, "{:o} {} {path}\0", h.mode, crate::discover::git::hex(&h.digest));
     }
     let manifest = crate::discover::git::hex(&Sha1::digest(text.as_bytes()));
     let manifests = dir.join("manifests");
@@ -223,31 +212,56 @@ pub fn record(repo: &Repo, images: &[&Image], settings: &Settings, computed: &Co
     if !mpath.exists() {
         write_atomic(&mpath, text.as_bytes())?;
     }
-    for image in &todo {
-        let fp = computed.fps[&image.name].fingerprint;
+    for (name, c) in &todo {
         // Inputs are a subset of the unique files, both ascending: ranges
-        // of manifest lines.
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
-        for p in &computed.fps[&image.name].inputs {
-            let at = repo.tree.position(p).expect("an input is a tree file");
-            let k = computed.unique.binary_search(&at).expect("an input was hashed");
-            match ranges.last_mut() {
-                Some(r) if r.1 == k => r.1 = k + 1,
-                _ => ranges.push((k, k + 1)),
-            }
-        }
+        // of manifest entries.
+        let ranges: Vec<(usize, usize)> = computed.index_runs(name).into_iter().map(|r| (r.start, r.end)).collect();
         let rec = Record {
-            image: image.name.clone(),
-            fingerprint: fp.to_string(),
-            settings: settings.fingerprint_string(),
-            extras: image.config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect(),
-            depends_on: image.depends_on.iter().map(|d| (d.clone(), computed.fps[d].fingerprint.to_string())).collect(),
+            image: name.to_string(),
+            fingerprint: c.fingerprint.to_string(),
+            settings: computed.settings.clone(),
+            extras: c.extras.clone(),
+            depends_on: c.depends_on.iter().map(|(d, fp)| (d.clone(), fp.to_string())).collect(),
             manifest: manifest.clone(),
             inputs: ranges,
+            format: 1,
         };
-        write_atomic(&dir.join(format!("{fp}.json")), &serde_json::to_vec(&rec)?)?;
+        write_atomic(&dir.join(format!("{}.json", c.fingerprint)), &serde_json::to_vec(&rec)?)?;
     }
+    prune(&dir);
     Ok(todo.len())
+}
+
+/// Keep the newest [`KEEP_MANIFESTS`] manifests; remove the records of the
+/// others.
+fn prune(dir: &Path) {
+    let manifests = dir.join("manifests");
+    let before: Vec<String> = list_names(&manifests);
+    if before.len() <= KEEP_MANIFESTS {
+        return;
+    }
+    crate::cachefile::prune(&manifests, KEEP_MANIFESTS);
+    let kept: std::collections::BTreeSet<String> = list_names(&manifests).into_iter().collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let keep = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            .is_some_and(|r| kept.contains(&r.manifest));
+        if !keep {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+fn list_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|es| es.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -273,11 +287,15 @@ pub fn load(root: &Path, fp: &Fingerprint) -> Result<Option<Snapshot>> {
     let mpath = dir.join("manifests").join(&rec.manifest);
     let text = std::fs::read_to_string(&mpath)
         .map_err(|e| bad(&format!("its manifest {} is unreadable ({e})", mpath.display())))?;
-    let lines: Vec<&str> = text.lines().collect();
+    let entries: Vec<&str> = match rec.format {
+        0 => text.lines().collect(),
+        1 => text.split_terminator('\0').collect(),
+        f => return Err(bad(&format!("unknown manifest format {f}"))),
+    };
     let mut inputs = Vec::new();
     for &(a, b) in &rec.inputs {
-        for line in lines.get(a..b).ok_or_else(|| bad("input ranges beyond its manifest"))? {
-            inputs.push(parse_line(line).ok_or_else(|| bad(&format!("bad manifest line {line:?}")))?);
+        for entry in entries.get(a..b).ok_or_else(|| bad("input ranges beyond its manifest"))? {
+            inputs.push(parse_entry(entry).ok_or_else(|| bad(&format!("bad manifest entry {entry:?}")))?);
         }
     }
     let parse_fp = |s: &str| s.parse::<Fingerprint>().map_err(|_| bad("bad fingerprint"));
@@ -291,8 +309,8 @@ pub fn load(root: &Path, fp: &Fingerprint) -> Result<Option<Snapshot>> {
     }))
 }
 
-fn parse_line(line: &str) -> Option<(String, FileHash)> {
-    let mut parts = line.splitn(3, ' ');
+fn parse_entry(entry: &str) -> Option<(String, FileHash)> {
+    let mut parts = entry.splitn(3, ' ');
     let mode = u16::from_str_radix(parts.next()?, 8).ok()?;
     let hex = parts.next()?;
     let path = parts.next()?;
@@ -310,13 +328,13 @@ pub fn fingerprint_and_record(
 ) -> Result<BTreeMap<String, super::Fingerprinted>> {
     let computed = super::compute(repo, images, settings)?;
     if repo.tree.rev.is_none() {
-        if let Err(e) = record(repo, images, settings, &computed) {
+        if let Err(e) = record(repo.root(), &computed) {
             crate::ui::warn(format_args!(
                 "could not record fingerprints for `explain` (builds are not affected): {e:#}"
             ));
         }
     }
-    Ok(computed.fps)
+    Ok(computed.fps())
 }
 
 /// Check a revision-or-fingerprint argument: a fingerprint when it parses
@@ -378,9 +396,11 @@ mod tests {
     }
 
     #[test]
-    fn manifest_lines_round_trip() {
+    fn manifest_entries_round_trip() {
         let h = FileHash { mode: 0o100755, digest: [0xab; 20] };
-        let line = format!("{:o} {} {}", h.mode, crate::discover::git::hex(&h.digest), "dir/a b.txt");
-        assert_eq!(parse_line(&line), Some(("dir/a b.txt".to_string(), h)));
+        for path in ["dir/a b.txt", "new\nline", "tab\tand space "] {
+            let entry = format!("{:o} {} {path}", h.mode, crate::discover::git::hex(&h.digest));
+            assert_eq!(parse_entry(&entry), Some((path.to_string(), h)));
+        }
     }
 }

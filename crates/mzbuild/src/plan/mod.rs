@@ -279,7 +279,7 @@ mod tests {
         let fps: BTreeMap<String, Fingerprinted> = images
             .iter()
             .enumerate()
-            .map(|(i, im)| (im.name.clone(), Fingerprinted { fingerprint: Fingerprint([i as u8; 20]), inputs: vec![] }))
+            .map(|(i, im)| (im.name.clone(), Fingerprinted { fingerprint: Fingerprint([i as u8; 20]) }))
             .collect();
         plan(&refs, &fps, &n, &goal, facts)
             .iter()

@@ -61,7 +61,7 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
                 out.push(at);
             }
         }
-        None => cache.config_toml_left_out |= tree.contains(".cargo/config.toml"),
+        None => cache.notes.config_toml_left_out |= tree.contains(".cargo/config.toml"),
     }
     out.push(tree.range("ci/builder"));
     let graph = repo.crates().context("reading the cargo workspace")?;
@@ -76,7 +76,7 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
         let (krate, dev) = root?;
         let closure = graph.closure(krate, dev, rule);
         if ws.path_dependencies.is_none() {
-            cache.unfollowed.extend(graph.unfollowed(krate, dev, &closure));
+            cache.notes.unfollowed.extend(graph.unfollowed(krate, dev, &closure));
         }
         crates.extend(closure);
     }

@@ -23,20 +23,34 @@ pub use cargo_build::BuildEnv;
 
 /// What computing inputs can share between images: the files of each crate
 /// (cargo-build images share most of the workspace); and what the default
-/// cargo-build inputs left out, for [`InputCache::warn`].
+/// cargo-build inputs left out ([`Notes`]).
 #[derive(Default)]
 pub struct InputCache {
     crates: BTreeMap<String, Vec<Range<usize>>>,
-    /// `.cargo/config.toml` exists and `extra-cargo-inputs` is not set.
-    config_toml_left_out: bool,
-    /// Path dependencies cargo builds with that the original's rule does not
-    /// follow, in images' closures: (manifest, entry, directory).
-    unfollowed: BTreeSet<(String, String, String)>,
+    /// What the images computed since the last `take` left out.
+    pub notes: Notes,
 }
 
-impl InputCache {
+/// What the original's cargo-build inputs (the default) left out of some
+/// images, for a warning with the way to opt in. Kept per image by the
+/// fingerprint memo, so that a memoised answer warns as a computed one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// `.cargo/config.toml` exists and `extra-cargo-inputs` is not set.
+    pub config_toml_left_out: bool,
+    /// Path dependencies cargo builds with that the original's rule does not
+    /// follow, in images' closures: (manifest, entry, directory).
+    pub unfollowed: BTreeSet<(String, String, String)>,
+}
+
+impl Notes {
+    pub fn merge(&mut self, other: &Notes) {
+        self.config_toml_left_out |= other.config_toml_left_out;
+        self.unfollowed.extend(other.unfollowed.iter().cloned());
+    }
+
     /// Say, once per run, what the original's cargo-build inputs (the
-    /// default) leave out of the images just computed, and how to opt in.
+    /// default) leave out, and how to opt in.
     pub fn warn(&self) {
         if self.config_toml_left_out {
             ui::warn_once(
@@ -99,6 +113,13 @@ pub fn extra(pre: &PreImage, settings: &Settings) -> String {
 /// dependants are skipped), the others still build.
 pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &BuildEnv<'_>) -> BTreeMap<String, String> {
     let mut failed = BTreeMap::new();
+    // Cleaning contexts deletes what the listing does not name: it must be
+    // the work tree's now.
+    let dirs: Vec<&str> = images.iter().map(|i| i.dir.as_str()).collect();
+    if let Err(e) = repo.tree.verify_listing(&dirs) {
+        let why = format!("{e:#}");
+        return images.iter().map(|i| (i.name.clone(), why.clone())).collect();
+    }
     let mut outputs: Vec<(String, PathBuf)> = Vec::new();
     for image in images {
         let copied = clean_context(repo, image).and_then(|()| {
