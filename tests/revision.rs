@@ -111,20 +111,104 @@ fn revision_errors_name_the_problem() {
     assert!(err.contains("misc/images/app/dangling is a dangling symlink (to `nowhere`)"), "{err}");
 }
 
+/// A symlink that leads out of the repository: in the work tree its target
+/// is read, as the original reads it; at a revision the target is not part
+/// of the commit, so it is an error (never this machine's disk), which
+/// names the link, for `--rev`, `diff` and the revision memo alike.
+#[test]
+fn a_symlink_out_of_the_repository_is_an_error_at_a_revision() {
+    let repo = fixture();
+    let outside = repo.scratch().join("outside.txt");
+    std::fs::write(&outside, "outside\n").unwrap();
+    repo.symlink(outside.to_str().unwrap(), "misc/images/app/out.link").commit_all();
+    let before = repo.mzbuild(&["--arch", "x86_64", "fingerprint", "app"]).ok().to_string();
+    std::fs::write(&outside, "changed\n").unwrap();
+    let after = repo.mzbuild(&["--arch", "x86_64", "fingerprint", "app"]).ok().to_string();
+    assert_ne!(before, after, "the work tree reads the target");
+    for args in [&["fingerprint", "app", "--rev", "HEAD"][..], &["diff", "HEAD"][..], &["diff", "HEAD"][..]] {
+        let mut full = vec!["--arch", "x86_64"];
+        full.extend_from_slice(args);
+        let err = repo.mzbuild(&full).error().to_string();
+        assert!(
+            err.contains("input misc/images/app/out.link is a symlink out of the repository")
+                && err.contains("in `HEAD`")
+                && err.contains(outside.to_str().unwrap()),
+            "{args:?}: {err}"
+        );
+    }
+    // A relative one that climbs out says the same.
+    repo.remove("misc/images/app/out.link").symlink("../../../../outside.txt", "misc/images/app/up.link").commit_all();
+    let err = repo.mzbuild(&["--arch", "x86_64", "fingerprint", "app", "--rev", "HEAD"]).error().to_string();
+    assert!(err.contains("input misc/images/app/up.link is a symlink out of the repository"), "{err}");
+}
+
+/// Records are bounded: the newest manifests are kept with the records
+/// that use them, and every record left can be read.
+#[test]
+fn records_are_bounded() {
+    use fingerprint::snapshot::{self, KEEP_MANIFESTS};
+    let repo = TempRepo::new();
+    repo.write("img/mzbuild.yml", "name: img\n").write("img/Dockerfile", "FROM scratch\n").commit_all();
+    let mut last = None;
+    for i in 0..KEEP_MANIFESTS + 2 {
+        repo.write("img/f", format!("{i}\n"));
+        let r = Repo::load_with(repo.root(), false, false).unwrap();
+        let images = r.resolve(&[]).unwrap();
+        let computed = fingerprint::compute(&r, &images, &settings(Arch::X86_64)).unwrap();
+        assert_eq!(snapshot::record(repo.root(), &computed).unwrap(), 1);
+        last = Some(computed.images["img"].fingerprint);
+    }
+    let dir = snapshot::record_dir(repo.root());
+    assert_eq!(std::fs::read_dir(dir.join("manifests")).unwrap().count(), KEEP_MANIFESTS);
+    let records: Vec<Fingerprint> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().unwrap().strip_suffix(".json").map(str::to_string))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(records.len(), KEEP_MANIFESTS);
+    assert!(records.contains(&last.unwrap()), "the newest record stays");
+    for fp in records {
+        assert!(snapshot::load(repo.root(), &fp).unwrap().is_some(), "{fp}");
+    }
+}
+
+/// Records name their inputs in a manifest whose entries end with NUL: a
+/// path with a newline (or anything else git allows) comes back as it was.
+#[test]
+fn records_keep_any_path() {
+    let repo = TempRepo::new();
+    repo.write("img/mzbuild.yml", "name: img\n")
+        .write("img/Dockerfile", "FROM scratch\n")
+        .write("img/new\nline.txt", "n\n")
+        .write("img/tab\tand space .txt", "t\n")
+        .commit_all();
+    let r = Repo::load(repo.root(), false).unwrap();
+    let images = r.resolve(&[]).unwrap();
+    let computed = fingerprint::compute(&r, &images, &settings(Arch::X86_64)).unwrap();
+    assert_eq!(fingerprint::snapshot::record(repo.root(), &computed).unwrap(), 1);
+    let fp = computed.images["img"].fingerprint;
+    let snap = fingerprint::snapshot::load(repo.root(), &fp).unwrap().expect("recorded");
+    assert_eq!(snap, computed.snapshot("img"));
+    let paths: Vec<&str> = snap.inputs.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["img/Dockerfile", "img/mzbuild.yml", "img/new\nline.txt", "img/tab\tand space .txt"]);
+}
+
 /// Replace the blob cache with exactly `entries` (blob id -> content
-/// SHA-1), in its on-disk format.
+/// SHA-1), in its on-disk format, as used today.
 fn write_cache(repo: &TempRepo, entries: &[([u8; 20], [u8; 20])]) {
     use sha1::{Digest, Sha1};
     let mut entries = entries.to_vec();
     entries.sort();
-    let mut out = b"mzbuild blob-sha1 v1\n".to_vec();
+    let today = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400) as u32;
+    let mut out = b"mzbuild blob-sha1 v2\n".to_vec();
     for (oid, digest) in entries {
         out.extend(oid);
         out.extend(digest);
+        out.extend(today.to_le_bytes());
     }
     let sum = Sha1::digest(&out);
     out.extend(sum);
-    repo.write(".git/mzbuild/blob-sha1", out);
+    repo.write(".git/mzbuild/blob-sha1.v2", out);
 }
 
 fn blob_id(repo: &TempRepo, spec: &str) -> [u8; 20] {
@@ -166,7 +250,7 @@ fn blob_cache_and_racy_entries() {
 
     // A racy edit: same size, mtime put back, in the second the index was
     // written.
-    std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1")).unwrap();
+    std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1.v2")).unwrap();
     repo.set_mtime("test/data/a.td", now);
     repo.git(["update-index", "-q", "--refresh"]);
     assert_eq!(list(&repo, None, None), truth);
@@ -175,11 +259,11 @@ fn blob_cache_and_racy_entries() {
     repo.set_mtime("test/data/a.td", before);
     let edited = list(&repo, None, None);
     assert_ne!(edited, truth, "the racy edit is seen");
-    let _ = std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1"));
+    let _ = std::fs::remove_file(repo.path(".git/mzbuild/blob-sha1.v2"));
     assert_eq!(list(&repo, None, None), edited, "without a cache: the same");
 
     // Corrupt: ignored with a warning, rebuilt; fingerprints unchanged.
-    repo.write(".git/mzbuild/blob-sha1", "garbage");
+    repo.write(".git/mzbuild/blob-sha1.v2", "garbage");
     let out = repo.mzbuild(&["--arch", "x86_64", "list", "--json"]);
     assert_eq!(out.ok(), edited);
     assert!(out.stderr.contains("ignoring the blob cache") && out.stderr.contains("it is rebuilt"), "{out}");
@@ -288,13 +372,20 @@ fn lint_reports_everything_at_once() {
         misc/images/c/Dockerfile: image `c`: the Dockerfile has no FROM or MZFROM line: start it with a base image
         misc/images/c/Dockerfile: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
         misc/images/c/mzbuild.yml: pre-image #1 writes misc/images/c/out, which git does not ignore: once built it becomes an input and the fingerprint changes after every build; add `/out` to misc/images/c/.gitignore
-        misc/images/c/mzbuild.yml: unknown key `pubish` (ignored; known keys: name, publish, description, mainline, pre-image, build-args) (an error with --strict)
+        misc/images/c/mzbuild.yml: unknown key `pubish` (ignored; known keys: name, publish, description, mainline, pre-image, build-args)
         misc/images/c/mzbuild.yml: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
         misc/images/d/Dockerfile: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
         misc/images/d/Dockerfile:1: `MZFROM nope` names an image that does not exist (images: app, base, c, d); fix the name or add the image
         misc/images/d/mzbuild.yml: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
     "#]]
     .assert_eq(&out.stdout);
+    assert_eq!(out.stdout.matches("(an error with --strict)").count(), 0);
+    // With --strict, the warning says what made it an error; the same
+    // findings either way.
+    let strict = repo.mzbuild(&["--strict", "lint"]);
+    assert!(strict.error().contains("lint: 9 problems in the work tree"), "{strict}");
+    assert_eq!(strict.stdout.replace(" (an error with --strict)", ""), out.stdout);
+    assert_eq!(strict.stdout.matches("(an error with --strict)").count(), 1, "{strict}");
     // At a revision: the commit's files only.
     repo.commit_all();
     assert_eq!(repo.mzbuild(&["lint", "--rev", "HEAD~"]).code, Some(0));

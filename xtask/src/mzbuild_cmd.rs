@@ -17,7 +17,7 @@ impl flags::Mzbuild {
         if let Command::Lint(c) = &self.command {
             // Lint reads a configuration that may not load: no Ctx.
             let root = options(&self.global)?.root_dir(workspace_root(), &ProcessEnv);
-            return lint(&root, c.rev.rev.as_deref());
+            return lint(&root, c.rev.rev.as_deref(), self.global.strict);
         }
         if let Command::Hook(h) = &self.command {
             let opts = options(&self.global)?;
@@ -183,13 +183,13 @@ impl flags::Explain {
 }
 
 /// `lint [--rev REV]`: findings on stdout, exit 1 when there are any.
-pub fn lint(root: &std::path::Path, rev: Option<&str>) -> Result<Status> {
+pub fn lint(root: &std::path::Path, rev: Option<&str>, strict: bool) -> Result<Status> {
     let tree = match rev {
         Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
         None => mzbuild::discover::tree::Tree::list(root)?,
     };
     let label = tree.label();
-    let findings = mzbuild::lint::lint(tree)?;
+    let findings = mzbuild::lint::lint(tree, strict)?;
     if findings.is_empty() {
         ui::progress(format_args!("lint: no problems in {label}"));
         return Ok(Status::Success);

@@ -348,20 +348,21 @@ pub fn save(path: &Path, bytes: &[u8]) {
     }
 }
 
-/// Keep at most `keep` files in `dir` (the most recently modified), so
-/// that per-revision and per-settings caches stay bounded.
-pub fn prune(dir: &Path, keep: usize) {
+/// Keep at most `keep` files in `dir`: `newest` (just written) and the
+/// most recently modified others, so that per-revision and per-settings
+/// caches stay bounded.
+pub fn prune(dir: &Path, keep: usize, newest: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && e.path() != newest)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    if files.len() <= keep {
+    if files.len() < keep {
         return;
     }
     files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    for (_, path) in files.into_iter().skip(keep) {
+    for (_, path) in files.into_iter().skip(keep.saturating_sub(1)) {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -423,6 +424,24 @@ mod tests {
         ] {
             assert!(!unchanged(&recorded, &now, 100), "{now:?}");
         }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_the_one_just_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + n);
+        for (name, t) in [("a", 5), ("b", 4), ("c", 3), ("d", 2), ("new", 1)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(at(t)).unwrap();
+        }
+        prune(dir.path(), 3, &dir.path().join("new"));
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["a", "b", "new"]);
+        prune(dir.path(), 3, &dir.path().join("new"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "at the bound, nothing goes");
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub fn pre_push(options: &Options, root: &Path, env: Box<dyn crate::Env>, defaul
     for push in &pushes {
         let short = &push.local_sha[..push.local_sha.len().min(12)];
         ui::progress(format_args!("pre-push: {} ({short}) -> {}", push.local_ref, push.remote_ref));
-        let findings = lint::lint(Tree::list_rev(root, &push.local_sha)?)?;
+        let findings = lint::lint(Tree::list_rev_with(root, &push.local_sha, !options.no_cache)?, options.strict)?;
         if !findings.is_empty() {
             for f in &findings {
                 ui::error(f);

@@ -21,9 +21,11 @@ use crate::discover::tree::Tree;
 use crate::discover::Repo;
 use crate::fingerprint;
 
-/// Every finding, sorted by file.
-pub fn lint(tree: Tree) -> Result<Vec<ConfigError>> {
-    let (repo, mut findings) = Repo::load_lenient(tree)?;
+/// Every finding, sorted by file. Configuration warnings are findings too
+/// (lint is strict); `strict` only marks them as what `--strict` makes them
+/// elsewhere, errors.
+pub fn lint(tree: Tree, strict: bool) -> Result<Vec<ConfigError>> {
+    let (repo, mut findings) = Repo::load_lenient(tree, strict)?;
     let ignores = Ignores::new(&repo.tree);
     for image in repo.images.values() {
         let yml = format!("{}/mzbuild.yml", image.dir);

@@ -102,14 +102,18 @@ impl Repo {
     }
 
     /// For `lint`: every image that could be read, with every problem of
-    /// the configuration (warnings as errors, cycles among the images that
-    /// exist even when other things are wrong).
-    pub fn load_lenient(tree: Tree) -> Result<(Repo, Vec<ConfigError>)> {
+    /// the configuration (warnings too, marked as errors under `strict`;
+    /// cycles among the images that exist even when other things are
+    /// wrong).
+    pub fn load_lenient(tree: Tree, strict: bool) -> Result<(Repo, Vec<ConfigError>)> {
         let workspace = WorkspaceConfig::load(&tree)?;
         let (images, mut errors, warnings) = discover_images(&tree);
-        errors.extend(
-            warnings.into_iter().chain(workspace.warnings.iter().cloned()).map(|w| ConfigError::Strict(Box::new(w))),
-        );
+        let warnings = warnings.into_iter().chain(workspace.warnings.iter().cloned());
+        if strict {
+            errors.extend(warnings.map(|w| ConfigError::Strict(Box::new(w))));
+        } else {
+            errors.extend(warnings);
+        }
         if !errors.iter().any(|e| matches!(e, ConfigError::Cycle(_))) {
             let mut known = images.clone();
             for image in known.values_mut() {

@@ -2,16 +2,24 @@
 //! fingerprint hashes; git's blob id hashes a header too). Blob ids are
 //! content addresses, so an entry is true forever and for every work tree of
 //! the repository; it lives beside the object store, in
-//! `<git common dir>/mzbuild/blob-sha1`.
+//! `<git common dir>/mzbuild/blob-sha1.v2`.
 //!
-//! The file is the sorted records (blob id, content SHA-1) behind a magic
-//! line and before a SHA-1 of everything else: looked up in place by binary
-//! search, so loading costs one read. A file that does not check out
-//! (truncated, corrupt, another version) is ignored and rewritten; without
-//! a git directory to write to, the cache lives only in memory.
+//! The file is the sorted records (blob id, content SHA-1, the day it was
+//! last used) behind a magic line and before a SHA-1 of everything else:
+//! looked up in place by binary search, so loading costs one read. A file
+//! that does not check out (truncated, corrupt) is ignored and rewritten;
+//! without a git directory to write to, the cache lives only in memory.
+//!
+//! Bounded: an entry not used for [`MAX_AGE_DAYS`] days is dropped when the
+//! file is next written, and the file never holds more than [`MAX_ENTRIES`]
+//! entries (the least recently used go first). Using an entry refreshes its
+//! day at most once a day, so a run that only reads writes nothing. (Earlier
+//! versions wrote an unbounded `blob-sha1` beside it, which binaries of this
+//! version neither read nor remove.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use anyhow::{Context, Result};
@@ -19,24 +27,37 @@ use sha1::{Digest, Sha1};
 
 use crate::discover::git::Oid;
 
-const MAGIC: &[u8] = b"mzbuild blob-sha1 v1\n";
-const RECORD: usize = 40;
+const MAGIC: &[u8] = b"mzbuild blob-sha1 v2\n";
+/// Blob id, content SHA-1, day of last use (u32, days since 1970).
+const RECORD: usize = 44;
+/// Entries unused for longer are dropped.
+pub const MAX_AGE_DAYS: u32 = 30;
+/// The most entries the file holds (~44 MiB).
+pub const MAX_ENTRIES: usize = 1 << 20;
+pub const FILE_NAME: &str = "blob-sha1.v2";
 
 #[derive(Default)]
 pub struct BlobCache {
     path: Option<PathBuf>,
     /// The records of the file, sorted by blob id.
     stored: Vec<u8>,
+    /// One bit per stored record: used by this run.
+    used: Vec<AtomicU64>,
     added: RwLock<BTreeMap<Oid, [u8; 20]>>,
     /// Why the file on disk was not used, if it was not.
     pub ignored: Option<String>,
+}
+
+/// Today, as the cache counts days.
+fn today() -> u32 {
+    crate::cachefile::now_secs() / 86_400
 }
 
 impl BlobCache {
     /// The cache of the repository whose common git directory is
     /// `common_dir`.
     pub fn load(common_dir: &Path) -> BlobCache {
-        let path = common_dir.join("mzbuild").join("blob-sha1");
+        let path = common_dir.join("mzbuild").join(FILE_NAME);
         let mut cache = BlobCache { path: Some(path.clone()), ..BlobCache::default() };
         match std::fs::read(&path) {
             Ok(bytes) => match check(&bytes) {
@@ -44,6 +65,8 @@ impl BlobCache {
                     cache.stored = bytes;
                     cache.stored.truncate(cache.stored.len() - 20);
                     cache.stored.drain(..MAGIC.len());
+                    let words = (cache.stored.len() / RECORD).div_ceil(64);
+                    cache.used = (0..words).map(|_| AtomicU64::new(0)).collect();
                 }
                 Err(why) => cache.ignored = Some(format!("{}: {why}", path.display())),
             },
@@ -76,7 +99,8 @@ impl BlobCache {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
-                    return Some(self.stored[mid * RECORD + 20..(mid + 1) * RECORD].try_into().unwrap())
+                    self.used[mid / 64].fetch_or(1 << (mid % 64), Ordering::Relaxed);
+                    return Some(self.stored[mid * RECORD + 20..mid * RECORD + 40].try_into().unwrap());
                 }
             }
         }
@@ -92,37 +116,85 @@ impl BlobCache {
         self.added.write().unwrap().extend(entries);
     }
 
-    /// Write the new entries (merged with the stored ones) atomically; a
-    /// no-op when nothing was added and the file on disk was fine.
+    /// Write the new entries (merged with the stored ones, days refreshed,
+    /// old ones dropped) atomically; a no-op when that would change nothing
+    /// worth a write.
     pub fn save(&self) -> Result<()> {
-        let added = self.added.read().unwrap();
+        self.save_on(today(), MAX_ENTRIES)
+    }
+
+    fn save_on(&self, today: u32, max_entries: usize) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        if added.is_empty() && self.ignored.is_none() {
-            return Ok(());
-        }
-        let mut out = Vec::with_capacity(MAGIC.len() + self.stored.len() + added.len() * RECORD + 20);
-        out.extend_from_slice(MAGIC);
-        let mut new = added.iter().peekable();
-        for record in self.stored.chunks_exact(RECORD) {
-            while let Some((oid, digest)) = new.next_if(|(oid, _)| oid.as_slice() < &record[..20]) {
-                out.extend_from_slice(oid);
-                out.extend_from_slice(digest);
-            }
-            new.next_if(|(oid, _)| oid.as_slice() == &record[..20]);
-            out.extend_from_slice(record);
-        }
-        for (oid, digest) in new {
-            out.extend_from_slice(oid);
-            out.extend_from_slice(digest);
-        }
-        let sum = Sha1::digest(&out);
-        out.extend_from_slice(&sum);
+        let Some(out) = self.merged(today, max_entries) else { return Ok(()) };
         let dir = path.parent().expect("cache path has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
         std::io::Write::write_all(&mut tmp, &out)?;
         tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
+    }
+
+    /// The file to write, or `None` if the one on disk will do.
+    fn merged(&self, today: u32, max_entries: usize) -> Option<Vec<u8>> {
+        let added = self.added.read().unwrap();
+        let n = self.stored.len() / RECORD;
+        let used = |i: usize| self.used[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0;
+        let day = |i: usize| {
+            let r = &self.stored[i * RECORD + 40..(i + 1) * RECORD];
+            u32::from_le_bytes([r[0], r[1], r[2], r[3]])
+        };
+        // Each stored record's day after this run; `None`: dropped.
+        let days: Vec<Option<u32>> = (0..n)
+            .map(|i| match (used(i), day(i)) {
+                (true, _) => Some(today),
+                (false, d) if d.saturating_add(MAX_AGE_DAYS) >= today => Some(d),
+                _ => None,
+            })
+            .collect();
+        let dropped = days.iter().any(Option::is_none);
+        // A used entry's day is written back once it is a day old.
+        let stale = (0..n).any(|i| used(i) && day(i) < today);
+        if added.is_empty() && !dropped && !stale && self.ignored.is_none() && n <= max_entries {
+            return None;
+        }
+        // (blob id, digest, day), sorted by blob id.
+        let mut records: Vec<([u8; 20], [u8; 20], u32)> = Vec::with_capacity(n + added.len());
+        let mut new = added.iter().peekable();
+        for (i, d) in days.iter().enumerate() {
+            let key: [u8; 20] = self.stored[i * RECORD..i * RECORD + 20].try_into().unwrap();
+            while let Some((oid, digest)) = new.next_if(|(oid, _)| **oid < key) {
+                records.push((*oid, *digest, today));
+            }
+            new.next_if(|(oid, _)| **oid == key);
+            if let Some(d) = d {
+                records.push((key, self.stored[i * RECORD + 20..i * RECORD + 40].try_into().unwrap(), *d));
+            }
+        }
+        records.extend(new.map(|(oid, digest)| (*oid, *digest, today)));
+        if records.len() > max_entries {
+            // The least recently used go first (ties: by blob id).
+            let mut by_day: Vec<u32> = records.iter().map(|r| r.2).collect();
+            by_day.sort_unstable_by(|a, b| b.cmp(a));
+            let cutoff = by_day[max_entries - 1];
+            let mut at_cutoff = max_entries - by_day.iter().take(max_entries).filter(|d| **d > cutoff).count();
+            records.retain(|r| {
+                r.2 > cutoff
+                    || (r.2 == cutoff && at_cutoff > 0 && {
+                        at_cutoff -= 1;
+                        true
+                    })
+            });
+        }
+        let mut out = Vec::with_capacity(MAGIC.len() + records.len() * RECORD + 20);
+        out.extend_from_slice(MAGIC);
+        for (oid, digest, day) in &records {
+            out.extend_from_slice(oid);
+            out.extend_from_slice(digest);
+            out.extend_from_slice(&day.to_le_bytes());
+        }
+        let sum = Sha1::digest(&out);
+        out.extend_from_slice(&sum);
+        Some(out)
     }
 }
 
@@ -169,7 +241,7 @@ mod tests {
             assert_eq!(c.get(&[k; 20]), Some([k * 10; 20]));
         }
         // One flipped byte: the file is ignored, and rewritten on save.
-        let path = dir.path().join("mzbuild/blob-sha1");
+        let path = dir.path().join("mzbuild").join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[MAGIC.len() + 3] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
@@ -181,5 +253,50 @@ mod tests {
         assert_eq!((c.len(), c.get(&[7; 20])), (1, Some([70; 20])));
         std::fs::write(&path, b"garbage").unwrap();
         assert!(BlobCache::load(dir.path()).ignored.is_some());
+    }
+
+    /// The days each entry of the cache file in `dir` was last used.
+    fn days(dir: &Path) -> BTreeMap<u8, u32> {
+        let c = BlobCache::load(dir);
+        (0..c.stored.len() / RECORD)
+            .map(|i| {
+                let r = &c.stored[i * RECORD..(i + 1) * RECORD];
+                (r[0], u32::from_le_bytes(r[40..44].try_into().unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unused_entries_age_out_and_the_size_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BlobCache::load(dir.path());
+        for k in 1..=4u8 {
+            c.insert([k; 20], [k; 20]);
+        }
+        c.save_on(1000, MAX_ENTRIES).unwrap();
+        assert_eq!(days(dir.path()), BTreeMap::from([(1, 1000), (2, 1000), (3, 1000), (4, 1000)]));
+        // Used again the same day: nothing to write.
+        let c = BlobCache::load(dir.path());
+        assert!(c.get(&[1; 20]).is_some());
+        assert!(c.merged(1000, MAX_ENTRIES).is_none(), "a run that only reads writes nothing");
+        // Days later: #1 is used, its day is written back; nothing expires.
+        let c = BlobCache::load(dir.path());
+        c.get(&[1; 20]);
+        c.save_on(1010, MAX_ENTRIES).unwrap();
+        assert_eq!(days(dir.path()), BTreeMap::from([(1, 1010), (2, 1000), (3, 1000), (4, 1000)]));
+        // More than MAX_AGE_DAYS after their last use, #2..#4 go; #3 was
+        // used now, so it stays.
+        let c = BlobCache::load(dir.path());
+        c.get(&[3; 20]);
+        c.save_on(1000 + MAX_AGE_DAYS + 1, MAX_ENTRIES).unwrap();
+        assert_eq!(days(dir.path()), BTreeMap::from([(1, 1010), (3, 1031)]));
+        // Over the cap: the least recently used go first.
+        let c = BlobCache::load(dir.path());
+        c.insert([5; 20], [5; 20]);
+        c.insert([6; 20], [6; 20]);
+        c.save_on(1032, 3).unwrap();
+        assert_eq!(days(dir.path()), BTreeMap::from([(3, 1031), (5, 1032), (6, 1032)]));
+        let c = BlobCache::load(dir.path());
+        assert_eq!((c.get(&[1; 20]), c.get(&[5; 20])), (None, Some([5; 20])));
     }
 }

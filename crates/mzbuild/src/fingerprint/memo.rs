@@ -46,7 +46,7 @@ const MAGIC: &[u8] = b"mzbuild fingerprint memo v1\n";
 /// Work-tree memos kept per work tree (one per settings string).
 pub const KEEP_SETTINGS: usize = 8;
 /// Revision memos kept per repository.
-pub const KEEP_REVS: usize = 32;
+pub const KEEP_REVS: usize = 16;
 
 /// The hashed inputs as stored: fixed-size records, looked at in place
 /// (position u32, symlink u8, stat data, mode u16, content SHA-1, path
@@ -422,7 +422,7 @@ impl Memo {
         };
         cachefile::save(&memo.path, &encode(&memo));
         if let Some(dir) = memo.path.parent() {
-            cachefile::prune(dir, if work_tree { KEEP_SETTINGS } else { KEEP_REVS });
+            cachefile::prune(dir, if work_tree { KEEP_SETTINGS } else { KEEP_REVS }, &memo.path);
         }
     }
 }

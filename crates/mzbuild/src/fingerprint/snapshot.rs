@@ -209,7 +209,13 @@ pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).with_context(|| format!("creating {}", manifests.display()))?;
     let mpath = manifests.join(&manifest);
-    if !mpath.exists() {
+    if mpath.exists() {
+        // In use again: it counts as new when manifests are pruned.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&mpath)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    } else {
         write_atomic(&mpath, text.as_bytes())?;
     }
     for (name, c) in &todo {
@@ -228,19 +234,19 @@ pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
         };
         write_atomic(&dir.join(format!("{}.json", c.fingerprint)), &serde_json::to_vec(&rec)?)?;
     }
-    prune(&dir);
+    prune(&dir, &mpath);
     Ok(todo.len())
 }
 
-/// Keep the newest [`KEEP_MANIFESTS`] manifests; remove the records of the
-/// others.
-fn prune(dir: &Path) {
+/// Keep the newest [`KEEP_MANIFESTS`] manifests (`newest` among them);
+/// remove the records of the others.
+fn prune(dir: &Path, newest: &Path) {
     let manifests = dir.join("manifests");
     let before: Vec<String> = list_names(&manifests);
     if before.len() <= KEEP_MANIFESTS {
         return;
     }
-    crate::cachefile::prune(&manifests, KEEP_MANIFESTS);
+    crate::cachefile::prune(&manifests, KEEP_MANIFESTS, newest);
     let kept: std::collections::BTreeSet<String> = list_names(&manifests).into_iter().collect();
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
