@@ -5,8 +5,9 @@
 //! against a revision or any recorded fingerprint).
 //!
 //! Both sides are fingerprinted by the same machinery (a revision's tree is
-//! read from git's object store); the work tree goes first, so that the
-//! revision's side finds most content hashes in the blob cache. A
+//! read from git's object store). The revision is listed and its
+//! configuration read while the work tree is fingerprinted; its content
+//! hashes come after, so that it finds most of them in the blob cache. A
 //! revision's fingerprints are memoised by its tree object
 //! ([`fingerprint::memo`]): asked again, nothing of it is listed or read.
 //! Images are compared through their input lists by position, so that only
@@ -14,10 +15,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::config::settings::Settings;
+use crate::discover::git::GitRepo;
 use crate::discover::tree::Tree;
 use crate::discover::Repo;
 use crate::fingerprint::memo::Memo;
@@ -43,26 +47,48 @@ pub fn default_base(repo: &Repo) -> Result<String> {
 /// else computed from the object store (and memoised). `None` when a
 /// target is not an image there.
 pub fn at_rev(ctx: &Ctx, rev: &str, targets: &[String]) -> Result<Option<Computed>> {
-    let git = &ctx.repo.tree.git;
+    let side = look_up_rev(ctx.repo.tree.git.clone(), rev, &ctx.settings.fingerprint_string(), targets)?;
+    finish_rev(side, rev, &ctx.settings, targets)
+}
+
+/// A revision, looked up: its memoised answer, or its repository loaded
+/// (listing, configuration, crate graph) to be fingerprinted.
+pub enum RevSide {
+    Answered(Option<Computed>),
+    Loaded(Box<Repo>),
+}
+
+/// The part of [`at_rev`] that needs no content hashes (and so can run
+/// while the work tree is fingerprinted).
+pub fn look_up_rev(git: Arc<GitRepo>, rev: &str, settings: &str, targets: &[String]) -> Result<RevSide> {
     let (commit, tree_id) = git.resolve_commit_and_tree(rev)?;
-    let settings = ctx.settings.fingerprint_string();
-    if let Some(memo) = Memo::load_rev(git, &tree_id, &settings) {
+    if let Some(memo) = Memo::load_rev(&git, &tree_id, settings) {
         if targets.iter().any(|t| !memo.all_images().contains(t)) {
-            return Ok(None);
+            return Ok(RevSide::Answered(None));
         }
         if let Some(c) = memo.answer_closure(targets) {
             c.warn();
-            return Ok(Some(c));
+            return Ok(RevSide::Answered(Some(c)));
         }
     }
-    let tree = Tree::of_commit(git.clone(), rev, commit, tree_id)?;
+    let tree = Tree::of_commit(git, rev, commit, tree_id)?;
     let repo = Repo::from_tree_at(tree, false)?;
     if targets.iter().any(|t| !repo.images.contains_key(t)) {
-        return Ok(None);
+        return Ok(RevSide::Answered(None));
     }
+    // Read ahead; an error is reported where the graph is needed.
+    let _ = repo.crates();
+    Ok(RevSide::Loaded(Box::new(repo)))
+}
+
+/// The rest of [`at_rev`]: fingerprint a loaded revision.
+pub fn finish_rev(side: RevSide, rev: &str, settings: &Settings, targets: &[String]) -> Result<Option<Computed>> {
+    let repo = match side {
+        RevSide::Answered(c) => return Ok(c),
+        RevSide::Loaded(repo) => repo,
+    };
     let images = repo.resolve(targets)?;
-    let computed =
-        fingerprint::compute(&repo, &images, &ctx.settings).with_context(|| format!("fingerprinting `{rev}`"))?;
+    let computed = fingerprint::compute(&repo, &images, settings).with_context(|| format!("fingerprinting `{rev}`"))?;
     Ok(Some(computed))
 }
 
@@ -237,8 +263,18 @@ pub struct ImageDiff {
 /// The images whose fingerprints differ between `base` and `ctx.repo`.
 pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<ImageDiff>> {
     let images = ctx.repo.resolve(&[])?;
-    let new = fingerprint::compute(&ctx.repo, &images, &ctx.settings)?;
-    let old = at_rev(ctx, base, &[])?.expect("every image of a revision");
+    // The revision is listed and its configuration read while the work
+    // tree is fingerprinted; its content hashes come after, so that it
+    // finds the work tree's in the blob cache.
+    let git = ctx.repo.tree.git.clone();
+    let settings = ctx.settings.fingerprint_string();
+    let (new, side) = std::thread::scope(|s| {
+        let side = s.spawn(|| look_up_rev(git, base, &settings, &[]));
+        let new = fingerprint::compute(&ctx.repo, &images, &ctx.settings);
+        (new, side.join().expect("looking up the revision panicked"))
+    });
+    let new = new?;
+    let old = finish_rev(side?, base, &ctx.settings, &[])?.expect("every image of a revision");
     let pairing = pairing(&old, &new);
     let mut out = Vec::new();
     for (name, n) in &new.images {
