@@ -663,6 +663,17 @@ fn a_hanging_registry_fails_ensure_within_the_timeout() {
     );
     assert!(proxy.held() >= 1, "the request did not reach the registry\n{out}");
     assert!(!fx.log("payload").exists(), "something was built\n{out}");
+    // The other commands that ask registries take --timeout too.
+    for args in [&["check"][..], &["repair"], &["tag", "v1", "--dry-run"]] {
+        let mut cmd = fx.command(args);
+        cmd.args(["--timeout", "3s"]);
+        let (out, _) = Running::spawn(&mut cmd).finish(Duration::from_secs(45));
+        let err = out.error();
+        assert!(
+            err.contains(&format!("registry {url} did not answer")) && err.contains("within 3s (--timeout"),
+            "{out}"
+        );
+    }
 }
 
 /// Two `ensure`s at once in one repository (two CI jobs on one agent): the

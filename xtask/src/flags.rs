@@ -224,6 +224,10 @@ pub struct Ensure {
 pub struct Check {
     /// Images to check, with their dependencies (default: all).
     pub images: Vec<String>,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Make every registry hold the same content under each tag: re-point drifted tags (and fill
@@ -236,6 +240,10 @@ pub struct Repair {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Point a release tag (e.g. v1.2.3, latest) at a multi-arch index of each image's per-arch
@@ -255,6 +263,10 @@ pub struct Tag {
     /// $BUILDKITE_TAG is set).
     #[arg(long)]
     pub mainline_only: bool,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Acquire an image, then `docker run --rm --init` it with ARGS.

@@ -142,13 +142,13 @@ impl flags::Ensure {
 
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::check::check(ctx, &self.images)
+        publish::check::check(ctx, &self.images, self.timeout)
     }
 }
 
 impl flags::Repair {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::repair::repair(ctx, &self.images, self.json)
+        publish::repair::repair(ctx, &self.images, self.json, self.timeout)
     }
 }
 
@@ -159,7 +159,12 @@ impl flags::Tag {
         } else {
             archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
         };
-        let opts = publish::tag::TagOptions { archs, dry_run: self.dry_run, mainline_only: self.mainline_only };
+        let opts = publish::tag::TagOptions {
+            archs,
+            dry_run: self.dry_run,
+            mainline_only: self.mainline_only,
+            timeout: self.timeout,
+        };
         publish::tag::tag(ctx, &self.tag, &self.images, &opts)
     }
 }

@@ -3,6 +3,8 @@
 //! the missing tags, and the drifted ones (one tag, different content), on
 //! stdout.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use super::{clients, missing, published_status};
@@ -10,10 +12,10 @@ use crate::fingerprint::fingerprint_all;
 use crate::plan;
 use crate::{ui, Ctx, Status};
 
-pub fn check(ctx: &Ctx, targets: &[String]) -> Result<Status> {
+pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {
     let images = ctx.repo.resolve(targets)?;
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
-    let clients = clients(ctx, false)?;
+    let clients = clients(ctx, false, timeout)?;
     let published = published_status(ctx, &clients, &images, &fps)?;
     let missing = missing(&published, clients.len());
     let drifted: Vec<(&String, Vec<usize>)> =

@@ -37,7 +37,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let t_fp = t0.elapsed();
     let publishable = images.iter().any(|i| i.config.publish);
     // A registry that hangs fails the run within --timeout.
-    let clients: Vec<_> = clients(ctx, publishable)?.into_iter().map(|c| c.with_timeout(opts.timeout)).collect();
+    let clients = clients(ctx, publishable, Some(opts.timeout))?;
     // Credentials first: a wrong token must fail before any build.
     if let Some(probe) = images.iter().find(|i| i.config.publish) {
         verify_credentials(ctx, &clients, &probe.name, "nothing was built or pushed")?;

@@ -18,6 +18,7 @@ pub mod tag;
 pub mod targets;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 
@@ -32,14 +33,20 @@ use client::{credentials, Client};
 const REQUESTS_IN_FLIGHT: usize = 16;
 
 /// A client per publish target, with credentials from the environment
-/// (`require_credentials`: an unset token is an error). All problems are
-/// reported together.
-pub fn clients(ctx: &Ctx, require_credentials: bool) -> Result<Vec<Client>> {
+/// (`require_credentials`: an unset token is an error), its requests bounded
+/// by `timeout` when given (`--timeout`). All problems are reported together.
+pub fn clients(ctx: &Ctx, require_credentials: bool, timeout: Option<Duration>) -> Result<Vec<Client>> {
     let mut errors = vec![];
     let mut out = vec![];
     for reg in &ctx.naming.registries {
         match credentials(reg, ctx.env.as_ref(), require_credentials) {
-            Ok(c) => out.push(Client::new(reg, c)),
+            Ok(c) => {
+                let client = Client::new(reg, c);
+                out.push(match timeout {
+                    Some(t) => client.with_timeout(t),
+                    None => client,
+                });
+            }
             Err(e) => errors.push(format!("{e:#}")),
         }
     }

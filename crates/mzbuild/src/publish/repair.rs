@@ -5,6 +5,8 @@
 //! reference registry's content: the spec registry's when it has the tag,
 //! else the first registry's that has it. Gaps are filled the same way.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
@@ -14,7 +16,7 @@ use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::{ui, Ctx, Status};
 
-pub fn repair(ctx: &Ctx, targets: &[String], json: bool) -> Result<Status> {
+pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {
     let resolved = ctx.repo.resolve(targets)?;
     let images: Vec<_> = resolved.into_iter().filter(|i| i.config.publish).collect();
     if images.is_empty() {
@@ -22,7 +24,7 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool) -> Result<Status> {
         return Ok(Status::Success);
     }
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
-    let clients = clients(ctx, true)?;
+    let clients = clients(ctx, true, timeout)?;
     verify_credentials(ctx, &clients, &images[0].name, "nothing was changed")?;
     let published = published_status(ctx, &clients, &images, &fps)?;
     let steps = plan::plan(

@@ -17,6 +17,8 @@
 //! `$BUILDKITE_TAG` set, as the original), plus their published
 //! dependencies.
 
+use std::time::Duration;
+
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,6 +42,8 @@ pub struct TagOptions {
     pub dry_run: bool,
     /// Leave out `mainline: false` images (also when `$BUILDKITE_TAG` is set).
     pub mainline_only: bool,
+    /// Bound on each registry request (`--timeout`).
+    pub timeout: Option<Duration>,
 }
 
 /// One image's per-arch member of an index.
@@ -73,7 +77,7 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         let settings = Settings { arch: *arch, ..ctx.settings.clone() };
         fps.push(fingerprint_all(&ctx.repo, &resolved, &settings)?);
     }
-    let clients = clients(ctx, !opts.dry_run)?;
+    let clients = clients(ctx, !opts.dry_run, opts.timeout)?;
     if !opts.dry_run {
         verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
     }
