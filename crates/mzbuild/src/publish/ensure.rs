@@ -213,6 +213,23 @@ fn warn_drift(ctx: &Ctx, published: &BTreeMap<String, Held>) {
     }
 }
 
+/// An image's row with what every row says (name, fingerprint, spec,
+/// publish) and nothing done yet.
+fn base_row(step: &Step<'_>, status: &'static str) -> Row {
+    Row {
+        name: step.image.name.clone(),
+        fingerprint: step.fingerprint.to_string(),
+        spec: step.spec.clone(),
+        publish: step.image.config.publish,
+        status,
+        registries: vec![],
+        from: None,
+        bytes_copied: None,
+        seconds: 0.0,
+        error: None,
+    }
+}
+
 /// The row of an image that was copied (`status` copied or repaired).
 pub fn copy_row(ctx: &Ctx, step: &Step<'_>, status: &'static str, copied: &std::result::Result<Copied, String>) -> Row {
     let Action::Copy { from, to } = &step.action else { unreachable!("only copy steps are copied") };
@@ -222,16 +239,11 @@ pub fn copy_row(ctx: &Ctx, step: &Step<'_>, status: &'static str, copied: &std::
         Err(e) => ("failed", Some(e.clone()), None),
     };
     Row {
-        name: step.image.name.clone(),
-        fingerprint: step.fingerprint.to_string(),
-        spec: step.spec.clone(),
-        publish: step.image.config.publish,
-        status,
         registries: to.iter().map(url).collect(),
         from: Some(url(from)),
         bytes_copied: bytes,
-        seconds: 0.0,
         error,
+        ..base_row(step, status)
     }
 }
 
@@ -253,16 +265,5 @@ pub fn row(ctx: &Ctx, step: &Step<'_>, outcome: Option<&Outcome<usize>>) -> Row 
         Action::Push { registries } => registries.iter().map(|r| ctx.naming.registries[*r].url.clone()).collect(),
         _ => vec![],
     };
-    Row {
-        name: step.image.name.clone(),
-        fingerprint: step.fingerprint.to_string(),
-        spec: step.spec.clone(),
-        publish: step.image.config.publish,
-        status,
-        registries,
-        from: None,
-        bytes_copied: None,
-        seconds,
-        error,
-    }
+    Row { registries, seconds, error, ..base_row(step, status) }
 }
