@@ -20,9 +20,16 @@ pub fn docker_path() -> String {
 }
 
 /// `docker args...` as a command, to add `.env(..)` to (e.g. `DOCKER_CONFIG`).
+/// It runs with the tests' empty `$HOME` and a `TMPDIR` inside it: the
+/// docker CLI and buildx keep state in `~/.docker` (build refs, activity)
+/// and leave `$TMPDIR/dockerfileNNNN/` behind, and a test run must not
+/// write the developer's files.
 pub fn command(args: &[&str]) -> Command {
+    let home = super::empty_home();
+    let tmp = home.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("creating the tests' TMPDIR");
     let mut cmd = Command::new("docker");
-    cmd.args(args);
+    cmd.args(args).env("HOME", home).env("TMPDIR", tmp).env_remove("DOCKER_CONFIG").env_remove("BUILDX_CONFIG");
     cmd
 }
 

@@ -225,8 +225,12 @@ impl Seed {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("seed.txt"), "mzbuild bench seed\n")?;
         let reference = format!("{}/{SEED_REPO}:1", clients[0].registry.host());
+        // buildx's state and its leftover `$TMPDIR/dockerfileNNNN/` go to a
+        // private directory, as in every build of mzbuild's own.
+        let run_dir = mzbuild::build::docker::RunDir::new(ctx.env.as_ref())?;
         let status = ctx
             .docker
+            .with_env(run_dir.env())
             .command(&["buildx", "build", "--quiet", "--push", "-f", "-", "-t", &reference])
             .arg(dir.path())
             .stdin(Stdio::piped())
