@@ -717,6 +717,24 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     assert!(parse_rows(&out).iter().all(|r| r.status == "published"), "{out}");
 }
 
+/// `repair` fingerprints a publishable image whose dependency is not
+/// published (`publish: false`): the dependency's fingerprint is part of
+/// the image's, so it is computed too (not an internal error), without the
+/// fingerprint memo of an earlier command to lean on.
+#[test]
+fn repair_fingerprints_unpublished_dependencies() {
+    let project = Project::new();
+    project
+        .image("base", "publish: false\n", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", "base\n")])
+        .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
+        .repo
+        .commit_all();
+    let fx = Fixture { project };
+    let out = fx.mz(&["--no-cache", "repair", "--json"]);
+    out.ok();
+    assert_eq!(fx.summary(&parse_rows(&out)), "app unpublished []\n", "{out}");
+}
+
 /// A 100 MB layer (random bytes, so compression cannot shrink it) is copied
 /// between the two registries with the copying process's peak memory well
 /// below the layer's size: blobs are streamed, never held.

@@ -18,12 +18,13 @@ use crate::{ui, Ctx, Status};
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {
     let resolved = ctx.repo.resolve(targets)?;
-    let images: Vec<_> = resolved.into_iter().filter(|i| i.config.publish).collect();
+    let images: Vec<_> = resolved.iter().copied().filter(|i| i.config.publish).collect();
     if images.is_empty() {
         ui::progress("no publishable image to repair");
         return Ok(Status::Success);
     }
-    let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
+    // Fingerprints need every dependency, published or not.
+    let fps = fingerprint_all(&ctx.repo, &resolved, &ctx.settings)?;
     let clients = clients(ctx, true, timeout)?;
     verify_credentials(ctx, &clients, &images[0].name, "nothing was changed")?;
     let published = published_status(ctx, &clients, &images, &fps)?;
