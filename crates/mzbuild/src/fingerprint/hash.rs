@@ -125,6 +125,11 @@ pub fn hash_tree(
                     return Ok((Hashed { hash: FileHash { mode: file_mode(&meta), digest }, stat }, From::Cache, None));
                 }
                 let h = hash_with_meta(root, rel, &meta, buf).map_err(|e| (i, e))?;
+                // The blob cache keeps `oid -> digest` forever: only when
+                // the file did not change while it was read (its stat data
+                // is still what made the index call it clean) are the bytes
+                // read the blob's.
+                let oid = oid.filter(|_| crate::cachefile::lstat(&path) == stat);
                 Ok((Hashed { hash: h, stat }, From::Read, oid))
             },
         )
