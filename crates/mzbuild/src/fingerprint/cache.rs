@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha1::{Digest, Sha1};
 
 use crate::discover::git::Oid;
@@ -57,7 +57,7 @@ impl BlobCache {
     /// The cache of the repository whose common git directory is
     /// `common_dir`.
     pub fn load(common_dir: &Path) -> BlobCache {
-        let path = common_dir.join("mzbuild").join(FILE_NAME);
+        let path = crate::cachefile::dir(common_dir).join(FILE_NAME);
         let mut cache = BlobCache { path: Some(path.clone()), ..BlobCache::default() };
         match std::fs::read(&path) {
             Ok(bytes) => match check(&bytes) {
@@ -126,12 +126,7 @@ impl BlobCache {
     fn save_on(&self, today: u32, max_entries: usize) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
         let Some(out) = self.merged(today, max_entries) else { return Ok(()) };
-        let dir = path.parent().expect("cache path has a parent");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
-        std::io::Write::write_all(&mut tmp, &out)?;
-        tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        crate::cachefile::write_atomic(path, &out)
     }
 
     /// The file to write, or `None` if the one on disk will do.

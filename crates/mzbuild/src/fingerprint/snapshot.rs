@@ -216,7 +216,7 @@ pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
             .open(&mpath)
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     } else {
-        write_atomic(&mpath, text.as_bytes())?;
+        crate::cachefile::write_atomic(&mpath, text.as_bytes())?;
     }
     for (name, c) in &todo {
         // Inputs are a subset of the unique files, both ascending: ranges
@@ -232,7 +232,7 @@ pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
             inputs: ranges,
             format: 1,
         };
-        write_atomic(&dir.join(format!("{}.json", c.fingerprint)), &serde_json::to_vec(&rec)?)?;
+        crate::cachefile::write_atomic(&dir.join(format!("{}.json", c.fingerprint)), &serde_json::to_vec(&rec)?)?;
     }
     prune(&dir, &mpath);
     Ok(todo.len())
@@ -268,14 +268,6 @@ fn list_names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|es| es.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
         .unwrap_or_default()
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("has a parent");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The recorded snapshot of fingerprint `fp`, if it was recorded.
