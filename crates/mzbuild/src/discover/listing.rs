@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ignore::{WalkBuilder, WalkState};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
@@ -184,7 +184,7 @@ pub fn list(root: &Path, git: &GitRepo, caching: bool) -> Result<Listed> {
         let mut walked = walk.files;
         walked.par_sort_unstable();
         walked.dedup();
-        let unwalked = unwalked(&walked, &tracked(root, index.as_deref())?);
+        let unwalked = unwalked(&walked, &tracked(git, index.as_deref())?);
         let present: Vec<bool> = unwalked.iter().map(|p| is_file_or_link(root, p)).collect();
         let files = with_unwalked(walked, &unwalked, &present);
         // (The id keys caches, which are not used.)
@@ -264,7 +264,7 @@ fn finish(
 ) -> Result<Listed> {
     walked.par_sort_unstable();
     walked.dedup();
-    let unwalked = unwalked(&walked, &tracked(root, index.as_deref())?);
+    let unwalked = unwalked(&walked, &tracked(git, index.as_deref())?);
     let present: Vec<bool> = unwalked.iter().map(|p| is_file_or_link(root, p)).collect();
     // Only an index read directly (whose stat data then names it) can
     // vouch for the tracked list later.
@@ -284,10 +284,10 @@ fn finish(
 }
 
 /// The tracked paths, sorted.
-fn tracked(root: &Path, index: Option<&Index>) -> Result<Vec<String>> {
+fn tracked(git: &GitRepo, index: Option<&Index>) -> Result<Vec<String>> {
     let mut tracked: Vec<String> = match index {
         Some(index) => index.entries.iter().map(|e| e.path.clone()).collect(),
-        None => tracked_files(root)?,
+        None => tracked_files(git)?,
     };
     // `git ls-files` lists the index, which git keeps in byte order.
     if !tracked.is_sorted() {
@@ -579,18 +579,9 @@ pub fn merge_sorted(a: Vec<String>, b: Vec<String>) -> Vec<String> {
     out
 }
 
-fn tracked_files(root: &Path) -> Result<Vec<String>> {
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(root);
-    let out = xshell::cmd!(sh, "git ls-files -z --cached")
-        .quiet()
-        .output()
-        .with_context(|| format!("listing the files git tracks in {}", root.display()))?;
-    if !out.status.success() {
-        bail!("`git ls-files` failed in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    out.stdout
-        .split(|b| *b == 0)
+fn tracked_files(git: &GitRepo) -> Result<Vec<String>> {
+    let out = git.run(&["ls-files", "-z", "--cached"]).context("listing the files git tracks")?;
+    out.split(|b| *b == 0)
         .filter(|p| !p.is_empty())
         .map(|p| {
             String::from_utf8(p.to_vec()).map_err(|_| {
