@@ -25,7 +25,7 @@ use crate::discover::git::GitRepo;
 use crate::discover::tree::Tree;
 use crate::discover::Repo;
 use crate::fingerprint::memo::Memo;
-use crate::fingerprint::snapshot::{self, compare, Change, DepChange, Snapshot};
+use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
 use crate::fingerprint::{self, Computed, Fingerprint};
 use crate::publish::{clients, published_status};
 use crate::{ui, Ctx, Status};
@@ -208,25 +208,12 @@ pub fn compare_computed(old: &Computed, new: &Computed, name: &str, pairing: &Pa
             (None, None) => break,
         }
     }
-    if old.settings != new.settings {
-        c.settings = Some((old.settings.clone(), new.settings.clone()));
-    }
-    if o.extras != n.extras {
-        c.extras = Some((o.extras.clone(), n.extras.clone()));
-    }
-    let od: BTreeMap<&String, &Fingerprint> = o.depends_on.iter().map(|(d, f)| (d, f)).collect();
-    let nd: BTreeMap<&String, &Fingerprint> = n.depends_on.iter().map(|(d, f)| (d, f)).collect();
-    let names: std::collections::BTreeSet<&String> = od.keys().chain(nd.keys()).copied().collect();
-    for name in names {
-        let (a, b) = (od.get(name), nd.get(name));
-        if a != b {
-            c.dependencies.push(DepChange {
-                name: name.clone(),
-                old: a.map(ToString::to_string),
-                new: b.map(ToString::to_string),
-            });
-        }
-    }
+    snapshot::compare_words(
+        &mut c,
+        (&old.settings, &new.settings),
+        (&o.extras, &n.extras),
+        (o.depends_on.iter().map(|(d, f)| (d, f)), n.depends_on.iter().map(|(d, f)| (d, f))),
+    );
     c
 }
 

@@ -143,15 +143,38 @@ pub fn compare(old: &Snapshot, new: &Snapshot) -> Change {
             (None, None) => unreachable!(),
         }
     }
-    if old.settings != new.settings {
-        c.settings = Some((old.settings.clone(), new.settings.clone()));
+    compare_words(
+        &mut c,
+        (&old.settings, &new.settings),
+        (&old.extras, &new.extras),
+        (old.depends_on.iter(), new.depends_on.iter()),
+    );
+    c
+}
+
+/// Fill in how an image differs besides its inputs (for [`compare`] and
+/// `changes::compare_computed`): the settings strings, the pre-image words
+/// and the direct dependencies, each side's as (name, fingerprint).
+pub fn compare_words<'a>(
+    c: &mut Change,
+    settings: (&str, &str),
+    extras: (&[String], &[String]),
+    depends_on: (
+        impl IntoIterator<Item = (&'a String, &'a Fingerprint)>,
+        impl IntoIterator<Item = (&'a String, &'a Fingerprint)>,
+    ),
+) {
+    if settings.0 != settings.1 {
+        c.settings = Some((settings.0.to_string(), settings.1.to_string()));
     }
-    if old.extras != new.extras {
-        c.extras = Some((old.extras.clone(), new.extras.clone()));
+    if extras.0 != extras.1 {
+        c.extras = Some((extras.0.to_vec(), extras.1.to_vec()));
     }
-    let names: std::collections::BTreeSet<&String> = old.depends_on.keys().chain(new.depends_on.keys()).collect();
+    let old: BTreeMap<&String, &Fingerprint> = depends_on.0.into_iter().collect();
+    let new: BTreeMap<&String, &Fingerprint> = depends_on.1.into_iter().collect();
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).copied().collect();
     for name in names {
-        let (o, n) = (old.depends_on.get(name), new.depends_on.get(name));
+        let (o, n) = (old.get(name), new.get(name));
         if o != n {
             c.dependencies.push(DepChange {
                 name: name.clone(),
@@ -160,7 +183,6 @@ pub fn compare(old: &Snapshot, new: &Snapshot) -> Change {
             });
         }
     }
-    c
 }
 
 // ---------------------------------------------------------------------------
