@@ -350,6 +350,29 @@ fn explain_against_a_recorded_fingerprint() {
     assert!(text.contains("  changed       img/f\n") && text.contains("  added         img/g\n"), "{text}");
 }
 
+/// `.git/info/exclude` is shared by every work tree of a repository (git
+/// reads it from the common git directory): lint in a linked work tree
+/// honours it as the main one does.
+#[test]
+fn lint_reads_info_exclude_from_the_common_git_dir() {
+    let repo = fixture();
+    repo.write(
+        "misc/images/c/mzbuild.yml",
+        "name: c\npre-image:\n  - type: copy\n    source: test\n    destination: out\n",
+    )
+    .write("misc/images/c/Dockerfile", "FROM scratch\n")
+    .write(".git/info/exclude", "/misc/images/c/out\n");
+    repo.commit_all();
+    assert_eq!(repo.mzbuild(&["lint"]).code, Some(0), "main work tree");
+    let linked = repo.scratch().join("linked");
+    repo.git(["worktree", "add", "-q", "--detach", linked.to_str().unwrap(), "HEAD"]);
+    let mut cmd = repo.mzbuild_command(&["lint"]);
+    // `--root` given twice: the last one wins.
+    cmd.arg("--root").arg(&linked);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.code, Some(0), "linked work tree\n{out}");
+}
+
 #[test]
 fn lint_reports_everything_at_once() {
     let repo = fixture();

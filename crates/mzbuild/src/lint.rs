@@ -113,7 +113,7 @@ struct Ignores {
 impl Ignores {
     fn new(tree: &Tree) -> Ignores {
         let exclude =
-            std::fs::read_to_string(tree.git.git_dir.join("info").join("exclude")).ok().map(|text| build("", &text));
+            std::fs::read_to_string(tree.git.common_dir.join("info").join("exclude")).ok().map(|text| build("", &text));
         let files = tree
             .files
             .iter()
