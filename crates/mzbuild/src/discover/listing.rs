@@ -115,7 +115,8 @@ struct Cached {
     id: [u8; 20],
 }
 
-fn cache_path(git: &GitRepo) -> std::path::PathBuf {
+/// The listing cache's file.
+pub fn cache_path(git: &GitRepo) -> std::path::PathBuf {
     cachefile::dir(&git.git_dir).join("listing")
 }
 

@@ -114,12 +114,12 @@ impl Tree {
             }
             let added: Vec<&String> = now.iter().filter(|f| !then.contains(f)).take(3).collect();
             let gone: Vec<&String> = then.iter().filter(|f| !now.contains(f)).take(3).collect();
-            let cache = crate::cachefile::dir(&self.git.git_dir);
-            let _ = std::fs::remove_file(cache.join("listing"));
+            let cache = listing::cache_path(&self.git);
+            let _ = std::fs::remove_file(&cache);
             bail!(
                 "the files git sees in {dir} changed while mzbuild ran (new: {added:?}, gone: {gone:?}), or the \
                  listing cache in {} was stale (it is removed): run the command again",
-                cache.display()
+                cache.parent().unwrap_or(&cache).display()
             );
         }
         Ok(())
