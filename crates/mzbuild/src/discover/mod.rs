@@ -79,12 +79,7 @@ impl Repo {
     /// The repository at a revision's tree (see [`Tree::of_commit`]).
     pub fn from_tree_at(tree: Tree, strict: bool) -> Result<Repo> {
         let label = tree.label();
-        // What discovery and the crate graph read, in one batch from the
-        // object store instead of one request per file.
-        tree.prefetch(|p| {
-            let name = p.rsplit('/').next().unwrap_or(p);
-            matches!(name, "mzbuild.yml" | "Dockerfile" | "Cargo.toml")
-        });
+        prefetch_config(&tree);
         let workspace = WorkspaceConfig::load(&tree).with_context(|| format!("at {label}"))?;
         Repo::from_tree(tree, workspace, strict).with_context(|| format!("the mzbuild configuration at {label}"))
     }
@@ -106,6 +101,7 @@ impl Repo {
     /// cycles among the images that exist even when other things are
     /// wrong).
     pub fn load_lenient(tree: Tree, strict: bool) -> Result<(Repo, Vec<ConfigError>)> {
+        prefetch_config(&tree);
         let workspace = WorkspaceConfig::load(&tree)?;
         let (images, mut errors, warnings) = discover_images(&tree);
         let warnings = warnings.into_iter().chain(workspace.warnings.iter().cloned());
@@ -169,6 +165,16 @@ impl Repo {
     pub fn dependants(&self, name: &str) -> Vec<&str> {
         self.images.values().filter(|i| i.depends_on.iter().any(|d| d == name)).map(|i| i.name.as_str()).collect()
     }
+}
+
+/// At a revision, read what discovery and the crate graph read in one
+/// batch from the object store, instead of one request per file (a no-op
+/// for the work tree).
+fn prefetch_config(tree: &Tree) {
+    tree.prefetch(|p| {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        matches!(name, "mzbuild.yml" | "Dockerfile" | "Cargo.toml")
+    });
 }
 
 /// The directory whose images the original's discovery skips (it prunes
