@@ -514,6 +514,13 @@ impl Client {
         if let Some(s) = service {
             url.push_str(&format!("&service={}", encode(s)));
         }
+        if self.creds.is_some() && !may_send_credentials(realm, self.registry.host()) {
+            bail!(
+                "registry {}: its token endpoint {realm} is plain http on another host; refusing to send the \
+                 credentials there (they would cross the network unencrypted): check the registry's address",
+                self.registry.url
+            );
+        }
         let auth = self.creds.as_ref().map(basic);
         let call = Call { method: Method::GET, url: &url, headers: &[], body: b"", transfer: false };
         let mut resp = self
@@ -635,6 +642,19 @@ fn retryable_status(s: u16) -> bool {
     s == 429 || (500..600).contains(&s)
 }
 
+/// Whether credentials may be sent to the token endpoint `realm` that a
+/// registry on `registry_host` names: over https, or over plain http only
+/// to the registry's own host (a registry on this machine or network that
+/// itself speaks http). Any other realm would receive them in clear.
+fn may_send_credentials(realm: &str, registry_host: &str) -> bool {
+    if realm.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = realm.strip_prefix("http://") else { return false };
+    let host = |h: &str| h.split('/').next().unwrap_or(h).rsplit_once(':').map_or(h, |(h, _)| h).to_string();
+    host(rest) == host(registry_host)
+}
+
 /// The `Authorization` value for basic auth.
 pub fn basic(c: &Credentials) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password)))
@@ -702,6 +722,16 @@ mod tests {
         }
         assert!(matches!(parse_challenge(r#"Basic realm="mzbuild""#), Auth::Basic));
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_or_the_registry_itself() {
+        assert!(may_send_credentials("https://ghcr.io/token", "ghcr.io"));
+        assert!(may_send_credentials("https://auth.docker.io/token", "docker.io"));
+        assert!(may_send_credentials("http://127.0.0.1:40123/token", "127.0.0.1:5001"));
+        assert!(!may_send_credentials("http://evil.example/token", "127.0.0.1:5001"));
+        assert!(!may_send_credentials("http://127.0.0.2/token", "127.0.0.1"));
+        assert!(!may_send_credentials("ftp://127.0.0.1/token", "127.0.0.1"));
     }
 
     #[test]
