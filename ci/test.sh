@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check of the repository: formatting and clippy (warnings are
-# errors), then brings up the real Docker stack the end-to-end tests need
+# errors), the same type-check and clippy for macOS (ci/macos-check.sh), then brings up the real Docker stack the end-to-end tests need
 # (engine, buildx, two registries on 127.0.0.1), runs the whole cargo test
 # suite and smoke runs of the fingerprint and copy benchmarks, and closes
 # with one summary line.
@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash ci/macos-check.sh
 bash ci/stack.sh up
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -4,6 +4,10 @@
 //! the stamp of the binary that wrote them and are ignored by any other
 //! (`cachefile::SOURCE`), so no rule change can be answered from a cache
 //! written under the old rule, with no version number to remember to bump.
+//!
+//! It also refuses, with one clear line, to build the engine for a platform
+//! it does not support, before the compiler would print a wall of errors
+//! about missing Unix APIs (process groups, signals, `flock`, file modes).
 
 // Cargo reads a build script's instructions from its stdout.
 #![allow(clippy::disallowed_macros)]
@@ -11,6 +15,15 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
+    // Cargo sets CARGO_CFG_UNIX for Linux, macOS and the other Unixes.
+    #[allow(clippy::disallowed_methods)] // a build script has no Env
+    if std::env::var_os("CARGO_CFG_UNIX").is_none() {
+        eprintln!(
+            "mzbuild supports Linux and macOS (it relies on POSIX process groups, signals and flock); \
+             on Windows, run it in WSL 2"
+        );
+        std::process::exit(1);
+    }
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     collect(&here.join("src"), &mut files);

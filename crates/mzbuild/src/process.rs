@@ -15,12 +15,17 @@
 //! (over a pipe only mzbuild holds) of every group and directory as they are
 //! registered and unregistered, and when the pipe closes (mzbuild has exited,
 //! whatever the cause) it kills the groups still registered and removes the
-//! directories. (PR_SET_PDEATHSIG on a build's first process is not enough:
-//! it does not reach that process's children, such as the docker CLI's
-//! buildx plugin, or the docker CLI under a wrapper script.) Each private
-//! directory's name holds its owner's pid, and it records the owner's start
-//! time: a run sweeps the directories of runs that are gone (a watchdog
-//! killed too, a crash of the machine).
+//! directories. Each private directory holds [`OWNER_FILE`], which its owner
+//! keeps locked (`flock`) while it runs; the OS releases the lock when the
+//! owner dies, however it dies, so a run sweeps the directories whose lock
+//! it can take (a watchdog killed too, a crash of the machine), and a pid
+//! reused by another process changes nothing.
+//!
+//! Both mechanisms are POSIX (a pipe's end of file, `flock`, `killpg`) and
+//! are the same on Linux and macOS; the tests exercise them here. Linux adds
+//! one refinement under `cfg`: `PR_SET_PDEATHSIG` on a build's first
+//! process, a second line of defence that is not enough alone (it does not
+//! reach that process's children, such as the docker CLI's buildx plugin).
 //!
 //! This module is the one home of `std::process::Command::new` (clippy.toml
 //! bans it elsewhere): [`command`] makes every command the engine runs.
@@ -30,7 +35,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::FromRawFd;
+use std::os::unix::io::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus};
 use std::sync::{Mutex, OnceLock};
@@ -77,35 +82,23 @@ pub fn start_watchdog() {
     if WATCHDOG.get().is_some() {
         return;
     }
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`. O_CLOEXEC keeps the
-    // write end out of every child, so that only mzbuild holds it open.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return;
-    }
-    let [read_end, write_end] = fds;
+    // std's pipe sets close-on-exec on both ends (pipe2 where the OS has
+    // it, pipe + FD_CLOEXEC on macOS): the write end stays out of every
+    // child, so that only mzbuild holds it open.
+    let Ok((read_end, write_end)) = io::pipe() else { return };
     // SAFETY: the caller guarantees a single thread, so the child may run
     // ordinary code (no lock can be held by a thread that does not exist
     // in it).
     match unsafe { libc::fork() } {
-        -1 => {
-            // SAFETY: both descriptors are ours and open.
-            unsafe {
-                libc::close(read_end);
-                libc::close(write_end);
-            }
-        }
+        -1 => {}
         0 => {
-            // SAFETY: the write end is ours; closing it is what lets EOF come.
-            unsafe { libc::close(write_end) };
-            // SAFETY: the read end is ours, and owned by the File from here.
-            watchdog(unsafe { File::from_raw_fd(read_end) })
+            // Closing the write end is what lets EOF come.
+            drop(write_end);
+            watchdog(File::from(OwnedFd::from(read_end)))
         }
         _ => {
-            // SAFETY: as above.
-            unsafe { libc::close(read_end) };
-            // SAFETY: the write end is ours, and owned by the File from here.
-            let _ = WATCHDOG.set(unsafe { File::from_raw_fd(write_end) });
+            drop(read_end);
+            let _ = WATCHDOG.set(File::from(OwnedFd::from(write_end)));
         }
     }
 }
@@ -130,16 +123,9 @@ fn watchdog(pipe: File) -> ! {
         }
     }
     // Nor any other descriptor it inherited (a caller's pipe must see EOF
-    // when mzbuild exits, not when its watchdog does): all but the pipe.
-    let keep = std::os::unix::io::AsRawFd::as_raw_fd(&pipe);
-    let inherited: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    for fd in inherited.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
-        // SAFETY: closing descriptors this process does not use (the one
-        // read_dir used is already closed, and closing it again is harmless).
-        unsafe { libc::close(fd) };
-    }
+    // when mzbuild exits, not when its watchdog does; a private directory's
+    // owner lock must go when mzbuild dies): all but the pipe.
+    close_inherited(pipe.as_raw_fd());
     let mut groups: BTreeSet<i32> = BTreeSet::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for record in io::BufReader::new(pipe).split(0) {
@@ -175,6 +161,25 @@ fn watchdog(pipe: File) -> ! {
     // SAFETY: _exit ends this process without running mzbuild's exit
     // handlers (which are the parent's business).
     unsafe { libc::_exit(0) }
+}
+
+/// Close every descriptor above 2 but `keep`. `/dev/fd` lists them on
+/// Linux and macOS alike; where it cannot be read, every number up to the
+/// descriptor limit is closed instead.
+fn close_inherited(keep: i32) {
+    let open: Vec<i32> = match std::fs::read_dir("/dev/fd") {
+        Ok(dir) => dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => {
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+            (3..max.clamp(256, 65_536) as i32).collect()
+        }
+    };
+    for fd in open.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        // SAFETY: closing descriptors this process does not use (the one
+        // read_dir used is already closed, and closing it again is harmless).
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// Install the SIGINT/SIGTERM/SIGHUP handler (once, at start-up).
@@ -240,12 +245,13 @@ impl GroupChild {
     pub fn spawn(cmd: &mut Command) -> io::Result<GroupChild> {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
+        // The watchdog is what kills the group when mzbuild dies; on Linux
+        // the kernel also kills the group leader (its own children are the
+        // watchdog's business).
+        #[cfg(target_os = "linux")]
         // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
         unsafe {
             cmd.pre_exec(|| {
-                // If mzbuild dies without running any handler (kill -9),
-                // the kernel kills the group leader; the leader's own
-                // children are its business (see `kill_group` on timeouts).
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
@@ -326,20 +332,28 @@ impl Drop for GroupChild {
 }
 
 /// A private temporary directory (mode 0700) in `$TMPDIR`, named
-/// `<prefix><owner pid>-<random>` and holding [`OWNER_FILE`]: removed on
-/// drop, by the signal handler and by the watchdog; and, should all of them
-/// miss it, by the next run's [`sweep`].
+/// `<prefix><owner pid>-<random>` and holding [`OWNER_FILE`], which it keeps
+/// locked: removed on drop, by the signal handler and by the watchdog; and,
+/// should all of them miss it, by the next run's [`sweep`].
 pub struct PrivateDir {
     path: PathBuf,
+    /// The owner's lock, held as long as the directory is in use. The
+    /// descriptor is close-on-exec (std opens files so), so no child keeps
+    /// the lock alive past mzbuild.
+    _owner: File,
 }
 
-/// The file in a [`PrivateDir`] that records its owner: `<pid> <start time>`
-/// (the start time from `/proc/<pid>/stat`, so that a reused pid is not
-/// taken for the owner).
+/// The file in a [`PrivateDir`] that its owner holds an exclusive `flock`
+/// on, and that records the owner's pid (for people reading it).
 pub const OWNER_FILE: &str = ".mzbuild-owner";
 
 /// The prefixes of every kind of private directory, for [`sweep`].
 pub const PRIVATE_PREFIXES: &[&str] = &["mzbuild-docker-config-", "mzbuild-run-"];
+
+/// How long a private directory may be without its owner file before a
+/// sweep takes it for the leftover of a run that died while creating it
+/// (the file is written right after the directory, within microseconds).
+const UNOWNED_GRACE: Duration = Duration::from_secs(600);
 
 impl PrivateDir {
     /// A new private directory; first sweeps those of dead runs.
@@ -352,15 +366,23 @@ impl PrivateDir {
             .prefix(&format!("{prefix}{pid}-"))
             .tempdir_in(&tmp)
             .map_err(|e| io::Error::new(e.kind(), format!("creating a directory in {}: {e}", tmp.display())))?;
-        let owner = format!("{pid} {}\n", start_time(pid).unwrap_or_default());
+        // Locked under another name first, then renamed: a sweep that sees
+        // the owner file always finds it locked.
         let owner_file = dir.path().join(OWNER_FILE);
-        std::fs::write(&owner_file, owner)
+        let unlocked = dir.path().join(format!("{OWNER_FILE}.new"));
+        let owner = File::create_new(&unlocked)
+            .and_then(|mut f| {
+                lock(&f, false)?;
+                writeln!(f, "{pid}")?;
+                std::fs::rename(&unlocked, &owner_file)?;
+                Ok(f)
+            })
             .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", owner_file.display())))?;
         let path = dir.keep();
         let mut r = registry();
         tell_watchdog(b'D', true, path.as_os_str().as_bytes());
         r.dirs.insert(path.clone());
-        Ok(PrivateDir { path })
+        Ok(PrivateDir { path, _owner: owner })
     }
 
     pub fn path(&self) -> &Path {
@@ -377,6 +399,39 @@ impl Drop for PrivateDir {
     }
 }
 
+/// An exclusive `flock` on `file`; with `try_only`, fail with `WouldBlock`
+/// instead of waiting when another open file holds it. `flock` locks belong
+/// to the open file, not the process, so a second open of the same file in
+/// this process conflicts like any other (as on Linux, so on macOS).
+fn lock(file: &File, try_only: bool) -> io::Result<()> {
+    let op = if try_only { libc::LOCK_EX | libc::LOCK_NB } else { libc::LOCK_EX };
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the owner of the private directory `dir` is gone: its owner
+/// file exists and nobody holds its lock, or it never got one and is old.
+/// When in doubt (an unreadable file, a lock error), the owner is alive.
+fn owner_gone(dir: &Path) -> bool {
+    match File::open(dir.join(OWNER_FILE)) {
+        Ok(file) => match lock(&file, true) {
+            // Taken: no process holds it. Dropping `file` releases it.
+            Ok(()) => true,
+            Err(_) => false,
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::symlink_metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > UNOWNED_GRACE),
+        Err(_) => false,
+    }
+}
+
 /// Remove the private directories in `tmp` whose owner is no longer
 /// running (a run killed with its watchdog, a crash). A directory whose
 /// owner is alive, or whose owner cannot be told, is left alone.
@@ -385,43 +440,30 @@ pub fn sweep(tmp: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(rest) = PRIVATE_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else { continue };
-        let Some(pid) = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok()) else { continue };
-        let recorded = std::fs::read_to_string(entry.path().join(OWNER_FILE)).ok();
-        let owner_alive = match (start_time(pid), recorded) {
-            // The pid is gone: so is the owner.
-            (None, _) => false,
-            // Alive, and the owner file is not written yet (or unreadable):
-            // it may be a run that is just starting.
-            (Some(_), None) => true,
-            (Some(now), Some(recorded)) => recorded.split_whitespace().nth(1).is_none_or(|t| t == now),
-        };
-        if !owner_alive {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !PRIVATE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let path = entry.path();
+        // Only real directories: never follow a link someone put there.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if owner_gone(&path) {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
-}
-
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, in
-/// clock ticks since boot), if it is running.
-fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (the state); a zombie is not running.
-    (fields.first() != Some(&"Z")).then(|| fields.get(19).map(|s| s.to_string())).flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Whether `pid` names a process (kill with signal 0 sends nothing).
+    /// The processes asked about are not this process's children, so
+    /// they do not linger as zombies of it.
     fn alive(pid: u32) -> bool {
-        // A zombie still has a /proc entry; its state is `Z`.
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-            .unwrap_or(false)
+        // SAFETY: signal 0 checks existence and permission only.
+        unsafe { libc::kill(pid as i32, 0) == 0 }
     }
 
     #[test]
@@ -450,37 +492,79 @@ mod tests {
     fn sweep_removes_the_private_directories_of_dead_owners_only() {
         let tmp = tempfile::tempdir().unwrap();
         let me = std::process::id();
-        let my_start = start_time(me).unwrap();
         // A pid that is gone: a child that was reaped.
         let mut done = command("true").spawn().unwrap();
         done.wait().unwrap();
         let dead = done.id();
-        let make = |name: &str, owner: Option<String>| {
+        let make = |name: &str, owner: bool| {
             let dir = tmp.path().join(name);
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("config.json"), "{}").unwrap();
-            if let Some(o) = owner {
-                std::fs::write(dir.join(OWNER_FILE), o).unwrap();
+            if owner {
+                std::fs::write(dir.join(OWNER_FILE), "1\n").unwrap();
             }
+            dir
         };
-        make(&format!("mzbuild-docker-config-{dead}-a"), Some(format!("{dead} 1\n")));
-        make(&format!("mzbuild-run-{dead}-b"), None);
-        // Alive, with this process's start time: ours.
-        make(&format!("mzbuild-run-{me}-c"), Some(format!("{me} {my_start}\n")));
-        // Alive, being created (no owner file yet): left alone.
-        make(&format!("mzbuild-docker-config-{me}-d"), None);
-        // The pid was reused by another process: the owner is gone.
-        make(&format!("mzbuild-run-{me}-e"), Some(format!("{me} 1\n")));
-        // Not ours.
-        make(&format!("other-{dead}-f"), None);
+        // Dead owners: nobody holds the lock.
+        make(&format!("mzbuild-docker-config-{dead}-a"), true);
+        // The name's pid is alive (this process: a pid reused by another
+        // process), but nobody holds the lock: the owner is gone.
+        make(&format!("mzbuild-run-{me}-b"), true);
+        // Alive: another process holds the lock (flock(1) from util-linux
+        // stands in for a running mzbuild), ...
+        let held = make(&format!("mzbuild-run-{dead}-c"), true);
+        let mut cmd = command("flock");
+        cmd.arg(held.join(OWNER_FILE))
+            .args(["sh", "-c", "echo locked; exec sleep 300"])
+            .stdout(std::process::Stdio::piped());
+        let mut holder = GroupChild::spawn(&mut cmd).unwrap();
+        let mut line = String::new();
+        io::BufReader::new(holder.take_stdout().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "locked\n");
+        // ... or another open file of this very process does.
+        let mine = make(&format!("mzbuild-docker-config-{dead}-d"), true);
+        let mine_lock = File::open(mine.join(OWNER_FILE)).unwrap();
+        lock(&mine_lock, true).unwrap();
+        // Being created (no owner file yet): left alone, ...
+        make(&format!("mzbuild-docker-config-{me}-e"), false);
+        // ... unless it has been so for longer than any creation takes.
+        let old = make(&format!("mzbuild-run-{dead}-f"), false);
+        File::open(&old).unwrap().set_modified(std::time::SystemTime::now() - 2 * UNOWNED_GRACE).unwrap();
+        // Not ours; and a link is never followed.
+        make(&format!("other-{dead}-g"), true);
+        std::os::unix::fs::symlink(tmp.path().join(format!("other-{dead}-g")), tmp.path().join("mzbuild-run-1-h"))
+            .unwrap();
         sweep(tmp.path());
         let mut left: Vec<String> =
             std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
-        assert_eq!(
-            left,
-            [format!("mzbuild-docker-config-{me}-d"), format!("mzbuild-run-{me}-c"), format!("other-{dead}-f")]
-        );
+        // flock and the sleep that inherited its descriptor, as a group.
+        holder.kill();
+        let mut kept = [
+            format!("mzbuild-docker-config-{dead}-d"),
+            format!("mzbuild-docker-config-{me}-e"),
+            "mzbuild-run-1-h".to_string(),
+            format!("mzbuild-run-{dead}-c"),
+            format!("other-{dead}-g"),
+        ];
+        kept.sort();
+        assert_eq!(left, kept);
+        // Once its holder is gone, the lock is free and the directory swept.
+        sweep(tmp.path());
+        assert!(!held.exists(), "the directory of a holder that died was kept");
+        assert!(mine.exists());
+    }
+
+    #[test]
+    fn a_private_directory_is_locked_while_it_lives_and_gone_after() {
+        let dir = PrivateDir::new("mzbuild-run-").unwrap();
+        let path = dir.path().to_path_buf();
+        assert!(!owner_gone(&path), "a live private directory looks abandoned");
+        sweep(path.parent().unwrap());
+        assert!(path.join(OWNER_FILE).exists(), "a sweep removed a live private directory");
+        assert!(!path.join(format!("{OWNER_FILE}.new")).exists());
+        drop(dir);
+        assert!(!path.exists());
     }
 
     #[test]
@@ -488,7 +572,12 @@ mod tests {
         let mut cmd = command("sleep");
         cmd.arg("300");
         let mut child = GroupChild::spawn(&mut cmd).unwrap();
+        let pid = child.id();
         assert!(child.wait_timeout(Duration::from_millis(100)).unwrap().is_none());
+        // Killed and reaped by wait_timeout itself, not later by the drop:
+        // the pid no longer names a process (kill 0 checks existence).
+        assert!(!alive(pid), "the child outlived wait_timeout's deadline");
+        drop(child);
         let mut cmd = command("true");
         let mut child = GroupChild::spawn(&mut cmd).unwrap();
         assert!(child.wait_timeout(Duration::from_secs(60)).unwrap().unwrap().success());
