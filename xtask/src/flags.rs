@@ -98,7 +98,8 @@ pub enum Hook {
     Uninstall,
     /// What the hook runs: reads git's `local_ref local_sha remote_ref remote_sha` lines on stdin.
     PrePush {
-        /// The remote's name and URL, as git passes them (unused).
+        /// The remote's name and URL, as git passes them (a new branch is compared with the
+        /// remote's default branch).
         args: Vec<String>,
     },
 }

@@ -23,14 +23,12 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             return match h {
-                flags::Hook::Install { force } => {
-                    let exe = std::env::current_exe()?;
-                    mzbuild::hook::install(&root, &exe, *force)
-                }
+                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force),
                 flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
-                flags::Hook::PrePush { .. } => {
+                flags::Hook::PrePush { args } => {
                     let opts = mzbuild::Options { root: Some(root.clone()), ..opts };
-                    mzbuild::hook::pre_push(&opts, &root, Box::new(ProcessEnv), workspace_root())
+                    let remote = args.first().map(String::as_str);
+                    mzbuild::hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
                 }
             };
         }
