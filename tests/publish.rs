@@ -316,6 +316,44 @@ fn an_edit_republishes_exactly_the_image_and_its_dependants() {
     assert_eq!(manifest_status(&fx.plain_url(), "left", &before["left"]), "200");
 }
 
+/// `diff` asks both registries about the new tags: "already published"
+/// when every registry has the tag, "not published" when one lacks it.
+/// The case of the report: an edit committed, the old file restored in the
+/// work tree, whose fingerprints are the published ones.
+#[test]
+fn diff_says_already_published_only_when_every_registry_has_the_tag() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    let published = fx.fingerprint("left");
+    fx.repo.write("images/left/left.txt", "left, edited\n").commit_all();
+    let edited = fx.fingerprint("left");
+    let line = |text: &str, image: &str| -> String {
+        text.lines().find(|l| l.starts_with(&format!("{image} "))).unwrap_or_default().to_string()
+    };
+    // The committed edit: its tags are in no registry.
+    let out = fx.mz(&["diff", "HEAD~"]);
+    let text = out.ok();
+    assert_eq!(line(text, "left"), format!("left {published} -> {edited}  not published: CI builds it"), "{out}");
+    assert!(line(text, "top").ends_with("  not published: CI builds it"), "{out}");
+
+    // The work tree back at the published content.
+    fx.repo.write("images/left/left.txt", "left\n");
+    let out = fx.mz(&["diff", "HEAD"]);
+    let text = out.ok();
+    assert_eq!(line(text, "left"), format!("left {edited} -> {published}  already published"), "{out}");
+    assert!(line(text, "top").ends_with("  already published"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(fx.mz(&["diff", "HEAD", "--json"]).ok()).unwrap();
+    assert_eq!((v[0]["name"].as_str(), &v[0]["published"]), (Some("left"), &serde_json::Value::Bool(true)));
+
+    // One registry without the tag: not published (CI fills the gap).
+    let tag = format!("mzbuild-{published}");
+    let digest = manifest_digest(&fx.auth_url(), "left", &tag).expect("left is published");
+    delete_manifest(&fx.auth_url(), "left", &digest);
+    let text = fx.mz(&["diff", "HEAD"]).ok().to_string();
+    assert!(line(&text, "left").ends_with("  not published: CI builds it"), "{text}");
+    assert!(line(&text, "top").ends_with("  already published"), "{text}");
+}
+
 #[test]
 fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     let fx = Fixture::new();
