@@ -258,7 +258,7 @@ fn first_ensure_publishes_everything_publishable_to_both_registries() {
 
     let check = fx.mz(&["check"]);
     assert_eq!(check.ok(), "", "{check}");
-    assert!(check.stderr.contains("all 4 publishable image(s) are in every registry"), "{check}");
+    assert!(check.stderr.contains("all 4 publishable images are in every registry"), "{check}");
 }
 
 #[test]
@@ -284,6 +284,11 @@ fn second_ensure_builds_and_pushes_nothing() {
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("; 0 to build\n"), "{out}");
     assert!(!out.stderr.contains("building"), "{out}");
+    // A quick run says how quick: `12ms`, not `0.0s`.
+    let took = out.stderr.lines().find_map(|l| l.strip_prefix("mzbuild: ensure finished in ")).unwrap_or_default();
+    let ms = took.strip_suffix("ms").is_some_and(|n| n.parse::<u64>().is_ok());
+    let s = took.strip_suffix('s').is_some_and(|n| n.parse::<f64>().is_ok_and(|n| n >= 0.1));
+    assert!(ms || s, "ensure finished in `{took}`\n{out}");
     assert_eq!(fx.logs(), logs, "the second ensure wrote build logs\n{out}");
 }
 
@@ -364,7 +369,10 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     out.error();
     let expected: String = PUBLISHED.iter().flat_map(|i| [tag(&fx.plain_url(), i), tag(&fx.auth_url(), i)]).collect();
     assert_eq!(out.stdout, expected, "{out}");
-    assert!(out.stderr.contains("4 of 4 publishable image(s) are missing"), "{out}");
+    assert!(out.stderr.contains("4 of 4 publishable images are missing"), "{out}");
+    // The hint works as typed: the repository is not the default root.
+    let hint = format!("run `cargo xtask mzbuild --root {} ensure` to publish them", fx.repo.root_str());
+    assert!(out.stderr.contains(&hint), "{out}");
     assert!(!fx.log_dir().exists(), "check built something");
 
     fx.mz(&["ensure"]).ok();
@@ -394,6 +402,11 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     // Copied from the spec registry, not rebuilt; the others are not pushed to again.
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
+    // A copy takes time, and says how long.
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+        assert!(row["seconds"].as_f64().unwrap() > 0.0, "a copy without its time: {row}\n{out}");
+    }
     for i in PUBLISHED {
         let tag = format!("mzbuild-{}", fps[i]);
         let digest = manifest_digest(&fx.plain_url(), i, &tag);
@@ -478,7 +491,7 @@ fn a_broken_branch_fails_alone_and_skips_its_dependants() {
     let top = rows.iter().find(|r| r.name == "top").unwrap();
     assert!(top.error.as_deref().unwrap_or("").contains("`right` failed"), "{top:?}");
     let log = fx.log_dir().join("right.log");
-    assert!(stderr.contains("error: 2 of 5 image(s) did not complete:"), "{out}");
+    assert!(stderr.contains("error: 2 of 5 images did not complete:"), "{out}");
     assert!(stderr.contains(&format!("last lines of {}", log.display())), "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("BOGUSINSTRUCTION"), "{}:\n{text}", log.display());
@@ -726,16 +739,30 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     let out = fx.mz(&["check"]);
     let stderr = out.error();
     assert_eq!(out.stdout, format!("{drifted_ref} {bad} (drift: {} has {good})\n", fx.plain_url()), "{out}");
-    assert!(stderr.contains("1 of 4 publishable image(s) have drifted"), "{out}");
-    assert!(stderr.contains("cargo xtask mzbuild repair base"), "{out}");
+    assert!(stderr.contains("1 of 4 publishable images has drifted"), "{out}");
+    assert!(stderr.contains(&format!("cargo xtask mzbuild --root {} repair base", fx.repo.root_str())), "{out}");
 
-    // ensure never overwrites a tag: it warns, copies nothing, builds nothing.
+    // ensure never overwrites a tag: it warns, copies nothing, builds
+    // nothing, reports the tag as drifted and fails (CI must notice).
     let (out, rows, builds) = fx.ensure_json(&[]);
-    out.ok();
-    assert!(rows.iter().all(|r| matches!(r.status.as_str(), "published" | "present")), "{out}");
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(
+        fx.summary(&rows),
+        "base drifted [extra]\nleft published []\nlocal-only present []\nright published []\ntop published []\n",
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json[0]["from"], fx.plain_url(), "{out}");
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("warning: base: its tag names different content in"), "{out}");
+    assert!(out.stderr.contains("1 image has drifted") && out.stderr.contains("--allow-drift"), "{out}");
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(bad.clone()));
+    // The table says so too; --allow-drift accepts it.
+    let out = fx.mz(&["ensure", "--allow-drift"]);
+    out.ok();
+    let line = out.stderr.lines().find(|l| l.starts_with("base ")).unwrap_or_default();
+    assert!(line.contains(" drifted ") && line.contains("the tag names other content in"), "{out}");
+    assert!(!line.contains("already in every registry"), "{out}");
 
     let recorder = Recorder::new(fx.repo.scratch());
     let out = run(recorder.apply(&mut fx.command(&["repair", "--json"])));
@@ -745,6 +772,10 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
         "base repaired [extra]\nleft published []\nright published []\ntop published []\n",
         "{out}"
     );
+    // What was replaced, per registry: to undo it, or to look into it.
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json[0]["replaced"], serde_json::json!({ fx.extra_url(): bad }), "{out}");
+    assert_eq!(json[1].get("replaced"), None, "{out}");
     assert_eq!(recorder.calls(), Vec::<String>::new(), "repair ran docker\n{out}");
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(good.clone()));
     assert_eq!(manifest_digest(&fx.plain_url(), "base", &tag), Some(good));

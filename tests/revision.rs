@@ -554,6 +554,23 @@ fn a_new_branch_is_compared_with_the_remote_default_branch() {
     assert!(out.stderr.contains("CI will rebuild 2: app, base"), "{out}");
 }
 
+/// A suggested command works as typed: it names `--root` when the
+/// repository is not the one a command without it would find (the
+/// default root, or `$MZ_ROOT`).
+#[test]
+fn hints_name_the_root_when_it_is_needed() {
+    let repo = fixture();
+    repo.write("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
+    let out = repo.mzbuild(&["lint"]);
+    let hint = format!("run `cargo xtask mzbuild --root {} lint` again", repo.root_str());
+    assert!(out.error().contains(&hint), "{out}");
+    let mut cmd = common::xtask_command(["mzbuild", "lint"]);
+    cmd.env("MZ_ROOT", repo.root());
+    common::git_home(&mut cmd, common::empty_home());
+    let out = common::run(&mut cmd);
+    assert!(out.error().contains("run `cargo xtask mzbuild lint` again"), "{out}");
+}
+
 /// Offline (a registry host that does not resolve): `diff` and the hook
 /// answer without retrying the lookup, and say the question was not
 /// checked rather than "not published".

@@ -215,6 +215,10 @@ pub struct Ensure {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when a tag has drifted (names different content in different registries;
+    /// reported as `drifted`, fixed by `repair`).
+    #[arg(long)]
+    pub allow_drift: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
