@@ -338,8 +338,16 @@ fn engine_not_running_is_reported() {
     let error = out.error_message();
     assert!(!out.stderr.contains("mzbuild: preparing"), "went on to prepare a build without an engine\n{out}");
     assert!(error.contains("engine is not running"), "does not say that the engine is not running\n{out}");
-    assert!(error.contains("ci/stack.sh up"), "does not say how to start the engine\n{out}");
+    // Another repository's users are not sent to this one's CI script.
+    assert!(error.contains("https://docs.docker.com/engine/install/"), "does not say how to start the engine\n{out}");
+    assert!(!error.contains("ci/stack.sh"), "names a script this repository does not have\n{out}");
     assert_eq!(out.stdout, "", "{out}");
+    // A repository with `ci/stack.sh` (this one) is told to run it.
+    repo.write("ci/stack.sh", "#!/bin/sh\n");
+    let out = run(mz_command(&repo, &registry, &["build", "one"])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .env_remove("DOCKER_CONTEXT"));
+    assert!(out.error_message().contains("`bash ci/stack.sh up`"), "does not say how to start the engine\n{out}");
 }
 
 /// A build that runs past `--timeout` is killed (its whole process group;

@@ -258,7 +258,7 @@ fn first_ensure_publishes_everything_publishable_to_both_registries() {
 
     let check = fx.mz(&["check"]);
     assert_eq!(check.ok(), "", "{check}");
-    assert!(check.stderr.contains("all 4 publishable image(s) are in every registry"), "{check}");
+    assert!(check.stderr.contains("all 4 publishable images are in every registry"), "{check}");
 }
 
 #[test]
@@ -284,6 +284,11 @@ fn second_ensure_builds_and_pushes_nothing() {
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("; 0 to build\n"), "{out}");
     assert!(!out.stderr.contains("building"), "{out}");
+    // A quick run says how quick: `12ms`, not `0.0s`.
+    let took = out.stderr.lines().find_map(|l| l.strip_prefix("mzbuild: ensure finished in ")).unwrap_or_default();
+    let ms = took.strip_suffix("ms").is_some_and(|n| n.parse::<u64>().is_ok());
+    let s = took.strip_suffix('s').is_some_and(|n| n.parse::<f64>().is_ok_and(|n| n >= 0.1));
+    assert!(ms || s, "ensure finished in `{took}`\n{out}");
     assert_eq!(fx.logs(), logs, "the second ensure wrote build logs\n{out}");
 }
 
@@ -316,6 +321,44 @@ fn an_edit_republishes_exactly_the_image_and_its_dependants() {
     assert_eq!(manifest_status(&fx.plain_url(), "left", &before["left"]), "200");
 }
 
+/// `diff` asks both registries about the new tags: "already published"
+/// when every registry has the tag, "not published" when one lacks it.
+/// The case of the report: an edit committed, the old file restored in the
+/// work tree, whose fingerprints are the published ones.
+#[test]
+fn diff_says_already_published_only_when_every_registry_has_the_tag() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    let published = fx.fingerprint("left");
+    fx.repo.write("images/left/left.txt", "left, edited\n").commit_all();
+    let edited = fx.fingerprint("left");
+    let line = |text: &str, image: &str| -> String {
+        text.lines().find(|l| l.starts_with(&format!("{image} "))).unwrap_or_default().to_string()
+    };
+    // The committed edit: its tags are in no registry.
+    let out = fx.mz(&["diff", "HEAD~"]);
+    let text = out.ok();
+    assert_eq!(line(text, "left"), format!("left {published} -> {edited}  not published: CI builds it"), "{out}");
+    assert!(line(text, "top").ends_with("  not published: CI builds it"), "{out}");
+
+    // The work tree back at the published content.
+    fx.repo.write("images/left/left.txt", "left\n");
+    let out = fx.mz(&["diff", "HEAD"]);
+    let text = out.ok();
+    assert_eq!(line(text, "left"), format!("left {edited} -> {published}  already published"), "{out}");
+    assert!(line(text, "top").ends_with("  already published"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(fx.mz(&["diff", "HEAD", "--json"]).ok()).unwrap();
+    assert_eq!((v[0]["name"].as_str(), &v[0]["published"]), (Some("left"), &serde_json::Value::Bool(true)));
+
+    // One registry without the tag: not published (CI fills the gap).
+    let tag = format!("mzbuild-{published}");
+    let digest = manifest_digest(&fx.auth_url(), "left", &tag).expect("left is published");
+    delete_manifest(&fx.auth_url(), "left", &digest);
+    let text = fx.mz(&["diff", "HEAD"]).ok().to_string();
+    assert!(line(&text, "left").ends_with("  not published: CI builds it"), "{text}");
+    assert!(line(&text, "top").ends_with("  already published"), "{text}");
+}
+
 #[test]
 fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     let fx = Fixture::new();
@@ -326,7 +369,10 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     out.error();
     let expected: String = PUBLISHED.iter().flat_map(|i| [tag(&fx.plain_url(), i), tag(&fx.auth_url(), i)]).collect();
     assert_eq!(out.stdout, expected, "{out}");
-    assert!(out.stderr.contains("4 of 4 publishable image(s) are missing"), "{out}");
+    assert!(out.stderr.contains("4 of 4 publishable images are missing"), "{out}");
+    // The hint works as typed: the repository is not the default root.
+    let hint = format!("run `cargo xtask mzbuild --root {} ensure` to publish them", fx.repo.root_str());
+    assert!(out.stderr.contains(&hint), "{out}");
     assert!(!fx.log_dir().exists(), "check built something");
 
     fx.mz(&["ensure"]).ok();
@@ -356,6 +402,11 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     // Copied from the spec registry, not rebuilt; the others are not pushed to again.
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
+    // A copy takes time, and says how long.
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+        assert!(row["seconds"].as_f64().unwrap() > 0.0, "a copy without its time: {row}\n{out}");
+    }
     for i in PUBLISHED {
         let tag = format!("mzbuild-{}", fps[i]);
         let digest = manifest_digest(&fx.plain_url(), i, &tag);
@@ -440,7 +491,7 @@ fn a_broken_branch_fails_alone_and_skips_its_dependants() {
     let top = rows.iter().find(|r| r.name == "top").unwrap();
     assert!(top.error.as_deref().unwrap_or("").contains("`right` failed"), "{top:?}");
     let log = fx.log_dir().join("right.log");
-    assert!(stderr.contains("error: 2 of 5 image(s) did not complete:"), "{out}");
+    assert!(stderr.contains("error: 2 of 5 images did not complete:"), "{out}");
     assert!(stderr.contains(&format!("last lines of {}", log.display())), "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("BOGUSINSTRUCTION"), "{}:\n{text}", log.display());
@@ -688,16 +739,30 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     let out = fx.mz(&["check"]);
     let stderr = out.error();
     assert_eq!(out.stdout, format!("{drifted_ref} {bad} (drift: {} has {good})\n", fx.plain_url()), "{out}");
-    assert!(stderr.contains("1 of 4 publishable image(s) have drifted"), "{out}");
-    assert!(stderr.contains("cargo xtask mzbuild repair base"), "{out}");
+    assert!(stderr.contains("1 of 4 publishable images has drifted"), "{out}");
+    assert!(stderr.contains(&format!("cargo xtask mzbuild --root {} repair base", fx.repo.root_str())), "{out}");
 
-    // ensure never overwrites a tag: it warns, copies nothing, builds nothing.
+    // ensure never overwrites a tag: it warns, copies nothing, builds
+    // nothing, reports the tag as drifted and fails (CI must notice).
     let (out, rows, builds) = fx.ensure_json(&[]);
-    out.ok();
-    assert!(rows.iter().all(|r| matches!(r.status.as_str(), "published" | "present")), "{out}");
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(
+        fx.summary(&rows),
+        "base drifted [extra]\nleft published []\nlocal-only present []\nright published []\ntop published []\n",
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json[0]["from"], fx.plain_url(), "{out}");
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("warning: base: its tag names different content in"), "{out}");
+    assert!(out.stderr.contains("1 image has drifted") && out.stderr.contains("--allow-drift"), "{out}");
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(bad.clone()));
+    // The table says so too; --allow-drift accepts it.
+    let out = fx.mz(&["ensure", "--allow-drift"]);
+    out.ok();
+    let line = out.stderr.lines().find(|l| l.starts_with("base ")).unwrap_or_default();
+    assert!(line.contains(" drifted ") && line.contains("the tag names other content in"), "{out}");
+    assert!(!line.contains("already in every registry"), "{out}");
 
     let recorder = Recorder::new(fx.repo.scratch());
     let out = run(recorder.apply(&mut fx.command(&["repair", "--json"])));
@@ -707,6 +772,10 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
         "base repaired [extra]\nleft published []\nright published []\ntop published []\n",
         "{out}"
     );
+    // What was replaced, per registry: to undo it, or to look into it.
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json[0]["replaced"], serde_json::json!({ fx.extra_url(): bad }), "{out}");
+    assert_eq!(json[1].get("replaced"), None, "{out}");
     assert_eq!(recorder.calls(), Vec::<String>::new(), "repair ran docker\n{out}");
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(good.clone()));
     assert_eq!(manifest_digest(&fx.plain_url(), "base", &tag), Some(good));

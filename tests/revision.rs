@@ -294,7 +294,9 @@ fn fixture_with_upstream() -> (TempRepo, String) {
 fn diff_and_explain_against_a_revision() {
     let (repo, _registry) = fixture_with_upstream();
     let out = repo.mzbuild(&["--arch", "x86_64", "diff"]);
-    assert!(out.ok().starts_with("no image differs between `"), "{out}");
+    let short = repo.git(["rev-parse", "--short", "HEAD"]).trim().to_string();
+    let expected = format!("no image differs between {short} (merge-base with `upstream`) and the work tree");
+    assert!(out.ok().starts_with(&expected), "{out}");
     // A committed change to base's context, an uncommitted one to app's.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
     repo.write("misc/images/app/new.txt", "new\n").chmod("misc/images/app/run.sh", 0o644);
@@ -416,12 +418,56 @@ fn lint_reports_everything_at_once() {
     assert!(out.error().contains("lint: 5 problems in `HEAD`"), "{out}");
 }
 
-#[test]
-fn pre_push_hook_checks_the_pushed_commit() {
-    let (repo, _registry) = fixture_with_upstream();
+/// A bare repository `remote.git` in the scratch directory, as the remote
+/// `origin` of `repo`.
+fn add_origin(repo: &TempRepo) {
     let remote = repo.scratch().join("remote.git");
     common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
+}
+
+/// `git push args...` in `repo` (running its pre-push hook) with `cargo`
+/// on PATH standing for the repository's `cargo xtask` alias: it logs its
+/// working directory and arguments to `cargo.log` in the scratch
+/// directory and runs the `xtask` binary under test (a temporary
+/// repository has no xtask of its own to build).
+fn push(repo: &TempRepo, args: &[&str]) -> common::Output {
+    let bin = repo.scratch().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = repo.scratch().join("cargo.log");
+    let cargo = bin.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\necho \"$PWD: $*\" >> '{}'\n[ \"$1\" = xtask ] || exit 97\nshift\nexec '{}' \"$@\"\n",
+            log.display(),
+            env!("CARGO_BIN_EXE_xtask")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(repo.root()).arg("push").args(args).env("PATH", path);
+    for var in common::SETTINGS_ENV {
+        cmd.env_remove(var);
+    }
+    common::git_home(&mut cmd, common::empty_home());
+    common::run(&mut cmd)
+}
+
+/// The 40-hex-digit words of `text` (full commit ids).
+fn full_shas(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 40 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect()
+}
+
+#[test]
+fn pre_push_hook_checks_the_pushed_commit() {
+    let (repo, _registry) = fixture_with_upstream();
+    add_origin(&repo);
     // A foreign hook is kept unless --force.
     let hook = repo.path(".git/hooks/pre-push");
     repo.write(".git/hooks/pre-push", "#!/bin/sh\nexit 0\n");
@@ -429,20 +475,30 @@ fn pre_push_hook_checks_the_pushed_commit() {
     assert!(err.contains("is not mzbuild's: keep it, or pass --force"), "{err}");
     repo.mzbuild(&["hook", "install", "--force"]).ok();
     repo.mzbuild(&["hook", "install"]).ok();
-    assert!(std::fs::read_to_string(&hook).unwrap().contains("mzbuild pre-push hook"));
+    let script = std::fs::read_to_string(&hook).unwrap();
+    assert!(script.contains("mzbuild pre-push hook"), "{script}");
+    // It runs the checkout's own xtask, and names no path of this machine
+    // (it may be committed, in a `core.hooksPath` folder).
+    assert!(script.contains("exec cargo xtask mzbuild"), "{script}");
+    let exe = env!("CARGO_BIN_EXE_xtask");
+    assert!(!script.contains(repo.root_str()) && !script.contains(exe) && !script.contains("target/"), "{script}");
 
-    let push = |args: &[&str]| {
-        let mut cmd = std::process::Command::new("git");
-        cmd.current_dir(repo.root()).arg("push").args(args);
-        common::git_home(&mut cmd, common::empty_home());
-        common::run(&mut cmd)
-    };
-    let out = push(&["-q", "origin", "HEAD:refs/heads/main"]);
+    let out = push(&repo, &["-q", "origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
+    let log = std::fs::read_to_string(repo.scratch().join("cargo.log")).unwrap();
+    assert_eq!(
+        log,
+        format!(
+            "{0}: xtask mzbuild --root {0} hook pre-push origin {1}\n",
+            repo.root_str(),
+            repo.scratch().join("remote.git").display()
+        ),
+        "the hook runs `cargo xtask` at the top of the work tree"
+    );
     // A pushed change, with a dirty work tree that must stay as it is.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
     repo.write("misc/images/app/dirty.txt", "dirty\n");
-    let out = push(&["origin", "HEAD:refs/heads/main"]);
+    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("2 of 2 images differ between the remote"), "{out}");
     assert!(out.stderr.contains("1 file changed: misc/images/base/Dockerfile"), "{out}");
@@ -451,8 +507,9 @@ fn pre_push_hook_checks_the_pushed_commit() {
     assert!(repo.path("misc/images/app/dirty.txt").exists());
     assert_eq!(repo.git(["stash", "list"]), "");
     // A commit that does not lint is not pushed.
+    assert_eq!(full_shas(&out.stderr), Vec::<&str>::new(), "short commit ids, as git shows them: {out}");
     repo.append("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
-    let out = push(&["origin", "HEAD:refs/heads/main"]);
+    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_ne!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("`MZFROM nope` names an image that does not exist"), "{out}");
     assert!(out.stderr.contains("the push is stopped"), "{out}");
@@ -460,6 +517,88 @@ fn pre_push_hook_checks_the_pushed_commit() {
     assert!(!hook.exists());
     repo.write(".git/hooks/pre-push", "#!/bin/sh\n");
     assert!(repo.mzbuild(&["hook", "uninstall"]).error().contains("is not mzbuild's pre-push hook"));
+}
+
+/// A branch without an upstream (before its first push: how a pull request
+/// starts) is compared with where it left the remote's default branch, by
+/// `diff` and by the hook on its first push; each says which base it used.
+#[test]
+fn a_new_branch_is_compared_with_the_remote_default_branch() {
+    let repo = fixture();
+    let (registry, _images) = common::registry::scratch();
+    repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
+    repo.commit_all();
+    add_origin(&repo);
+    repo.git(["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let fork = repo.git(["rev-parse", "HEAD"]).trim().to_string();
+    let short = repo.git(["rev-parse", "--short", &fork]).trim().to_string();
+    repo.git(["checkout", "-q", "-b", "feature"]);
+    repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
+
+    let out = repo.mzbuild(&["--arch", "x86_64", "diff"]);
+    let base = format!("{short} (merge-base with `origin/main`)");
+    assert!(out.stderr.contains(&format!("the branch has no upstream: comparing with {base}")), "{out}");
+    assert!(out.ok().starts_with(&format!("2 of 2 images differ between {base} and the work tree:\n")), "{out}");
+    assert_eq!(full_shas(&out.stdout), Vec::<&str>::new(), "{out}");
+    // The remote's HEAD, when git knows it, names its default branch.
+    repo.git(["remote", "set-head", "origin", "main"]);
+    let out = repo.mzbuild(&["--arch", "x86_64", "diff", "--json"]);
+    assert!(out.stderr.contains(&format!("comparing with {base}")), "{out}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap().as_array().unwrap().len(), 2, "{out}");
+
+    repo.mzbuild(&["hook", "install"]).ok();
+    let out = push(&repo, &["origin", "feature"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains(&format!("pre-push: a new branch: comparing with {base}")), "{out}");
+    assert!(out.stderr.contains(&format!("2 of 2 images differ between {base} and the pushed ")), "{out}");
+    assert!(out.stderr.contains("CI will rebuild 2: app, base"), "{out}");
+}
+
+/// A suggested command works as typed: it names `--root` when the
+/// repository is not the one a command without it would find (the
+/// default root, or `$MZ_ROOT`).
+#[test]
+fn hints_name_the_root_when_it_is_needed() {
+    let repo = fixture();
+    repo.write("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
+    let out = repo.mzbuild(&["lint"]);
+    let hint = format!("run `cargo xtask mzbuild --root {} lint` again", repo.root_str());
+    assert!(out.error().contains(&hint), "{out}");
+    let mut cmd = common::xtask_command(["mzbuild", "lint"]);
+    cmd.env("MZ_ROOT", repo.root());
+    common::git_home(&mut cmd, common::empty_home());
+    let out = common::run(&mut cmd);
+    assert!(out.error().contains("run `cargo xtask mzbuild lint` again"), "{out}");
+}
+
+/// Offline (a registry host that does not resolve): `diff` and the hook
+/// answer without retrying the lookup, and say the question was not
+/// checked rather than "not published".
+#[test]
+fn offline_diff_and_hook_say_not_checked_without_retrying() {
+    let repo = fixture();
+    repo.append("Cargo.toml", "\n[workspace.metadata.mzbuild]\nregistries = [{ url = \"nonexistent.invalid/mz\" }]\n");
+    repo.commit_all();
+    repo.append("misc/images/base/Dockerfile", "ENV X=1\n");
+    let out = repo.mzbuild(&["--arch", "x86_64", "diff", "HEAD"]);
+    let text = out.ok();
+    assert!(text.contains("app ") && text.contains("  offline: not checked\n"), "{out}");
+    assert!(!text.contains("not published"), "{out}");
+    assert!(out.stderr.contains("warning: offline: not checked whether the new tags are published"), "{out}");
+    assert!(out.stderr.contains("1 attempt: a failed name lookup is not retried"), "{out}");
+    assert!(!out.stderr.contains("attempts"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(repo.mzbuild(&["--arch", "x86_64", "diff", "HEAD", "--json"]).ok()).unwrap();
+    assert_eq!(v[0]["published"], serde_json::Value::Null);
+
+    add_origin(&repo);
+    repo.git(["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    repo.commit_all();
+    repo.mzbuild(&["hook", "install"]).ok();
+    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("  offline: not checked\n"), "{out}");
+    assert!(out.stderr.contains("CI will rebuild at most 2: app, base (offline: not checked"), "{out}");
 }
 
 fn settings(arch: Arch) -> Settings {

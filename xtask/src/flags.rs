@@ -98,7 +98,8 @@ pub enum Hook {
     Uninstall,
     /// What the hook runs: reads git's `local_ref local_sha remote_ref remote_sha` lines on stdin.
     PrePush {
-        /// The remote's name and URL, as git passes them (unused).
+        /// The remote's name and URL, as git passes them (a new branch is compared with the
+        /// remote's default branch).
         args: Vec<String>,
     },
 }
@@ -214,6 +215,10 @@ pub struct Ensure {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when a tag has drifted (names different content in different registries;
+    /// reported as `drifted`, fixed by `repair`).
+    #[arg(long)]
+    pub allow_drift: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }

@@ -16,21 +16,21 @@ impl flags::Mzbuild {
         let archs = self.global.arch.clone();
         if let Command::Lint(c) = &self.command {
             // Lint reads a configuration that may not load: no Ctx.
-            let root = options(&self.global)?.root_dir(workspace_root(), &ProcessEnv);
-            return lint(&root, c.rev.rev.as_deref(), self.global.strict);
+            let opts = options(&self.global)?;
+            let root = opts.root_dir(workspace_root(), &ProcessEnv);
+            let root_arg = opts.root_arg(&root, workspace_root(), &ProcessEnv);
+            return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict);
         }
         if let Command::Hook(h) = &self.command {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             return match h {
-                flags::Hook::Install { force } => {
-                    let exe = std::env::current_exe()?;
-                    mzbuild::hook::install(&root, &exe, *force)
-                }
+                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force),
                 flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
-                flags::Hook::PrePush { .. } => {
+                flags::Hook::PrePush { args } => {
                     let opts = mzbuild::Options { root: Some(root.clone()), ..opts };
-                    mzbuild::hook::pre_push(&opts, &root, Box::new(ProcessEnv), workspace_root())
+                    let remote = args.first().map(String::as_str);
+                    mzbuild::hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
                 }
             };
         }
@@ -136,7 +136,7 @@ impl flags::Acquire {
 
 impl flags::Ensure {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json)
+        publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
     }
 }
 
@@ -188,7 +188,8 @@ impl flags::Explain {
 }
 
 /// `lint [--rev REV]`: findings on stdout, exit 1 when there are any.
-pub fn lint(root: &std::path::Path, rev: Option<&str>, strict: bool) -> Result<Status> {
+/// `root_arg`: the `--root` a suggested command needs.
+pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
     let tree = match rev {
         Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
         None => mzbuild::discover::tree::Tree::list(root)?,
@@ -201,9 +202,10 @@ pub fn lint(root: &std::path::Path, rev: Option<&str>, strict: bool) -> Result<S
     }
     ui::result(&findings.iter().map(|f| format!("{f}\n")).collect::<String>());
     ui::error(format_args!(
-        "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild lint` again",
+        "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild {}lint` again",
         findings.len(),
-        if findings.len() == 1 { "" } else { "s" }
+        if findings.len() == 1 { "" } else { "s" },
+        root_arg.map_or(String::new(), |r| format!("{r} "))
     ));
     Ok(Status::Failure)
 }

@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::settings::Settings;
@@ -27,19 +28,98 @@ use crate::discover::Repo;
 use crate::fingerprint::memo::Memo;
 use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
 use crate::fingerprint::{self, Computed, Fingerprint};
-use crate::publish::{clients, published_status};
+use crate::publish::client::is_unreachable;
+use crate::publish::{clients, missing, published_status};
 use crate::{ui, Ctx, Status};
 
-/// The revision to compare with when none is given: where the current
-/// branch left its upstream (`git merge-base HEAD @{upstream}`).
-pub fn default_base(repo: &Repo) -> Result<String> {
-    let out = repo.tree.git.run(&["merge-base", "HEAD", "@{upstream}"]).map_err(|_| {
-        anyhow::anyhow!(
-            "the current branch has no upstream to compare with: give a revision, e.g. `main` or `origin/main` \
-             (or set one with `git branch --set-upstream-to`)"
-        )
-    })?;
-    Ok(String::from_utf8_lossy(&out).trim().to_string())
+/// The commit to compare with when none is given, and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// The commit (a full SHA).
+    pub commit: String,
+    /// How to show it: `` 1a2b3c4 (merge-base with `origin/main`) ``.
+    pub label: String,
+    /// Whether the branch has an upstream (else the remote's default
+    /// branch, or `main`/`master`, was used).
+    pub upstream: bool,
+}
+
+/// The base of `head` (a commit or `HEAD`): where it left its upstream
+/// (`branch`'s, `git merge-base head branch@{upstream}`; `branch` empty: the
+/// current branch's); for a branch without one (a new branch, before its
+/// first push) where it left the default branch of `remote` (given, else
+/// `origin`, else the only remote): `refs/remotes/<remote>/HEAD`, else its
+/// `main` or `master`, else the local `main` or `master`.
+pub fn default_base(git: &GitRepo, head: &str, branch: &str, remote: Option<&str>) -> Result<Base> {
+    let merge_base = |other: &str| {
+        git.run(&["merge-base", head, other]).ok().map(|o| String::from_utf8_lossy(&o).trim().to_string())
+    };
+    let upstream = format!("{branch}@{{upstream}}");
+    if let Some(commit) = merge_base(&upstream) {
+        let name = git.run(&["rev-parse", "--abbrev-ref", &upstream]).ok();
+        let name = name.map_or(upstream.clone(), |n| String::from_utf8_lossy(&n).trim().to_string());
+        let label = format!("{} (merge-base with `{name}`)", short_sha(git, &commit));
+        return Ok(Base { commit, label, upstream: true });
+    }
+    let remotes: Vec<String> = git
+        .run(&["remote"])
+        .map(|o| String::from_utf8_lossy(&o).lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let remote = match remote {
+        Some(r) => Some(r.to_string()),
+        None if remotes.iter().any(|r| r == "origin") => Some("origin".into()),
+        None if remotes.len() == 1 => remotes.first().cloned(),
+        None => None,
+    };
+    let mut candidates = vec![];
+    if let Some(r) = &remote {
+        candidates.extend(["HEAD", "main", "master"].map(|b| format!("refs/remotes/{r}/{b}")));
+    }
+    candidates.extend(["refs/heads/main".to_string(), "refs/heads/master".to_string()]);
+    for c in &candidates {
+        if git.resolve_commit(c).is_err() {
+            continue;
+        }
+        let Some(commit) = merge_base(c) else { continue };
+        // `refs/remotes/origin/HEAD` is shown as what it points at.
+        let name = git.run(&["rev-parse", "--abbrev-ref", c]).ok();
+        let name = name.map_or(c.clone(), |n| String::from_utf8_lossy(&n).trim().to_string());
+        let label = format!("{} (merge-base with `{name}`)", short_sha(git, &commit));
+        return Ok(Base { commit, label, upstream: false });
+    }
+    bail!(
+        "nothing to compare with: the branch has no upstream, and there is no remote default branch \
+         (`refs/remotes/<remote>/HEAD`, `main` or `master`) nor a local `main` or `master`; give a revision, \
+         e.g. `cargo xtask mzbuild diff HEAD~`"
+    )
+}
+
+/// `sha` abbreviated as git shows it (`git rev-parse --short`); `sha`
+/// itself if git cannot.
+pub fn short_sha(git: &GitRepo, sha: &str) -> String {
+    match git.run(&["rev-parse", "--short", sha]) {
+        Ok(o) => String::from_utf8_lossy(&o).trim().to_string(),
+        Err(_) => sha.to_string(),
+    }
+}
+
+/// `rev` for a header: a full SHA abbreviated (see [`short_sha`]); a name
+/// as given.
+fn rev_label(git: &GitRepo, rev: &str) -> String {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("`{}`", short_sha(git, rev))
+    } else {
+        format!("`{rev}`")
+    }
+}
+
+/// `default_base` of `HEAD`, said on stderr when it is not the upstream.
+fn base_of_head(ctx: &Ctx) -> Result<Base> {
+    let base = default_base(&ctx.repo.tree.git, "HEAD", "", None)?;
+    if !base.upstream {
+        ui::progress(format_args!("the branch has no upstream: comparing with {}", base.label));
+    }
+    Ok(base)
 }
 
 /// The fingerprints of `targets` and their dependencies (all images when
@@ -243,12 +323,18 @@ pub struct ImageDiff {
     /// Whether the new tag is in every registry (`null`: not asked, or the
     /// registries could not be reached, or the image is not published).
     pub published: Option<bool>,
+    /// The registries could not be reached (offline, or slower than the
+    /// budget): `published` is unknown.
+    #[serde(skip)]
+    pub offline: bool,
     pub reasons: Vec<String>,
     pub change: Option<Change>,
 }
 
-/// The images whose fingerprints differ between `base` and `ctx.repo`.
-pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<ImageDiff>> {
+/// The images whose fingerprints differ between `base` and `ctx.repo`;
+/// with `ask_registries` (the time to give each registry request), whether
+/// the new tags are published.
+pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: Option<Duration>) -> Result<Vec<ImageDiff>> {
     let images = ctx.repo.resolve(&[])?;
     // The revision is listed and its configuration read while the work
     // tree is fingerprinted; its content hashes come after, so that it
@@ -275,6 +361,7 @@ pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<Im
                     old: Some(o.fingerprint.to_string()),
                     new: Some(n.fingerprint.to_string()),
                     published: None,
+                    offline: false,
                     reasons: change.reasons(),
                     change: Some(change),
                 });
@@ -285,7 +372,8 @@ pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<Im
                 old: None,
                 new: Some(n.fingerprint.to_string()),
                 published: None,
-                reasons: vec![format!("new image (not at `{base}`)")],
+                offline: false,
+                reasons: vec![format!("new image (not at {})", rev_label(&ctx.repo.tree.git, base))],
                 change: None,
             }),
         }
@@ -298,21 +386,24 @@ pub fn diff_images(ctx: &Ctx, base: &str, ask_registries: bool) -> Result<Vec<Im
                 old: Some(o.fingerprint.to_string()),
                 new: None,
                 published: None,
+                offline: false,
                 reasons: vec!["image removed".into()],
                 change: None,
             });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    if ask_registries {
-        published(ctx, &mut out);
+    if let Some(budget) = ask_registries {
+        published(ctx, &mut out, budget);
     }
     Ok(out)
 }
 
-/// Fill in `published` for the new fingerprints of publishable images; a
-/// registry that cannot be asked is a warning, not an error.
-fn published(ctx: &Ctx, diffs: &mut [ImageDiff]) {
+/// Fill in `published` for the new fingerprints of publishable images: true
+/// when every registry has the tag. A registry that cannot be asked is a
+/// warning, not an error; one that cannot be reached (offline) marks the
+/// images `offline`.
+fn published(ctx: &Ctx, diffs: &mut [ImageDiff], budget: Duration) {
     let names: Vec<String> = diffs.iter().filter(|d| d.new.is_some()).map(|d| d.name.clone()).collect();
     let images: Vec<&crate::Image> =
         names.iter().filter_map(|n| ctx.repo.images.get(n)).filter(|i| i.config.publish).collect();
@@ -326,13 +417,22 @@ fn published(ctx: &Ctx, diffs: &mut [ImageDiff]) {
             Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp }))
         })
         .collect();
-    match clients(ctx, false, None).and_then(|c| published_status(ctx, &c, &images, &fps)) {
+    let asked = clients(ctx, false, Some(budget)).and_then(|c| {
+        let held = published_status(ctx, &c, &images, &fps)?;
+        Ok(missing(&held, c.len()))
+    });
+    let is_asked = |d: &ImageDiff| images.iter().any(|i| i.name == d.name);
+    match asked {
         Ok(missing) => {
-            for d in diffs.iter_mut() {
-                if images.iter().any(|i| i.name == d.name) {
-                    d.published = Some(!missing.contains_key(&d.name));
-                }
+            for d in diffs.iter_mut().filter(|d| is_asked(d)) {
+                d.published = Some(!missing.contains_key(&d.name));
             }
+        }
+        Err(e) if is_unreachable(&e) => {
+            for d in diffs.iter_mut().filter(|d| is_asked(d)) {
+                d.offline = true;
+            }
+            ui::warn(format_args!("offline: not checked whether the new tags are published ({e:#})"));
         }
         Err(e) => ui::warn(format_args!("could not ask the registries whether the new tags are published: {e:#}")),
     }
@@ -349,10 +449,11 @@ pub fn render_diff(diffs: &[ImageDiff], total: usize, base_label: &str, new_labe
     for d in diffs {
         let old = d.old.as_deref().unwrap_or("(none)");
         let new = d.new.as_deref().unwrap_or("(none)");
-        let published = match d.published {
-            Some(true) => "  already published",
-            Some(false) => "  not published: CI builds it",
-            None => "",
+        let published = match (d.published, d.offline) {
+            (Some(true), _) => "  already published",
+            (Some(false), _) => "  not published: CI builds it",
+            (None, true) => "  offline: not checked",
+            (None, false) => "",
         };
         let _ = writeln!(out, "{} {old} -> {new}{published}", d.name);
         for r in &d.reasons {
@@ -362,17 +463,29 @@ pub fn render_diff(diffs: &[ImageDiff], total: usize, base_label: &str, new_labe
     out
 }
 
+/// How long `diff` gives each registry request (retries included) when it
+/// asks whether the new tags are published.
+pub const DIFF_BUDGET: Duration = Duration::from_secs(10);
+
 /// `diff [REV]`.
 pub fn diff(ctx: &Ctx, rev: Option<&str>, json: bool) -> Result<Status> {
-    let base = match rev {
-        Some(r) => r.to_string(),
-        None => default_base(&ctx.repo)?,
+    let git = &ctx.repo.tree.git;
+    let (base, label) = match rev {
+        Some(r) => (r.to_string(), rev_label(git, r)),
+        None => {
+            let b = base_of_head(ctx)?;
+            (b.commit, b.label)
+        }
     };
-    let diffs = diff_images(ctx, &base, true)?;
+    let diffs = diff_images(ctx, &base, Some(DIFF_BUDGET))?;
     if json {
         ui::result(&(serde_json::to_string_pretty(&diffs)? + "\n"));
     } else {
-        ui::result(&render_diff(&diffs, ctx.repo.images.len(), &format!("`{base}`"), &ctx.repo.tree.label()));
+        let new_label = match &ctx.repo.tree.rev {
+            Some(r) => rev_label(git, &r.rev),
+            None => ctx.repo.tree.label(),
+        };
+        ui::result(&render_diff(&diffs, ctx.repo.images.len(), &label, &new_label));
     }
     Ok(Status::Success)
 }
@@ -386,7 +499,7 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
     let new = snapshot::snapshots(&computed);
     let against = match against {
         Some(a) => a.to_string(),
-        None => default_base(&ctx.repo)?,
+        None => base_of_head(ctx)?.commit,
     };
     // A fingerprint (recorded), else a revision.
     let old: Old = match against.parse::<Fingerprint>() {
@@ -401,7 +514,7 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
     };
     let label = match &old {
         Old::Records(s) => format!("recorded fingerprint {}", s.fingerprint),
-        Old::Rev(_) => format!("`{against}`"),
+        Old::Rev(_) => rev_label(&ctx.repo.tree.git, &against),
     };
     let mut out = String::new();
     let _ = writeln!(out, "{image}: {} ({}) vs {label}", new[image].fingerprint, ctx.repo.tree.label());

@@ -7,10 +7,11 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::changes::{diff_images, render_diff};
+use crate::changes::{default_base, diff_images, render_diff, short_sha};
 use crate::discover::git::GitRepo;
 use crate::discover::tree::Tree;
 use crate::{lint, ui, Ctx, Options, Status};
@@ -25,20 +26,22 @@ pub fn hook_path(root: &Path) -> Result<PathBuf> {
     Ok(root.join(String::from_utf8_lossy(&out).trim()))
 }
 
-/// The hook script: run this binary (else `cargo xtask`) on this work tree.
-pub fn script(exe: &Path, root: &Path) -> String {
-    let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let exe = q(&exe.display().to_string());
-    let root = q(&root.display().to_string());
+/// The hook script. It runs the xtask of the checkout being pushed
+/// (`cargo xtask`, which rebuilds it when its sources changed: a binary
+/// built before a pull may fingerprint by other rules), and names no path
+/// of this machine, so that it can live in a committed `core.hooksPath`
+/// folder.
+pub fn script() -> String {
     format!(
         "#!/bin/sh\n{MARKER} (`cargo xtask mzbuild hook install`; remove with `hook uninstall`).\n\
          # Lints and diffs the pushed commits, never the work tree; prints what CI will rebuild.\n\
-         if [ -x {exe} ]; then\n  exec {exe} mzbuild --root {root} hook pre-push \"$@\"\nfi\n\
-         cd {root} && exec cargo xtask mzbuild hook pre-push \"$@\"\n"
+         # Runs this checkout's own xtask: `cargo xtask` rebuilds it when its sources changed.\n\
+         root=$(git rev-parse --show-toplevel) || exit 1\n\
+         cd \"$root\" && exec cargo xtask mzbuild --root \"$root\" hook pre-push \"$@\"\n"
     )
 }
 
-pub fn install(root: &Path, exe: &Path, force: bool) -> Result<Status> {
+pub fn install(root: &Path, force: bool) -> Result<Status> {
     let path = hook_path(root)?;
     if let Ok(existing) = std::fs::read_to_string(&path) {
         if !existing.contains(MARKER) && !force {
@@ -51,7 +54,7 @@ pub fn install(root: &Path, exe: &Path, force: bool) -> Result<Status> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&path, script(exe, root)).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, script()).with_context(|| format!("writing {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     ui::progress(format_args!("installed {}", path.display()));
@@ -103,9 +106,19 @@ fn is_zero(sha: &str) -> bool {
     sha.bytes().all(|b| b == b'0')
 }
 
-/// `hook pre-push`: lint and diff each pushed commit. Exit 1 (the push is
-/// stopped) when lint finds problems.
-pub fn pre_push(options: &Options, root: &Path, env: Box<dyn crate::Env>, default_root: PathBuf) -> Result<Status> {
+/// How long the hook gives each registry request when it asks whether the
+/// new tags are published: a push must not wait on a slow network.
+pub const HOOK_BUDGET: Duration = Duration::from_secs(3);
+
+/// `hook pre-push REMOTE URL`: lint and diff each pushed commit. Exit 1
+/// (the push is stopped) when lint finds problems.
+pub fn pre_push(
+    options: &Options,
+    root: &Path,
+    remote: Option<&str>,
+    env: Box<dyn crate::Env>,
+    default_root: PathBuf,
+) -> Result<Status> {
     let mut input = String::new();
     for line in std::io::stdin().lock().lines() {
         input.push_str(&line.context("reading the pushed refs from stdin")?);
@@ -116,7 +129,7 @@ pub fn pre_push(options: &Options, root: &Path, env: Box<dyn crate::Env>, defaul
     let mut status = Status::Success;
     let mut env = Some(env);
     for push in &pushes {
-        let short = &push.local_sha[..push.local_sha.len().min(12)];
+        let short = short_sha(&git, &push.local_sha);
         ui::progress(format_args!("pre-push: {} ({short}) -> {}", push.local_ref, push.remote_ref));
         let findings = lint::lint(Tree::list_rev_with(root, &push.local_sha, !options.no_cache)?, options.strict)?;
         if !findings.is_empty() {
@@ -130,37 +143,42 @@ pub fn pre_push(options: &Options, root: &Path, env: Box<dyn crate::Env>, defaul
             status = Status::Failure;
             continue;
         }
-        // What the remote has, else where the branch left its upstream.
-        let base = if !is_zero(&push.remote_sha) && git.resolve_commit(&push.remote_sha).is_ok() {
-            Some(push.remote_sha.clone())
+        // What the remote has; else where the branch left its upstream; else
+        // (a new branch) where it left the remote's default branch.
+        let (base, base_label) = if !is_zero(&push.remote_sha) && git.resolve_commit(&push.remote_sha).is_ok() {
+            (push.remote_sha.clone(), format!("the remote ({})", short_sha(&git, &push.remote_sha)))
         } else {
-            git.run(&["merge-base", &push.local_sha, "@{upstream}"])
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o).trim().to_string())
-        };
-        let Some(base) = base else {
-            ui::progress("pre-push: nothing to compare with (a new branch without an upstream): lint only");
-            continue;
+            let branch = push.local_ref.strip_prefix("refs/heads/").unwrap_or("");
+            match default_base(&git, &push.local_sha, branch, remote) {
+                Ok(b) => {
+                    if !b.upstream {
+                        ui::progress(format_args!("pre-push: a new branch: comparing with {}", b.label));
+                    }
+                    (b.commit, b.label)
+                }
+                Err(e) => {
+                    ui::progress(format_args!("pre-push: lint only: {e:#}"));
+                    continue;
+                }
+            }
         };
         let opts = Options { rev: Some(push.local_sha.clone()), ..options.clone() };
         let ctx = Ctx::load(&opts, default_root.clone(), env.take().unwrap_or_else(|| Box::new(crate::ProcessEnv)))?;
-        let diffs = diff_images(&ctx, &base, true)?;
-        let base_short = &base[..base.len().min(12)];
-        let text = render_diff(
-            &diffs,
-            ctx.repo.images.len(),
-            &format!("the remote ({base_short})"),
-            &format!("the pushed {short}"),
-        );
+        let diffs = diff_images(&ctx, &base, Some(HOOK_BUDGET))?;
+        let text = render_diff(&diffs, ctx.repo.images.len(), &base_label, &format!("the pushed {short}"));
         for line in text.lines() {
             ui::line(format_args!("  {line}"));
         }
         let rebuild: Vec<&str> =
             diffs.iter().filter(|d| d.new.is_some() && d.published != Some(true)).map(|d| d.name.as_str()).collect();
-        if rebuild.is_empty() {
-            ui::progress("pre-push: CI will rebuild no image");
-        } else {
-            ui::progress(format_args!("pre-push: CI will rebuild {}: {}", rebuild.len(), rebuild.join(", ")));
+        let unknown = diffs.iter().any(|d| d.offline);
+        match (rebuild.len(), unknown) {
+            (0, _) => ui::progress("pre-push: CI will rebuild no image"),
+            (n, false) => ui::progress(format_args!("pre-push: CI will rebuild {n}: {}", rebuild.join(", "))),
+            (n, true) => ui::progress(format_args!(
+                "pre-push: CI will rebuild at most {n}: {} (offline: not checked which are published)",
+                rebuild.join(", ")
+            )),
         }
     }
     Ok(status)
@@ -178,16 +196,14 @@ mod tests {
         let p = parse_pushes(&input);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].local_sha.as_str(), p[0].remote_sha.as_str()), (a.as_str(), z.as_str()));
-        let s = script(Path::new("/x/it's/xtask"), Path::new("/repo"));
         expect_test::expect![[r#"
             #!/bin/sh
             # mzbuild pre-push hook (`cargo xtask mzbuild hook install`; remove with `hook uninstall`).
             # Lints and diffs the pushed commits, never the work tree; prints what CI will rebuild.
-            if [ -x '/x/it'\''s/xtask' ]; then
-              exec '/x/it'\''s/xtask' mzbuild --root '/repo' hook pre-push "$@"
-            fi
-            cd '/repo' && exec cargo xtask mzbuild hook pre-push "$@"
+            # Runs this checkout's own xtask: `cargo xtask` rebuilds it when its sources changed.
+            root=$(git rev-parse --show-toplevel) || exit 1
+            cd "$root" && exec cargo xtask mzbuild --root "$root" hook pre-push "$@"
         "#]]
-        .assert_eq(&s);
+        .assert_eq(&script());
     }
 }

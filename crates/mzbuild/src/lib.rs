@@ -40,7 +40,7 @@ pub mod publish;
 pub mod ui;
 mod util;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
@@ -102,6 +102,13 @@ impl Options {
         let root = self.root.clone().or_else(|| env.path("MZ_ROOT")).unwrap_or(default_root);
         std::fs::canonicalize(&root).unwrap_or(root)
     }
+
+    /// `--root ROOT`, for a suggested command, when one typed without it
+    /// would not find `root` (it is neither `$MZ_ROOT` nor `default_root`).
+    pub fn root_arg(&self, root: &Path, default_root: PathBuf, env: &dyn Env) -> Option<String> {
+        let implied = Options { root: None, ..self.clone() }.root_dir(default_root, env);
+        (implied != root).then(|| format!("--root {}", util::shell_word(&root.display().to_string())))
+    }
 }
 
 /// Everything a command needs: the repository, settings, naming, the
@@ -112,6 +119,10 @@ pub struct Ctx {
     pub naming: Naming,
     pub env: Box<dyn Env>,
     pub docker: Docker,
+    /// `--root ROOT` when a command run without it would not find this
+    /// repository (it is not the default root, nor `$MZ_ROOT`): for hints
+    /// that suggest a command.
+    pub root_arg: Option<String>,
 }
 
 impl Ctx {
@@ -127,7 +138,7 @@ impl Ctx {
             },
             env.as_ref(),
         )?;
-        let root = options.root_dir(default_root, env.as_ref());
+        let root = options.root_dir(default_root.clone(), env.as_ref());
         let repo = match &options.rev {
             Some(rev) => Repo::load_rev(&root, rev, options.strict, !options.no_cache)?,
             None => Repo::load_with(&root, options.strict, !options.no_cache)?,
@@ -141,8 +152,19 @@ impl Ctx {
             options.image_prefix.as_deref(),
             env.as_ref(),
         )?;
-        let docker = Docker::new(env.as_ref());
-        Ok(Ctx { repo, settings, naming, env, docker })
+        // Only this repository's own `ci/stack.sh` may be suggested.
+        let docker = Docker::new(env.as_ref()).with_stack_script(root.join("ci/stack.sh").is_file());
+        let root_arg = options.root_arg(&root, default_root, env.as_ref());
+        Ok(Ctx { repo, settings, naming, env, docker, root_arg })
+    }
+
+    /// `` `cargo xtask mzbuild [--root ROOT] args` ``: a command to suggest,
+    /// that works on this repository as it is typed.
+    pub fn hint(&self, args: &str) -> String {
+        match &self.root_arg {
+            Some(root) => format!("`cargo xtask mzbuild {root} {args}`"),
+            None => format!("`cargo xtask mzbuild {args}`"),
+        }
     }
 }
 

@@ -68,6 +68,21 @@ pub fn finish() -> anyhow::Result<()> {
     }
 }
 
+/// `n` things, in the singular or the plural: `1 image`, `4 images`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A duration for people: `12ms` below a tenth of a second (where `0.0s`
+/// would say nothing), else `1.5s`.
+pub fn seconds(s: f64) -> String {
+    if s < 0.1 {
+        format!("{}ms", (s * 1e3).round() as u64)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
 /// A plain-text table on stderr: columns padded to their widest cell; the
 /// last column is not padded. `right` marks right-aligned columns.
 pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) {
@@ -111,6 +126,13 @@ fn table_lines(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_and_durations() {
+        assert_eq!((count(1, "image", "images"), count(4, "image", "images")), ("1 image".into(), "4 images".into()));
+        assert_eq!(count(0, "image", "images"), "0 images");
+        assert_eq!([seconds(0.0), seconds(0.0123), seconds(0.1), seconds(12.34)], ["0ms", "12ms", "0.1s", "12.3s"]);
+    }
 
     #[test]
     fn tables_pad_all_but_the_last_column() {

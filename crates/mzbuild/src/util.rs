@@ -28,6 +28,17 @@ pub fn par_io<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R
     parts.into_iter().map(|(_, r)| r).collect()
 }
 
+/// `word` as one word of a POSIX shell command line: as is when it needs no
+/// quoting, else single-quoted.
+pub fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@,%".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -35,5 +46,12 @@ mod tests {
         let items: Vec<usize> = (0..100).collect();
         assert_eq!(super::par_io(&items, 7, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert!(super::par_io(&[] as &[u8], 4, |_| ()).is_empty());
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(super::shell_word("/tmp/a-b/c.d"), "/tmp/a-b/c.d");
+        assert_eq!(super::shell_word("/my repo/it's"), r"'/my repo/it'\''s'");
+        assert_eq!(super::shell_word(""), "''");
     }
 }

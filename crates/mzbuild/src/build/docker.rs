@@ -17,7 +17,15 @@ use crate::config::settings::{Arch, Settings};
 use crate::env::Env;
 use crate::process::{self, GroupChild, PrivateDir};
 
-pub const STACK_HINT: &str = "`bash ci/stack.sh up` installs and starts it on Debian";
+/// How to install or start Docker: this repository's `ci/stack.sh` where it
+/// is there, the upstream guide elsewhere.
+fn install_hint(stack_script: bool) -> &'static str {
+    if stack_script {
+        "`bash ci/stack.sh up` installs and starts it on Debian"
+    } else {
+        "see https://docs.docker.com/engine/install/"
+    }
+}
 
 /// How to run `docker`: the program (`$MZ_DOCKER` if set, else `docker` on
 /// PATH; tests point it at wrappers) and environment added to every
@@ -26,11 +34,24 @@ pub const STACK_HINT: &str = "`bash ci/stack.sh up` installs and starts it on De
 pub struct Docker {
     program: String,
     env: Vec<(String, String)>,
+    /// The repository has `ci/stack.sh` (which installs and starts the
+    /// engine): hints may name it.
+    stack_script: bool,
 }
 
 impl Docker {
     pub fn new(env: &dyn Env) -> Docker {
-        Docker { program: env.non_empty("MZ_DOCKER").unwrap_or_else(|| "docker".into()), env: vec![] }
+        Docker {
+            program: env.non_empty("MZ_DOCKER").unwrap_or_else(|| "docker".into()),
+            env: vec![],
+            stack_script: false,
+        }
+    }
+
+    /// The same, with hints that name `ci/stack.sh` when `present`.
+    pub fn with_stack_script(mut self, present: bool) -> Docker {
+        self.stack_script = present;
+        self
     }
 
     /// The same, with `env` added to every invocation.
@@ -57,14 +78,15 @@ impl Docker {
     /// Fail unless the engine answers; say what to install or start.
     pub fn check_engine(&self) -> Result<()> {
         let docker = &self.program;
+        let hint = install_hint(self.stack_script);
         match self.command(&["version", "--format", "{{.Server.Version}}"]).output() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("the docker CLI (`{docker}`) is not installed: install Docker ({STACK_HINT})")
+                bail!("the docker CLI (`{docker}`) is not installed: install Docker ({hint})")
             }
             Err(e) => bail!("cannot run `{docker} version`: {e}"),
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => bail!(
-                "the Docker engine is not running or not reachable ({}): start it ({STACK_HINT}, or `dockerd &`), \
+                "the Docker engine is not running or not reachable ({}): start it ({hint}, or `dockerd &`), \
                  or point DOCKER_HOST at a running engine",
                 last_line(&o.stderr)
             ),
@@ -73,11 +95,12 @@ impl Docker {
 
     /// Fail unless the buildx plugin is there.
     pub fn check_buildx(&self) -> Result<()> {
+        let hint = install_hint(self.stack_script);
         match self.command(&["buildx", "version"]).output() {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => bail!(
                 "docker buildx is not installed ({}): mzbuild builds and pushes with buildx; install the buildx \
-                 plugin (Debian: `apt-get install -t trixie docker-buildx`; {STACK_HINT})",
+                 plugin (Debian: `apt-get install -t trixie docker-buildx`; {hint})",
                 last_line(&o.stderr)
             ),
             Err(e) => bail!("cannot run `{} buildx version`: {e}", self.program),

@@ -22,9 +22,22 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
     let n_pub = images.iter().filter(|i| i.config.publish).count();
     if missing.is_empty() && drifted.is_empty() {
-        ui::progress(format_args!("all {n_pub} publishable image(s) are in every registry, with the same digest"));
+        let all = match n_pub {
+            0 => "there is no publishable image: nothing to check".to_string(),
+            1 => "the 1 publishable image is in every registry, with the same digest".to_string(),
+            n => format!("all {n} publishable images are in every registry, with the same digest"),
+        };
+        ui::progress(all);
         return Ok(Status::Success);
     }
+    // "1 of 4 publishable images is", "2 of 4 ... are".
+    let of = |n: usize, one: &str, many: &str| {
+        format!(
+            "{n} of {} {}",
+            ui::count(n_pub, "publishable image", "publishable images"),
+            if n == 1 { one } else { many }
+        )
+    };
     let reference = |r: usize, name: &str| {
         ctx.naming.registries[r].reference(&ctx.naming.prefix, name, &fps[name].fingerprint.tag())
     };
@@ -51,19 +64,19 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
     ui::result(&out);
     if !missing.is_empty() {
         ui::error(format_args!(
-            "{} of {n_pub} publishable image(s) are missing from at least one registry (listed on stdout); \
-             run `cargo xtask mzbuild ensure` to publish them",
-            missing.len()
+            "{} missing from at least one registry (listed on stdout); run {} to publish {}",
+            of(missing.len(), "is", "are"),
+            ctx.hint("ensure"),
+            if missing.len() == 1 { "it" } else { "them" }
         ));
     }
     if !drifted.is_empty() {
         let names: Vec<&str> = drifted.iter().map(|(n, _)| n.as_str()).collect();
         ui::error(format_args!(
-            "{} of {n_pub} publishable image(s) have drifted: the same tag names different content in different \
-             registries (listed on stdout); run `cargo xtask mzbuild repair {}` to point every registry at the \
-             first one's content",
-            drifted.len(),
-            names.join(" ")
+            "{} drifted: the same tag names different content in different registries (listed on stdout); run {} \
+             to point every registry at the first one's content",
+            of(drifted.len(), "has", "have"),
+            ctx.hint(&format!("repair {}", names.join(" ")))
         ));
     }
     Ok(Status::Failure)

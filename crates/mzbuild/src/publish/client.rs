@@ -3,7 +3,10 @@
 //! manifests and blobs. Authentication as registries ask for it: basic auth,
 //! or the bearer-token flow (anonymous or with credentials) that ghcr.io and
 //! Docker Hub use. Every request goes through one retry helper: network
-//! errors, 5xx and 429 are retried with backoff, 3 attempts in all.
+//! errors, 5xx and 429 are retried with backoff, 3 attempts in all; a host
+//! name that does not resolve is not transient (offline, or a typo) and is
+//! not retried. A registry that cannot be reached is an [`Unreachable`]
+//! error, so that callers can tell "offline" from a refusal.
 //!
 //! Blobs are streamed, never held in memory: [`Client::read_blob`] hands out
 //! the response body as a reader, and [`Client::finish_upload`] /
@@ -31,6 +34,37 @@ pub const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.oci.image.index.v1+json";
+
+/// The error of a request that got no answer from the registry (its host
+/// name does not resolve, every attempt failed on the network, or the
+/// `--timeout` passed); found in an `anyhow` chain with
+/// [`is_unreachable`].
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `e` says a registry could not be reached (see [`Unreachable`]).
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unreachable>())
+}
+
+/// Whether a request failed because the host name did not resolve: ureq's
+/// own error, or the standard library's `getaddrinfo` one (an I/O error
+/// with no kind of its own).
+fn lookup_failed(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::HostNotFound => true,
+        ureq::Error::Io(io) => io.to_string().contains("failed to lookup address"),
+        _ => false,
+    }
+}
 
 /// A user name and token. Never printed: Debug is redacted.
 #[derive(Clone)]
@@ -548,15 +582,16 @@ impl Client {
     fn send(&self, call: &Call<'_>, authorization: Option<&str>) -> Result<Response<Body>> {
         let mut attempt = 0;
         let deadline = self.timeout.filter(|_| !call.transfer).map(|t| (t, Instant::now() + t));
-        let out_of_time = |timeout: Duration, reason: &str| {
-            anyhow!(
+        let out_of_time = |timeout: Duration, reason: &str| -> anyhow::Error {
+            Unreachable(format!(
                 "registry {} did not answer {} {} within {}s (--timeout; last: {reason}); check that it is up, or \
                  give more --timeout",
                 self.registry.url,
                 call.method,
                 call.url,
                 timeout.as_secs_f64()
-            )
+            ))
+            .into()
         };
         loop {
             let mut req = Request::builder().method(call.method.clone()).uri(call.url);
@@ -579,10 +614,19 @@ impl Client {
                 }
                 None => agent.run(req),
             };
-            let retry_reason = match sent {
-                Ok(resp) if retryable_status(resp.status().as_u16()) => format!("HTTP {}", resp.status()),
+            let (retry_reason, network) = match sent {
+                Ok(resp) if retryable_status(resp.status().as_u16()) => (format!("HTTP {}", resp.status()), false),
                 Ok(resp) => return Ok(resp),
-                Err(e) => e.to_string(),
+                Err(e) if lookup_failed(&e) => {
+                    return Err(Unreachable(format!(
+                        "registry {}: its host `{}` was not found ({e}; 1 attempt: a failed name lookup is not \
+                         retried); check the name, or the network connection",
+                        self.registry.url,
+                        self.registry.host()
+                    ))
+                    .into());
+                }
+                Err(e) => (e.to_string(), true),
             };
             attempt += 1;
             if let Some((timeout, at)) = deadline {
@@ -591,12 +635,13 @@ impl Client {
                 }
             }
             if attempt >= 3 {
-                bail!(
+                let msg = format!(
                     "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempt} attempts); check that it is up",
                     self.registry.url,
                     call.method,
                     call.url
                 );
+                return Err(if network { Unreachable(msg).into() } else { anyhow!(msg) });
             }
             std::thread::sleep(self.retry_base * 2u32.pow(attempt));
         }

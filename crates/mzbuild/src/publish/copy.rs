@@ -132,6 +132,9 @@ pub struct Copied {
     pub streamed: usize,
     pub mounted: usize,
     pub present: usize,
+    /// How long it took (an image's copies to several registries run at
+    /// once: the longest of them).
+    pub took: std::time::Duration,
 }
 
 /// One side of a copy: a registry client and a repository in it.
@@ -332,7 +335,8 @@ pub fn copy_steps(
         );
         let from = Side { client: &clients[*from], repo: &from_repo };
         let to = Side { client: &clients[*to], repo: &to_repo };
-        copy_tag(from, to, &tag, &homes).map_err(|e| format!("{e:#}"))
+        let start = std::time::Instant::now();
+        copy_tag(from, to, &tag, &homes).map(|c| Copied { took: start.elapsed(), ..c }).map_err(|e| format!("{e:#}"))
     });
     let mut out: BTreeMap<String, std::result::Result<Copied, String>> = BTreeMap::new();
     for ((step, _, _), result) in tasks.iter().zip(results) {
@@ -346,6 +350,7 @@ pub fn copy_steps(
                 total.streamed += c.streamed;
                 total.mounted += c.mounted;
                 total.present += c.present;
+                total.took = total.took.max(c.took);
             }
         }
     }

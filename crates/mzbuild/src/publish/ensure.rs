@@ -30,7 +30,9 @@ use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
 use crate::{ui, Ctx, Status};
 
-pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> Result<Status> {
+/// `ensure`; a drifted tag (one tag, different content in different
+/// registries) fails the run unless `allow_drift`: CI must notice it.
+pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, allow_drift: bool) -> Result<Status> {
     let t0 = Instant::now();
     let images = ctx.repo.resolve(targets)?;
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
@@ -78,8 +80,8 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
     let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
     ui::progress(format_args!(
-        "{} image(s); fingerprints {:.0} ms, registry checks {:.0} ms; {} to copy; {} to build",
-        images.len(),
+        "{}; fingerprints {:.0} ms, registry checks {:.0} ms; {} to copy; {} to build",
+        ui::count(images.len(), "image", "images"),
         t_fp.as_secs_f64() * 1e3,
         t_check.as_secs_f64() * 1e3,
         to_copy.len(),
@@ -114,13 +116,28 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool) -> 
         .iter()
         .map(|s| match copies.get(&s.image.name) {
             Some(copied) => copy_row(ctx, s, "copied", copied),
-            None => row(ctx, s, outcomes.get(&s.image.name)),
+            None => match facts.published.get(&s.image.name) {
+                Some(held) if s.action == Action::Published && !plan::drifted(held).is_empty() => {
+                    drifted_row(ctx, s, held)
+                }
+                _ => row(ctx, s, outcomes.get(&s.image.name)),
+            },
         })
         .collect();
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }
-    ui::progress(format_args!("ensure finished in {:.1}s", t0.elapsed().as_secs_f64()));
+    let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
+    if !drifted.is_empty() && !allow_drift {
+        ui::error(format_args!(
+            "{} drifted (one tag, different content in different registries): run {} to point every registry at \
+             one content, or pass --allow-drift to accept it",
+            if drifted.len() == 1 { "1 image has".to_string() } else { format!("{} images have", drifted.len()) },
+            ctx.hint(&format!("repair {}", drifted.join(" ")))
+        ));
+        return Ok(Status::Failure);
+    }
+    ui::progress(format_args!("ensure finished in {}", ui::seconds(t0.elapsed().as_secs_f64())));
     Ok(Status::Success)
 }
 
@@ -177,8 +194,8 @@ pub fn run_copies(
         return BTreeMap::new();
     }
     ui::progress(format_args!(
-        "copying {} image(s) between registries: {}",
-        to_copy.len(),
+        "copying {} between registries: {}",
+        ui::count(to_copy.len(), "image", "images"),
         to_copy.iter().map(|s| s.image.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
     let copies = copy_steps(ctx, clients, to_copy);
@@ -205,10 +222,11 @@ fn warn_drift(ctx: &Ctx, published: &BTreeMap<String, Held>) {
             continue;
         }
         ui::warn(format_args!(
-            "{name}: its tag names different content in {} than in {}; `cargo xtask mzbuild repair {name}` \
-             re-points it (ensure never overwrites a tag)",
+            "{name}: its tag names different content in {} than in {}; {} re-points it (ensure never overwrites \
+             a tag)",
             drifted.iter().map(|r| ctx.naming.registries[*r].url.as_str()).collect::<Vec<_>>().join(", "),
             plan::source(held).map_or("", |r| ctx.naming.registries[r].url.as_str()),
+            ctx.hint(&format!("repair {name}")),
         ));
     }
 }
@@ -227,6 +245,18 @@ fn base_row(step: &Step<'_>, status: &'static str) -> Row {
         bytes_copied: None,
         seconds: 0.0,
         error: None,
+        replaced: None,
+    }
+}
+
+/// The row of a published image whose tag names different content in
+/// some registries (`registries`) than in the reference one (`from`).
+fn drifted_row(ctx: &Ctx, step: &Step<'_>, held: &Held) -> Row {
+    let url = |r: usize| ctx.naming.registries[r].url.clone();
+    Row {
+        registries: plan::drifted(held).into_iter().map(url).collect(),
+        from: plan::source(held).map(url),
+        ..base_row(step, "drifted")
     }
 }
 
@@ -234,14 +264,15 @@ fn base_row(step: &Step<'_>, status: &'static str) -> Row {
 pub fn copy_row(ctx: &Ctx, step: &Step<'_>, status: &'static str, copied: &std::result::Result<Copied, String>) -> Row {
     let Action::Copy { from, to } = &step.action else { unreachable!("only copy steps are copied") };
     let url = |r: &usize| ctx.naming.registries[*r].url.clone();
-    let (status, error, bytes) = match copied {
-        Ok(c) => (status, None, Some(c.bytes)),
-        Err(e) => ("failed", Some(e.clone()), None),
+    let (status, error, bytes, seconds) = match copied {
+        Ok(c) => (status, None, Some(c.bytes), c.took.as_secs_f64()),
+        Err(e) => ("failed", Some(e.clone()), None, 0.0),
     };
     Row {
         registries: to.iter().map(url).collect(),
         from: Some(url(from)),
         bytes_copied: bytes,
+        seconds,
         error,
         ..base_row(step, status)
     }

@@ -36,14 +36,29 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
         &Facts { published: published.clone(), ..Facts::default() },
     );
     let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
-    ui::progress(format_args!("{} publishable image(s); {} to repair", images.len(), to_copy.len()));
+    ui::progress(format_args!(
+        "{}; {} to repair",
+        ui::count(images.len(), "publishable image", "publishable images"),
+        to_copy.len()
+    ));
     let copies = run_copies(ctx, &clients, &to_copy);
     let rows: Vec<Row> = steps
         .iter()
         .map(|s| match (&s.action, copies.get(&s.image.name)) {
             (Action::Copy { .. }, Some(copied)) => {
-                let drift = !plan::drifted(&published[&s.image.name]).is_empty();
-                copy_row(ctx, s, if drift { "repaired" } else { "copied" }, copied)
+                let held = &published[&s.image.name];
+                let drifted = plan::drifted(held);
+                if drifted.is_empty() {
+                    copy_row(ctx, s, "copied", copied)
+                } else {
+                    // What the re-pointed registries held before, to undo
+                    // or investigate the repair.
+                    let replaced = drifted
+                        .iter()
+                        .filter_map(|r| Some((ctx.naming.registries[*r].url.clone(), held[*r].clone()?)))
+                        .collect();
+                    Row { replaced: Some(replaced), ..copy_row(ctx, s, "repaired", copied) }
+                }
             }
             _ => row(ctx, s, None),
         })

@@ -14,12 +14,13 @@ pub struct Row {
     pub fingerprint: String,
     pub spec: String,
     pub publish: bool,
-    /// published | pushed | copied | repaired | built | present |
+    /// published | drifted | pushed | copied | repaired | built | present |
     /// unpublished | failed | skipped | timed-out
     pub status: &'static str,
-    /// Where it was pushed or copied to.
+    /// Where it was pushed or copied to; for `drifted`, the registries
+    /// whose content under the tag differs from `from`'s.
     pub registries: Vec<String>,
-    /// Where it was copied from.
+    /// Where it was copied from; for `drifted`, the reference registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Bytes a copy sent (streamed blobs and manifests; mounted blobs and
@@ -29,6 +30,10 @@ pub struct Row {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For `repaired`: the digest each re-pointed registry held under the
+    /// tag before, by registry url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Print the summary; then, if any image failed, the failures, and return
@@ -51,11 +56,16 @@ pub fn print(rows: &[Row], json: bool) -> Result<bool> {
                     ),
                     ("unpublished", None) => "in no registry: `ensure` builds it".into(),
                     ("published", None) => "already in every registry".into(),
+                    ("drifted", None) => format!(
+                        "in every registry, but the tag names other content in {} than in {}: `repair` re-points it",
+                        r.registries.join(", "),
+                        r.from.as_deref().unwrap_or("?")
+                    ),
                     ("present", None) => "not published (publish: false); already built locally".into(),
                     ("built", None) => "built locally (publish: false)".into(),
                     _ => String::new(),
                 };
-                let time = if r.seconds > 0.0 { format!("{:.1}s", r.seconds) } else { "-".into() };
+                let time = if r.seconds > 0.0 { ui::seconds(r.seconds) } else { "-".into() };
                 vec![r.name.clone(), r.status.to_string(), time, detail]
             })
             .collect();
@@ -65,7 +75,7 @@ pub fn print(rows: &[Row], json: bool) -> Result<bool> {
     if failed.is_empty() {
         return Ok(true);
     }
-    ui::error(format_args!("{} of {} image(s) did not complete:", failed.len(), rows.len()));
+    ui::error(format_args!("{} of {} did not complete:", failed.len(), ui::count(rows.len(), "image", "images")));
     for r in failed {
         ui::line(format_args!("  {}: {}", r.name, r.error.as_deref().unwrap_or("")));
     }

@@ -108,18 +108,19 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     if !missing.is_empty() {
         bail!(
             "{} per-arch image(s) are not in every registry:\n  {}\npublish them first, for this same tree: \
-             `cargo xtask mzbuild ensure --arch <arch>` (cargo-build images on an agent of that architecture); \
-             nothing was tagged",
+             {} (cargo-build images on an agent of that architecture); nothing was tagged",
             missing.len(),
-            missing.join("\n  ")
+            missing.join("\n  "),
+            ctx.hint("ensure --arch <arch>")
         );
     }
     if !drifted.is_empty() {
         bail!(
             "{} per-arch image(s) have another digest here than in the first registry that has them:\n  {}\n\
-             run `cargo xtask mzbuild repair --arch <arch>` first; nothing was tagged",
+             run {} first; nothing was tagged",
             drifted.len(),
-            drifted.join("\n  ")
+            drifted.join("\n  "),
+            ctx.hint("repair --arch <arch>")
         );
     }
 
