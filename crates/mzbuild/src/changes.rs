@@ -326,7 +326,7 @@ fn published(ctx: &Ctx, diffs: &mut [ImageDiff]) {
             Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp }))
         })
         .collect();
-    match clients(ctx, false, None).and_then(|c| published_status(ctx, &c, &images, &fps)) {
+    match clients(ctx, crate::publish::Access::Read, None).and_then(|c| published_status(ctx, &c, &images, &fps)) {
         Ok(missing) => {
             for d in diffs.iter_mut() {
                 if images.iter().any(|i| i.name == d.name) {
