@@ -980,12 +980,18 @@ fn run_watching_arguments(cmd: &mut Command, secret: &str) -> (Output, usize, Ve
 #[test]
 fn reads_use_the_users_docker_login_and_writes_still_need_the_token() {
     let fx = Fixture::new();
+    // A commit to diff against: every image differs from it.
+    fx.repo.append("images/base/base.txt", "new\n");
+    fx.repo.commit_all();
     fx.mz(&["ensure"]).ok();
 
     // No token and no login: the auth registry will not say.
     let nobody = UserDocker::new(&fx.repo.scratch().join("nobody"), "{}\n");
     let out = run(nobody.apply(&mut fx.command(&["check"])));
     assert!(out.error().contains(&format!("registry {} refused to say whether", fx.auth_url())), "{out}");
+    let out = run(nobody.apply(&mut fx.command(&["diff", "HEAD~1"])));
+    assert!(out.ok().contains("top ") && !out.stdout.contains("already published"), "{out}");
+    assert!(out.stderr.contains("could not ask the registries"), "{out}");
 
     let config = format!(r#"{{"auths":{{"{AUTH}":{}}}}}"#, auths_entry(USER, PASSWORD));
     let user = UserDocker::new(&fx.repo.scratch().join("user"), &config);
@@ -994,6 +1000,9 @@ fn reads_use_the_users_docker_login_and_writes_still_need_the_token() {
     out.ok();
     assert!(out.stderr.contains("all 4 publishable image(s) are in every registry"), "{out}");
     assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD), "{out}");
+    let out = run(user.apply(&mut fx.command(&["diff", "HEAD~1"])));
+    assert_eq!(out.ok().matches("  already published\n").count(), 4, "{out}");
+    assert!(!out.stderr.contains("could not ask"), "{out}");
 
     // acquire pulls from the auth registry with the user's login.
     fx.set_registries(&[fx.auth_entry()]);

@@ -27,7 +27,7 @@ use crate::discover::Repo;
 use crate::fingerprint::memo::Memo;
 use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
 use crate::fingerprint::{self, Computed, Fingerprint};
-use crate::publish::{clients, published_status};
+use crate::publish::{clients, missing, published_status, Access};
 use crate::{ui, Ctx, Status};
 
 /// The revision to compare with when none is given: where the current
@@ -326,7 +326,9 @@ fn published(ctx: &Ctx, diffs: &mut [ImageDiff]) {
             Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp }))
         })
         .collect();
-    match clients(ctx, crate::publish::Access::Read, None).and_then(|c| published_status(ctx, &c, &images, &fps)) {
+    let asked =
+        clients(ctx, Access::Read, None).and_then(|c| Ok(missing(&published_status(ctx, &c, &images, &fps)?, c.len())));
+    match asked {
         Ok(missing) => {
             for d in diffs.iter_mut() {
                 if images.iter().any(|i| i.name == d.name) {
