@@ -167,19 +167,18 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
 
+    /// What `lookup` found: user name, password, where from.
+    type Found = Option<(String, String, String)>;
+
     /// `lookup` with helpers that answer from `held` (helper, server) and
     /// record what they were asked.
-    fn find(
-        config: &Value,
-        host: &str,
-        held: &[(&str, &str)],
-    ) -> (Result<Option<(String, String, String)>>, Vec<String>) {
+    fn find(config: &Value, host: &str, held: &[(&str, &str)]) -> (Result<Found>, Vec<String>) {
         let asked = RefCell::new(vec![]);
         let helper = |name: &str, server: &str| -> Result<Answer> {
             asked.borrow_mut().push(format!("{name} {server}"));
             match name {
                 "broken" => bail!("exit status 1"),
-                _ => Ok(held.iter().any(|h| *h == (name, server)).then(|| ("u".to_string(), format!("{name}-pw")))),
+                _ => Ok(held.contains(&(name, server)).then(|| ("u".to_string(), format!("{name}-pw")))),
             }
         };
         let found = lookup(config, host, Path::new("/home/u/.docker/config.json"), &helper)
