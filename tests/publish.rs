@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::body_limit::BodyLimitProxy;
 use common::docker::{self, docker, image_exists, local_images, Recorder};
 use common::registry::{
-    catalog, delete_manifest, manifest_digest, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR, USER,
+    catalog, delete_manifest, manifest_digest, manifest_status, Project, AUTH, PASSWORD, PLAIN, TOKEN_VAR, USER,
 };
 use common::{free_port, processes, run, run_measured, Output};
 
@@ -939,4 +939,231 @@ fn registry_tokens_do_not_reach_cargo_build_scripts() {
         "by name: false; by value: []\n",
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The user's own docker credentials (for reads)
+
+/// A user's own docker config (`DOCKER_CONFIG`, holding `config.json`) in a
+/// test's scratch directory, and beside it a stand-in credential helper,
+/// `docker-credential-mztest`, on a `PATH` of its own: it speaks the helper
+/// protocol (the server on stdin, JSON on stdout), records each question
+/// (its arguments and the server) and holds the auth registry's login only.
+struct UserDocker {
+    config: PathBuf,
+    bin: PathBuf,
+    record: PathBuf,
+}
+
+impl UserDocker {
+    fn new(dir: &Path, config_json: &str) -> UserDocker {
+        let (config, bin) = (dir.join("docker-config"), dir.join("bin"));
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(config.join("config.json"), config_json).unwrap();
+        let record = dir.join("helper-asked");
+        // The answer is in a file, so that the password is on no command line.
+        let answer = bin.join("answer.json");
+        std::fs::write(&answer, format!(r#"{{"ServerURL":"{AUTH}","Username":"{USER}","Secret":"{PASSWORD}"}}"#))
+            .unwrap();
+        let helper = bin.join("docker-credential-mztest");
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\nread -r server\nprintf '%s %s\\n' \"$*\" \"$server\" >> '{}'\n\
+                 case \"$server\" in\n  {AUTH}|https://{AUTH}) cat '{}' ;;\n\
+                 \x20 *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n",
+                record.display(),
+                answer.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        UserDocker { config, bin, record }
+    }
+
+    /// Run `cmd` as this user: their docker config, the helper on PATH, and
+    /// no registry token in the environment.
+    fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
+        cmd.env("DOCKER_CONFIG", &self.config).env("PATH", path).env_remove(TOKEN_VAR)
+    }
+
+    /// The user's `config.json`, byte for byte.
+    fn config_json(&self) -> Vec<u8> {
+        std::fs::read(self.config.join("config.json")).unwrap()
+    }
+
+    /// What the helper was asked: `<arguments> <server>`, one line each.
+    fn asked(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.record).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+}
+
+/// `auths` entry value as `docker login` writes it.
+fn auths_entry(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(r#"{{"auth":"{}"}}"#, base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Remove the local images of project `id` (what `acquire` is to pull).
+fn remove_local_images(id: &str) {
+    let mine: Vec<String> = local_images().into_iter().filter(|r| r.contains(&format!("/{id}/"))).collect();
+    if !mine.is_empty() {
+        let mut args = vec!["rmi"];
+        args.extend(mine.iter().map(String::as_str));
+        docker(&args);
+    }
+}
+
+/// Run `cmd` to completion while sampling every process's arguments; also
+/// returns how many samples were taken and the lines that held `secret`.
+fn run_watching_arguments(cmd: &mut Command, secret: &str) -> (Output, usize, Vec<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut samples, mut leaks) = (0usize, Vec::<String>::new());
+            while !done.load(Ordering::SeqCst) {
+                samples += 1;
+                leaks.extend(processes().into_iter().filter(|l| l.contains(secret)));
+                // The sampling interval, not a wait for an event.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (samples, leaks)
+        });
+        let out = cmd.spawn().and_then(|child| child.wait_with_output());
+        done.store(true, Ordering::SeqCst);
+        let (samples, leaks) = watcher.join().unwrap();
+        (Output::from(out.expect("running xtask")), samples, leaks)
+    })
+}
+
+/// On a laptop there is no registry token in the environment, but there is
+/// the user's `docker login`. Reads use it (`auths` of their config):
+/// `check` asks the htpasswd registry with it, `acquire` pulls with it; a
+/// helper that cannot be run is a warning, and the registry is asked
+/// anonymously. Writes do not: `ensure` still needs the configured token and
+/// fails before any build. The user's config is never written.
+#[test]
+fn reads_use_the_users_docker_login_and_writes_still_need_the_token() {
+    let fx = Fixture::new();
+    // A commit to diff against: every image differs from it.
+    fx.repo.append("images/base/base.txt", "new\n");
+    fx.repo.commit_all();
+    fx.mz(&["ensure"]).ok();
+
+    // No token and no login: the auth registry will not say.
+    let nobody = UserDocker::new(&fx.repo.scratch().join("nobody"), "{}\n");
+    let out = run(nobody.apply(&mut fx.command(&["check"])));
+    assert!(out.error().contains(&format!("registry {} refused to say whether", fx.auth_url())), "{out}");
+    let out = run(nobody.apply(&mut fx.command(&["diff", "HEAD~1"])));
+    assert!(out.ok().contains("top ") && !out.stdout.contains("already published"), "{out}");
+    assert!(out.stderr.contains("could not ask the registries"), "{out}");
+
+    let config = format!(r#"{{"auths":{{"{AUTH}":{}}}}}"#, auths_entry(USER, PASSWORD));
+    let user = UserDocker::new(&fx.repo.scratch().join("user"), &config);
+    let before = user.config_json();
+    let out = run(user.apply(&mut fx.command(&["check"])));
+    out.ok();
+    assert!(out.stderr.contains("all 4 publishable image(s) are in every registry"), "{out}");
+    assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD), "{out}");
+    let out = run(user.apply(&mut fx.command(&["diff", "HEAD~1"])));
+    assert_eq!(out.ok().matches("  already published\n").count(), 4, "{out}");
+    assert!(!out.stderr.contains("could not ask"), "{out}");
+
+    // acquire pulls from the auth registry with the user's login.
+    fx.set_registries(&[fx.auth_entry()]);
+    remove_local_images(&fx.id);
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(user.apply(&mut fx.command(&["acquire", "top"]))));
+    out.ok();
+    for i in PUBLISHED {
+        assert!(out.stderr.contains(&format!("mzbuild: {i}: pulled\n")), "{i} was not pulled\n{out}");
+    }
+    assert_eq!(recorder.builds(), Vec::<String>::new(), "{out}");
+    assert!(image_exists(&fx.spec("top")), "{out}");
+    fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
+
+    // A credential store that is not installed: a warning, then anonymous.
+    let broken = UserDocker::new(&fx.repo.scratch().join("broken"), r#"{"credsStore":"mz-not-installed"}"#);
+    let out = run(broken.apply(&mut fx.command(&["check"])));
+    let stderr = out.error();
+    assert!(
+        stderr.contains(&format!(
+            "warning: registry {}: cannot use your docker login: credential helper \
+             docker-credential-mz-not-installed failed for {AUTH}: it is not installed",
+            fx.auth_url()
+        )),
+        "{out}"
+    );
+    assert!(stderr.contains("refused to say whether"), "{out}");
+
+    // Writes need the configured token, whatever the user's docker has.
+    fx.repo.append("images/base/base.txt", "changed\n");
+    fx.repo.commit_all();
+    let (out, builds) = fx.run_recording(user.apply(&mut fx.command(&["ensure"])));
+    assert!(
+        out.error().contains(&format!(
+            "registry {}: the environment variable {TOKEN_VAR} (its token) is not set",
+            fx.auth_url()
+        )),
+        "{out}"
+    );
+    assert_eq!(builds, Vec::<Vec<String>>::new(), "{out}");
+    assert_eq!(user.config_json(), before, "the user's docker config was written");
+}
+
+/// A registry's `credHelpers` entry names a helper: reads ask it (the
+/// server on stdin) and use what it answers, which appears on no command
+/// line, in no output and in no file the runs leave behind. `ensure`
+/// without the configured token never asks it and fails before any build.
+#[test]
+fn a_credential_helper_is_asked_and_its_answer_stays_in_memory() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    let user = UserDocker::new(
+        &fx.repo.scratch().join("user"),
+        &format!(r#"{{"auths":{{"{AUTH}":{{}}}},"credHelpers":{{"{AUTH}":"mztest","example.com":"other"}}}}"#),
+    );
+    let before = user.config_json();
+    let tmp = fx.repo.scratch().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+
+    let mut cmd = fx.command(&["check"]);
+    user.apply(&mut cmd).env("TMPDIR", &tmp);
+    let (out, samples, leaks) = run_watching_arguments(&mut cmd, PASSWORD);
+    out.ok();
+    assert!(out.stderr.contains("all 4 publishable image(s) are in every registry"), "{out}");
+    assert_eq!(user.asked(), [format!("get {AUTH}")], "{out}");
+    assert!(samples >= 2, "only {samples} process listings during the run");
+    assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");
+    assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD), "{out}");
+
+    // acquire, from the auth registry, with the same login.
+    fx.set_registries(&[fx.auth_entry()]);
+    remove_local_images(&fx.id);
+    let mut cmd = fx.command(&["acquire", "base"]);
+    user.apply(&mut cmd).env("TMPDIR", &tmp);
+    let (out, _, leaks) = run_watching_arguments(&mut cmd, PASSWORD);
+    out.ok();
+    assert!(out.stderr.contains("mzbuild: base: pulled\n"), "{out}");
+    assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");
+    assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD), "{out}");
+    fx.set_registries(&[fx.plain_entry(), fx.auth_entry()]);
+
+    let asked = user.asked().len();
+    fx.repo.append("images/base/base.txt", "changed\n");
+    fx.repo.commit_all();
+    let (out, builds) = fx.run_recording(user.apply(&mut fx.command(&["ensure"])).env("TMPDIR", &tmp));
+    assert!(out.error().contains(&format!("the environment variable {TOKEN_VAR} (its token) is not set")), "{out}");
+    assert_eq!(builds, Vec::<Vec<String>>::new(), "{out}");
+    assert_eq!(user.asked().len(), asked, "ensure asked the user's credential helper");
+
+    for f in files_under(fx.repo.root()).into_iter().chain(files_under(&tmp)).chain(files_under(&user.config)) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "the password is in {}", f.display());
+    }
+    assert_eq!(user.config_json(), before, "the user's docker config was written");
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::child::Running;
 use common::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
-use common::registry::{catalog, manifest_status, Project, PLAIN};
+use common::registry::{catalog, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR};
 use common::{processes, run, wait_until};
 
 // ---------------------------------------------------------------------------
@@ -341,6 +341,59 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     // Nothing was pushed.
     assert_eq!(manifest_status(&plain, "tool", &fps["tool"]), "404");
     assert_eq!(catalog(&plain), [format!("{}/app", fx.id), format!("{}/base", fx.id)], "{out}");
+}
+
+/// `acquire` logs in to the spec registry with its configured token, as
+/// `ensure` does (a private config, the token on stdin), so that it pulls
+/// what only an auth registry has instead of building it; and when it
+/// builds what it was to pull, it says why, per image: not published, or
+/// the pull failed (and docker's reason).
+#[test]
+fn acquire_logs_in_to_pull_and_says_why_it_builds() {
+    let fx = Project::new();
+    fx.set_registries(&[fx.auth_entry()]);
+    fx.image("app", "", "FROM scratch\nCOPY app.txt /app.txt\n", &[("app.txt", &fx.id)]).image(
+        "new",
+        "",
+        "FROM scratch\nCOPY new.txt /new.txt\n",
+        &[("new.txt", &fx.id)],
+    );
+    fx.repo.commit_all();
+    fx.mz(&["ensure", "app"]).ok();
+    let (app, new) = (fx.spec("app"), fx.spec("new"));
+    let remove_local = || {
+        for spec in [&app, &new] {
+            let _ = docker(&["rmi", spec]);
+        }
+    };
+    // The user has no docker login of their own.
+    let config = fx.repo.scratch().join("docker-config");
+    std::fs::create_dir(&config).unwrap();
+
+    remove_local();
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(fx.command(&["acquire", "app", "new"]).env("DOCKER_CONFIG", &config)));
+    out.ok();
+    assert!(out.stderr.contains("mzbuild: app: pulled\n"), "{out}");
+    assert!(out.stderr.contains(&format!("mzbuild: new: not published ({new}); building it\n")), "{out}");
+    assert_eq!(recorder.build_tags(), [[new.clone()]], "{out}");
+    let calls = recorder.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("login 127.0.0.1:5001 --username mzbuild --password-stdin")),
+        "{calls:?}"
+    );
+    assert!(!out.stderr.contains(PASSWORD), "{out}");
+
+    // Without the token the pull fails, and it says so.
+    remove_local();
+    let out = run(fx.command(&["acquire", "app"]).env("DOCKER_CONFIG", &config).env_remove(TOKEN_VAR));
+    out.ok();
+    assert!(
+        out.stderr.contains("mzbuild: app: pull failed (")
+            && out.stderr.contains("no basic auth credentials); building it\n"),
+        "{out}"
+    );
+    assert!(std::fs::read_dir(&config).unwrap().next().is_none(), "acquire wrote to the user's docker config");
 }
 
 /// SIGINT while an image's RUN step runs: the build (its docker client and

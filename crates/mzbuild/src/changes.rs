@@ -29,7 +29,7 @@ use crate::fingerprint::memo::Memo;
 use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
 use crate::fingerprint::{self, Computed, Fingerprint};
 use crate::publish::client::is_unreachable;
-use crate::publish::{clients, missing, published_status};
+use crate::publish::{clients, missing, published_status, Access};
 use crate::{ui, Ctx, Status};
 
 /// The commit to compare with when none is given, and how it was chosen.
@@ -417,7 +417,7 @@ fn published(ctx: &Ctx, diffs: &mut [ImageDiff], budget: Duration) {
             Some((d.name.clone(), fingerprint::Fingerprinted { fingerprint: fp }))
         })
         .collect();
-    let asked = clients(ctx, false, Some(budget)).and_then(|c| {
+    let asked = clients(ctx, Access::Read, Some(budget)).and_then(|c| {
         let held = published_status(ctx, &c, &images, &fps)?;
         Ok(missing(&held, c.len()))
     });

@@ -148,11 +148,15 @@ impl Docker {
         Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
     }
 
-    /// `docker pull REF`, quietly; false if it is not available.
-    pub fn pull(&self, reference: &str) -> bool {
+    /// `docker pull REF`, quietly; when it fails, why (see [`PullError`]).
+    pub fn pull(&self, reference: &str) -> std::result::Result<(), PullError> {
         let mut cmd = self.command(&["pull", "--quiet", reference]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        cmd.status().map(|s| s.success()).unwrap_or(false)
+        cmd.stdout(Stdio::null());
+        match cmd.output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(PullError::from_stderr(&o.stderr)),
+            Err(e) => Err(PullError::Failed(format!("cannot run `{} pull`: {e}", self.program))),
+        }
     }
 
     /// `docker login HOST` with the password on stdin, never on a command
@@ -285,6 +289,28 @@ fn seed_buildx(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why a `docker pull` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PullError {
+    /// The registry does not have the image (docker: "manifest unknown",
+    /// "not found").
+    NotPublished,
+    /// Anything else (credentials refused or missing, the registry down),
+    /// with docker's last line.
+    Failed(String),
+}
+
+impl PullError {
+    fn from_stderr(stderr: &[u8]) -> PullError {
+        let last = last_line(stderr);
+        if last.contains("manifest unknown") || last.contains(": not found") {
+            PullError::NotPublished
+        } else {
+            PullError::Failed(last)
+        }
+    }
 }
 
 fn last_line(bytes: &[u8]) -> String {
@@ -434,6 +460,17 @@ mod tests {
     use super::*;
     use crate::config::settings::{Arch, Profile};
     use expect_test::expect;
+
+    #[test]
+    fn why_a_pull_failed() {
+        // What docker 26's `pull` says (the registries of ci/stack.sh).
+        let not_published = "Error response from daemon: manifest for 127.0.0.1:5000/x/app:mzbuild-A not found: \
+                             manifest unknown: manifest unknown\n";
+        assert_eq!(PullError::from_stderr(not_published.as_bytes()), PullError::NotPublished);
+        let refused = "Error response from daemon: Head \"http://127.0.0.1:5001/v2/x/app/manifests/mzbuild-A\": \
+                       no basic auth credentials\n";
+        assert_eq!(PullError::from_stderr(refused.as_bytes()), PullError::Failed(refused.trim().to_string()));
+    }
 
     #[test]
     fn buildx_command_line() {

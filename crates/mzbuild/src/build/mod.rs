@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use crate::fingerprint::Fingerprinted;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::preimage::{self, BuildEnv};
+use crate::publish::login::DockerLogin;
 use crate::{ui, Ctx, Status};
-use docker::{BuildError, Builder, Docker, Output};
+use docker::{BuildError, Builder, Docker, Output, PullError};
 use scheduler::{Event, JobSpec, Outcome};
 
 /// How the pool runs.
@@ -234,37 +235,52 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
 }
 
 /// `acquire IMAGE...`: make the images available locally: keep what is
-/// there, pull what is published, build the rest. Never pushes.
+/// there, pull what is published, build the rest (saying why each was not
+/// pulled). Never pushes. Pulls, and the builds (which pull published
+/// dependencies), are logged in to the spec registry when its token is set
+/// (see [`DockerLogin::for_pulls`]).
 pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTreeMap<String, Fingerprinted>> {
     ctx.docker.check_engine()?;
     let images = ctx.repo.resolve(targets)?;
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
     let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Acquire, &facts);
+    if !steps.iter().any(|s| s.action.builds()) {
+        return Ok(fps);
+    }
+    let login = DockerLogin::for_pulls(ctx);
+    let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
     // Pull published images in parallel; whatever cannot be pulled is built.
     let to_pull: Vec<&Step> = steps.iter().filter(|s| s.action == Action::PullOrBuild).collect();
-    let pulled: BTreeSet<String> =
-        crate::util::par_io(&to_pull, 8, |s| ctx.docker.pull(&s.spec).then(|| s.image.name.clone()))
-            .into_iter()
-            .flatten()
-            .collect();
-    for n in &pulled {
-        ui::progress(format_args!("{n}: pulled"));
+    let pulls = crate::util::par_io(&to_pull, 8, |s| docker.pull(&s.spec));
+    let mut pulled = BTreeSet::new();
+    for (s, result) in to_pull.iter().zip(pulls) {
+        let name = &s.image.name;
+        match result {
+            Ok(()) => {
+                ui::progress(format_args!("{name}: pulled"));
+                pulled.insert(name.clone());
+            }
+            Err(PullError::NotPublished) => {
+                ui::progress(format_args!("{name}: not published ({}); building it", s.spec))
+            }
+            Err(PullError::Failed(why)) => ui::progress(format_args!("{name}: pull failed ({why}); building it")),
+        }
     }
     let mut to_build: Vec<&Step> =
         steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
     if to_build.is_empty() {
         return Ok(fps);
     }
-    ctx.docker.check_buildx()?;
-    let builder = self::builder(ctx, &ctx.docker, opts)?;
+    docker.check_buildx()?;
+    let builder = self::builder(ctx, &docker, opts)?;
     let lock = RepoLock::acquire(ctx.repo.root())?;
     if lock.waited() {
         // The run we waited for may have built some of them.
         let local = ctx.docker.local_images()?;
         to_build.retain(|s| !local.contains(&s.spec));
     }
-    let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref(), &lock)?;
+    let outcomes = build_images(ctx, &fps, &to_build, &docker, opts, builder.as_ref(), &lock)?;
     fail_on_errors(&outcomes)?;
     Ok(fps)
 }

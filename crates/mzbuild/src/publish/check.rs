@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{clients, missing, published_status};
+use super::{clients, missing, published_status, Access};
 use crate::fingerprint::fingerprint_all;
 use crate::plan;
 use crate::{ui, Ctx, Status};
@@ -15,7 +15,7 @@ use crate::{ui, Ctx, Status};
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {
     let images = ctx.repo.resolve(targets)?;
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
-    let clients = clients(ctx, false, timeout)?;
+    let clients = clients(ctx, Access::Read, timeout)?;
     let published = published_status(ctx, &clients, &images, &fps)?;
     let missing = missing(&published, clients.len());
     let drifted: Vec<(&String, Vec<usize>)> =

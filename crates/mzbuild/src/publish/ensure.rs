@@ -23,7 +23,7 @@ use super::copy::{copy_steps, show_bytes, Copied};
 use super::login::DockerLogin;
 use super::report::{self, Row};
 use super::targets::Registry;
-use super::{clients, published_status, verify_credentials};
+use super::{clients, published_status, verify_credentials, Access};
 use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
@@ -39,7 +39,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
     let t_fp = t0.elapsed();
     let publishable = images.iter().any(|i| i.config.publish);
     // A registry that hangs fails the run within --timeout.
-    let clients = clients(ctx, publishable, Some(opts.timeout))?;
+    let clients = clients(ctx, if publishable { Access::Write } else { Access::Configured }, Some(opts.timeout))?;
     // Credentials first: a wrong token must fail before any build.
     if let Some(probe) = images.iter().find(|i| i.config.publish) {
         verify_credentials(ctx, &clients, &probe.name, "nothing was built or pushed")?;

@@ -1,6 +1,7 @@
-//! Logins for the builds that push: a private, temporary DOCKER_CONFIG with
-//! one `docker login` per registry (token on stdin), removed when the run
-//! ends, also on a signal or a kill (see `process`). The user's `~/.docker`
+//! Logins for the builds that push, and for `acquire`'s pulls: a private,
+//! temporary DOCKER_CONFIG with one `docker login` per registry (token on
+//! stdin), removed when the run ends, also on a signal or a kill (see
+//! `process`). The user's `~/.docker`
 //! is never written (buildx's own state goes to the run's private directory,
 //! see `build::docker::RunDir`).
 
@@ -8,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::client::Credentials;
+use super::client::{credentials, Credentials};
 use super::targets::Registry;
 use crate::build::docker::Docker;
 use crate::env::Env;
 use crate::process::PrivateDir;
+use crate::{ui, Ctx};
 
 /// The private DOCKER_CONFIG; removed on drop.
 pub struct DockerLogin {
@@ -43,6 +45,24 @@ impl DockerLogin {
             })?;
         }
         Ok(DockerLogin { dir })
+    }
+
+    /// For `acquire`: log in to the registry specs point at (where it
+    /// pulls, and where its builds pull published dependencies from) when
+    /// that registry's token is set, as `ensure` does. `None` without one:
+    /// docker then uses the user's own config as it is (their `docker
+    /// login`). A login that fails is a warning: what cannot be pulled is
+    /// built, and each image says why.
+    pub fn for_pulls(ctx: &Ctx) -> Option<DockerLogin> {
+        let reg = ctx.naming.registries.first()?;
+        let login = credentials(reg, ctx.env.as_ref(), false).and_then(|creds| match creds {
+            Some(creds) => DockerLogin::new(&ctx.docker, ctx.env.as_ref(), &[(reg, &creds)]).map(Some),
+            None => Ok(None),
+        });
+        login.unwrap_or_else(|e| {
+            ui::warn(format_args!("{e:#}; pulling without logging in"));
+            None
+        })
     }
 
     /// The environment that makes docker use these logins.

@@ -1,6 +1,7 @@
 //! Publishing: where images go ([`targets`]), asking registries over their
 //! HTTP API ([`client`]), what manifests say ([`manifest`]), copying images
-//! between registries ([`copy`]), logging docker in for pushes ([`login`]),
+//! between registries ([`copy`]), logging docker in for pushes and pulls
+//! ([`login`]), the user's own docker logins for reads ([`docker_creds`]),
 //! and the commands `ensure` (copy or build and push exactly what is
 //! missing; the CI entry point), `check` (report what is missing or has
 //! drifted), `repair` (re-point drifted tags) and `tag` (multi-arch release
@@ -9,6 +10,7 @@
 pub mod check;
 pub mod client;
 pub mod copy;
+pub mod docker_creds;
 pub mod ensure;
 pub mod login;
 pub mod manifest;
@@ -26,29 +28,64 @@ use crate::discover::Image;
 use crate::fingerprint::Fingerprinted;
 use crate::plan::Held;
 use crate::util::par_io;
-use crate::Ctx;
-use client::{credentials, Client};
+use crate::{ui, Ctx};
+use client::{credentials, Client, Credentials};
 
 /// How many registry requests run at once.
 const REQUESTS_IN_FLIGHT: usize = 16;
 
-/// A client per publish target, with credentials from the environment
-/// (`require_credentials`: an unset token is an error), its requests bounded
-/// by `timeout` when given (`--timeout`). All problems are reported together.
-pub fn clients(ctx: &Ctx, require_credentials: bool, timeout: Option<Duration>) -> Result<Vec<Client>> {
+/// Which credentials a command's registry clients use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Writes (`ensure`, `repair`, `tag`): each registry's configured token
+    /// (`password-env`), which must be set.
+    Write,
+    /// A writing command with nothing to write (`ensure` of unpublished
+    /// images only): the configured tokens that are set, nothing else.
+    Configured,
+    /// Reads (`check`, `diff`, `tag --dry-run`): the configured token when
+    /// it is set; else the user's own docker login for the registry (see
+    /// [`docker_creds`]); else none (anonymous).
+    Read,
+}
+
+/// A client per publish target, with credentials as `access` says, its
+/// requests bounded by `timeout` when given (`--timeout`). All problems are
+/// reported together; for reads, a docker login that cannot be read is a
+/// warning, and the registry is asked anonymously.
+pub fn clients(ctx: &Ctx, access: Access, timeout: Option<Duration>) -> Result<Vec<Client>> {
     let mut errors = vec![];
     let mut out = vec![];
+    // One question per host: several targets may share a registry.
+    let mut users: BTreeMap<String, Option<Credentials>> = BTreeMap::new();
     for reg in &ctx.naming.registries {
-        match credentials(reg, ctx.env.as_ref(), require_credentials) {
-            Ok(c) => {
-                let client = Client::new(reg, c);
-                out.push(match timeout {
-                    Some(t) => client.with_timeout(t),
-                    None => client,
-                });
+        let configured = match credentials(reg, ctx.env.as_ref(), access == Access::Write) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                continue;
             }
-            Err(e) => errors.push(format!("{e:#}")),
-        }
+        };
+        let creds = match configured {
+            None if access == Access::Read => users
+                .entry(reg.host().to_string())
+                .or_insert_with(|| {
+                    docker_creds::user_credentials(ctx.env.as_ref(), reg.host()).unwrap_or_else(|e| {
+                        ui::warn(format_args!(
+                            "registry {}: cannot use your docker login: {e:#}; asking it without credentials",
+                            reg.url
+                        ));
+                        None
+                    })
+                })
+                .clone(),
+            c => c,
+        };
+        let client = Client::new(reg, creds);
+        out.push(match timeout {
+            Some(t) => client.with_timeout(t),
+            None => client,
+        });
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
 use super::report::{self, Row};
-use super::{clients, published_status, verify_credentials};
+use super::{clients, published_status, verify_credentials, Access};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::{ui, Ctx, Status};
@@ -25,7 +25,7 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
     }
     // Fingerprints need every dependency, published or not.
     let fps = fingerprint_all(&ctx.repo, &resolved, &ctx.settings)?;
-    let clients = clients(ctx, true, timeout)?;
+    let clients = clients(ctx, Access::Write, timeout)?;
     verify_credentials(ctx, &clients, &images[0].name, "nothing was changed")?;
     let published = published_status(ctx, &clients, &images, &fps)?;
     let steps = plan::plan(

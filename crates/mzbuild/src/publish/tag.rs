@@ -25,7 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::client::Client;
 use super::manifest::{self, Content, Descriptor};
-use super::{clients, held, verify_credentials};
+use super::{clients, held, verify_credentials, Access};
 use crate::config::settings::{Arch, Settings};
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprint};
@@ -77,7 +77,7 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         let settings = Settings { arch: *arch, ..ctx.settings.clone() };
         fps.push(fingerprint_all(&ctx.repo, &resolved, &settings)?);
     }
-    let clients = clients(ctx, !opts.dry_run, opts.timeout)?;
+    let clients = clients(ctx, if opts.dry_run { Access::Read } else { Access::Write }, opts.timeout)?;
     if !opts.dry_run {
         verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
     }
