@@ -133,6 +133,39 @@ fn copy_fixture(names: &[&str]) -> TempRepo {
     repo
 }
 
+/// Ctrl-C while the cargo pre-image runs (here: a build script that
+/// sleeps): cargo stops, and the image is `interrupted`, not `FAILED` with
+/// cargo's SIGKILL; `build` logged in nowhere, so no logins are mentioned.
+#[test]
+fn ctrl_c_during_the_cargo_pre_image_is_an_interruption() {
+    use common::child::Running;
+    let repo = cargo_fixture();
+    // Unique, so that the process found is this test's.
+    let marker = unique();
+    repo.write(
+        "services/hello/build.rs",
+        format!("fn main() {{\n    // {marker}\n    std::thread::sleep(std::time::Duration::from_secs(600));\n}}\n"),
+    );
+    let (registry, _images) = scratch();
+    // Its dependency built: hello's build is reported as soon as cargo ends.
+    mz(&repo, &registry, &["build", "root"]).ok();
+    let mut running = Running::spawn(&mut mz_command(&repo, &registry, &["build", "hello"]));
+    let script = |p: &String| p.contains(repo.root_str()) && p.contains("build-script-build") && !p.contains("rustc");
+    let started = wait_until(Duration::from_secs(300), || running.exited() || processes().iter().any(script));
+    assert!(started && !running.exited(), "the build script did not start\n{}", running.stderr_so_far());
+    let status = run(Command::new("kill").args(["-INT", &running.pid().to_string()]));
+    assert_eq!(status.code, Some(0), "{status}");
+    let (out, _) = running.finish(Duration::from_secs(60));
+    assert_eq!(out.code, Some(130), "{out}");
+    assert!(out.stderr.lines().any(|l| l == "mzbuild: interrupted; stopped running builds"), "{out}");
+    assert!(!out.stderr.contains("FAILED") && !out.stderr.contains("SIGKILL"), "{out}");
+    let hello: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("mzbuild: hello: ")).collect();
+    assert!(hello.iter().all(|l| *l == "mzbuild: hello: interrupted"), "{out}");
+    assert!(!out.stderr.contains("docker logins"), "{out}");
+    let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(script));
+    assert!(gone, "the build script outlived the interrupt");
+}
+
 #[test]
 fn this_repository_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();

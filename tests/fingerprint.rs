@@ -174,6 +174,27 @@ const CARGO: Setup = Setup { name: "cargo repo", make: cargo_repo, known: &[] };
 const CARGO_PATHS: Setup =
     Setup { name: "cargo repo, path-dependencies = cargo", make: cargo_repo_cargo_paths, known: &[] };
 const NESTED: Setup = Setup { name: "nested images", make: nested_repo, known: &[] };
+/// The public fixture, published: where to is no input, so the public
+/// vectors hold.
+const PUBLISHED: Setup =
+    Setup { name: "public fixture with [workspace.metadata.mzbuild]", make: published_fixture, known: FIXTURE.known };
+
+/// Where the public fixture's images go, in its root `Cargo.toml`.
+const PUBLISHING: &str = "\n[workspace.metadata.mzbuild]\n# where images go\nregistries = [\n  \
+    { url = \"ghcr.io/org/x\", username = \"me\", password-env = \"TOKEN\" },\n]\n";
+
+fn published_fixture() -> TempRepo {
+    let repo = fixture();
+    repo.append("Cargo.toml", PUBLISHING);
+    repo
+}
+
+/// `published_fixture` with its table's `what` replaced by `with`.
+fn republish<'a>(repo: &'a TempRepo, what: &str, with: &str) -> &'a TempRepo {
+    let text = std::fs::read_to_string(repo.path("Cargo.toml")).unwrap();
+    assert!(text.contains(what), "{what} not in {text}");
+    repo.write("Cargo.toml", text.replace(what, with))
+}
 
 /// A change to a repository, returning it (so that one call is a change).
 type Change = for<'a> fn(&'a TempRepo) -> &'a TempRepo;
@@ -272,6 +293,20 @@ const CASES: &[Case] = &[
     case("renamed dependency", CARGO, |r| r.append("crates/bar/src/lib.rs", "// x\n"), TOOL_ONLY),
     case("workspace dependency, not followed", CARGO, |r| r.append("crates/wsdep/src/lib.rs", "// x\n"), NO_TOOL),
     case("workspace dependency, opted in", CARGO_PATHS, |r| r.append("crates/wsdep/src/lib.rs", "// y\n"), TOOL_ONLY),
+    // Where images are published changes no fingerprint: the table of
+    // [workspace.metadata.mzbuild] is not hashed with the root Cargo.toml.
+    // What changes what is built changes the cargo-build images (and their
+    // dependants) only.
+    case("adding [workspace.metadata.mzbuild]", FIXTURE, |r| r.append("Cargo.toml", PUBLISHING), NEITHER),
+    case("a registry's username", PUBLISHED, |r| republish(r, "\"me\"", "\"you\""), NEITHER),
+    case("another registry, builders", PUBLISHED, |r| {
+        republish(r, "\n]\n", "\n  { url = \"127.0.0.1:5000/y\" },\n]\nbuilders = { aarch64 = \"arm\" }\n")
+    }, NEITHER),
+    case("switches that build the same", PUBLISHED, |r| {
+        r.append("Cargo.toml", "extra-cargo-inputs = []\npath-dependencies = \"original\"\n")
+    }, NEITHER),
+    case("image-rustflags", PUBLISHED, |r| r.append("Cargo.toml", "image-rustflags = [\"-Copt-level=1\"]\n"), APP_ONLY),
+    case("Cargo.toml beside the table", PUBLISHED, |r| r.append("Cargo.toml", "[profile.dev]\nlto = true\n"), APP_ONLY),
     // The inner image's files reach the outer one only through the inner
     // one's fingerprint.
     case("inner image's file", NESTED, |r| r.write("misc/outer/inner/b.txt", "B\n"), INNER_AND_OUTER),

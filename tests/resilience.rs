@@ -729,6 +729,79 @@ fn a_hanging_registry_fails_ensure_within_the_timeout() {
     }
 }
 
+/// A TLS server whose certificate no public authority signed (`openssl
+/// s_server`, self-signed), stopped when dropped.
+struct UntrustedTls {
+    port: u16,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl UntrustedTls {
+    fn start() -> UntrustedTls {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let out = run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=registry.test", "-days", "1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        assert_eq!(out.code, Some(0), "openssl req\n{out}");
+        let port = common::free_port();
+        let server = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "openssl s_server did not listen on {port}");
+        UntrustedTls { port, server, _dir: dir }
+    }
+}
+
+impl Drop for UntrustedTls {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A registry whose certificate is not trusted fails at once, with an error
+/// that says TLS and the certificate; it is not retried, and not blamed on
+/// a `--timeout` that did not pass. (Registries on 127.0.0.1 are spoken to
+/// over http: 0.0.0.0, which reaches the same server, over https.)
+#[test]
+fn an_untrusted_certificate_is_a_tls_error_not_a_timeout() {
+    let tls = UntrustedTls::start();
+    let fx = Project::new();
+    let url = format!("0.0.0.0:{}/{}", tls.port, fx.id);
+    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
+    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
+    fx.repo.commit_all();
+    let begun = Instant::now();
+    let out = run(&mut fx.command(&["check", "--timeout", "3s"]));
+    let took = begun.elapsed();
+    let err = out.error();
+    assert!(err.contains(&format!("registry {url}: TLS failed")) && err.contains("certificate"), "{out}");
+    assert!(!err.contains("within 3s") && !err.contains("--timeout"), "{out}");
+    assert!(took < Duration::from_secs(3), "retried for {took:?}\n{out}");
+    // A refused connection is retried while there is time; giving up before
+    // the timeout passed is not called a timeout either.
+    let url = format!("127.0.0.1:{}/{}", common::free_port(), fx.id);
+    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
+    let out = run(&mut fx.command(&["check", "--timeout", "3s"]));
+    let err = out.error();
+    assert!(err.contains(&format!("registry {url} is unreachable or failing (HEAD ")), "{out}");
+    assert!(err.contains("2 attempts; no time for another within --timeout 3s"), "{out}");
+    assert!(!err.contains("did not answer"), "{out}");
+}
+
 /// Two `ensure`s at once in one repository (two CI jobs on one agent): the
 /// second waits for the first's lock, then looks at the registries again
 /// and finds everything the first pushed: it builds and pushes nothing.

@@ -331,6 +331,29 @@ fn diff_and_explain_against_a_revision() {
     assert!(err.contains("was never recorded"), "{err}");
 }
 
+/// `explain` names what a user changed: the keys of `mzbuild.yml`, not only
+/// the file; `image-rustflags`, not the pre-image's hashed words; and not
+/// the root `Cargo.toml`, whose [workspace.metadata.mzbuild] table is no input.
+#[test]
+fn explain_names_the_keys_that_changed() {
+    let (repo, _registry) = fixture_with_upstream();
+    let yml = std::fs::read_to_string(repo.path("misc/images/app/mzbuild.yml")).unwrap();
+    assert!(yml.contains("VERSION: '1.0'"), "{yml}");
+    repo.write("misc/images/app/mzbuild.yml", yml.replace("'1.0'", "'1.1'"))
+        .append("Cargo.toml", "image-rustflags = [\"-Copt-level=1\"]\n");
+    let text = repo.mzbuild(&["--arch", "x86_64", "explain", "app"]).ok().to_string();
+    let body: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        body,
+        [
+            "  changed       misc/images/app/mzbuild.yml",
+            "                  build-args.VERSION: \"1.0\" -> \"1.1\"",
+            "  pre-image     image-rustflags (Cargo.toml [workspace.metadata.mzbuild]): (none) -> [\"-Copt-level=1\"]",
+        ],
+        "{text}"
+    );
+}
+
 /// `build` records what it fingerprinted; `explain --against FINGERPRINT`
 /// compares with that record later.
 #[test]
@@ -350,6 +373,10 @@ fn explain_against_a_recorded_fingerprint() {
     let text = repo.mzbuild(&["--arch", "x86_64", "explain", "img", "--against", &old]).ok().to_string();
     assert!(text.contains(&format!("vs recorded fingerprint {old}")), "{text}");
     assert!(text.contains("  changed       img/f\n") && text.contains("  added         img/g\n"), "{text}");
+    // Settings, field by field.
+    let text = repo.mzbuild(&["--arch", "x86_64", "--dev", "explain", "img", "--against", &old]).ok().to_string();
+    assert!(text.contains("  setting       profile: optimized -> dev\n"), "{text}");
+    assert!(!text.contains("Profile.") && !text.contains("coverage"), "{text}");
 }
 
 /// `.git/info/exclude` is shared by every work tree of a repository (git

@@ -506,15 +506,15 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
         Ok(fp) => match snapshot::load(ctx.repo.root(), &fp)? {
             Some(s) => Old::Records(s),
             None => match ctx.repo.tree.git.resolve_commit(&against) {
-                Ok(_) => Old::Rev(rev_snapshots(ctx, &against, image)?),
+                Ok(_) => Old::Rev(against.clone(), rev_snapshots(ctx, &against, image)?),
                 Err(_) => return snapshot::bail_unrecorded(&fp, ctx.repo.root()).map(|()| Status::Failure),
             },
         },
-        Err(_) => Old::Rev(rev_snapshots(ctx, &against, image)?),
+        Err(_) => Old::Rev(against.clone(), rev_snapshots(ctx, &against, image)?),
     };
     let label = match &old {
         Old::Records(s) => format!("recorded fingerprint {}", s.fingerprint),
-        Old::Rev(_) => rev_label(&ctx.repo.tree.git, &against),
+        Old::Rev(..) => rev_label(&ctx.repo.tree.git, &against),
     };
     let mut out = String::new();
     let _ = writeln!(out, "{image}: {} ({}) vs {label}", new[image].fingerprint, ctx.repo.tree.label());
@@ -525,7 +525,7 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
             }
             Some(s.clone())
         }
-        Old::Rev(map) => map.get(image).cloned(),
+        Old::Rev(_, map) => map.get(image).cloned(),
     };
     let mut seen = std::collections::BTreeSet::new();
     explain_one(ctx, &new, &old, image, first, &mut out, &mut seen)?;
@@ -537,7 +537,8 @@ enum Old {
     /// The recorded snapshot of the fingerprint asked about; its
     /// dependencies' snapshots are looked up by their recorded fingerprints.
     Records(Snapshot),
-    Rev(BTreeMap<String, Snapshot>),
+    /// The revision's name and snapshots.
+    Rev(String, BTreeMap<String, Snapshot>),
 }
 
 fn rev_snapshots(ctx: &Ctx, rev: &str, image: &str) -> Result<BTreeMap<String, Snapshot>> {
@@ -574,13 +575,22 @@ fn explain_one(
     {
         for p in v.iter() {
             let _ = writeln!(out, "  {what:<13} {p}");
+            if let (Old::Rev(rev, _), "changed", true) = (old, what, p.ends_with("mzbuild.yml")) {
+                // Which keys: the file's path says only that it changed.
+                let read_old = ctx.repo.tree.git.run(&["cat-file", "blob", &format!("{rev}:{p}")]);
+                if let (Ok(a), Ok(b)) = (read_old, ctx.repo.tree.read(p)) {
+                    for k in yaml_changes(&String::from_utf8_lossy(&a), &String::from_utf8_lossy(&b)) {
+                        let _ = writeln!(out, "  {:<13}   {k}", "");
+                    }
+                }
+            }
         }
     }
-    if let Some((a, b)) = &c.settings {
-        let _ = writeln!(out, "  settings      `{a}` -> `{b}`");
+    for s in c.settings_changes() {
+        let _ = writeln!(out, "  setting       {s}");
     }
-    if let Some((a, b)) = &c.extras {
-        let _ = writeln!(out, "  pre-image     {a:?} -> {b:?}");
+    for w in c.word_changes() {
+        let _ = writeln!(out, "  pre-image     {w}");
     }
     for d in &c.dependencies {
         let _ = writeln!(
@@ -595,7 +605,7 @@ fn explain_one(
         let (Some(old_fp), Some(new_fp)) = (&d.old, &d.new) else { continue };
         let _ = writeln!(out, "{}: {new_fp} vs {old_fp}", d.name);
         let prev = match old {
-            Old::Rev(map) => map.get(&d.name).cloned(),
+            Old::Rev(_, map) => map.get(&d.name).cloned(),
             Old::Records(_) => {
                 let fp: Fingerprint = old_fp.parse()?;
                 match snapshot::load(ctx.repo.root(), &fp)? {
@@ -610,4 +620,68 @@ fn explain_one(
         explain_one(ctx, new, old, &d.name, prev, out, seen)?;
     }
     Ok(())
+}
+
+/// How two versions of an `mzbuild.yml` differ, key by key:
+/// `build-args.VERSION: "1.0" -> "1.1"`, `pre-image[0].bin: ...` (pure).
+/// Nothing when either does not parse (lint says why).
+pub fn yaml_changes(old: &str, new: &str) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_yaml::from_str::<serde_yaml::Value>(old), serde_yaml::from_str(new)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    yaml_diff("", Some(&a), Some(&b), &mut out);
+    out
+}
+
+fn yaml_diff(at: &str, a: Option<&serde_yaml::Value>, b: Option<&serde_yaml::Value>, out: &mut Vec<String>) {
+    use serde_yaml::Value;
+    let show = |v: Option<&Value>| match v {
+        None => "(none)".to_string(),
+        Some(v) => serde_json::to_string(v).unwrap_or_else(|_| format!("{v:?}")),
+    };
+    match (a, b) {
+        (Some(Value::Mapping(x)), Some(Value::Mapping(y))) => {
+            let key = |k: &Value| match k {
+                Value::String(s) => s.clone(),
+                other => show(Some(other)),
+            };
+            let mut keys: Vec<&Value> = y.keys().collect();
+            keys.extend(x.keys().filter(|k| !y.contains_key(*k)));
+            for k in keys {
+                let name = if at.is_empty() { key(k) } else { format!("{at}.{}", key(k)) };
+                yaml_diff(&name, x.get(k), y.get(k), out);
+            }
+        }
+        (Some(Value::Sequence(x)), Some(Value::Sequence(y))) => {
+            for i in 0..x.len().max(y.len()) {
+                yaml_diff(&format!("{at}[{i}]"), x.get(i), y.get(i), out);
+            }
+        }
+        (x, y) if x != y => {
+            out.push(format!("{}: {} -> {}", if at.is_empty() { "(document)" } else { at }, show(x), show(y)))
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_changes_by_key() {
+        let old =
+            "name: app\npre-image:\n  - type: cargo-build\n    bin: foo\nbuild-args:\n  VERSION: '1.0'\n  GONE: x\n";
+        let new = "name: app\npre-image:\n  - type: cargo-build\n    bin: [foo, bar]\n  - type: copy\n    source: a\n    destination: b\nbuild-args:\n  VERSION: '1.1'\n  NEW: 2\n";
+        expect_test::expect![[r#"
+            pre-image[0].bin: "foo" -> ["foo","bar"]
+            pre-image[1]: (none) -> {"type":"copy","source":"a","destination":"b"}
+            build-args.VERSION: "1.0" -> "1.1"
+            build-args.NEW: (none) -> 2
+            build-args.GONE: "x" -> (none)"#]]
+        .assert_eq(&yaml_changes(old, new).join("\n"));
+        assert!(yaml_changes(old, old).is_empty());
+        assert!(yaml_changes(old, "a: [").is_empty());
+    }
 }

@@ -196,13 +196,27 @@ pub fn install_signal_handlers() {
             for pgid in groups {
                 kill_group(pgid);
             }
-            for dir in dirs {
+            for dir in &dirs {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            crate::ui::progress("interrupted; stopped running builds and removed temporary docker logins");
+            let logins = dirs.iter().any(|d| d.file_name().is_some_and(|n| n.as_bytes().starts_with(LOGINS)));
+            crate::ui::progress(if logins {
+                "interrupted; stopped running builds and removed temporary docker logins"
+            } else {
+                "interrupted; stopped running builds"
+            });
             std::process::exit(128 + signal);
         }
     });
+}
+
+/// The prefix of the private directories that hold docker logins.
+const LOGINS: &[u8] = b"mzbuild-docker-config-";
+
+/// Whether a signal has arrived: what fails from then on was stopped by
+/// the handler, and is interrupted rather than failed.
+pub fn interrupted() -> bool {
+    registry().interrupted
 }
 
 /// Call before the process exits on its own: once a signal has arrived,

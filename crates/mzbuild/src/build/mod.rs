@@ -180,8 +180,11 @@ impl RepoLock {
     }
 }
 
+/// An image's outcome in words; one that failed or was skipped after an
+/// interrupt (whose handler stopped the builds) is `interrupted`.
 pub fn describe_outcome(o: &Outcome<usize>) -> String {
     match o {
+        Outcome::Failed { .. } | Outcome::Skipped { .. } if crate::process::interrupted() => "interrupted".into(),
         Outcome::Done { value: 1, took } => format!("done in {:.1}s", took.as_secs_f64()),
         Outcome::Done { value, took } => format!("done in {:.1}s after {value} attempts", took.as_secs_f64()),
         Outcome::Failed { error, .. } => format!("FAILED: {error}"),

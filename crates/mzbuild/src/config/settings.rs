@@ -123,6 +123,31 @@ impl Settings {
     }
 }
 
+/// The fields of a [`Settings::fingerprint_string`], as a user writes
+/// them (`profile`, `optimized`): the string has no separators, so it is
+/// cut at the names it is known to hold, in order. A string of another
+/// shape is one field, `settings`.
+pub fn fields(fingerprint_string: &str) -> Vec<(&'static str, String)> {
+    const NAMES: [&str; 5] = ["profile", "arch", "coverage", "sanitizer", "mirror"];
+    let mut out = Vec::new();
+    let mut rest = fingerprint_string;
+    for (i, name) in NAMES.iter().enumerate() {
+        let Some(after) = rest.strip_prefix(name).and_then(|r| r.strip_prefix('=')) else {
+            return vec![("settings", fingerprint_string.to_string())];
+        };
+        let end = NAMES.get(i + 1).and_then(|next| after.find(&format!("{next}="))).unwrap_or(after.len());
+        let raw = &after[..end];
+        let value = match *name {
+            "profile" => raw.strip_prefix("Profile.").unwrap_or(raw).to_lowercase(),
+            "coverage" => raw.to_lowercase(),
+            _ => raw.to_string(),
+        };
+        out.push((*name, value));
+        rest = &after[end..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +193,20 @@ mod tests {
         let e = Settings::resolve(&SettingsArgs { arch: Some("mips".into()), ..Default::default() }, &MapEnv(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("unknown architecture `mips`"), "{e}");
+    }
+
+    #[test]
+    fn fields_of_the_fingerprint_string() {
+        let s = Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: true, sanitizer: "address".into() };
+        let f = fields(&s.fingerprint_string());
+        let want = [
+            ("profile", "dev"),
+            ("arch", "aarch64"),
+            ("coverage", "true"),
+            ("sanitizer", "address"),
+            ("mirror", "ghcr"),
+        ];
+        assert_eq!(f, want.map(|(n, v)| (n, v.to_string())));
+        assert_eq!(fields("odd"), [("settings", "odd".to_string())]);
     }
 }

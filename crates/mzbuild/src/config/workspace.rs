@@ -2,11 +2,21 @@
 //! table (publish targets, image rustflags, which cargo files count as
 //! inputs) and the facts about the cargo workspace that builds need. The crate graph ([`super::crates`]) is built
 //! from the same parsed manifest, on first use.
+//!
+//! The root `Cargo.toml` is an input of every cargo-build image, as in the
+//! original, but its `[workspace.metadata.mzbuild]` table is not: where
+//! images are published (registries, credentials, builders) must change no
+//! tag. Fingerprints hash the file less that table ([`fingerprinted_bytes`]);
+//! the table's keys that change what is built change fingerprints their own
+//! way: `image-rustflags` as a word of each cargo-build pre-image,
+//! `extra-cargo-inputs` and `path-dependencies` through the input files they
+//! add. A file without the table (Materialize's) is hashed as it is.
 
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use sha1::{Digest, Sha1};
 use toml::Value;
 
 use super::settings::Arch;
@@ -56,6 +66,10 @@ impl Registry {
     }
 }
 
+/// The keys of `[workspace.metadata.mzbuild]`. The table is not hashed
+/// (see the module doc): a new key that changes what is built must reach
+/// the fingerprints of the images it affects itself, as `image-rustflags`
+/// does through [`crate::preimage::cargo_build::extra`].
 const METADATA_KEYS: &[&str] =
     &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders"];
 
@@ -79,6 +93,10 @@ pub enum PathDependencies {
 pub struct WorkspaceConfig {
     /// The root manifest, if the repository has one.
     pub manifest: Option<Value>,
+    /// The content hash that fingerprints use for the root `Cargo.toml` in
+    /// place of the file's own: SHA-1 of [`fingerprinted_bytes`], when the
+    /// file has a `[workspace.metadata.mzbuild]` table.
+    pub manifest_digest: Option<[u8; 20]>,
     /// `[workspace.metadata.mzbuild] registries`, if given.
     pub registries: Option<Vec<Registry>>,
     /// `[workspace.metadata.mzbuild] image-rustflags`.
@@ -109,8 +127,18 @@ impl WorkspaceConfig {
         }
         let Ok(bytes) = tree.read("Cargo.toml") else { return Ok(WorkspaceConfig::default()) };
         let text = String::from_utf8(bytes).map_err(|_| anyhow!("Cargo.toml: not valid UTF-8"))?;
-        let manifest: Value = toml::from_str(&text).map_err(|e| anyhow!("Cargo.toml: invalid TOML: {e}"))?;
-        WorkspaceConfig::from_manifest(manifest)
+        WorkspaceConfig::load_text(&text)
+    }
+
+    /// [`WorkspaceConfig::load`], from the root manifest's text.
+    pub fn load_text(text: &str) -> Result<WorkspaceConfig> {
+        let manifest: Value = toml::from_str(text).map_err(|e| anyhow!("Cargo.toml: invalid TOML: {e}"))?;
+        let mut config = WorkspaceConfig::from_manifest(manifest)?;
+        if config.manifest.as_ref().and_then(metadata_table).is_some() {
+            let bytes = fingerprinted_bytes(text);
+            config.manifest_digest = Some(Sha1::digest(bytes.as_bytes()).into());
+        }
+        Ok(config)
     }
 
     pub fn from_manifest(manifest: Value) -> Result<WorkspaceConfig> {
@@ -118,9 +146,7 @@ impl WorkspaceConfig {
             has_optimized_profile: manifest.get("profile").and_then(|p| p.get("optimized")).is_some(),
             ..WorkspaceConfig::default()
         };
-        let metadata =
-            manifest.get("workspace").and_then(|w| w.get("metadata")).and_then(|m| m.get("mzbuild")).cloned();
-        if let Some(metadata) = metadata {
+        if let Some(metadata) = metadata_table(&manifest).cloned() {
             let Value::Table(table) = metadata else {
                 bail!("Cargo.toml: [workspace.metadata.mzbuild] must be a table");
             };
@@ -208,6 +234,50 @@ impl WorkspaceConfig {
     }
 }
 
+fn metadata_table(manifest: &Value) -> Option<&Value> {
+    manifest.get("workspace")?.get("metadata")?.get("mzbuild")
+}
+
+/// The bytes of the root `Cargo.toml` (`text`, which has a
+/// `[workspace.metadata.mzbuild]` table) that fingerprints cover: the file
+/// less that table, every other byte as it is. The table goes with the
+/// blank lines and comments before its header, so that adding a table to a
+/// file, at its end or between two others, gives back that file's bytes
+/// (and its tags); placed after a comment, the comment goes with it. A
+/// `[workspace.metadata]` left empty goes too.
+///
+/// A document that the TOML editor would not print back byte for byte (not
+/// expected of a valid one) is hashed whole: a fingerprint must not depend
+/// on how a library prints a document.
+pub fn fingerprinted_bytes(text: &str) -> String {
+    use toml_edit::{DocumentMut, Item};
+    // The editor prints CRLF line ends as LF: a file with CRLF ends only
+    // is edited with LF ends, and given them back.
+    let crlf = text.contains("\r\n") && text.matches('\n').count() == text.matches("\r\n").count();
+    let lf = if crlf { text.replace("\r\n", "\n") } else { text.to_string() };
+    let Ok(mut doc) = lf.parse::<DocumentMut>() else { return text.to_string() };
+    if doc.to_string() != lf {
+        return text.to_string();
+    }
+    let removed = (|| {
+        let workspace = doc.get_mut("workspace")?.as_table_like_mut()?;
+        let metadata = workspace.get_mut("metadata")?.as_table_like_mut()?;
+        metadata.remove("mzbuild")?;
+        if metadata.is_empty() {
+            let explicit = matches!(workspace.get("metadata"), Some(Item::Table(t)) if !t.is_implicit());
+            if !explicit {
+                workspace.remove("metadata");
+            }
+        }
+        Some(())
+    })();
+    match removed {
+        Some(()) if crlf => doc.to_string().replace('\n', "\r\n"),
+        Some(()) => doc.to_string(),
+        None => text.to_string(),
+    }
+}
+
 /// `host[:port]/path`: no scheme, no trailing slash, no empty component.
 pub fn validate_url(url: &str) -> Result<()> {
     let ok = !url.is_empty()
@@ -248,6 +318,39 @@ mod tests {
             "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
              image-rustflags, extra-cargo-inputs, path-dependencies, builders)"
         );
+    }
+
+    /// Adding the table to a file, at its end or between two tables, in
+    /// any form, gives back the file's bytes, whatever the table holds.
+    #[test]
+    fn the_table_is_not_fingerprinted() {
+        let base = "[workspace]\nmembers = [\"a\"]\n\n# profiles\n[profile.release]\nlto = true\n";
+        let table = "[workspace.metadata.mzbuild]\n# where to\nregistries = [{ url = \"x.io/y\" }]\nbuilders = { aarch64 = \"arm\" }\n";
+        let with = [
+            format!("{base}\n{table}"),
+            base.replace("\n\n# profiles", &format!("\n\n{table}\n# profiles")),
+            base.replace(
+                "members = [\"a\"]\n",
+                "members = [\"a\"]\nmetadata.mzbuild.registries = [{ url = \"x.io/y\" }]\n",
+            ),
+            base.replace("members = [\"a\"]\n", "members = [\"a\"]\nmetadata = { mzbuild = { builders = {} } }\n"),
+        ];
+        for text in &with {
+            assert_eq!(fingerprinted_bytes(text), base, "{text}");
+        }
+        let crlf = base.replace('\n', "\r\n");
+        assert_eq!(
+            fingerprinted_bytes(&format!("{crlf}\r\n[workspace.metadata.mzbuild]\r\nbuilders = {{}}\r\n")),
+            crlf
+        );
+        // Other metadata stays.
+        let other = "[workspace.metadata.other]\nx = 1\n";
+        assert_eq!(fingerprinted_bytes(&format!("{base}\n{other}\n{table}")), format!("{base}\n{other}"));
+        // Without the table, the file's own hash; with it, the same file's.
+        assert_eq!(WorkspaceConfig::load_text(base).unwrap().manifest_digest, None);
+        let digest = |t: &str| WorkspaceConfig::load_text(t).unwrap().manifest_digest;
+        assert_eq!(digest(&with[0]), Some(Sha1::digest(base.as_bytes()).into()));
+        assert_eq!(digest(&with[0]), digest(&with[1]));
     }
 
     #[test]

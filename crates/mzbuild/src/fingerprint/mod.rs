@@ -1,7 +1,9 @@
 //! Fingerprints, bit for bit as the original computes them.
 //!
 //! An image's fingerprint is SHA-1 over (for each input file, sorted by
-//! path bytes) its git-style mode, its path and the SHA-1 of its contents;
+//! path bytes) its git-style mode, its path and the SHA-1 of its contents
+//! (of the root `Cargo.toml`: less its `[workspace.metadata.mzbuild]`
+//! table, see [`crate::config::workspace`]);
 //! then each pre-image's `extra()`; then the settings string; and finally,
 //! in a second hash, its direct dependencies' names and fingerprints.
 //!
@@ -260,7 +262,14 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
         let label = if users.len() == 1 { "image" } else { "images" };
         e.context(format!("{label} {}", users.join(", ")))
     })?;
-    let hashes: Vec<hash::FileHash> = hashed.iter().map(|h| h.hash).collect();
+    let mut hashes: Vec<hash::FileHash> = hashed.iter().map(|h| h.hash).collect();
+    // The root manifest counts without its [workspace.metadata.mzbuild]
+    // table (see `config::workspace`).
+    if let Some(digest) = repo.workspace.manifest_digest {
+        if let Some(k) = tree.position("Cargo.toml").and_then(|at| unique.binary_search(&at).ok()) {
+            hashes[k].digest = digest;
+        }
+    }
     // What each input file adds to an image's self hash (mode, path,
     // content digest, 0), for every unique file in path order: an image's
     // consecutive inputs are then one slice, hashed with one call.
@@ -296,7 +305,7 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
             }
             self_hash.update(&records[starts[first]..starts[end]]);
             let extras: Vec<String> =
-                images[k].config.pre_images.iter().map(|p| preimage::extra(p, settings)).collect();
+                images[k].config.pre_images.iter().map(|p| preimage::extra(p, settings, &repo.workspace)).collect();
             for extra in &extras {
                 self_hash.update(extra.as_bytes());
                 self_hash.update([0u8]);

@@ -23,8 +23,9 @@ use sha1::{Digest, Sha1};
 
 use super::hash::FileHash;
 use super::{Computed, Fingerprint};
-use crate::config::settings::Settings;
+use crate::config::settings::{self, Settings};
 use crate::discover::{Image, Repo};
+use crate::preimage::cargo_build::RUSTFLAGS_WORD;
 
 /// One image's fingerprint and everything it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,12 +95,11 @@ impl Change {
                 out.push(format!("{} {what}: {}", files(v.len()), list(v)));
             }
         }
-        if let Some((a, b)) = &self.settings {
-            out.push(format!("settings changed: `{a}` -> `{b}`"));
+        let settings = self.settings_changes();
+        if !settings.is_empty() {
+            out.push(format!("settings changed: {}", settings.join(", ")));
         }
-        if let Some((a, b)) = &self.extras {
-            out.push(format!("pre-image words changed: {a:?} -> {b:?}"));
-        }
+        out.extend(self.word_changes());
         for d in &self.dependencies {
             out.push(match (&d.old, &d.new) {
                 (Some(_), Some(_)) => format!("dependency `{}` changed", d.name),
@@ -108,6 +108,52 @@ impl Change {
                 (None, None) => unreachable!("a dependency change has a side"),
             });
         }
+        out
+    }
+}
+
+impl Change {
+    /// The settings that differ, one by one: `profile: optimized -> dev`.
+    pub fn settings_changes(&self) -> Vec<String> {
+        let Some((a, b)) = &self.settings else { return Vec::new() };
+        let (old, new) = (settings::fields(a), settings::fields(b));
+        if old.len() != new.len() {
+            return vec![format!("settings: `{a}` -> `{b}`")];
+        }
+        old.iter().zip(&new).filter(|(o, n)| o != n).map(|((name, o), (_, n))| format!("{name}: {o} -> {n}")).collect()
+    }
+
+    /// The pre-image words that differ, by what they come from: the
+    /// `image-rustflags` of `[workspace.metadata.mzbuild]`; a cargo-build's
+    /// profile/coverage/sanitizer word, unless the settings changed (which
+    /// says it already); a pre-image added, removed or of another type (the
+    /// image's `mzbuild.yml` says how).
+    pub fn word_changes(&self) -> Vec<String> {
+        let Some((a, b)) = &self.extras else { return Vec::new() };
+        let split = |w: &str| match w.split_once(RUSTFLAGS_WORD) {
+            Some((flags, rustflags)) => (flags.to_string(), Some(rustflags.to_string())),
+            None => (w.to_string(), None),
+        };
+        let mut out = Vec::new();
+        if a.len() != b.len() {
+            out.push(format!("pre-images: {} -> {} (see mzbuild.yml)", a.len(), b.len()));
+        }
+        let none = || "(none)".to_string();
+        let mut rustflags = None;
+        for (i, (x, y)) in a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y) {
+            let ((fx, rx), (fy, ry)) = (split(x), split(y));
+            if rx != ry && rustflags.is_none() {
+                rustflags = Some(format!(
+                    "image-rustflags (Cargo.toml [workspace.metadata.mzbuild]): {} -> {}",
+                    rx.unwrap_or_else(none),
+                    ry.unwrap_or_else(none)
+                ));
+            }
+            if fx != fy && self.settings.is_none() {
+                out.push(format!("pre-image #{}: another type or order (see mzbuild.yml)", i + 1));
+            }
+        }
+        out.extend(rustflags);
         out
     }
 }
@@ -407,7 +453,7 @@ mod tests {
             1 file added: d
             1 file removed: a
             1 file changed mode: b
-            settings changed: `s` -> `t`
+            settings changed: settings: s -> t
             dependency `x` changed
             dependency `y` removed (MZFROM)
             dependency `z` added (MZFROM)"#]]
@@ -422,5 +468,35 @@ mod tests {
             let entry = format!("{:o} {} {path}", h.mode, crate::discover::git::hex(&h.digest));
             assert_eq!(parse_entry(&entry), Some((path.to_string(), h)));
         }
+    }
+
+    #[test]
+    fn settings_and_words_read_as_what_a_user_sets() {
+        use crate::config::settings::{Arch, Profile};
+        let s = |profile| Settings { profile, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
+        let (opt, dev) = (s(Profile::Optimized), s(Profile::Dev));
+        let cargo = |s: &Settings, flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            crate::preimage::cargo_build::extra(s, &flags)
+        };
+        let mut old = snap(&[], &[]);
+        let mut new = snap(&[], &[]);
+        old.settings = opt.fingerprint_string();
+        new.settings = dev.fingerprint_string();
+        old.extras = vec![cargo(&opt, &[]), String::new()];
+        new.extras = vec![cargo(&dev, &["-Cx"]), String::new()];
+        let c = compare(&old, &new);
+        expect_test::expect![[r#"
+            settings changed: profile: optimized -> dev
+            image-rustflags (Cargo.toml [workspace.metadata.mzbuild]): (none) -> ["-Cx"]"#]]
+        .assert_eq(&c.reasons().join("\n"));
+        // The same settings: a cargo-build word that moved, a pre-image more.
+        new.settings = old.settings.clone();
+        new.extras = vec![String::new(), cargo(&opt, &[]), String::new()];
+        expect_test::expect![[r#"
+            pre-images: 2 -> 3 (see mzbuild.yml)
+            pre-image #1: another type or order (see mzbuild.yml)
+            pre-image #2: another type or order (see mzbuild.yml)"#]]
+        .assert_eq(&compare(&old, &new).reasons().join("\n"));
     }
 }

@@ -113,8 +113,10 @@ fn crate_ranges(tree: &Tree, dir: &str) -> Vec<Range<usize>> {
 
 /// The original's `CargoBuild.extra()`: the active flag words, split into
 /// characters, sorted and joined with `,`. A quirk, reproduced because it
-/// is part of every cargo-build image's fingerprint.
-pub fn extra(settings: &Settings) -> String {
+/// is part of every cargo-build image's fingerprint. Then, when
+/// `[workspace.metadata.mzbuild] image-rustflags` is set (the table itself
+/// is not hashed), ` image-rustflags=` and the flags as a JSON list.
+pub fn extra(settings: &Settings, image_rustflags: &[String]) -> String {
     let mut words = String::new();
     match settings.profile {
         Profile::Release => words.push_str("release"),
@@ -129,8 +131,16 @@ pub fn extra(settings: &Settings) -> String {
     }
     let mut chars: Vec<char> = words.chars().collect();
     chars.sort_unstable();
-    chars.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+    let mut out = chars.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    if !image_rustflags.is_empty() {
+        out.push_str(RUSTFLAGS_WORD);
+        out.push_str(&serde_json::to_string(image_rustflags).expect("strings serialise"));
+    }
+    out
 }
+
+/// What separates `image-rustflags` from the original's word in [`extra`].
+pub const RUSTFLAGS_WORD: &str = " image-rustflags=";
 
 /// Cargo's output directory name for a profile.
 pub fn profile_dir(profile: Profile, has_optimized: bool) -> &'static str {
@@ -408,12 +418,13 @@ mod tests {
     fn extra_matches_the_original_quirk() {
         let mut s =
             Settings { profile: Profile::Release, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
-        assert_eq!(extra(&s), "a,e,e,e,l,r,s");
+        assert_eq!(extra(&s, &[]), "a,e,e,e,l,r,s");
         s.profile = Profile::Optimized;
-        assert_eq!(extra(&s), "d,e,i,i,m,o,p,t,z");
+        assert_eq!(extra(&s, &[]), "d,e,i,i,m,o,p,t,z");
         s.profile = Profile::Dev;
-        assert_eq!(extra(&s), "");
+        assert_eq!(extra(&s, &[]), "");
         s.coverage = true;
-        assert_eq!(extra(&s), "a,c,e,e,g,o,r,v");
+        assert_eq!(extra(&s, &[]), "a,c,e,e,g,o,r,v");
+        assert_eq!(extra(&s, &["-C".into(), "x y".into()]), r#"a,c,e,e,g,o,r,v image-rustflags=["-C","x y"]"#);
     }
 }

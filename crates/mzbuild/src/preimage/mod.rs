@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 
 use crate::config::image::{CargoBuildSpec, PreImage};
 use crate::config::settings::Settings;
+use crate::config::workspace::WorkspaceConfig;
 use crate::discover::{Image, Repo};
 use crate::{process, ui};
 pub use cargo_build::BuildEnv;
@@ -100,11 +101,12 @@ pub fn inputs(
 }
 
 /// What the pre-image adds to its image's self hash after the input files
-/// (the original's `extra()`).
-pub fn extra(pre: &PreImage, settings: &Settings) -> String {
+/// (the original's `extra()`, and what the workspace configuration changes
+/// in what it builds).
+pub fn extra(pre: &PreImage, settings: &Settings, workspace: &WorkspaceConfig) -> String {
     match pre {
         PreImage::Copy(_) => String::new(),
-        PreImage::CargoBuild(_) => cargo_build::extra(settings),
+        PreImage::CargoBuild(_) => cargo_build::extra(settings, &workspace.image_rustflags),
     }
 }
 

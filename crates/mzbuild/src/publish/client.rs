@@ -603,6 +603,8 @@ impl Client {
             }
             let req = req.body(call.body).map_err(|e| anyhow!("building {} {}: {e}", call.method, call.url))?;
             let agent = if call.transfer { &self.transfer_agent } else { &self.agent };
+            // Whether this attempt may run until the deadline.
+            let mut to_the_deadline = false;
             let sent = match deadline {
                 Some((timeout, at)) => {
                     let left = at.saturating_duration_since(Instant::now());
@@ -610,10 +612,12 @@ impl Client {
                         return Err(out_of_time(timeout, "no time left"));
                     }
                     let per_attempt = left.min(Duration::from_secs(30));
+                    to_the_deadline = per_attempt == left;
                     req.with_agent(agent).configure().timeout_global(Some(per_attempt)).run()
                 }
                 None => agent.run(req),
             };
+            let timed_out = to_the_deadline && matches!(sent, Err(ureq::Error::Timeout(_)));
             let (retry_reason, network) = match sent {
                 Ok(resp) if retryable_status(resp.status().as_u16()) => (format!("HTTP {}", resp.status()), false),
                 Ok(resp) => return Ok(resp),
@@ -626,26 +630,60 @@ impl Client {
                     ))
                     .into());
                 }
+                // Another attempt would fail the same way.
+                Err(e) if is_tls(&e) => bail!(
+                    "registry {}: TLS failed ({} {}: {e}): check its certificate; mzbuild trusts the public \
+                     certificate authorities (Mozilla's list) only, and speaks plain http only to registries on \
+                     127.0.0.1 or localhost",
+                    self.registry.url,
+                    call.method,
+                    call.url
+                ),
                 Err(e) => (e.to_string(), true),
             };
             attempt += 1;
-            if let Some((timeout, at)) = deadline {
-                if Instant::now() + self.retry_base * 2u32.pow(attempt) >= at {
-                    return Err(out_of_time(timeout, &retry_reason));
-                }
-            }
-            if attempt >= 3 {
+            let unreachable = |attempt: u32, why: &str| -> anyhow::Error {
+                let attempts = if attempt == 1 { "1 attempt".to_string() } else { format!("{attempt} attempts") };
                 let msg = format!(
-                    "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempt} attempts); check that it is up",
+                    "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempts}{why}); check that it \
+                     is up",
                     self.registry.url,
                     call.method,
                     call.url
                 );
-                return Err(if network { Unreachable(msg).into() } else { anyhow!(msg) });
+                if network {
+                    Unreachable(msg).into()
+                } else {
+                    anyhow!(msg)
+                }
+            };
+            if let Some((timeout, at)) = deadline {
+                let now = Instant::now();
+                if timed_out || now >= at {
+                    return Err(out_of_time(timeout, &retry_reason));
+                }
+                // Giving up early is not a timeout: say what happened.
+                if now + self.retry_base * 2u32.pow(attempt) >= at {
+                    let why = format!("; no time for another within --timeout {}s", timeout.as_secs_f64());
+                    return Err(unreachable(attempt, &why));
+                }
+            }
+            if attempt >= 3 {
+                return Err(unreachable(attempt, ""));
             }
             std::thread::sleep(self.retry_base * 2u32.pow(attempt));
         }
     }
+}
+
+/// Whether a transport error is TLS's (a certificate not trusted, a failed
+/// handshake): not a network hiccup to retry, nor a timeout.
+fn is_tls(e: &ureq::Error) -> bool {
+    if matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_)) {
+        return true;
+    }
+    let text = e.to_string().to_lowercase();
+    ["certificate", "tls", "handshake", "corrupt message"].iter().any(|w| text.contains(w))
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {
