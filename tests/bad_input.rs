@@ -50,6 +50,13 @@ fn list(repo: &TempRepo) -> Output {
     repo.mzbuild(&["list"])
 }
 
+/// A command about every image (`ensure` with none named): it fails on any
+/// broken image, naming the problems. (The local registry is never reached:
+/// the configuration stops it first.)
+fn ensure_all(repo: &TempRepo) -> Output {
+    repo.mzbuild(&["--image-registry", "127.0.0.1:5000/mzbuild-bad-input", "ensure"])
+}
+
 fn fingerprint(repo: &TempRepo, image: &str) -> Output {
     repo.mzbuild(&["--arch", "x86_64", "fingerprint", image])
 }
@@ -57,38 +64,38 @@ fn fingerprint(repo: &TempRepo, image: &str) -> Output {
 #[test]
 fn malformed_yaml() {
     let r = repo(&[("img/mzbuild.yml", "name: img\nkey: value: other\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml:2:", "malformed YAML", "mapping values are not allowed"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml:2:", "malformed YAML", "mapping values are not allowed"]);
     let r = repo(&[("img/mzbuild.yml", "name: img\n\tpublish: false\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml:2:1: malformed YAML", "tab"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml:2:1: malformed YAML", "tab"]);
 }
 
 #[test]
 fn yaml_that_is_not_a_mapping() {
     let r = repo(&[("img/mzbuild.yml", "- name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: must be a YAML mapping", "found a list", "`name: my-image`"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: must be a YAML mapping", "found a list", "`name: my-image`"]);
     let r = repo(&[("img/mzbuild.yml", ""), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: must be a YAML mapping", "nothing", "`name: my-image`"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: must be a YAML mapping", "nothing", "`name: my-image`"]);
 }
 
 #[test]
 fn non_utf8_config() {
     let r = TempRepo::new();
     r.write("img/mzbuild.yml", b"name: img\ndescription: caf\xe9\n").write("img/Dockerfile", "FROM scratch\n");
-    fails_with(&list(&r), &["img/mzbuild.yml: not valid UTF-8", "offset 26", "save it as UTF-8"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: not valid UTF-8", "offset 26", "save it as UTF-8"]);
 }
 
 #[test]
 fn missing_name() {
     let r = repo(&[("img/mzbuild.yml", "publish: false\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: missing `name`", "add e.g. `name: my-image`"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: missing `name`", "add e.g. `name: my-image`"]);
 }
 
 #[test]
 fn invalid_name() {
     let r = repo(&[("img/mzbuild.yml", "name: my_image\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: invalid `name` `my_image`", "letters, digits and `-`"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: invalid `name` `my_image`", "letters, digits and `-`"]);
     let r = repo(&[("img/mzbuild.yml", "name: 42\n"), ("img/Dockerfile", "FROM scratch\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: `name` must be a string", "a number (42)"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: `name` must be a string", "a number (42)"]);
 }
 
 #[test]
@@ -99,7 +106,7 @@ fn duplicate_names() {
         ("two/mzbuild.yml", "name: same\n"),
         ("two/Dockerfile", "FROM scratch\n"),
     ]);
-    fails_with(&list(&r), &["`same` is defined twice", "one/mzbuild.yml", "two/mzbuild.yml", "rename one"]);
+    fails_with(&ensure_all(&r), &["`same` is defined twice", "one/mzbuild.yml", "two/mzbuild.yml", "rename one"]);
 }
 
 #[test]
@@ -109,7 +116,7 @@ fn unknown_pre_image_type() {
         ("img/Dockerfile", "FROM scratch\n"),
     ]);
     fails_with(
-        &list(&r),
+        &ensure_all(&r),
         &["img/mzbuild.yml: pre-image #1: unknown pre-image type `tarball`", "use `copy` or `cargo-build`"],
     );
 }
@@ -121,7 +128,7 @@ fn copy_without_destination() {
         ("img/Dockerfile", "FROM scratch\n"),
         ("data/a", "a\n"),
     ]);
-    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1: missing `destination`", "relative to the image"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: pre-image #1: missing `destination`", "relative to the image"]);
 }
 
 #[test]
@@ -135,13 +142,13 @@ fn copy_source_without_files() {
         ("img/mzbuild.yml", "name: img\npre-image:\n  - type: copy\n    source: ../outside\n    destination: d\n"),
         ("img/Dockerfile", "FROM scratch\n"),
     ]);
-    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1: `source` `../outside`", "inside the repository"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: pre-image #1: `source` `../outside`", "inside the repository"]);
 }
 
 #[test]
 fn cargo_build_without_bin_or_example() {
     let r = cargo_repo("name: img\npre-image:\n  - type: cargo-build\n    strip: false\n");
-    fails_with(&list(&r), &["img/mzbuild.yml: pre-image #1 (cargo-build): give at least one `bin` or `example`"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: pre-image #1 (cargo-build): give at least one `bin` or `example`"]);
 }
 
 #[test]
@@ -152,7 +159,7 @@ fn mzfrom_unknown_image() {
         ("other/mzbuild.yml", "name: other\n"),
         ("other/Dockerfile", "FROM scratch\n"),
     ]);
-    fails_with(&list(&r), &["img/Dockerfile:2:", "`MZFROM nope`", "does not exist", "images: img, other"]);
+    fails_with(&ensure_all(&r), &["img/Dockerfile:2:", "`MZFROM nope`", "does not exist", "images: img, other"]);
 }
 
 #[test]
@@ -164,21 +171,94 @@ fn dependency_cycle() {
         ("b/Dockerfile", "MZFROM a\n"),
         ("c/mzbuild.yml", "name: c\n"),
         ("c/Dockerfile", "MZFROM a\n"),
+        ("d/mzbuild.yml", "name: d\n"),
+        ("d/Dockerfile", "FROM scratch\n"),
     ]);
-    fails_with(&list(&r), &["dependency cycle: a -> b -> a", "break it"]);
+    fails_with(&ensure_all(&r), &["dependency cycle: a -> b -> a", "break it"]);
+    // The images of the cycle, and those that depend on them, are left out;
+    // the others still work.
+    let out = list(&r);
+    assert_eq!(out.ok(), "d\n");
+    assert!(out.stderr.contains("warning: ") && out.stderr.contains("dependency cycle: a -> b -> a"), "{out}");
+    fingerprint(&r, "d").ok();
+    fails_with(&fingerprint(&r, "a"), &["dependency cycle: a -> b -> a"]);
+    fails_with(&fingerprint(&r, "c"), &["`c` depends on `a`, which is broken", "dependency cycle: a -> b -> a"]);
     // A self-reference is a cycle too.
     let r = repo(&[("a/mzbuild.yml", "name: a\n"), ("a/Dockerfile", "MZFROM a\n")]);
-    fails_with(&list(&r), &["dependency cycle: a -> a"]);
+    fails_with(&ensure_all(&r), &["dependency cycle: a -> a"]);
+}
+
+/// One image whose `mzbuild.yml` does not parse leaves the others usable;
+/// an image that depends on it fails with the real cause, not with "does
+/// not exist"; commands about every image name the broken ones, once.
+#[test]
+fn a_broken_image_blocks_only_itself_and_its_dependants() {
+    let r = repo(&[
+        ("images/app/mzbuild.yml", "name: app\npublish: [true\n"),
+        ("images/app/Dockerfile", "FROM scratch\n"),
+        ("images/slow/mzbuild.yml", "name: slow\n"),
+        ("images/slow/Dockerfile", "MZFROM app\n"),
+        ("images/ok/mzbuild.yml", "name: ok\n"),
+        ("images/ok/Dockerfile", "FROM scratch\n"),
+        // Nested in `ok`: its files are still not `ok`'s.
+        ("images/ok/inner/mzbuild.yml", "name: inner\n\tpublish: false\n"),
+        ("images/ok/inner/Dockerfile", "FROM scratch\n"),
+    ]);
+    let out = list(&r);
+    assert_eq!(out.ok(), "ok\n");
+    for needle in ["`app`", "`inner`", "`slow`", "images/app/mzbuild.yml:", "malformed YAML"] {
+        assert!(out.stderr.contains(needle), "{needle}\n{out}");
+    }
+    assert!(!out.stderr.contains("does not exist"), "{out}");
+    let fp = fingerprint(&r, "ok").line();
+    r.mzbuild(&["--arch", "x86_64", "describe", "ok"]).ok();
+    fails_with(&fingerprint(&r, "app"), &["images/app/mzbuild.yml:", "malformed YAML"]);
+    let out = fingerprint(&r, "slow");
+    fails_with(&out, &["`slow` depends on `app`, which is broken: images/app/mzbuild.yml:", "malformed YAML"]);
+    assert!(!out.stderr.contains("does not exist"), "{out}");
+    // Every image is needed: the broken ones are named, with the cause once.
+    let out = ensure_all(&r);
+    fails_with(&out, &["`app`", "`slow`", "`inner`", "malformed YAML"]);
+    assert_eq!(out.stderr.matches("images/app/mzbuild.yml:").count(), 1, "{out}");
+    // So does a release tag of every image.
+    let out = r.mzbuild(&["--image-registry", "127.0.0.1:5000/mzbuild-bad-input", "tag", "v1", "--dry-run"]);
+    fails_with(&out, &["this command needs every image", "`app`", "malformed YAML"]);
+    fails_with(
+        &r.mzbuild(&["--image-registry", "127.0.0.1:5000/mzbuild-bad-input", "tag", "v1", "--dry-run", "slow"]),
+        &["`slow` depends on `app`, which is broken"],
+    );
+    // lint lists the real problems, no derived ones.
+    let out = r.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("images/app/mzbuild.yml:") && out.stdout.contains("images/ok/inner/mzbuild.yml:"));
+    assert!(!out.stdout.contains("does not exist") && !out.stdout.contains("depends on"), "{out}");
+    // Fixed, nothing changes for `ok`.
+    r.write("images/app/mzbuild.yml", "name: app\n").write("images/ok/inner/mzbuild.yml", "name: inner\n");
+    assert_eq!(fingerprint(&r, "ok").line(), fp);
+    assert_eq!(list(&r).ok(), "app\ninner\nok\nslow\n");
+}
+
+/// Names that are almost right get a suggestion.
+#[test]
+fn near_misses_suggest_the_name() {
+    let r = repo(&[
+        ("app/mzbuild.yml", "name: app\n"),
+        ("app/Dockerfile", "FROM scratch\n"),
+        ("web/mzbuild.yml", "name: web\n"),
+        ("web/Dockerfile", "MZFROM ap\n"),
+    ]);
+    fails_with(&fingerprint(&r, "web"), &["web/Dockerfile:1: `MZFROM ap`", "did you mean `app`?"]);
+    fails_with(&fingerprint(&r, "appp"), &["unknown image `appp`", "did you mean `app`?"]);
 }
 
 #[test]
 fn missing_dockerfile() {
     let r = repo(&[("img/mzbuild.yml", "name: img\n")]);
-    fails_with(&list(&r), &["img/mzbuild.yml: image `img` has no Dockerfile", "add img/Dockerfile"]);
+    fails_with(&ensure_all(&r), &["img/mzbuild.yml: image `img` has no Dockerfile", "add img/Dockerfile"]);
     // One that git ignores does not count.
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/.gitignore", "Dockerfile\n")]);
     r.write("img/Dockerfile", "FROM scratch\n");
-    fails_with(&list(&r), &["image `img` has no Dockerfile", "add img/Dockerfile", "git does not ignore it"]);
+    fails_with(&ensure_all(&r), &["image `img` has no Dockerfile", "add img/Dockerfile", "git does not ignore it"]);
 }
 
 #[test]
@@ -287,7 +367,7 @@ fn all_errors_in_one_run() {
         ("d/Dockerfile", "MZFROM nope\n"),
         ("e/mzbuild.yml", "name: e\n"),
     ]);
-    let out = list(&r);
+    let out = ensure_all(&r);
     fails_with(
         &out,
         &[
@@ -305,20 +385,64 @@ fn all_errors_in_one_run() {
 #[test]
 fn unknown_key_warns() {
     let r = repo(&[
-        ("img/mzbuild.yml", "name: img\npubish: false\npre-image:\n  - type: copy\n    source: data\n    destination: d\n    matchng: '*.td'\n"),
+        ("img/mzbuild.yml", "name: img\nowner: me\npre-image:\n  - type: copy\n    source: data\n    destination: d\n    comment: '*.td'\n"),
         ("img/Dockerfile", "FROM scratch\n"),
         ("data/a.td", "a\n"),
     ]);
     let out = list(&r);
     assert_eq!(out.ok(), "img\n");
-    assert!(out.stderr.contains("warning: img/mzbuild.yml: unknown key `pubish`"), "{out}");
-    assert!(out.stderr.contains("warning: img/mzbuild.yml: pre-image #1 (copy): unknown key `matchng`"), "{out}");
+    assert!(out.stderr.contains("warning: img/mzbuild.yml: unknown key `owner`"), "{out}");
+    assert!(out.stderr.contains("warning: img/mzbuild.yml: pre-image #1 (copy): unknown key `comment`"), "{out}");
     assert_eq!(out.stderr.lines().filter(|l| l.starts_with("warning: ")).count(), 2, "{out}");
 
-    let out = r.mzbuild(&["--strict", "list"]);
-    fails_with(&out, &["2 errors", "img/mzbuild.yml: unknown key `pubish`", "unknown key `matchng`", "--strict"]);
+    let out = r.mzbuild(&["--strict", "fingerprint", "img"]);
+    fails_with(&out, &["img/mzbuild.yml: unknown key `owner`", "unknown key `comment`", "--strict"]);
     // --strict after the subcommand too.
-    fails_with(&r.mzbuild(&["list", "--strict"]), &["unknown key `pubish`"]);
+    fails_with(&r.mzbuild(&["fingerprint", "img", "--strict"]), &["unknown key `owner`"]);
+}
+
+/// A key within a typo of a known one is an error: `pubish: false` would
+/// publish an image meant to stay private.
+#[test]
+fn a_misspelt_key_is_an_error() {
+    let r = repo(&[
+        ("img/mzbuild.yml", "name: img\npubish: false\npre-image:\n  - type: copy\n    source: data\n    destination: d\n    matchng: '*.td'\n"),
+        ("img/Dockerfile", "FROM scratch\n"),
+        ("data/a.td", "a\n"),
+        ("other/mzbuild.yml", "name: other\n"),
+        ("other/Dockerfile", "FROM scratch\n"),
+    ]);
+    fails_with(
+        &fingerprint(&r, "img"),
+        &[
+            "img/mzbuild.yml: unknown key `pubish`: did you mean `publish`?",
+            "img/mzbuild.yml: pre-image #1 (copy): unknown key `matchng`: did you mean `matching`?",
+        ],
+    );
+    fails_with(&ensure_all(&r), &["did you mean `publish`?"]);
+    assert_eq!(list(&r).ok(), "other\n");
+}
+
+/// A file with several problems: lint names every one of them, whatever
+/// comes first.
+#[test]
+fn lint_reports_every_problem_of_a_file() {
+    let r = cargo_repo(
+        "name: img\npre-image:\n  - type: copy\n    source: nothing-here\n    destination: d\n  - type: cargo-build\n    bin: nosuchbin\n",
+    );
+    r.write("img/.gitignore", "/d\n/nosuchbin\n").commit_all();
+    let out = r.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("`nothing-here`") && out.stdout.contains("`nosuchbin`"), "{out}");
+    // A pre-image that does not parse does not hide the next one either.
+    r.write(
+        "img/mzbuild.yml",
+        "name: img\npre-image:\n  - type: copy\n    source: ../outside\n    destination: d\n  - type: cargo-build\n    bin: nosuchbin\n",
+    )
+    .commit_all();
+    let out = r.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("`source` `../outside`") && out.stdout.contains("`nosuchbin`"), "{out}");
 }
 
 #[test]
@@ -326,7 +450,7 @@ fn non_utf8_path() {
     use std::os::unix::ffi::OsStrExt;
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
     std::fs::write(r.path("img").join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x\n").unwrap();
-    fails_with(&list(&r), &["bad", "not valid UTF-8", "rename it"]);
+    fails_with(&ensure_all(&r), &["bad", "not valid UTF-8", "rename it"]);
 }
 
 /// Results that cannot be written (stdout on a full disk: `/dev/full`) fail

@@ -117,8 +117,10 @@ fn inputs_and_warnings_are_the_originals() {
         warnings[2].contains("`path-dependencies = \"cargo\"`") && warnings[2].contains("changes the tags"),
         "{out}"
     );
-    // --strict: the empty copy is an error.
-    let err = repo.mzbuild(&["--strict", "list"]);
+    // --strict: the empty copy is an error (of that image: the others work).
+    let strict = repo.mzbuild(&["--strict", "list"]);
+    assert!(!strict.ok().contains("td-empty") && strict.stderr.contains("image `td-empty` is broken"), "{strict}");
+    let err = repo.mzbuild(&["--strict", "fingerprint", "td-empty"]);
     let stderr = err.error();
     assert!(stderr.contains(&empty_copy["warning: ".len()..]) && stderr.contains("(an error with --strict)"), "{err}");
 
@@ -243,4 +245,65 @@ fn copies_run_in_real_builds() {
     assert_eq!(files(specs[2]), ["y/a.sql", "y/sub/c.sql"]);
     assert_eq!(files(specs[3]), Vec::<String>::new());
     assert!(!repo.path("misc/images/td-empty/none").exists(), "the empty copy created its destination");
+}
+
+/// Materialize's own `src/balancerd/ci/mzbuild.yml` carries
+/// `split_debuginfo: true`, a key the original ignores: a warning, a note in
+/// `lint` and the pre-push hook (which must not stop the push), a problem
+/// only under `--strict`. So is an unknown key at the top level.
+#[test]
+fn an_unknown_key_of_materialize_stops_no_push() {
+    let repo = fixture();
+    // What else the fixture has for lint to find, out of the way.
+    std::fs::remove_dir_all(repo.path("misc/images/td-empty")).unwrap();
+    repo.write("src/persist-client/ci/.gitignore", "/persistcli\n");
+    let cargo = std::fs::read_to_string(repo.path("Cargo.toml")).unwrap();
+    repo.write("Cargo.toml", cargo.replace("  \"src/alloc\",\n", "  \"src/alloc\",\n  \"src/balancerd\",\n"))
+        .write("src/balancerd/Cargo.toml", "[package]\nname = \"mz-balancerd\"\nversion = \"0.1.0\"\n\n[[bin]]\nname = \"balancerd\"\npath = \"src/main.rs\"\n")
+        .write("src/balancerd/src/main.rs", "fn main() {}\n")
+        .write(
+            "src/balancerd/ci/mzbuild.yml",
+            "name: balancerd\npre-image:\n  - type: cargo-build\n    bin: [ balancerd ]\n    split_debuginfo: true\n",
+        )
+        .write("src/balancerd/ci/Dockerfile", "MZFROM prod-base\nCOPY balancerd /usr/local/bin/\n")
+        .write("src/balancerd/ci/.gitignore", "/balancerd\n")
+        .commit_all();
+    let out = repo.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stderr
+            .contains("note: src/balancerd/ci/mzbuild.yml: pre-image #1 (cargo-build): unknown key `split_debuginfo`"),
+        "{out}"
+    );
+    let strict = repo.mzbuild(&["--strict", "lint"]);
+    assert_eq!(strict.code, Some(1), "{strict}");
+    assert!(strict.stdout.contains("unknown key `split_debuginfo`"), "{strict}");
+    let out = repo.mzbuild(&["--arch", "x86_64", "fingerprint", "balancerd"]);
+    out.fingerprint();
+    assert!(
+        out.stderr.contains(
+            "warning: src/balancerd/ci/mzbuild.yml: pre-image #1 (cargo-build): unknown key `split_debuginfo`"
+        ),
+        "{out}"
+    );
+
+    // The installed hook lets the push through.
+    let remote = repo.scratch().join("remote.git");
+    common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
+    repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
+    repo.mzbuild(&["hook", "install"]).ok();
+    let push = || {
+        let mut cmd = std::process::Command::new("git");
+        cmd.current_dir(repo.root()).args(["push", "origin", "HEAD:refs/heads/main"]);
+        common::git_home(&mut cmd, common::empty_home());
+        common::run(&mut cmd)
+    };
+    let out = push();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("note: ") && out.stderr.contains("split_debuginfo"), "{out}");
+    // An unknown key at the top level too.
+    repo.append("src/balancerd/ci/mzbuild.yml", "owner: materialize\n").commit_all();
+    let out = push();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("unknown key `owner`"), "{out}");
 }

@@ -410,7 +410,7 @@ fn lint_reports_everything_at_once() {
     assert_eq!(out.code, Some(0), "{out}");
     repo.write(
         "misc/images/c/mzbuild.yml",
-        "name: c\npubish: x\npre-image:\n  - type: copy\n    source: test\n    destination: out\n",
+        "name: c\npubish: x\nowner: x\npre-image:\n  - type: copy\n    source: test\n    destination: out\n",
     )
     .write("misc/images/c/Dockerfile", "RUN true\n")
     .write("misc/images/d/mzbuild.yml", "name: d\n")
@@ -418,31 +418,45 @@ fn lint_reports_everything_at_once() {
     .append("misc/images/base/Dockerfile", "MZFROM app\n");
     let out = repo.mzbuild(&["lint"]);
     let stderr = out.error();
-    assert!(stderr.contains("lint: 9 problems in the work tree"), "{out}");
+    assert!(stderr.contains("lint: 5 problems in the work tree"), "{out}");
     expect_test::expect![[r#"
         image dependency cycle: app -> base -> app (through MZFROM lines); break it
         misc/images/c/Dockerfile: image `c`: the Dockerfile has no FROM or MZFROM line: start it with a base image
-        misc/images/c/Dockerfile: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
         misc/images/c/mzbuild.yml: pre-image #1 writes misc/images/c/out, which git does not ignore: once built it becomes an input and the fingerprint changes after every build; add `/out` to misc/images/c/.gitignore
-        misc/images/c/mzbuild.yml: unknown key `pubish` (ignored; known keys: name, publish, description, mainline, pre-image, build-args)
-        misc/images/c/mzbuild.yml: untracked and not git-ignored inside image `c`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
-        misc/images/d/Dockerfile: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
+        misc/images/c/mzbuild.yml: unknown key `pubish`: did you mean `publish`? (fix the spelling: it would be ignored)
         misc/images/d/Dockerfile:1: `MZFROM nope` names an image that does not exist (images: app, base, c, d); fix the name or add the image
-        misc/images/d/mzbuild.yml: untracked and not git-ignored inside image `d`'s context, so it is an input of the image: commit it (`git add`), delete it, or git-ignore it
     "#]]
     .assert_eq(&out.stdout);
+    // Notes, not problems: the unknown key, and the files not committed yet.
+    assert!(stderr.contains("note: misc/images/c/mzbuild.yml: unknown key `owner`"), "{out}");
+    assert!(stderr.contains("note: 4 file(s) not committed yet"), "{out}");
     assert_eq!(out.stdout.matches("(an error with --strict)").count(), 0);
-    // With --strict, the warning says what made it an error; the same
-    // findings either way.
+    // With --strict, the unknown key is a problem too, and says why.
     let strict = repo.mzbuild(&["--strict", "lint"]);
-    assert!(strict.error().contains("lint: 9 problems in the work tree"), "{strict}");
-    assert_eq!(strict.stdout.replace(" (an error with --strict)", ""), out.stdout);
+    assert!(strict.error().contains("lint: 6 problems in the work tree"), "{strict}");
+    assert!(strict.stdout.contains("unknown key `owner` (ignored; known keys: name, publish, description, mainline, pre-image, build-args) (an error with --strict)"), "{strict}");
     assert_eq!(strict.stdout.matches("(an error with --strict)").count(), 1, "{strict}");
     // At a revision: the commit's files only.
     repo.commit_all();
     assert_eq!(repo.mzbuild(&["lint", "--rev", "HEAD~"]).code, Some(0));
     let out = repo.mzbuild(&["lint", "--rev", "HEAD"]);
     assert!(out.error().contains("lint: 5 problems in `HEAD`"), "{out}");
+}
+
+/// Files not yet committed are normal in a work tree: lint names them once,
+/// in a note, and does not count them as problems.
+#[test]
+fn untracked_files_are_a_note() {
+    let repo = fixture();
+    // The fixture leaves misc/images/app/untracked.txt; two more.
+    repo.write("misc/images/app/new.txt", "new\n").write("misc/images/base/new.txt", "new\n");
+    let out = repo.mzbuild(&["lint"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "", "{out}");
+    assert_eq!(out.stderr.matches("note: ").count(), 1, "{out}");
+    for f in ["misc/images/app/untracked.txt", "misc/images/app/new.txt", "misc/images/base/new.txt"] {
+        assert_eq!(out.stderr.matches(f).count(), 1, "{f}\n{out}");
+    }
 }
 
 /// A bare repository `remote.git` in the scratch directory, as the remote

@@ -187,8 +187,8 @@ impl flags::Explain {
     }
 }
 
-/// `lint [--rev REV]`: findings on stdout, exit 1 when there are any.
-/// `root_arg`: the `--root` a suggested command needs.
+/// `lint [--rev REV]`: problems on stdout, exit 1 when there are any;
+/// notes on stderr. `root_arg`: the `--root` a suggested command needs.
 pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
     let tree = match rev {
         Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
@@ -196,15 +196,19 @@ pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, s
     };
     let label = tree.label();
     let findings = mzbuild::lint::lint(tree, strict)?;
-    if findings.is_empty() {
+    for n in &findings.notes {
+        ui::note(n);
+    }
+    let problems = &findings.problems;
+    if problems.is_empty() {
         ui::progress(format_args!("lint: no problems in {label}"));
         return Ok(Status::Success);
     }
-    ui::result(&findings.iter().map(|f| format!("{f}\n")).collect::<String>());
+    ui::result(&problems.iter().map(|f| format!("{f}\n")).collect::<String>());
     ui::error(format_args!(
         "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild {}lint` again",
-        findings.len(),
-        if findings.len() == 1 { "" } else { "s" },
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
         root_arg.map_or(String::new(), |r| format!("{r} "))
     ));
     Ok(Status::Failure)

@@ -132,13 +132,16 @@ pub fn pre_push(
         let short = short_sha(&git, &push.local_sha);
         ui::progress(format_args!("pre-push: {} ({short}) -> {}", push.local_ref, push.remote_ref));
         let findings = lint::lint(Tree::list_rev_with(root, &push.local_sha, !options.no_cache)?, options.strict)?;
-        if !findings.is_empty() {
-            for f in &findings {
+        for n in &findings.notes {
+            ui::note(n);
+        }
+        if !findings.problems.is_empty() {
+            for f in &findings.problems {
                 ui::error(f);
             }
             ui::error(format_args!(
                 "lint: {} problem(s) in {short}: the push is stopped; fix them, or push with --no-verify",
-                findings.len()
+                findings.problems.len()
             ));
             status = Status::Failure;
             continue;

@@ -39,11 +39,14 @@ struct ListEntry<'a> {
     depends_on: &'a [String],
 }
 
+/// `list`: the sound images (a warning names the broken ones).
 pub fn list(ctx: &Ctx, json: bool) -> Result<String> {
+    ctx.repo.warn_broken();
     if !json {
         return Ok(ctx.repo.images.keys().map(|n| format!("{n}\n")).collect());
     }
-    let fps = fingerprints(ctx, &[])?;
+    let names: Vec<String> = ctx.repo.images.keys().cloned().collect();
+    let fps = if names.is_empty() { BTreeMap::new() } else { fingerprints(ctx, &names)? };
     let entries: Vec<ListEntry> = ctx
         .repo
         .images
@@ -101,6 +104,7 @@ pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
 }
 
 pub fn graph(ctx: &Ctx) -> String {
+    ctx.repo.warn_broken();
     let mut out = String::from("digraph mzbuild {\n    rankdir=BT;\n    node [shape=box];\n");
     for image in ctx.repo.images.values() {
         let style = if image.config.publish { "" } else { " [style=dashed]" };

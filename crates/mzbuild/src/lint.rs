@@ -1,16 +1,22 @@
 //! `lint`: every problem of the repository's mzbuild setup at once, in the
-//! work tree or at a revision: every configuration strictly (unknown keys
-//! are errors), cycles, unknown `MZFROM`, Dockerfiles without `FROM` or
+//! work tree or at a revision: every configuration error of every image
+//! (broken or not, each pre-image checked even when another is wrong),
+//! empty copies, cycles, unknown `MZFROM`, Dockerfiles without `FROM` or
 //! `MZFROM`, pre-image inputs that cannot be computed, pre-image outputs
 //! that git does not ignore (they would become inputs after the first
-//! build), and, in the work tree, untracked files that git does not ignore
-//! inside an image's context (they silently become inputs).
+//! build).
 //!
-//! Findings are [`ConfigError`]s. Ignore rules are read from the tree
+//! Notes, which are not problems (they stop no push): unknown keys that are
+//! no near miss of a known one (the original ignores them, and real
+//! configurations carry some; problems under `--strict`), and, in the work
+//! tree, files not yet committed that git does not ignore inside an image's
+//! context (they are inputs: normal while working, once, in one note).
+//!
+//! Problems are [`ConfigError`]s. Ignore rules are read from the tree
 //! itself (each `.gitignore` on the way to a path, plus
 //! `.git/info/exclude`), so the check is the same for a revision.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -19,15 +25,36 @@ use crate::config::image::PreImage;
 use crate::config::ConfigError;
 use crate::discover::tree::Tree;
 use crate::discover::Repo;
-use crate::fingerprint;
+use crate::preimage::{self, InputCache};
 
-/// Every finding, sorted by file. Configuration warnings are findings too
-/// (lint is strict); `strict` only marks them as what `--strict` makes them
-/// elsewhere, errors.
-pub fn lint(tree: Tree, strict: bool) -> Result<Vec<ConfigError>> {
+/// What lint found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Sorted by file, each once.
+    pub problems: Vec<ConfigError>,
+    pub notes: Vec<String>,
+}
+
+/// Every finding. Configuration warnings are problems too (lint is
+/// strict), but for unknown keys, which are notes unless `strict`.
+pub fn lint(tree: Tree, strict: bool) -> Result<Findings> {
     let (repo, mut findings) = Repo::load_lenient(tree, strict)?;
+    let mut notes = Vec::new();
+    for w in &repo.warnings {
+        match w {
+            ConfigError::UnknownKey { .. } => notes.push(w.to_string()),
+            _ => findings.push(w.clone()),
+        }
+    }
+    // Each broken image's own problems; those of its dependants are not
+    // theirs.
+    for b in repo.broken.values() {
+        findings.extend(b.errors.iter().filter(|e| !matches!(e, ConfigError::BrokenDependency { .. })).cloned());
+    }
     let ignores = Ignores::new(&repo.tree);
-    for image in repo.images.values() {
+    let images: Vec<_> = repo.images.values().chain(repo.broken.values().filter_map(|b| b.image.as_ref())).collect();
+    let mut cache = InputCache::default();
+    for image in images.iter().copied() {
         let yml = format!("{}/mzbuild.yml", image.dir);
         let dockerfile = format!("{}/Dockerfile", image.dir);
         let has_from = image.dockerfile.split(|b| *b == b'\n').any(|line| {
@@ -48,8 +75,10 @@ pub fn lint(tree: Tree, strict: bool) -> Result<Vec<ConfigError>> {
                 ),
             ));
         }
-        if let Err(e) = fingerprint::inputs(&repo, image) {
-            findings.push(ConfigError::in_file(&yml, format!("{e:#}")));
+        for (i, pre) in image.config.pre_images.iter().enumerate() {
+            if let Err(e) = preimage::inputs(&repo, image, i, pre, &mut cache) {
+                findings.push(ConfigError::in_file(&yml, format!("{e:#}")));
+            }
         }
         for (i, pre) in image.config.pre_images.iter().enumerate() {
             let outputs: Vec<String> = match pre {
@@ -80,27 +109,33 @@ pub fn lint(tree: Tree, strict: bool) -> Result<Vec<ConfigError>> {
             }
         }
     }
-    // Untracked, not ignored files inside image contexts (work tree only).
+    cache.notes.warn();
+    // Untracked, not ignored files inside image contexts (work tree only),
+    // each in its innermost image.
     if let (None, Some(index)) = (&repo.tree.rev, repo.tree.index()) {
         let tracked: BTreeSet<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
-        for image in repo.images.values() {
+        let mut untracked: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut by_depth = images.clone();
+        by_depth.sort_by_key(|i| i.dir.len());
+        for image in by_depth {
             for f in repo.tree.under(&image.dir) {
                 if !tracked.contains(f.as_str()) {
-                    findings.push(ConfigError::in_file(
-                        f,
-                        format!(
-                            "untracked and not git-ignored inside image `{}`'s context, so it is an input of the image: \
-                             commit it (`git add`), delete it, or git-ignore it",
-                            image.name
-                        ),
-                    ));
+                    untracked.insert(f, &image.name);
                 }
             }
+        }
+        if !untracked.is_empty() {
+            let files: String = untracked.iter().map(|(f, image)| format!("\n  {f} (image `{image}`)")).collect();
+            notes.push(format!(
+                "{} file(s) not committed yet (untracked, not git-ignored) are inputs of their images: commit them \
+                 (`git add`) before pushing, or delete or git-ignore them:{files}",
+                untracked.len()
+            ));
         }
     }
     findings.sort_by(|a, b| a.path().cmp(&b.path()).then_with(|| a.to_string().cmp(&b.to_string())));
     findings.dedup();
-    Ok(findings)
+    Ok(Findings { problems: findings, notes })
 }
 
 /// Git's ignore rules as the tree holds them.

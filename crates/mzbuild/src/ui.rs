@@ -18,6 +18,11 @@ pub fn warn(msg: impl Display) {
     line(format_args!("warning: {msg}"));
 }
 
+/// A note line, something to know that is no problem: `note: <msg>`.
+pub fn note(msg: impl Display) {
+    line(format_args!("note: {msg}"));
+}
+
 /// A warning shown at most once per process (for conditions that every
 /// image would otherwise repeat).
 pub fn warn_once(msg: impl Display) {

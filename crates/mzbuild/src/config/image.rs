@@ -1,5 +1,6 @@
 //! `mzbuild.yml`: parsing and validation, with errors that name the file and
-//! the key, and warnings for unknown keys (typos silently misbuild).
+//! the key, and warnings for unknown keys (typos silently misbuild; a near
+//! miss of a known key is an error).
 
 use std::collections::BTreeMap;
 
@@ -53,11 +54,18 @@ pub struct Parsed {
     pub config: Option<ImageConfig>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigError>,
+    /// With errors: the image's name, if the file names one (read from a
+    /// `name:` line when the YAML does not parse), so that the images that
+    /// depend on it can say what is wrong with it.
+    pub name: Option<String>,
+    /// With errors: what did parse (the pre-images without errors), under
+    /// `name`, so that `lint` can check it too.
+    pub partial: Option<ImageConfig>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "publish", "description", "mainline", "pre-image", "build-args"];
-const COPY_KEYS: &[&str] = &["type", "source", "destination", "matching"];
-const CARGO_KEYS: &[&str] = &["type", "bin", "example", "strip", "features", "extract"];
+pub(crate) const TOP_KEYS: &[&str] = &["name", "publish", "description", "mainline", "pre-image", "build-args"];
+pub(crate) const COPY_KEYS: &[&str] = &["type", "source", "destination", "matching"];
+pub(crate) const CARGO_KEYS: &[&str] = &["type", "bin", "example", "strip", "features", "extract"];
 
 pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
     let mut p = Parsed::default();
@@ -76,6 +84,7 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
         Err(e) => {
             let location = e.location().map(|l| (l.line(), l.column()));
             p.errors.push(ConfigError::Yaml { path: path.to_string(), location, message: e.to_string() });
+            p.name = name_line(text);
             return p;
         }
     };
@@ -156,17 +165,24 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
         Some(v) => cx.error(format!("`pre-image` must be a list of actions, found {}", kind(v))),
     }
 
-    if p.errors.is_empty() {
-        p.config = Some(ImageConfig {
-            name: name.expect("no errors means a name"),
-            publish,
-            description,
-            mainline,
-            pre_images,
-            build_args,
-        });
+    let sound = p.errors.is_empty();
+    p.name = name.clone();
+    let config = name.map(|name| ImageConfig { name, publish, description, mainline, pre_images, build_args });
+    if sound {
+        p.config = Some(config.expect("no errors means a name"));
+    } else {
+        p.partial = config;
     }
     p
+}
+
+/// The name of a file that is not YAML: its top-level `name: x` line, if
+/// it has one.
+fn name_line(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix("name:")?.split(" #").next()?.trim().trim_matches(|c| c == '"' || c == '\'');
+        valid_name(value).then(|| value.to_string())
+    })
 }
 
 /// `./test//x/` -> `test/x`, `.` -> `` (the caller has rejected `..` and
@@ -190,8 +206,13 @@ impl Cx<'_> {
         self.errors.push(ConfigError::in_file(self.path, msg));
     }
 
+    /// An unknown key warns, unless it is a near miss of a known one.
     fn unknown_key(&mut self, at: Option<String>, key: &str, known: &'static [&'static str]) {
-        self.warnings.push(ConfigError::UnknownKey { path: self.path.to_string(), at, key: key.to_string(), known });
+        let (path, key) = (self.path.to_string(), key.to_string());
+        match super::near_miss(&key, known.iter().copied()) {
+            Some(meant) => self.errors.push(ConfigError::MisspeltKey { path, at, key, meant }),
+            None => self.warnings.push(ConfigError::UnknownKey { path, at, key, known }),
+        }
     }
 
     fn bool(&mut self, v: Option<&Value>, key: &str, default: bool) -> bool {
@@ -437,11 +458,34 @@ mod tests {
 
     #[test]
     fn unknown_keys_warn() {
-        let p = parse("img/mzbuild.yml", b"name: a\npubish: false\npre-image:\n  - type: copy\n    source: s\n    destination: d\n    destinaton: e\n");
-        assert!(p.errors.is_empty());
-        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        let p = parse(
+            "img/mzbuild.yml",
+            b"name: a\nowner: x\npre-image:\n  - type: cargo-build\n    bin: b\n    split_debuginfo: true\n",
+        );
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
         let w = strings(&p.warnings);
-        assert!(w[0].contains("img/mzbuild.yml: unknown key `pubish`"), "{w:?}");
-        assert!(w[1].contains("pre-image #1 (copy): unknown key `destinaton`"), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("img/mzbuild.yml: unknown key `owner`"), "{w:?}");
+        assert!(w[1].contains("pre-image #1 (cargo-build): unknown key `split_debuginfo`"), "{w:?}");
+    }
+
+    #[test]
+    fn misspelt_keys_are_errors() {
+        let p = parse("img/mzbuild.yml", b"name: a\npubish: false\npre-image:\n  - type: copy\n    source: s\n    destination: d\n    destinaton: e\n");
+        assert!(p.warnings.is_empty() && p.config.is_none(), "{p:?}");
+        let e = strings(&p.errors);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("img/mzbuild.yml: unknown key `pubish`: did you mean `publish`?"), "{e:?}");
+        assert!(e[1].contains("pre-image #1 (copy): unknown key `destinaton`: did you mean `destination`?"), "{e:?}");
+        // What parsed is kept, for lint.
+        let partial = p.partial.unwrap();
+        assert_eq!((partial.name.as_str(), partial.pre_images.len()), ("a", 1));
+    }
+
+    #[test]
+    fn a_file_that_is_not_yaml_still_names_its_image() {
+        assert_eq!(parse("i/mzbuild.yml", b"name: app\npublish: [true\n").name.as_deref(), Some("app"));
+        assert_eq!(parse("i/mzbuild.yml", b"name: 'app' # x\n\tk: v\n").name.as_deref(), Some("app"));
+        assert_eq!(parse("i/mzbuild.yml", b"  name: app\n\tk: v\n").name, None);
     }
 }

@@ -414,7 +414,13 @@ impl Memo {
             at: if work_tree { tree.started } else { 0 },
             key,
             settings: computed.settings.clone(),
-            all_images: repo.images.keys().cloned().collect(),
+            // Broken images too: "every image" is not answered without them.
+            all_images: repo
+                .images
+                .keys()
+                .chain(repo.broken.values().filter_map(|b| b.name.as_ref()))
+                .cloned()
+                .collect(),
             reads: reads.into_iter().collect(),
             files: Files { recs, blob, paths: OnceCell::new() },
             images,

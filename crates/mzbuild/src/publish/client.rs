@@ -647,9 +647,7 @@ impl Client {
                 let msg = format!(
                     "registry {} is unreachable or failing ({} {}: {retry_reason}, {attempts}{why}); check that it \
                      is up",
-                    self.registry.url,
-                    call.method,
-                    call.url
+                    self.registry.url, call.method, call.url
                 );
                 if network {
                     Unreachable(msg).into()

@@ -63,6 +63,13 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         bail!("give at least one --arch");
     }
     let mainline_only = opts.mainline_only || ctx.env.non_empty("BUILDKITE_TAG").is_some();
+    // Every image (none named) must not silently leave out a broken one.
+    if targets.is_empty() {
+        ctx.repo.resolve(&[])?;
+    }
+    for t in targets {
+        ctx.repo.image(t)?;
+    }
     let roots = plan::release_roots(&ctx.repo.images, targets, mainline_only).map_err(|e| anyhow!(e))?;
     if roots.is_empty() {
         ui::progress("no published image to tag");
