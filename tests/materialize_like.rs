@@ -292,12 +292,9 @@ fn an_unknown_key_of_materialize_stops_no_push() {
     common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
     repo.mzbuild(&["hook", "install"]).ok();
-    let push = || {
-        let mut cmd = std::process::Command::new("git");
-        cmd.current_dir(repo.root()).args(["push", "origin", "HEAD:refs/heads/main"]);
-        common::git_home(&mut cmd, common::empty_home());
-        common::run(&mut cmd)
-    };
+    // The hook runs `cargo xtask` of the recorded workspace (this one):
+    // `common::push` stands the binary under test in for it.
+    let push = || common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     let out = push();
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("note: ") && out.stderr.contains("split_debuginfo"), "{out}");

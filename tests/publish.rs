@@ -1067,7 +1067,7 @@ fn reads_use_the_users_docker_login_and_writes_still_need_the_token() {
     let before = user.config_json();
     let out = run(user.apply(&mut fx.command(&["check"])));
     out.ok();
-    assert!(out.stderr.contains("all 4 publishable image(s) are in every registry"), "{out}");
+    assert!(out.stderr.contains("all 4 publishable images are in every registry"), "{out}");
     assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD), "{out}");
     let out = run(user.apply(&mut fx.command(&["diff", "HEAD~1"])));
     assert_eq!(out.ok().matches("  already published\n").count(), 4, "{out}");
@@ -1135,7 +1135,7 @@ fn a_credential_helper_is_asked_and_its_answer_stays_in_memory() {
     user.apply(&mut cmd).env("TMPDIR", &tmp);
     let (out, samples, leaks) = run_watching_arguments(&mut cmd, PASSWORD);
     out.ok();
-    assert!(out.stderr.contains("all 4 publishable image(s) are in every registry"), "{out}");
+    assert!(out.stderr.contains("all 4 publishable images are in every registry"), "{out}");
     assert_eq!(user.asked(), [format!("get {AUTH}")], "{out}");
     assert!(samples >= 2, "only {samples} process listings during the run");
     assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");

@@ -467,37 +467,6 @@ fn add_origin(repo: &TempRepo) {
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
 }
 
-/// `git push args...` in `repo` (running its pre-push hook) with `cargo`
-/// on PATH standing for the repository's `cargo xtask` alias: it logs its
-/// working directory and arguments to `cargo.log` in the scratch
-/// directory and runs the `xtask` binary under test (a temporary
-/// repository has no xtask of its own to build).
-fn push(repo: &TempRepo, args: &[&str]) -> common::Output {
-    let bin = repo.scratch().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let log = repo.scratch().join("cargo.log");
-    let cargo = bin.join("cargo");
-    std::fs::write(
-        &cargo,
-        format!(
-            "#!/bin/sh\necho \"$PWD: $*\" >> '{}'\n[ \"$1\" = xtask ] || exit 97\nshift\nexec '{}' \"$@\"\n",
-            log.display(),
-            env!("CARGO_BIN_EXE_xtask")
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let mut cmd = std::process::Command::new("git");
-    cmd.current_dir(repo.root()).arg("push").args(args).env("PATH", path);
-    for var in common::SETTINGS_ENV {
-        cmd.env_remove(var);
-    }
-    common::git_home(&mut cmd, common::empty_home());
-    common::run(&mut cmd)
-}
-
 /// The 40-hex-digit words of `text` (full commit ids).
 fn full_shas(text: &str) -> Vec<&str> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
@@ -524,22 +493,28 @@ fn pre_push_hook_checks_the_pushed_commit() {
     let exe = env!("CARGO_BIN_EXE_xtask");
     assert!(!script.contains(repo.root_str()) && !script.contains(exe) && !script.contains("target/"), "{script}");
 
-    let out = push(&repo, &["-q", "origin", "HEAD:refs/heads/main"]);
+    let out = common::push(&repo, &["-q", "origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
+    // This temporary repository has no xtask of its own: `hook install`
+    // recorded, in the clone's git config, the workspace whose xtask it is.
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
+    let recorded = common::git(repo.root(), ["config", "--get", "mzbuild.workspace"]);
+    assert_eq!(recorded.trim(), tool.to_str().unwrap());
     let log = std::fs::read_to_string(repo.scratch().join("cargo.log")).unwrap();
     assert_eq!(
         log,
         format!(
-            "{0}: xtask mzbuild --root {0} hook pre-push origin {1}\n",
+            "{}: xtask mzbuild --root {} hook pre-push origin {}\n",
+            tool.display(),
             repo.root_str(),
             repo.scratch().join("remote.git").display()
         ),
-        "the hook runs `cargo xtask` at the top of the work tree"
+        "the hook runs `cargo xtask` of the recorded workspace, for the pushed repository"
     );
     // A pushed change, with a dirty work tree that must stay as it is.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
     repo.write("misc/images/app/dirty.txt", "dirty\n");
-    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("2 of 2 images differ between the remote"), "{out}");
     assert!(out.stderr.contains("1 file changed: misc/images/base/Dockerfile"), "{out}");
@@ -550,12 +525,18 @@ fn pre_push_hook_checks_the_pushed_commit() {
     // A commit that does not lint is not pushed.
     assert_eq!(full_shas(&out.stderr), Vec::<&str>::new(), "short commit ids, as git shows them: {out}");
     repo.append("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
-    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_ne!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("`MZFROM nope` names an image that does not exist"), "{out}");
     assert!(out.stderr.contains("the push is stopped"), "{out}");
     repo.mzbuild(&["hook", "uninstall"]).ok();
     assert!(!hook.exists());
+    let key = std::process::Command::new("git")
+        .current_dir(repo.root())
+        .args(["config", "--get", "mzbuild.workspace"])
+        .output()
+        .unwrap();
+    assert_eq!(key.status.code(), Some(1), "uninstall left the recorded workspace in the git config");
     repo.write(".git/hooks/pre-push", "#!/bin/sh\n");
     assert!(repo.mzbuild(&["hook", "uninstall"]).error().contains("is not mzbuild's pre-push hook"));
 }
@@ -588,7 +569,7 @@ fn a_new_branch_is_compared_with_the_remote_default_branch() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap().as_array().unwrap().len(), 2, "{out}");
 
     repo.mzbuild(&["hook", "install"]).ok();
-    let out = push(&repo, &["origin", "feature"]);
+    let out = common::push(&repo, &["origin", "feature"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains(&format!("pre-push: a new branch: comparing with {base}")), "{out}");
     assert!(out.stderr.contains(&format!("2 of 2 images differ between {base} and the pushed ")), "{out}");
@@ -636,7 +617,7 @@ fn offline_diff_and_hook_say_not_checked_without_retrying() {
     repo.git(["push", "-q", "origin", "HEAD:refs/heads/main"]);
     repo.commit_all();
     repo.mzbuild(&["hook", "install"]).ok();
-    let out = push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("  offline: not checked\n"), "{out}");
     assert!(out.stderr.contains("CI will rebuild at most 2: app, base (offline: not checked"), "{out}");

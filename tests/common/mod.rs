@@ -593,3 +593,34 @@ pub fn describe_inputs(describe: &str) -> Vec<String> {
     assert!(header.ends_with(&count), "header `{header}` does not count {} inputs", inputs.len());
     inputs
 }
+
+/// `git push args...` in `repo` (running its pre-push hook) with `cargo`
+/// on PATH standing for the repository's `cargo xtask` alias: it logs its
+/// working directory and arguments to `cargo.log` in the scratch
+/// directory and runs the `xtask` binary under test (a temporary
+/// repository has no xtask of its own to build).
+pub fn push(repo: &TempRepo, args: &[&str]) -> Output {
+    let bin = repo.scratch().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = repo.scratch().join("cargo.log");
+    let cargo = bin.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\necho \"$PWD: $*\" >> '{}'\n[ \"$1\" = xtask ] || exit 97\nshift\nexec '{}' \"$@\"\n",
+            log.display(),
+            env!("CARGO_BIN_EXE_xtask")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(repo.root()).arg("push").args(args).env("PATH", path);
+    for var in SETTINGS_ENV {
+        cmd.env_remove(var);
+    }
+    git_home(&mut cmd, empty_home());
+    run(&mut cmd)
+}

@@ -25,7 +25,7 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             return match h {
-                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force),
+                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force, &workspace_root()),
                 flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
                 flags::Hook::PrePush { args } => {
                     let opts = mzbuild::Options { root: Some(root.clone()), ..opts };

@@ -26,22 +26,33 @@ pub fn hook_path(root: &Path) -> Result<PathBuf> {
     Ok(root.join(String::from_utf8_lossy(&out).trim()))
 }
 
-/// The hook script. It runs the xtask of the checkout being pushed
-/// (`cargo xtask`, which rebuilds it when its sources changed: a binary
-/// built before a pull may fingerprint by other rules), and names no path
-/// of this machine, so that it can live in a committed `core.hooksPath`
-/// folder.
+/// The git config key (of the clone, in `.git/config`: never committed)
+/// naming the workspace whose `cargo xtask` checks a repository that has
+/// none of its own (e.g. Materialize's, checked with `--root`).
+pub const WORKSPACE_KEY: &str = "mzbuild.workspace";
+
+/// The hook script. It runs `cargo xtask` of the checkout being pushed, or
+/// of the workspace recorded under [`WORKSPACE_KEY`] (cargo rebuilds it when
+/// its sources changed: a binary built before a pull may fingerprint by
+/// other rules), and names no path of this machine, so that it can live in
+/// a committed `core.hooksPath` folder.
 pub fn script() -> String {
     format!(
         "#!/bin/sh\n{MARKER} (`cargo xtask mzbuild hook install`; remove with `hook uninstall`).\n\
          # Lints and diffs the pushed commits, never the work tree; prints what CI will rebuild.\n\
-         # Runs this checkout's own xtask: `cargo xtask` rebuilds it when its sources changed.\n\
+         # Runs `cargo xtask` of this checkout, or of the workspace `hook install` recorded in\n\
+         # this clone's git config ({WORKSPACE_KEY}) when this repository has no xtask of its own;\n\
+         # cargo rebuilds it when its sources changed.\n\
          root=$(git rev-parse --show-toplevel) || exit 1\n\
-         cd \"$root\" && exec cargo xtask mzbuild --root \"$root\" hook pre-push \"$@\"\n"
+         tool=$(git config --get {WORKSPACE_KEY}) || tool=$root\n\
+         cd \"$tool\" && exec cargo xtask mzbuild --root \"$root\" hook pre-push \"$@\"\n"
     )
 }
 
-pub fn install(root: &Path, force: bool) -> Result<Status> {
+/// Install the hook in the repository at `root`. `tool` is the workspace
+/// whose xtask this is: when it is not `root`, it is recorded in the
+/// clone's git config for the hook to run.
+pub fn install(root: &Path, force: bool, tool: &Path) -> Result<Status> {
     let path = hook_path(root)?;
     if let Ok(existing) = std::fs::read_to_string(&path) {
         if !existing.contains(MARKER) && !force {
@@ -54,11 +65,31 @@ pub fn install(root: &Path, force: bool) -> Result<Status> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let git = GitRepo::open(root);
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(root, tool) {
+        unset_workspace(&git);
+    } else {
+        let tool = std::fs::canonicalize(tool).unwrap_or_else(|_| tool.to_path_buf());
+        let tool = tool.to_str().with_context(|| format!("{} is not UTF-8", tool.display()))?;
+        git.run(&["config", WORKSPACE_KEY, tool]).context("recording the xtask workspace in the git config")?;
+        ui::progress(format_args!("the hook runs `cargo xtask` of {tool} (git config {WORKSPACE_KEY})"));
+    }
     std::fs::write(&path, script()).with_context(|| format!("writing {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     ui::progress(format_args!("installed {}", path.display()));
     Ok(Status::Success)
+}
+
+/// Remove [`WORKSPACE_KEY`] from the clone's git config (absent: nothing to do).
+fn unset_workspace(git: &GitRepo) {
+    if git.run(&["config", "--get", WORKSPACE_KEY]).is_ok() {
+        let _ = git.run(&["config", "--unset", WORKSPACE_KEY]);
+    }
 }
 
 pub fn uninstall(root: &Path) -> Result<Status> {
@@ -70,6 +101,7 @@ pub fn uninstall(root: &Path) -> Result<Status> {
         }
         Ok(_) => {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            unset_workspace(&GitRepo::open(root));
             ui::progress(format_args!("removed {}", path.display()));
         }
     }
@@ -199,14 +231,17 @@ mod tests {
         let p = parse_pushes(&input);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].local_sha.as_str(), p[0].remote_sha.as_str()), (a.as_str(), z.as_str()));
-        expect_test::expect![[r#"
+        expect_test::expect![[r##"
             #!/bin/sh
             # mzbuild pre-push hook (`cargo xtask mzbuild hook install`; remove with `hook uninstall`).
             # Lints and diffs the pushed commits, never the work tree; prints what CI will rebuild.
-            # Runs this checkout's own xtask: `cargo xtask` rebuilds it when its sources changed.
+            # Runs `cargo xtask` of this checkout, or of the workspace `hook install` recorded in
+            # this clone's git config (mzbuild.workspace) when this repository has no xtask of its own;
+            # cargo rebuilds it when its sources changed.
             root=$(git rev-parse --show-toplevel) || exit 1
-            cd "$root" && exec cargo xtask mzbuild --root "$root" hook pre-push "$@"
-        "#]]
+            tool=$(git config --get mzbuild.workspace) || tool=$root
+            cd "$tool" && exec cargo xtask mzbuild --root "$root" hook pre-push "$@"
+        "##]]
         .assert_eq(&script());
     }
 }
