@@ -1167,3 +1167,46 @@ fn a_credential_helper_is_asked_and_its_answer_stays_in_memory() {
     }
     assert_eq!(user.config_json(), before, "the user's docker config was written");
 }
+
+/// Docker Desktop's layout, as on a Mac: the current context is
+/// `desktop-linux` (named in the user's `config.json`, its endpoint under
+/// `contexts/`), and buildx is a plugin in `~/.docker/cli-plugins`. `ensure`
+/// logs in into a private DOCKER_CONFIG, and docker must still find both
+/// there: the build goes through the user's plugin, on the user's context.
+#[test]
+fn the_users_context_and_cli_plugins_reach_the_private_docker_config() {
+    let fx = Fixture::new();
+    let user = fx.repo.scratch().join("desktop");
+    let config = user.join("docker-config");
+    let plugins = config.join("cli-plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let real = ["/usr/local/lib", "/usr/local/libexec", "/usr/lib", "/usr/libexec"]
+        .iter()
+        .map(|d| Path::new(d).join("docker/cli-plugins/docker-buildx"))
+        .find(|p| p.exists())
+        .expect("the buildx plugin is installed (`bash ci/stack.sh up`)");
+    let record = user.join("buildx-ran");
+    let plugin = plugins.join("docker-buildx");
+    std::fs::write(
+        &plugin,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", record.display(), real.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let mut create =
+        common::docker::command(&["context", "create", "desktop-linux", "--docker", &format!("host={host}")]);
+    run(create.env("DOCKER_CONFIG", &config)).ok();
+    std::fs::write(config.join("config.json"), "{\"currentContext\": \"desktop-linux\"}\n").unwrap();
+    let before = std::fs::read(config.join("config.json")).unwrap();
+
+    let out = run(fx.command(&["ensure"]).env("DOCKER_CONFIG", &config));
+    out.ok();
+    let ran = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        ran.lines().any(|l| l.starts_with("buildx build")),
+        "the user's buildx plugin was not used: {ran:?}\n{out}"
+    );
+    assert_eq!(std::fs::read(config.join("config.json")).unwrap(), before, "the user's config.json was written");
+}

@@ -29,13 +29,18 @@ impl DockerLogin {
         let user = user_docker_config_dir(env);
         if let Some(user) = &user {
             seed_config(dir.path(), user, registries)?;
-            // The user's docker contexts (the current one, and those builders
-            // of the docker driver run on), read where they are.
-            let contexts = user.join("contexts");
-            if contexts.is_dir() {
-                let link = dir.path().join("contexts");
-                std::os::unix::fs::symlink(&contexts, &link)
-                    .with_context(|| format!("linking {} to {}", link.display(), contexts.display()))?;
+            // Read where they are: the user's docker contexts (the current
+            // one, e.g. Docker Desktop's `desktop-linux`, and those builders
+            // of the docker driver run on), and their CLI plugins (Docker
+            // Desktop puts buildx in ~/.docker/cli-plugins, which docker
+            // looks for under DOCKER_CONFIG).
+            for shared in ["contexts", "cli-plugins"] {
+                let target = user.join(shared);
+                if target.is_dir() {
+                    let link = dir.path().join(shared);
+                    std::os::unix::fs::symlink(&target, &link)
+                        .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+                }
             }
         }
         let docker = docker.with_env(vec![("DOCKER_CONFIG".into(), dir.path().display().to_string())]);
