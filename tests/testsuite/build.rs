@@ -6,19 +6,13 @@
 //! specs never collide with other tests or earlier runs, and every test
 //! removes the tags it created when it ends (also when it fails).
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::docker::{copy_busybox, image_exists, image_files};
-use common::registry::{catalog, scratch, tags_status, unique};
-use common::{processes, run, wait_until, xtask_command, Output, TempRepo};
+use support::docker::{copy_busybox, image_exists, image_files};
+use support::registry::{catalog, scratch, tags_status, unique};
+use support::{processes, run, wait_until, xtask_command, Output, TempRepo};
 
 /// `mzbuild --root ROOT --image-registry REGISTRY args...` on `repo`.
 fn mz_command(repo: &TempRepo, registry: &str, args: &[&str]) -> Command {
@@ -138,7 +132,7 @@ fn copy_fixture(names: &[&str]) -> TempRepo {
 /// cargo's SIGKILL; `build` logged in nowhere, so no logins are mentioned.
 #[test]
 fn ctrl_c_during_the_cargo_pre_image_is_an_interruption() {
-    use common::child::Running;
+    use support::child::Running;
     let repo = cargo_fixture();
     // Unique, so that the process found is this test's.
     let marker = unique();
@@ -174,7 +168,7 @@ fn this_repository_runs() {
     let mz = |args: &[&str]| {
         let mut cmd = xtask_command(["mzbuild", "--root", root, "--image-registry", &registry]);
         cmd.args(args);
-        common::git_home(&mut cmd, common::empty_home());
+        support::git_home(&mut cmd, support::empty_home());
         run(&mut cmd)
     };
     let specs: Vec<String> =
@@ -341,7 +335,7 @@ fn missing_buildx_is_reported() {
     let repo = copy_fixture(&["one"]);
     let (registry, _images) = scratch();
     let one = spec(&repo, &registry, "one");
-    let wrapper = common::docker::wrapper(
+    let wrapper = support::docker::wrapper(
         repo.scratch(),
         "docker-without-buildx",
         "if [ \"$1\" = buildx ]; then echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1; fi\n",

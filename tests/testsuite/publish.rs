@@ -11,12 +11,6 @@
 //! goes to `curl` on stdin (`-K -`), never on a command line: the secrets test
 //! watches every process's arguments while other tests run.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -24,12 +18,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::body_limit::BodyLimitProxy;
-use common::docker::{self, docker, image_exists, local_images, Recorder};
-use common::registry::{
+use support::body_limit::BodyLimitProxy;
+use support::docker::{self, docker, image_exists, local_images, Recorder};
+use support::registry::{
     catalog, delete_manifest, manifest_digest, manifest_status, Project, AUTH, PASSWORD, PLAIN, TOKEN_VAR, USER,
 };
-use common::{free_port, processes, run, run_measured, Output};
+use support::{free_port, processes, run, run_measured, Output};
 
 /// The fixture's publishable images, by name.
 const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
@@ -899,7 +893,7 @@ fn registry_tokens_do_not_reach_cargo_build_scripts() {
     fx.repo
         .write(
             "Cargo.toml",
-            common::registry::cargo_toml(&[fx.plain_entry(), fx.auth_entry()])
+            support::registry::cargo_toml(&[fx.plain_entry(), fx.auth_entry()])
                 .replace("members = []", "members = [\"tool\"]"),
         )
         .write("tool/Cargo.toml", "[package]\nname = \"tool\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")

@@ -14,12 +14,6 @@
 //! (`t-<pid>-<nanos>-<n>`) and removes the local images it created. What is
 //! in a registry is asked of its HTTP API with `curl`, never of the tool.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
@@ -29,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::child::Running;
-use common::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
-use common::registry::{catalog, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR};
-use common::{processes, run, wait_until};
+use support::child::Running;
+use support::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
+use support::registry::{catalog, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR};
+use support::{processes, run, wait_until};
 
 // ---------------------------------------------------------------------------
 // Processes
@@ -576,7 +570,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     // CI wrappers that log do): the docker CLI is then mzbuild's
     // grandchild, and its buildx plugin a great-grandchild.
     let wrapper = fx.repo.scratch().join("docker-child");
-    std::fs::write(&wrapper, format!("#!/bin/sh\n'{}' \"$@\"\n", common::docker::docker_path())).unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\n'{}' \"$@\"\n", support::docker::docker_path())).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let running = stalled_push_with(&fx, &proxy, &tmp, Some(&wrapper));
     let pid = running.pid();
@@ -748,7 +742,7 @@ impl UntrustedTls {
             .arg("-out")
             .arg(&cert));
         assert_eq!(out.code, Some(0), "openssl req\n{out}");
-        let port = common::free_port();
+        let port = support::free_port();
         let server = Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}")])
             .arg("-cert")
@@ -793,7 +787,7 @@ fn an_untrusted_certificate_is_a_tls_error_not_a_timeout() {
     assert!(took < Duration::from_secs(3), "retried for {took:?}\n{out}");
     // A refused connection is retried while there is time; giving up before
     // the timeout passed is not called a timeout either.
-    let url = format!("127.0.0.1:{}/{}", common::free_port(), fx.id);
+    let url = format!("127.0.0.1:{}/{}", support::free_port(), fx.id);
     fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
     let out = run(&mut fx.command(&["check", "--timeout", "3s"]));
     let err = out.error();

@@ -4,15 +4,11 @@
 //! must never change a fingerprint (racy edits included); `diff`,
 //! `explain`, `lint` and the pre-push hook.
 
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{tests_dir, TempRepo};
 use mzbuild::fingerprint::{self, Computed, Fingerprint};
 use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings};
+use support::{tests_dir, TempRepo};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/public-fixture.sh"))
@@ -31,7 +27,7 @@ fn list(repo: &TempRepo, root: Option<&std::path::Path>, rev: Option<&str>) -> S
         // `--root` given twice: the last one wins.
         cmd.arg("--root").arg(root);
     }
-    common::run(&mut cmd).ok().to_string()
+    support::run(&mut cmd).ok().to_string()
 }
 
 /// Each commit of a history that exercises every input rule: fingerprints
@@ -282,7 +278,7 @@ fn blob_cache_and_racy_entries() {
 /// plain local registry (so `diff` asks a registry that answers).
 fn fixture_with_upstream() -> (TempRepo, String) {
     let repo = fixture();
-    let (registry, _images) = common::registry::scratch();
+    let (registry, _images) = support::registry::scratch();
     repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
     repo.commit_all();
     repo.git(["branch", "upstream"]);
@@ -359,8 +355,8 @@ fn explain_names_the_keys_that_changed() {
 #[test]
 fn explain_against_a_recorded_fingerprint() {
     let repo = TempRepo::new();
-    let (registry, _images) = common::registry::scratch();
-    repo.write("Cargo.toml", common::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
+    let (registry, _images) = support::registry::scratch();
+    repo.write("Cargo.toml", support::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
         .write("img/mzbuild.yml", "name: img\npublish: false\n")
         .write("img/Dockerfile", "FROM scratch\nCOPY f /f\n")
         .write("img/f", "one\n")
@@ -398,7 +394,7 @@ fn lint_reads_info_exclude_from_the_common_git_dir() {
     let mut cmd = repo.mzbuild_command(&["lint"]);
     // `--root` given twice: the last one wins.
     cmd.arg("--root").arg(&linked);
-    let out = common::run(&mut cmd);
+    let out = support::run(&mut cmd);
     assert_eq!(out.code, Some(0), "linked work tree\n{out}");
 }
 
@@ -463,7 +459,7 @@ fn untracked_files_are_a_note() {
 /// `origin` of `repo`.
 fn add_origin(repo: &TempRepo) {
     let remote = repo.scratch().join("remote.git");
-    common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
+    support::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
 }
 
@@ -472,7 +468,7 @@ fn add_origin(repo: &TempRepo) {
 /// working directory and arguments to `cargo.log` in the scratch
 /// directory and runs the `xtask` binary under test (a temporary
 /// repository has no xtask of its own to build).
-fn push(repo: &TempRepo, args: &[&str]) -> common::Output {
+fn push(repo: &TempRepo, args: &[&str]) -> support::Output {
     let bin = repo.scratch().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = repo.scratch().join("cargo.log");
@@ -491,11 +487,11 @@ fn push(repo: &TempRepo, args: &[&str]) -> common::Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut cmd = std::process::Command::new("git");
     cmd.current_dir(repo.root()).arg("push").args(args).env("PATH", path);
-    for var in common::SETTINGS_ENV {
+    for var in support::SETTINGS_ENV {
         cmd.env_remove(var);
     }
-    common::git_home(&mut cmd, common::empty_home());
-    common::run(&mut cmd)
+    support::git_home(&mut cmd, support::empty_home());
+    support::run(&mut cmd)
 }
 
 /// The 40-hex-digit words of `text` (full commit ids).
@@ -566,7 +562,7 @@ fn pre_push_hook_checks_the_pushed_commit() {
 #[test]
 fn a_new_branch_is_compared_with_the_remote_default_branch() {
     let repo = fixture();
-    let (registry, _images) = common::registry::scratch();
+    let (registry, _images) = support::registry::scratch();
     repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
     repo.commit_all();
     add_origin(&repo);
@@ -605,10 +601,10 @@ fn hints_name_the_root_when_it_is_needed() {
     let out = repo.mzbuild(&["lint"]);
     let hint = format!("run `cargo xtask mzbuild --root {} lint` again", repo.root_str());
     assert!(out.error().contains(&hint), "{out}");
-    let mut cmd = common::xtask_command(["mzbuild", "lint"]);
+    let mut cmd = support::xtask_command(["mzbuild", "lint"]);
     cmd.env("MZ_ROOT", repo.root());
-    common::git_home(&mut cmd, common::empty_home());
-    let out = common::run(&mut cmd);
+    support::git_home(&mut cmd, support::empty_home());
+    let out = support::run(&mut cmd);
     assert!(out.error().contains("run `cargo xtask mzbuild lint` again"), "{out}");
 }
 

@@ -1,9 +1,9 @@
-//! Helpers shared by the integration tests: run the real `xtask` binary, and
+//! Helpers shared by the integration tests (`tests/testsuite`, one binary): run the real `xtask` binary, and
 //! build temporary git repositories to run it on. Every helper the tests
 //! share lives here, once (`docker` for the engine, `registry` for the two
 //! registries of `ci/stack.sh`, `child` for a process to watch while it
 //! runs, `token_registry` for a bearer-token registry); look here before
-//! writing one in a test file.
+//! writing one in a test module.
 //!
 //! Nothing here changes process-wide state (environment, working directory):
 //! the tests of one binary run in parallel threads, so every setting goes on
@@ -11,7 +11,9 @@
 //! poll for the event with a deadline (`wait_until`) or read a child's output
 //! (`child::Running`).
 
-#![allow(dead_code)]
+// Tests drive real processes and read their own environment directly;
+// the repository ban (clippy.toml) is for the engine.
+#![allow(clippy::disallowed_methods)]
 
 pub mod body_limit;
 pub mod child;
@@ -211,7 +213,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut cmd = Command::new(xtask_bin());
     cmd.args(args);
     for var in SETTINGS_ENV {
         cmd.env_remove(var);
@@ -238,8 +240,8 @@ where
 pub fn empty_home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        for entry in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+        let scratch = target_tmpdir();
+        for entry in std::fs::read_dir(&scratch).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let pid = name.to_str().and_then(|n| n.strip_prefix("home-"));
             if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
@@ -535,7 +537,29 @@ impl Default for TempRepo {
 
 /// The path of a file in `tests/` of this repository.
 pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The profile directory the running test binary was built into
+/// (`target/debug`): it is `target/debug/deps/<test>-<hash>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary is in a directory");
+    deps.parent().expect("deps/ is in the profile directory").to_path_buf()
+}
+
+/// The `xtask` binary that cargo built beside the running test binary (what
+/// `env!("CARGO_BIN_EXE_xtask")` names in the test crate; cargo sets that
+/// only for the `xtask` package's own integration tests, so this library
+/// finds it the way cargo-test-support finds `cargo`).
+pub fn xtask_bin() -> PathBuf {
+    profile_dir().join(format!("xtask{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Cargo's scratch directory for integration tests (`target/tmp`, what
+/// `env!("CARGO_TARGET_TMPDIR")` names in the test crate).
+pub fn target_tmpdir() -> PathBuf {
+    profile_dir().parent().expect("the profile directory is in target/").join("tmp")
 }
 
 /// One row of a fixture's `.expected` file (`tests/fixtures/*.expected`):
