@@ -398,7 +398,9 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
     // A copy takes time, and says how long.
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
+    for row in copied {
         assert!(row["seconds"].as_f64().unwrap() > 0.0, "a copy without its time: {row}\n{out}");
     }
     for i in PUBLISHED {
@@ -504,6 +506,11 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
     // A private TMPDIR, so the DOCKER_CONFIG directories of tests running
     // beside this one do not count.
     cmd.env("HOME", &home).env("TMPDIR", &tmp).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Every docker command line mzbuild builds, recorded by the CLI it runs
+    // (all of them, where the process listings below are samples that a
+    // short-lived process can slip between).
+    let recorder = Recorder::new(fx.repo.scratch());
+    recorder.apply(&mut cmd);
 
     let done = AtomicBool::new(false);
     let (out, (samples, leaks, configs)) = std::thread::scope(|s| {
@@ -536,6 +543,11 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
 
     assert!(samples >= 5, "only {samples} process listings during the run");
     assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");
+    let calls = recorder.calls();
+    assert!(calls.iter().any(|c| c.split(' ').any(|w| w == "login")), "no docker login recorded: {calls:#?}");
+    assert!(calls.iter().any(|c| support::docker::is_build(c)), "no build recorded: {calls:#?}");
+    let leaked: Vec<&String> = calls.iter().filter(|c| c.contains(PASSWORD)).collect();
+    assert_eq!(leaked, Vec::<&String>::new(), "the password was on a docker command line");
     assert!(!out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD), "{out}");
     assert!(!configs.is_empty(), "no private DOCKER_CONFIG seen in TMPDIR during the run ({samples} samples)");
     let left: Vec<String> = std::fs::read_dir(&tmp)
@@ -684,7 +696,9 @@ fn a_gap_is_filled_by_copying_with_the_same_digest_and_no_build() {
     // auth registry, for the local engine.
     assert_eq!(recorder.build_tags(), [[fx.spec("local-only")]], "ensure built a publishable image\n{out}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
+    for row in copied {
         assert_eq!(row["from"], fx.plain_url(), "{row}");
         // Each image streams its own layer (and config); the registries are two
         // hosts, so nothing is mounted across them.
@@ -777,7 +791,11 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     // Nothing left to repair.
     let out = fx.mz(&["repair", "--json"]);
     out.ok();
-    assert!(parse_rows(&out).iter().all(|r| r.status == "published"), "{out}");
+    assert_eq!(
+        fx.summary(&parse_rows(&out)),
+        "base published []\nleft published []\nright published []\ntop published []\n",
+        "{out}"
+    );
 }
 
 /// `repair` fingerprints a publishable image whose dependency is not

@@ -110,10 +110,23 @@ fn revision_errors_name_the_problem() {
 /// A symlink that leads out of the repository: in the work tree its target
 /// is read, as the original reads it; at a revision the target is not part
 /// of the commit, so it is an error (never this machine's disk), which
-/// names the link, for `--rev`, `diff` and the revision memo alike.
+/// names the link, for `--rev` and `diff`; and it is never memoised (a
+/// good revision is), so asking again fails the same way.
 #[test]
 fn a_symlink_out_of_the_repository_is_an_error_at_a_revision() {
     let repo = fixture();
+    repo.commit_all();
+    // The revision memos of this repository, by tree id.
+    let memoised = |tree: &str| {
+        std::fs::read_dir(repo.path(".git/mzbuild/revisions"))
+            .into_iter()
+            .flatten()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(tree))
+    };
+    let tree = |rev: &str| repo.git(["rev-parse", &format!("{rev}^{{tree}}")]).trim().to_string();
+    // A revision that fingerprints is memoised...
+    repo.mzbuild(&["--arch", "x86_64", "fingerprint", "app", "--rev", "HEAD"]).ok();
+    assert!(memoised(&tree("HEAD")), "a good revision is memoised");
     let outside = repo.scratch().join("outside.txt");
     std::fs::write(&outside, "outside\n").unwrap();
     repo.symlink(outside.to_str().unwrap(), "misc/images/app/out.link").commit_all();
@@ -131,6 +144,9 @@ fn a_symlink_out_of_the_repository_is_an_error_at_a_revision() {
                 && err.contains(outside.to_str().unwrap()),
             "{args:?}: {err}"
         );
+        // ...one that fails is not, so the next run (the second `diff`)
+        // cannot be answered by a memo: it fails the same way.
+        assert!(!memoised(&tree("HEAD")), "{args:?}: a failing revision was memoised");
     }
     // A relative one that climbs out says the same.
     repo.remove("misc/images/app/out.link").symlink("../../../../outside.txt", "misc/images/app/up.link").commit_all();
@@ -270,8 +286,15 @@ fn blob_cache_and_racy_entries() {
     // Index version 4 (path compression) reads the same.
     repo.git(["update-index", "--index-version", "4"]);
     assert_eq!(list(&repo, None, None), edited);
-    // And at a revision, the cache serves blob ids from the commit.
-    assert_eq!(list(&repo, None, Some("HEAD")), list(&repo, None, Some("HEAD")));
+    // And at a revision, the cache serves blob ids from the commit (not the
+    // edited work tree's): the same as without any cache, cold and warm.
+    let no_cache =
+        support::run(&mut repo.mzbuild_command(&["--arch", "x86_64", "--no-cache", "list", "--json", "--rev", "HEAD"]))
+            .ok()
+            .to_string();
+    assert_ne!(no_cache, edited, "HEAD has not the racy edit");
+    assert_eq!(list(&repo, None, Some("HEAD")), no_cache, "cold");
+    assert_eq!(list(&repo, None, Some("HEAD")), no_cache, "warm");
 }
 
 /// A fixture with a local upstream branch and its registries on the
@@ -790,7 +813,8 @@ fn revision_memo_and_diff_from_caches() {
     }
     let recomputed = at_head(false);
     assert!(!recomputed.stats.memo_hit);
-    assert_eq!(recomputed.fps().len(), truth.len());
+    let fps: BTreeMap<_, _> = recomputed.fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect();
+    assert_eq!(fps, truth, "recomputed after a corrupt memo");
 
     // `diff`: a committed change and an uncommitted one.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
