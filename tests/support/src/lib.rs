@@ -573,10 +573,13 @@ pub struct Vector {
 }
 
 /// The rows of `tests/fixtures/<file>` (tab-separated; `#` comments and
-/// blank lines skipped).
+/// blank lines skipped), which must start with its provenance header.
 #[track_caller]
 pub fn vectors(file: &str) -> Vec<Vector> {
     let text = std::fs::read_to_string(tests_dir().join("fixtures").join(file)).unwrap();
+    // The files are the independent anchors of fingerprints: each says
+    // where its rows came from.
+    assert!(text.starts_with("# Provenance: "), "{file} does not start with its `# Provenance: ` header");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
