@@ -153,15 +153,25 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Run `cmd` to completion like `run`, and measure it: the peak resident
-/// set size of that process (its `ru_maxrss`, from `wait4` on it, so no
-/// other process of the test run counts), in bytes.
+/// set size of that process alone, in bytes.
+///
+/// Not its `ru_maxrss`: a process started from this one inherits this
+/// process's high-water mark at its `exec` (Linux keeps the larger of the
+/// old and new address space's), and this test binary, which runs every
+/// integration test, may have grown past what the child uses. So the child's
+/// own high-water mark (`VmHWM` of `/proc/<pid>/status`, which counts from
+/// its `exec`) is read every 5 ms until it exits (waited for without being
+/// reaped, so its pid cannot be reused meanwhile); the mark only grows, so
+/// a reading can only miss growth in the last few milliseconds of its life.
+#[cfg(target_os = "linux")]
 #[track_caller]
-#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child does not know about
+#[allow(clippy::zombie_processes)] // reaped by waitpid, which std's Child does not know about
 pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
     use std::io::Read;
     use std::process::Stdio;
     let mut child =
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let stdout = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -173,23 +183,45 @@ pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
         let _ = err.read_to_end(&mut s);
         s
     });
+    let me = std::env::current_exe().unwrap();
+    let status_file = format!("/proc/{pid}/status");
+    let exe_link = format!("/proc/{pid}/exe");
+    let mut peak = 0u64;
+    loop {
+        // Before its exec the child still runs this binary (and shares or
+        // copies its memory): not its own mark yet.
+        if std::fs::read_link(&exe_link).is_ok_and(|exe| exe != me) {
+            let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+            let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches(" kB"));
+            if let Some(kb) = hwm.and_then(|v| v.parse::<u64>().ok()) {
+                peak = peak.max(kb * 1024);
+            }
+        }
+        // SAFETY: a zeroed siginfo_t for waitid to fill; the child is ours.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc =
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
+            assert_eq!(rc, 0, "waitid failed: {}", std::io::Error::last_os_error());
+            info.si_pid() != 0
+        };
+        if exited {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut status = 0;
-    // SAFETY: wait4 writes into the struct we hand it; the child is ours and
-    // not waited for elsewhere (`child` is never waited on after this).
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
-        assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed: {}", std::io::Error::last_os_error());
-        usage
-    };
+    // SAFETY: reaps the child, which has exited; `child` is never waited on.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(reaped, pid, "waitpid failed: {}", std::io::Error::last_os_error());
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let output = Output {
         code,
         stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
     };
-    // Linux reports ru_maxrss in kilobytes.
-    (output, usage.ru_maxrss as u64 * 1024)
+    assert!(peak > 0, "no memory reading of {cmd:?}\n{output}");
+    (output, peak)
 }
 
 /// The arguments of every process on the machine (`ps -eo args`), one
