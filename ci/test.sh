@@ -13,12 +13,26 @@ bash ci/stack.sh up
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# Snapshots are checked, never rewritten: with UPDATE_EXPECT set, every
+# `expect![[...]]` and the README check would rewrite their file and pass.
+unset UPDATE_EXPECT
+# Every tracked source file and the README, hashed: nothing may change them
+# during the run (a snapshot rewritten by some other route fails CI).
+snapshots() { git ls-files -z -- '*.rs' README.md | xargs -0 sha1sum; }
+before=$(snapshots)
+# --no-fail-fast: one red test target does not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+if [ "$(snapshots)" != "$before" ]; then
+  echo "error: the test run changed a tracked file (a snapshot rewritten?):" >&2
+  diff <(echo "$before") <(snapshots) >&2 || true
+  status=1
+fi
 # The benchmarks must keep working: a small generated repository, one run.
 cargo xtask bench fingerprint --files 1000 --images 6 --runs 1 --dir target/bench/smoke >/dev/null || status=$?
 cargo xtask bench copy --files 1000 --images 6 --dir target/bench/smoke >/dev/null 2>&1 || status=$?
-# cargo prints one "test result" line per test binary (the last ones are
-# empty doc-test runs): add them up.
+# cargo prints one "test result" line per test target (the unit tests of
+# each crate, the one integration-test binary tests/testsuite, the empty
+# doc-test runs): add them up.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -4,18 +4,12 @@
 //! settings environment removed and `$HOME` pointing at an empty directory,
 //! and always passes `--arch` so that the results do not depend on the host.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::{describe_inputs, run, settings_flags, tests_dir, vectors, xtask, xtask_command, TempRepo, Vector};
 use expect_test::expect;
+use support::{describe_inputs, run, settings_flags, tests_dir, vectors, xtask, xtask_command, TempRepo, Vector};
 
 const APP: &str = "EKRH75RVF7F4TUGBLBAGMWNVTXK3MZOI";
 const BASE: &str = "4FYOTBXU2Y7DYZFLCTATAG3JICKTOVHD";
@@ -97,7 +91,7 @@ fn environment_defaults() {
     // MZ_ROOT instead of --root, run from an unrelated directory.
     let mut cmd = xtask_command(["mzbuild", "--arch", "x86_64", "fingerprint", "base"]);
     cmd.env("MZ_ROOT", repo.root()).current_dir(repo.scratch());
-    common::git_home(&mut cmd, common::empty_home());
+    support::git_home(&mut cmd, support::empty_home());
     assert_eq!(run(&mut cmd).ok(), format!("{BASE}\n"));
     // --root wins over MZ_ROOT.
     let other = TempRepo::new();

@@ -4,15 +4,11 @@
 //! must never change a fingerprint (racy edits included); `diff`,
 //! `explain`, `lint` and the pre-push hook.
 
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{tests_dir, TempRepo};
 use mzbuild::fingerprint::{self, Computed, Fingerprint};
 use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings};
+use support::{tests_dir, TempRepo};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/public-fixture.sh"))
@@ -31,7 +27,7 @@ fn list(repo: &TempRepo, root: Option<&std::path::Path>, rev: Option<&str>) -> S
         // `--root` given twice: the last one wins.
         cmd.arg("--root").arg(root);
     }
-    common::run(&mut cmd).ok().to_string()
+    support::run(&mut cmd).ok().to_string()
 }
 
 /// Each commit of a history that exercises every input rule: fingerprints
@@ -114,10 +110,23 @@ fn revision_errors_name_the_problem() {
 /// A symlink that leads out of the repository: in the work tree its target
 /// is read, as the original reads it; at a revision the target is not part
 /// of the commit, so it is an error (never this machine's disk), which
-/// names the link, for `--rev`, `diff` and the revision memo alike.
+/// names the link, for `--rev` and `diff`; and it is never memoised (a
+/// good revision is), so asking again fails the same way.
 #[test]
 fn a_symlink_out_of_the_repository_is_an_error_at_a_revision() {
     let repo = fixture();
+    repo.commit_all();
+    // The revision memos of this repository, by tree id.
+    let memoised = |tree: &str| {
+        std::fs::read_dir(repo.path(".git/mzbuild/revisions"))
+            .into_iter()
+            .flatten()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(tree))
+    };
+    let tree = |rev: &str| repo.git(["rev-parse", &format!("{rev}^{{tree}}")]).trim().to_string();
+    // A revision that fingerprints is memoised...
+    repo.mzbuild(&["--arch", "x86_64", "fingerprint", "app", "--rev", "HEAD"]).ok();
+    assert!(memoised(&tree("HEAD")), "a good revision is memoised");
     let outside = repo.scratch().join("outside.txt");
     std::fs::write(&outside, "outside\n").unwrap();
     repo.symlink(outside.to_str().unwrap(), "misc/images/app/out.link").commit_all();
@@ -135,6 +144,9 @@ fn a_symlink_out_of_the_repository_is_an_error_at_a_revision() {
                 && err.contains(outside.to_str().unwrap()),
             "{args:?}: {err}"
         );
+        // ...one that fails is not, so the next run (the second `diff`)
+        // cannot be answered by a memo: it fails the same way.
+        assert!(!memoised(&tree("HEAD")), "{args:?}: a failing revision was memoised");
     }
     // A relative one that climbs out says the same.
     repo.remove("misc/images/app/out.link").symlink("../../../../outside.txt", "misc/images/app/up.link").commit_all();
@@ -274,15 +286,22 @@ fn blob_cache_and_racy_entries() {
     // Index version 4 (path compression) reads the same.
     repo.git(["update-index", "--index-version", "4"]);
     assert_eq!(list(&repo, None, None), edited);
-    // And at a revision, the cache serves blob ids from the commit.
-    assert_eq!(list(&repo, None, Some("HEAD")), list(&repo, None, Some("HEAD")));
+    // And at a revision, the cache serves blob ids from the commit (not the
+    // edited work tree's): the same as without any cache, cold and warm.
+    let no_cache =
+        support::run(&mut repo.mzbuild_command(&["--arch", "x86_64", "--no-cache", "list", "--json", "--rev", "HEAD"]))
+            .ok()
+            .to_string();
+    assert_ne!(no_cache, edited, "HEAD has not the racy edit");
+    assert_eq!(list(&repo, None, Some("HEAD")), no_cache, "cold");
+    assert_eq!(list(&repo, None, Some("HEAD")), no_cache, "warm");
 }
 
 /// A fixture with a local upstream branch and its registries on the
 /// plain local registry (so `diff` asks a registry that answers).
 fn fixture_with_upstream() -> (TempRepo, String) {
     let repo = fixture();
-    let (registry, _images) = common::registry::scratch();
+    let (registry, _images) = support::registry::scratch();
     repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
     repo.commit_all();
     repo.git(["branch", "upstream"]);
@@ -359,8 +378,8 @@ fn explain_names_the_keys_that_changed() {
 #[test]
 fn explain_against_a_recorded_fingerprint() {
     let repo = TempRepo::new();
-    let (registry, _images) = common::registry::scratch();
-    repo.write("Cargo.toml", common::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
+    let (registry, _images) = support::registry::scratch();
+    repo.write("Cargo.toml", support::registry::cargo_toml(&[format!("{{ url = \"{registry}\" }}")]))
         .write("img/mzbuild.yml", "name: img\npublish: false\n")
         .write("img/Dockerfile", "FROM scratch\nCOPY f /f\n")
         .write("img/f", "one\n")
@@ -398,7 +417,7 @@ fn lint_reads_info_exclude_from_the_common_git_dir() {
     let mut cmd = repo.mzbuild_command(&["lint"]);
     // `--root` given twice: the last one wins.
     cmd.arg("--root").arg(&linked);
-    let out = common::run(&mut cmd);
+    let out = support::run(&mut cmd);
     assert_eq!(out.code, Some(0), "linked work tree\n{out}");
 }
 
@@ -463,7 +482,7 @@ fn untracked_files_are_a_note() {
 /// `origin` of `repo`.
 fn add_origin(repo: &TempRepo) {
     let remote = repo.scratch().join("remote.git");
-    common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
+    support::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
 }
 
@@ -493,12 +512,12 @@ fn pre_push_hook_checks_the_pushed_commit() {
     let exe = env!("CARGO_BIN_EXE_xtask");
     assert!(!script.contains(repo.root_str()) && !script.contains(exe) && !script.contains("target/"), "{script}");
 
-    let out = common::push(&repo, &["-q", "origin", "HEAD:refs/heads/main"]);
+    let out = support::push(&repo, &["-q", "origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     // This temporary repository has no xtask of its own: `hook install`
     // recorded, in the clone's git config, the workspace whose xtask it is.
     let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
-    let recorded = common::git(repo.root(), ["config", "--get", "mzbuild.workspace"]);
+    let recorded = support::git(repo.root(), ["config", "--get", "mzbuild.workspace"]);
     assert_eq!(recorded.trim(), tool.to_str().unwrap());
     let log = std::fs::read_to_string(repo.scratch().join("cargo.log")).unwrap();
     assert_eq!(
@@ -514,7 +533,7 @@ fn pre_push_hook_checks_the_pushed_commit() {
     // A pushed change, with a dirty work tree that must stay as it is.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();
     repo.write("misc/images/app/dirty.txt", "dirty\n");
-    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = support::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("2 of 2 images differ between the remote"), "{out}");
     assert!(out.stderr.contains("1 file changed: misc/images/base/Dockerfile"), "{out}");
@@ -525,7 +544,7 @@ fn pre_push_hook_checks_the_pushed_commit() {
     // A commit that does not lint is not pushed.
     assert_eq!(full_shas(&out.stderr), Vec::<&str>::new(), "short commit ids, as git shows them: {out}");
     repo.append("misc/images/base/Dockerfile", "MZFROM nope\n").commit_all();
-    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = support::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_ne!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("`MZFROM nope` names an image that does not exist"), "{out}");
     assert!(out.stderr.contains("the push is stopped"), "{out}");
@@ -547,7 +566,7 @@ fn pre_push_hook_checks_the_pushed_commit() {
 #[test]
 fn a_new_branch_is_compared_with_the_remote_default_branch() {
     let repo = fixture();
-    let (registry, _images) = common::registry::scratch();
+    let (registry, _images) = support::registry::scratch();
     repo.append("Cargo.toml", format!("\n[workspace.metadata.mzbuild]\nregistries = [{{ url = \"{registry}\" }}]\n"));
     repo.commit_all();
     add_origin(&repo);
@@ -569,7 +588,7 @@ fn a_new_branch_is_compared_with_the_remote_default_branch() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap().as_array().unwrap().len(), 2, "{out}");
 
     repo.mzbuild(&["hook", "install"]).ok();
-    let out = common::push(&repo, &["origin", "feature"]);
+    let out = support::push(&repo, &["origin", "feature"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains(&format!("pre-push: a new branch: comparing with {base}")), "{out}");
     assert!(out.stderr.contains(&format!("2 of 2 images differ between {base} and the pushed ")), "{out}");
@@ -586,10 +605,10 @@ fn hints_name_the_root_when_it_is_needed() {
     let out = repo.mzbuild(&["lint"]);
     let hint = format!("run `cargo xtask mzbuild --root {} lint` again", repo.root_str());
     assert!(out.error().contains(&hint), "{out}");
-    let mut cmd = common::xtask_command(["mzbuild", "lint"]);
+    let mut cmd = support::xtask_command(["mzbuild", "lint"]);
     cmd.env("MZ_ROOT", repo.root());
-    common::git_home(&mut cmd, common::empty_home());
-    let out = common::run(&mut cmd);
+    support::git_home(&mut cmd, support::empty_home());
+    let out = support::run(&mut cmd);
     assert!(out.error().contains("run `cargo xtask mzbuild lint` again"), "{out}");
 }
 
@@ -617,7 +636,7 @@ fn offline_diff_and_hook_say_not_checked_without_retrying() {
     repo.git(["push", "-q", "origin", "HEAD:refs/heads/main"]);
     repo.commit_all();
     repo.mzbuild(&["hook", "install"]).ok();
-    let out = common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    let out = support::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("  offline: not checked\n"), "{out}");
     assert!(out.stderr.contains("CI will rebuild at most 2: app, base (offline: not checked"), "{out}");
@@ -775,7 +794,8 @@ fn revision_memo_and_diff_from_caches() {
     }
     let recomputed = at_head(false);
     assert!(!recomputed.stats.memo_hit);
-    assert_eq!(recomputed.fps().len(), truth.len());
+    let fps: BTreeMap<_, _> = recomputed.fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect();
+    assert_eq!(fps, truth, "recomputed after a corrupt memo");
 
     // `diff`: a committed change and an uncommitted one.
     repo.append("misc/images/base/Dockerfile", "ENV X=1\n").commit_all();

@@ -1,4 +1,4 @@
-//! Tests of the test infrastructure itself: `common::token_registry`, a real
+//! Tests of the test infrastructure itself: `support::token_registry`, a real
 //! Distribution registry with bearer-token auth and its token service, driven
 //! by real clients only (`curl`, `docker login`, `docker buildx build
 //! --push`, `docker manifest inspect`), never by the tool under test.
@@ -7,20 +7,14 @@
 //! in parallel. Secrets (the password, the bearer tokens) reach `curl` and
 //! `docker login` on stdin, never on a command line.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::process::Command;
 
-use common::registry::{unique, ACCEPT};
-use common::token_registry::{
+use support::registry::{unique, ACCEPT};
+use support::token_registry::{
     jwt_claims, jwt_header, parse_challenge, KeyHeader, Mode, TokenRegistry, TokenRequest, EXPIRES_IN, ISSUER,
     PASSWORD, SERVICE, USER,
 };
-use common::{curl, run, Output};
+use support::{curl, run, Output};
 
 /// An HTTP answer as `curl -i` shows it.
 #[derive(Debug)]
@@ -107,7 +101,7 @@ fn token_of(answer: &Http) -> String {
 
 /// `docker args...` with `DOCKER_CONFIG` set to `config`.
 fn docker(config: &std::path::Path, args: &[&str]) -> Output {
-    run(common::docker::command(args).env("DOCKER_CONFIG", config))
+    run(support::docker::command(args).env("DOCKER_CONFIG", config))
 }
 
 #[test]

@@ -6,18 +6,12 @@
 //! asked of its HTTP API with `curl`, and pulled with `docker pull
 //! --platform`, never asked of the tool.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::ops::Deref;
 use std::process::Command;
 
-use common::docker::docker;
-use common::registry::{curl, manifest_digest, Project, ACCEPT, PLAIN};
-use common::{run, Output};
+use support::docker::docker;
+use support::registry::{curl, manifest_digest, Project, ACCEPT, PLAIN};
+use support::{run, Output};
 
 /// A `Project` (publishing to `127.0.0.1:5000/<id>` and
 /// `127.0.0.1:5001/<id>`) with `base` <- `app`, `tool` (`mainline: false`)

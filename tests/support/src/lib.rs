@@ -1,9 +1,9 @@
-//! Helpers shared by the integration tests: run the real `xtask` binary, and
+//! Helpers shared by the integration tests (`tests/testsuite`, one binary): run the real `xtask` binary, and
 //! build temporary git repositories to run it on. Every helper the tests
 //! share lives here, once (`docker` for the engine, `registry` for the two
 //! registries of `ci/stack.sh`, `child` for a process to watch while it
 //! runs, `token_registry` for a bearer-token registry); look here before
-//! writing one in a test file.
+//! writing one in a test module.
 //!
 //! Nothing here changes process-wide state (environment, working directory):
 //! the tests of one binary run in parallel threads, so every setting goes on
@@ -11,7 +11,9 @@
 //! poll for the event with a deadline (`wait_until`) or read a child's output
 //! (`child::Running`).
 
-#![allow(dead_code)]
+// Tests drive real processes and read their own environment directly;
+// the repository ban (clippy.toml) is for the engine.
+#![allow(clippy::disallowed_methods)]
 
 pub mod body_limit;
 pub mod child;
@@ -151,15 +153,25 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Run `cmd` to completion like `run`, and measure it: the peak resident
-/// set size of that process (its `ru_maxrss`, from `wait4` on it, so no
-/// other process of the test run counts), in bytes.
+/// set size of that process alone, in bytes.
+///
+/// Not its `ru_maxrss`: a process started from this one inherits this
+/// process's high-water mark at its `exec` (Linux keeps the larger of the
+/// old and new address space's), and this test binary, which runs every
+/// integration test, may have grown past what the child uses. So the child's
+/// own high-water mark (`VmHWM` of `/proc/<pid>/status`, which counts from
+/// its `exec`) is read every 5 ms until it exits (waited for without being
+/// reaped, so its pid cannot be reused meanwhile); the mark only grows, so
+/// a reading can only miss growth in the last few milliseconds of its life.
+#[cfg(target_os = "linux")]
 #[track_caller]
-#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child does not know about
+#[allow(clippy::zombie_processes)] // reaped by waitpid, which std's Child does not know about
 pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
     use std::io::Read;
     use std::process::Stdio;
     let mut child =
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let stdout = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -171,23 +183,45 @@ pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
         let _ = err.read_to_end(&mut s);
         s
     });
+    let me = std::env::current_exe().unwrap();
+    let status_file = format!("/proc/{pid}/status");
+    let exe_link = format!("/proc/{pid}/exe");
+    let mut peak = 0u64;
+    loop {
+        // Before its exec the child still runs this binary (and shares or
+        // copies its memory): not its own mark yet.
+        if std::fs::read_link(&exe_link).is_ok_and(|exe| exe != me) {
+            let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+            let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches(" kB"));
+            if let Some(kb) = hwm.and_then(|v| v.parse::<u64>().ok()) {
+                peak = peak.max(kb * 1024);
+            }
+        }
+        // SAFETY: a zeroed siginfo_t for waitid to fill; the child is ours.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc =
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
+            assert_eq!(rc, 0, "waitid failed: {}", std::io::Error::last_os_error());
+            info.si_pid() != 0
+        };
+        if exited {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut status = 0;
-    // SAFETY: wait4 writes into the struct we hand it; the child is ours and
-    // not waited for elsewhere (`child` is never waited on after this).
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
-        assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed: {}", std::io::Error::last_os_error());
-        usage
-    };
+    // SAFETY: reaps the child, which has exited; `child` is never waited on.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(reaped, pid, "waitpid failed: {}", std::io::Error::last_os_error());
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let output = Output {
         code,
         stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
     };
-    // Linux reports ru_maxrss in kilobytes.
-    (output, usage.ru_maxrss as u64 * 1024)
+    assert!(peak > 0, "no memory reading of {cmd:?}\n{output}");
+    (output, peak)
 }
 
 /// The arguments of every process on the machine (`ps -eo args`), one
@@ -211,7 +245,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut cmd = Command::new(xtask_bin());
     cmd.args(args);
     for var in SETTINGS_ENV {
         cmd.env_remove(var);
@@ -238,8 +272,8 @@ where
 pub fn empty_home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        for entry in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+        let scratch = target_tmpdir();
+        for entry in std::fs::read_dir(&scratch).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let pid = name.to_str().and_then(|n| n.strip_prefix("home-"));
             if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
@@ -535,7 +569,29 @@ impl Default for TempRepo {
 
 /// The path of a file in `tests/` of this repository.
 pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The profile directory the running test binary was built into
+/// (`target/debug`): it is `target/debug/deps/<test>-<hash>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary is in a directory");
+    deps.parent().expect("deps/ is in the profile directory").to_path_buf()
+}
+
+/// The `xtask` binary that cargo built beside the running test binary (what
+/// `env!("CARGO_BIN_EXE_xtask")` names in the test crate; cargo sets that
+/// only for the `xtask` package's own integration tests, so this library
+/// finds it the way cargo-test-support finds `cargo`).
+pub fn xtask_bin() -> PathBuf {
+    profile_dir().join(format!("xtask{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Cargo's scratch directory for integration tests (`target/tmp`, what
+/// `env!("CARGO_TARGET_TMPDIR")` names in the test crate).
+pub fn target_tmpdir() -> PathBuf {
+    profile_dir().parent().expect("the profile directory is in target/").join("tmp")
 }
 
 /// One row of a fixture's `.expected` file (`tests/fixtures/*.expected`):
@@ -549,10 +605,13 @@ pub struct Vector {
 }
 
 /// The rows of `tests/fixtures/<file>` (tab-separated; `#` comments and
-/// blank lines skipped).
+/// blank lines skipped), which must start with its provenance header.
 #[track_caller]
 pub fn vectors(file: &str) -> Vec<Vector> {
     let text = std::fs::read_to_string(tests_dir().join("fixtures").join(file)).unwrap();
+    // The files are the independent anchors of fingerprints: each says
+    // where its rows came from.
+    assert!(text.starts_with("# Provenance: "), "{file} does not start with its `# Provenance: ` header");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
@@ -609,7 +668,7 @@ pub fn push(repo: &TempRepo, args: &[&str]) -> Output {
         format!(
             "#!/bin/sh\necho \"$PWD: $*\" >> '{}'\n[ \"$1\" = xtask ] || exit 97\nshift\nexec '{}' \"$@\"\n",
             log.display(),
-            env!("CARGO_BIN_EXE_xtask")
+            xtask_bin().display()
         ),
     )
     .unwrap();

@@ -4,13 +4,7 @@
 //! it fails cleanly (exit status 1, no panic) with a message that names the
 //! culprit (file, line, key, image) and says what to do.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
-use common::{xtask, Output, TempRepo};
+use support::{xtask, Output, TempRepo};
 
 /// A repository with `files` (path, contents), committed.
 fn repo(files: &[(&str, &str)]) -> TempRepo {
@@ -315,9 +309,9 @@ fn root_that_is_not_a_git_work_tree() {
     let root = dir.path().to_str().unwrap();
     fails_with(&xtask(["mzbuild", "--root", root, "list"]), &[root, "not the top of a git work tree", "git init"]);
     // Through MZ_ROOT just the same.
-    let mut cmd = common::xtask_command(["mzbuild", "list"]);
+    let mut cmd = support::xtask_command(["mzbuild", "list"]);
     cmd.env("MZ_ROOT", root);
-    fails_with(&common::run(&mut cmd), &[root, "not the top of a git work tree"]);
+    fails_with(&support::run(&mut cmd), &[root, "not the top of a git work tree"]);
     // A subdirectory of a repository is not its top.
     let r = repo(&[("sub/a", "a\n")]);
     let sub = r.path("sub");
@@ -351,7 +345,7 @@ fn bad_settings() {
     fails_with(&r.mzbuild(&["--release", "--dev", "fingerprint", "a"]), &["--release", "--dev", "give one"]);
     let mut cmd = r.mzbuild_command(&["--arch", "x86_64", "fingerprint", "a"]);
     cmd.env("CI_SANITIZER", "bogus");
-    fails_with(&common::run(&mut cmd), &["unknown sanitizer `bogus`"]);
+    fails_with(&support::run(&mut cmd), &["unknown sanitizer `bogus`"]);
 }
 
 #[test]
@@ -461,13 +455,13 @@ fn results_on_a_full_disk_fail_the_run() {
     let r = repo(&[("img/mzbuild.yml", "name: img\n"), ("img/Dockerfile", "FROM scratch\n")]);
     for args in [&["list"][..], &["list", "--json"], &["--arch", "x86_64", "describe", "img"]] {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let out = common::run(r.mzbuild_command(args).stdout(full));
+        let out = support::run(r.mzbuild_command(args).stdout(full));
         fails_with(&out, &["writing the results to stdout failed: No space left on device"]);
     }
     // A pipe whose reader is gone before anything is written.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = common::run(r.mzbuild_command(&["list", "--json"]).stdout(writer));
+    let out = support::run(r.mzbuild_command(&["list", "--json"]).stdout(writer));
     assert_eq!(out.code, Some(0), "{out}");
     assert_eq!(out.stderr, "", "{out}");
 }

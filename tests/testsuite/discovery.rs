@@ -10,18 +10,12 @@
 //! and the test of `core.excludesFile` goes through the binary, whose
 //! environment is its own.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{describe_inputs, git_home, run, TempRepo};
 use mzbuild::discover::listing::How;
 use mzbuild::discover::tree::Tree;
+use support::{describe_inputs, git_home, run, TempRepo};
 
 /// What git lists, in this process's environment (like `Tree::list`).
 fn git_visible(root: &Path) -> Vec<String> {
@@ -128,9 +122,9 @@ fn tricky_repo() -> TempRepo {
     repo.mkdir("emptydir").mkdir("sub/empty/deeper");
     // A nested repository with a committed and an untracked file.
     repo.write("vendor/other/committed.txt", "c\n").write("vendor/other/untracked.txt", "u\n");
-    common::git(&repo.path("vendor/other"), ["init", "-q", "."]);
-    common::git(&repo.path("vendor/other"), ["add", "committed.txt"]);
-    common::git(&repo.path("vendor/other"), ["commit", "-q", "-m", "inner"]);
+    support::git(&repo.path("vendor/other"), ["init", "-q", "."]);
+    support::git(&repo.path("vendor/other"), ["add", "committed.txt"]);
+    support::git(&repo.path("vendor/other"), ["commit", "-q", "-m", "inner"]);
     repo.write("vendor/own.txt", "beside the nested repository\n");
     repo
 }
@@ -294,7 +288,7 @@ fn parity_with_a_warm_listing_cache() {
         (
             "a nested repository appears",
             Box::new(|r| {
-                common::git(&r.path("many/d2"), ["init", "-q", "."]);
+                support::git(&r.path("many/d2"), ["init", "-q", "."]);
             }),
             true,
         ),
@@ -449,8 +443,8 @@ fn assert_global_rules_apply(repo: &TempRepo, home: &Path) {
 fn global_excludes_file() {
     let repo = global_excludes_repo();
     // Without global rules, everything counts.
-    assert_eq!(git_with_home(&repo, common::empty_home()), ALL);
-    assert_eq!(img_inputs(&repo, common::empty_home(), repo.root()), ALL);
+    assert_eq!(git_with_home(&repo, support::empty_home()), ALL);
+    assert_eq!(img_inputs(&repo, support::empty_home(), repo.root()), ALL);
 
     // core.excludesFile in ~/.gitconfig, with a `~/` path.
     let home = tempfile::tempdir().unwrap();

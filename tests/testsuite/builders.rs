@@ -8,17 +8,11 @@
 //! which these machines cannot). It lives in a private DOCKER_CONFIG that
 //! the test hands to the tool, so nothing touches the user's `~/.docker`.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::process::Command;
 
-use common::docker::Recorder;
-use common::registry::{manifest_digest, unique, Project};
-use common::{run, Output};
+use support::docker::Recorder;
+use support::registry::{manifest_digest, unique, Project};
+use support::{run, Output};
 
 /// A private DOCKER_CONFIG holding one docker context, `name`, on the
 /// engine the tests use.

@@ -1,6 +1,6 @@
 //! Integration tests: mzbuild's own registry HTTP paths (`check`, the copies
 //! of `ensure` and `repair`, `tag`) against a registry with bearer-token
-//! auth, as ghcr.io and Docker Hub run it: `common::token_registry` (a real
+//! auth, as ghcr.io and Docker Hub run it: `support::token_registry` (a real
 //! Distribution registry and a token service), with the real `xtask`
 //! binary. Anonymous pull tokens, scoped push tokens (one repository, and
 //! two for a cross-repository mount), and a token service that fails,
@@ -10,17 +10,11 @@
 //! `docker push` against a failing token endpoint takes about 50 s of
 //! dockerd retries. Each test starts its own token registry.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::process::Command;
 
-use common::registry::{manifest_digest, Project};
-use common::token_registry::{Mode, TokenRegistry, TokenRequest, PASSWORD, USER};
-use common::{run, Output};
+use support::registry::{manifest_digest, Project};
+use support::token_registry::{Mode, TokenRegistry, TokenRequest, PASSWORD, USER};
+use support::{run, Output};
 
 /// The variable the token registry's entry names for its password.
 const BEARER_VAR: &str = "MZ_TEST_BEARER_TOKEN";

@@ -1,14 +1,8 @@
 //! The README's examples on this repository are real: every `console` block
 //! that runs a read-only `cargo xtask mzbuild` command shows exactly what
 //! that command prints now. (The `run` example needs Docker; the build
-//! tests assert its output.) `UPDATE_EXPECT=1 cargo test --test readme`
+//! tests assert its output.) `UPDATE_EXPECT=1 cargo test -p xtask --test testsuite -- readme`
 //! rewrites the blocks, as expect-test does for snapshots.
-
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
 
 use std::path::PathBuf;
 
@@ -37,14 +31,14 @@ fn readme_examples_print_what_they_say() {
         let root_str = root.to_str().unwrap();
         let mut full = vec!["mzbuild", "--root", root_str];
         full.extend(&args);
-        let out = common::xtask(&full);
+        let out = support::xtask(&full);
         assert_eq!(out.code, Some(0), "`{command}` failed: {}", out.stderr);
         if update {
             *block = format!("{command}\n{}\n```{rest}", out.stdout.trim_end_matches('\n'));
         } else {
             assert_eq!(
                 out.stdout, expected,
-                "README.md's example `{command}` is out of date: update it (UPDATE_EXPECT=1 cargo test --test readme)"
+                "README.md's example `{command}` is out of date: update it (UPDATE_EXPECT=1 cargo test -p xtask --test testsuite -- readme)"
             );
         }
         checked += 1;

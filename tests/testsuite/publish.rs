@@ -11,12 +11,6 @@
 //! goes to `curl` on stdin (`-K -`), never on a command line: the secrets test
 //! watches every process's arguments while other tests run.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -24,12 +18,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::body_limit::BodyLimitProxy;
-use common::docker::{self, docker, image_exists, local_images, Recorder};
-use common::registry::{
+use support::body_limit::BodyLimitProxy;
+use support::docker::{self, docker, image_exists, local_images, Recorder};
+use support::registry::{
     catalog, delete_manifest, manifest_digest, manifest_status, Project, AUTH, PASSWORD, PLAIN, TOKEN_VAR, USER,
 };
-use common::{free_port, processes, run, run_measured, Output};
+use support::{free_port, processes, run, run_measured, Output};
 
 /// The fixture's publishable images, by name.
 const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
@@ -404,7 +398,9 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
     // A copy takes time, and says how long.
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
+    for row in copied {
         assert!(row["seconds"].as_f64().unwrap() > 0.0, "a copy without its time: {row}\n{out}");
     }
     for i in PUBLISHED {
@@ -510,6 +506,11 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
     // A private TMPDIR, so the DOCKER_CONFIG directories of tests running
     // beside this one do not count.
     cmd.env("HOME", &home).env("TMPDIR", &tmp).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Every docker command line mzbuild builds, recorded by the CLI it runs
+    // (all of them, where the process listings below are samples that a
+    // short-lived process can slip between).
+    let recorder = Recorder::new(fx.repo.scratch());
+    recorder.apply(&mut cmd);
 
     let done = AtomicBool::new(false);
     let (out, (samples, leaks, configs)) = std::thread::scope(|s| {
@@ -542,6 +543,11 @@ fn secrets_stay_out_of_arguments_output_files_and_the_users_docker_config() {
 
     assert!(samples >= 5, "only {samples} process listings during the run");
     assert_eq!(leaks, Vec::<String>::new(), "the password was on a command line");
+    let calls = recorder.calls();
+    assert!(calls.iter().any(|c| c.split(' ').any(|w| w == "login")), "no docker login recorded: {calls:#?}");
+    assert!(calls.iter().any(|c| support::docker::is_build(c)), "no build recorded: {calls:#?}");
+    let leaked: Vec<&String> = calls.iter().filter(|c| c.contains(PASSWORD)).collect();
+    assert_eq!(leaked, Vec::<&String>::new(), "the password was on a docker command line");
     assert!(!out.stdout.contains(PASSWORD) && !out.stderr.contains(PASSWORD), "{out}");
     assert!(!configs.is_empty(), "no private DOCKER_CONFIG seen in TMPDIR during the run ({samples} samples)");
     let left: Vec<String> = std::fs::read_dir(&tmp)
@@ -690,7 +696,9 @@ fn a_gap_is_filled_by_copying_with_the_same_digest_and_no_build() {
     // auth registry, for the local engine.
     assert_eq!(recorder.build_tags(), [[fx.spec("local-only")]], "ensure built a publishable image\n{out}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for row in json.as_array().unwrap().iter().filter(|r| r["status"] == "copied") {
+    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
+    for row in copied {
         assert_eq!(row["from"], fx.plain_url(), "{row}");
         // Each image streams its own layer (and config); the registries are two
         // hosts, so nothing is mounted across them.
@@ -783,7 +791,11 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     // Nothing left to repair.
     let out = fx.mz(&["repair", "--json"]);
     out.ok();
-    assert!(parse_rows(&out).iter().all(|r| r.status == "published"), "{out}");
+    assert_eq!(
+        fx.summary(&parse_rows(&out)),
+        "base published []\nleft published []\nright published []\ntop published []\n",
+        "{out}"
+    );
 }
 
 /// `repair` fingerprints a publishable image whose dependency is not
@@ -899,7 +911,7 @@ fn registry_tokens_do_not_reach_cargo_build_scripts() {
     fx.repo
         .write(
             "Cargo.toml",
-            common::registry::cargo_toml(&[fx.plain_entry(), fx.auth_entry()])
+            support::registry::cargo_toml(&[fx.plain_entry(), fx.auth_entry()])
                 .replace("members = []", "members = [\"tool\"]"),
         )
         .write("tool/Cargo.toml", "[package]\nname = \"tool\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
@@ -1196,7 +1208,7 @@ fn the_users_context_and_cli_plugins_reach_the_private_docker_config() {
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let mut create =
-        common::docker::command(&["context", "create", "desktop-linux", "--docker", &format!("host={host}")]);
+        support::docker::command(&["context", "create", "desktop-linux", "--docker", &format!("host={host}")]);
     run(create.env("DOCKER_CONFIG", &config)).ok();
     std::fs::write(config.join("config.json"), "{\"currentContext\": \"desktop-linux\"}\n").unwrap();
     let before = std::fs::read(config.join("config.json")).unwrap();

@@ -11,16 +11,10 @@
 //!   under `misc/python`; and the opt-in to cargo's complete input set;
 //! - the copy steps themselves, in real builds.
 
-// Tests drive real processes and read their own environment directly;
-// the repository ban (clippy.toml) is for the engine.
-#![allow(clippy::disallowed_methods)]
-
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::docker::{image_files, RemoveImages};
-use common::{settings_flags, tests_dir, vectors, Output, TempRepo, Vector};
+use support::docker::{image_files, RemoveImages};
+use support::{settings_flags, tests_dir, vectors, Output, TempRepo, Vector};
 
 fn fixture() -> TempRepo {
     TempRepo::from_script(&tests_dir().join("fixtures/materialize-like.sh"))
@@ -214,7 +208,7 @@ fn copies_run_in_real_builds() {
     let repo = fixture();
     repo.write("misc/images/ubuntu-base/Dockerfile", "FROM scratch\n")
         .write("misc/images/td-pg-cdc/Dockerfile", "MZFROM ubuntu-base\nCOPY tests /tests\n");
-    let id = common::registry::unique();
+    let id = support::registry::unique();
     let _cleanup = RemoveImages::new([id.clone()]);
     let registry = format!("127.0.0.1:5000/{id}");
     let out = repo.mzbuild(&[
@@ -289,12 +283,12 @@ fn an_unknown_key_of_materialize_stops_no_push() {
 
     // The installed hook lets the push through.
     let remote = repo.scratch().join("remote.git");
-    common::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
+    support::git(repo.scratch(), ["init", "-q", "--bare", remote.to_str().unwrap()]);
     repo.git(["remote", "add", "origin", remote.to_str().unwrap()]);
     repo.mzbuild(&["hook", "install"]).ok();
     // The hook runs `cargo xtask` of the recorded workspace (this one):
-    // `common::push` stands the binary under test in for it.
-    let push = || common::push(&repo, &["origin", "HEAD:refs/heads/main"]);
+    // `support::push` stands the binary under test in for it.
+    let push = || support::push(&repo, &["origin", "HEAD:refs/heads/main"]);
     let out = push();
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("note: ") && out.stderr.contains("split_debuginfo"), "{out}");
