@@ -197,6 +197,9 @@ pub struct Build {
     /// Rebuild the named images even when they exist locally.
     #[arg(long)]
     pub force: bool,
+    /// Print the plan (what would be built, in which waves, with which pre-images); build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -223,6 +226,11 @@ pub struct Ensure {
     /// reported as `drifted`, fixed by `repair`).
     #[arg(long)]
     pub allow_drift: bool,
+    /// Print the plan from the registry checks (what would be copied from where to where, built
+    /// and pushed, in which waves, with which pre-images) on stdout; change nothing. Reads the
+    /// registries with read credentials, as `check` does.
+    #[arg(long, conflicts_with = "json")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }

@@ -129,6 +129,9 @@ impl flags::Graph {
 
 impl flags::Build {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.dry_run {
+            return build::dry_run::build(ctx, &self.images, self.force);
+        }
         build::build(ctx, &self.images, self.force, &self.pool.options())
     }
 }
@@ -144,6 +147,9 @@ impl flags::Acquire {
 
 impl flags::Ensure {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.dry_run {
+            return publish::dry_run::ensure(ctx, &self.images, &self.pool.options());
+        }
         publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
     }
 }
