@@ -131,6 +131,10 @@ install_packages() {
     # certificate with the openssl CLI.
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     command -v flock >/dev/null 2>&1 || need+=(util-linux)
+    # The completion scripts are tested in real shells, the man pages with groff.
+    command -v fish >/dev/null 2>&1 || need+=(fish)
+    command -v zsh >/dev/null 2>&1 || need+=(zsh)
+    command -v groff >/dev/null 2>&1 || need+=(groff-base)
     # buildx comes from trixie together with trixie's engine and CLI (26.1.x):
     # bookworm's docker.io 20.10 has a far older built-in BuildKit.
     local need_buildx=0

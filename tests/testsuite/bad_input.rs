@@ -332,6 +332,10 @@ fn unknown_image_on_the_command_line() {
     for command in ["fingerprint", "spec", "describe"] {
         fails_with(&r.mzbuild(&[command, "nosuch"]), &["unknown image `nosuch`", "mzbuild list", "(a, b)"]);
     }
+    // Several names: every unknown one at once, and nothing printed for the known ones.
+    for command in ["fingerprint", "spec"] {
+        fails_with(&r.mzbuild(&[command, "a", "nosuch", "bb"]), &["unknown image `nosuch`", "unknown image `bb`"]);
+    }
 }
 
 #[test]

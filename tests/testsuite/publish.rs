@@ -1222,3 +1222,109 @@ fn the_users_context_and_cli_plugins_reach_the_private_docker_config() {
     );
     assert_eq!(std::fs::read(config.join("config.json")).unwrap(), before, "the user's config.json was written");
 }
+
+/// The table a dry run prints on stdout, as `summary` shows a real run's
+/// rows (the plan's actions in the real run's words: `copy` is `copied`),
+/// and each building image's wave.
+fn plan_summary(fx: &Fixture, out: &Output) -> (String, BTreeMap<String, String>) {
+    let label = |u: &str| {
+        if u == fx.plain_url() {
+            "plain".to_string()
+        } else if u == fx.auth_url() {
+            "auth".to_string()
+        } else {
+            u.to_string()
+        }
+    };
+    let mut lines = vec![];
+    let mut waves = BTreeMap::new();
+    let table = out.stdout.split("\n\n").next().unwrap_or_default();
+    for l in table.lines().skip(1) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let [name, action, wave, ..] = words[..] else { panic!("not a plan row: {l}\n{out}") };
+        let (status, registries) = match action {
+            "copy" => ("copied", l.rsplit(" to ").next().unwrap_or_default()),
+            "push" => ("pushed", l.split_once("  build, push to ").map(|(_, r)| r).unwrap_or_default()),
+            "build" => ("built", ""),
+            other => (other, ""),
+        };
+        let regs: Vec<String> = registries.split(", ").filter(|r| !r.is_empty()).map(label).collect();
+        lines.push(format!("{name} {status} [{}]\n", regs.join(", ")));
+        if wave != "-" {
+            waves.insert(name.to_string(), wave.to_string());
+        }
+    }
+    lines.sort();
+    (lines.concat(), waves)
+}
+
+#[test]
+fn ensure_dry_run_changes_nothing_and_the_real_run_does_what_it_planned() {
+    let fx = Fixture::new();
+    fx.mz(&["ensure"]).ok();
+    // A gap (right is missing from the auth registry), an edit (left, so
+    // top too) and an unpublished image no longer in the engine.
+    let right = format!("mzbuild-{}", fx.fingerprint("right"));
+    delete_manifest(&fx.auth_url(), "right", &manifest_digest(&fx.auth_url(), "right", &right).unwrap());
+    fx.repo.write("images/left/left.txt", "left, edited\n");
+    docker(&["rmi", &fx.spec("local-only")]).ok();
+    let world = || {
+        let mut mine: Vec<String> = local_images().into_iter().filter(|i| i.contains(&fx.id)).collect();
+        mine.sort();
+        (catalog(&fx.plain_url()), catalog(&fx.auth_url()), fx.presence(&PUBLISHED), mine, fx.logs())
+    };
+    let before = world();
+    assert_eq!(before.2, "base: 200 200\nleft: 404 404\nright: 200 404\ntop: 404 404\n");
+
+    let recorder = Recorder::new(fx.repo.scratch());
+    let out = run(recorder.apply(&mut fx.command(&["ensure", "--dry-run"])));
+    out.ok();
+    assert_eq!(world(), before, "the dry run changed something\n{out}");
+    let calls = recorder.calls();
+    assert!(
+        calls.iter().all(|c| !["build", "push", "pull", "login", "rmi", "tag"].iter().any(|w| c.contains(w))),
+        "the dry run asked docker for more than reads: {calls:?}\n{out}"
+    );
+    let (plan, waves) = plan_summary(&fx, &out);
+    assert_eq!(
+        plan,
+        "base published []\n\
+         left pushed [plain, auth]\n\
+         local-only built []\n\
+         right copied [auth]\n\
+         top pushed [plain, auth]\n",
+        "{out}"
+    );
+    assert_eq!(format!("{waves:?}"), r#"{"left": "1", "local-only": "1", "top": "2"}"#, "{out}");
+    assert!(out.stderr.contains("dry run of ensure: 1 to copy, 3 to build in 2 waves; nothing was built"), "{out}");
+
+    // The real run does what the plan said.
+    let (out, rows, builds) = fx.ensure_json(&[]);
+    out.ok();
+    assert_eq!(fx.summary(&rows), plan, "{out}");
+    assert_eq!(builds, "plain/left auth/left\nplain/local-only\nplain/top auth/top\n", "{out}");
+    // And a plan after it: nothing to do.
+    let out = fx.mz(&["ensure", "--dry-run"]);
+    assert!(out.stderr.contains("dry run of ensure: nothing to build;"), "{out}");
+    assert!(!out.ok().contains(" push ") && !out.stdout.contains(" copy "), "{out}");
+}
+
+#[test]
+fn build_dry_run_plans_waves_from_the_local_engine_and_builds_nothing() {
+    let fx = Fixture::new();
+    let mine = || local_images().into_iter().filter(|i| i.contains(&fx.id)).collect::<Vec<_>>();
+    let out = fx.mz(&["build", "top", "--dry-run"]);
+    let (plan, waves) = plan_summary(&fx, &out);
+    assert_eq!(plan, "base built []\nleft built []\nright built []\ntop built []\n", "{out}");
+    assert_eq!(format!("{waves:?}"), r#"{"base": "1", "left": "2", "right": "2", "top": "3"}"#, "{out}");
+    assert_eq!(mine(), Vec::<String>::new(), "{out}");
+    assert!(!fx.log_dir().exists(), "the dry run built something: {:?}", fx.logs());
+
+    fx.mz(&["build", "top"]).ok();
+    let out = fx.mz(&["build", "top", "--dry-run"]);
+    assert_eq!(plan_summary(&fx, &out).0, "base present []\nleft present []\nright present []\ntop present []\n");
+    assert!(out.stderr.contains("dry run of build: nothing to build; nothing was built"), "{out}");
+    let out = fx.mz(&["build", "top", "--force", "--dry-run"]);
+    assert_eq!(plan_summary(&fx, &out).0, "base present []\nleft present []\nright present []\ntop built []\n");
+    assert_eq!(plan_summary(&fx, &out).1.get("top").map(String::as_str), Some("1"), "{out}");
+}

@@ -84,6 +84,8 @@ pub enum Command {
     Lint(Lint),
     #[command(subcommand)]
     Hook(Hook),
+    Completions(Completions),
+    Man(Man),
 }
 
 /// The git pre-push hook: lint and diff the pushed commits, print what CI will rebuild.
@@ -154,18 +156,20 @@ pub struct RevArg {
     pub rev: Option<String>,
 }
 
-/// Print an image's fingerprint.
+/// Print the images' fingerprints, one per line, in the order given.
 #[derive(Args, Debug)]
 pub struct Fingerprint {
-    pub image: String,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
     #[command(flatten)]
     pub rev: RevArg,
 }
 
-/// Print an image's spec (registry/name:mzbuild-fingerprint).
+/// Print the images' specs (registry/name:mzbuild-fingerprint), one per line, in the order given.
 #[derive(Args, Debug)]
 pub struct Spec {
-    pub image: String,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
     #[command(flatten)]
     pub rev: RevArg,
 }
@@ -193,6 +197,9 @@ pub struct Build {
     /// Rebuild the named images even when they exist locally.
     #[arg(long)]
     pub force: bool,
+    /// Print the plan (what would be built, in which waves, with which pre-images); build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -219,6 +226,11 @@ pub struct Ensure {
     /// reported as `drifted`, fixed by `repair`).
     #[arg(long)]
     pub allow_drift: bool,
+    /// Print the plan from the registry checks (what would be copied from where to where, built
+    /// and pushed, in which waves, with which pre-images) on stdout; change nothing. Reads the
+    /// registries with read credentials, as `check` does.
+    #[arg(long, conflicts_with = "json")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -283,6 +295,32 @@ pub struct Run {
     pub args: Vec<String>,
     #[command(flatten)]
     pub pool: PoolArgs,
+}
+
+/// Print a completion script for `cargo xtask mzbuild ...` (it completes the command `cargo`,
+/// keeping cargo's own completion for everything else; image names come from `list`). Install:
+/// `source <(cargo xtask mzbuild completions bash)` in ~/.bashrc, or save the output in your
+/// shell's completion directory.
+#[derive(Args, Debug)]
+pub struct Completions {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// A shell that `completions` writes a script for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Write man pages: mzbuild.1 and one mzbuild-COMMAND.1 per command.
+#[derive(Args, Debug)]
+pub struct Man {
+    /// The directory to write them to (made if missing), e.g. ~/.local/share/man/man1.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,6 +5,7 @@
 //! after signal N).
 
 mod bench;
+mod completions;
 mod flags;
 mod mzbuild_cmd;
 

@@ -21,6 +21,12 @@ impl flags::Mzbuild {
             let root_arg = opts.root_arg(&root, workspace_root(), &ProcessEnv);
             return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict);
         }
+        // Generated from the flags alone: no repository needed.
+        match &self.command {
+            Command::Completions(c) => return print(crate::completions::completions(c.shell)),
+            Command::Man(m) => return crate::completions::write_man_pages(&m.out),
+            _ => {}
+        }
         if let Command::Hook(h) = &self.command {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
@@ -57,7 +63,9 @@ impl flags::Mzbuild {
             Command::Run(c) => c.run(&ctx),
             Command::Diff(c) => c.run(&ctx),
             Command::Explain(c) => c.run(&ctx),
-            Command::Lint(_) | Command::Hook(_) => unreachable!("handled above"),
+            Command::Lint(_) | Command::Hook(_) | Command::Completions(_) | Command::Man(_) => {
+                unreachable!("handled above")
+            }
         }
     }
 }
@@ -97,13 +105,13 @@ impl flags::List {
 
 impl flags::Fingerprint {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        print(introspect::fingerprint(ctx, &self.image))
+        print(introspect::fingerprint(ctx, &self.images))
     }
 }
 
 impl flags::Spec {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        print(introspect::spec(ctx, &self.image))
+        print(introspect::spec(ctx, &self.images))
     }
 }
 
@@ -121,6 +129,9 @@ impl flags::Graph {
 
 impl flags::Build {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.dry_run {
+            return build::dry_run::build(ctx, &self.images, self.force);
+        }
         build::build(ctx, &self.images, self.force, &self.pool.options())
     }
 }
@@ -136,6 +147,9 @@ impl flags::Acquire {
 
 impl flags::Ensure {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.dry_run {
+            return publish::dry_run::ensure(ctx, &self.images, &self.pool.options());
+        }
         publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
     }
 }

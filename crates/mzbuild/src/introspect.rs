@@ -11,16 +11,27 @@ use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprinted};
 use crate::Ctx;
 
-/// `fingerprint IMAGE`: the fingerprint alone.
-pub fn fingerprint(ctx: &Ctx, image: &str) -> Result<String> {
-    let fps = fingerprints(ctx, &[image.to_string()])?;
-    Ok(format!("{}\n", fps[image].fingerprint))
+/// `fingerprint IMAGE...`: the fingerprints alone, one per line, in the
+/// order given.
+pub fn fingerprint(ctx: &Ctx, images: &[String]) -> Result<String> {
+    let fps = named_fingerprints(ctx, images)?;
+    Ok(images.iter().map(|i| format!("{}\n", fps[i].fingerprint)).collect())
 }
 
-/// `spec IMAGE`: the spec alone.
-pub fn spec(ctx: &Ctx, image: &str) -> Result<String> {
-    let fps = fingerprints(ctx, &[image.to_string()])?;
-    Ok(format!("{}\n", ctx.naming.spec(image, &fps[image].fingerprint)))
+/// `spec IMAGE...`: the specs alone, one per line, in the order given.
+pub fn spec(ctx: &Ctx, images: &[String]) -> Result<String> {
+    let fps = named_fingerprints(ctx, images)?;
+    Ok(images.iter().map(|i| format!("{}\n", ctx.naming.spec(i, &fps[i].fingerprint))).collect())
+}
+
+/// Fingerprints of the named images (at least one) and their dependencies;
+/// every name that is not a sound image is reported at once.
+fn named_fingerprints(ctx: &Ctx, images: &[String]) -> Result<BTreeMap<String, Fingerprinted>> {
+    let errors: Vec<String> = images.iter().filter_map(|i| ctx.repo.image(i).err()).map(|e| format!("{e:#}")).collect();
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    fingerprints(ctx, images)
 }
 
 /// Fingerprints of `targets` and their dependencies (all images when empty).

@@ -4,6 +4,7 @@
 //! local commands `build`, `acquire` and `run`.
 
 pub mod docker;
+pub mod dry_run;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};

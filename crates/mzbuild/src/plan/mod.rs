@@ -16,6 +16,8 @@ use crate::discover::Image;
 use crate::fingerprint::{Fingerprint, Fingerprinted};
 use crate::publish::targets::Naming;
 
+pub mod dry_run;
+
 /// Which command is planning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Goal {

@@ -11,6 +11,7 @@ pub mod check;
 pub mod client;
 pub mod copy;
 pub mod docker_creds;
+pub mod dry_run;
 pub mod ensure;
 pub mod login;
 pub mod manifest;
