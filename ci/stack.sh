@@ -131,6 +131,8 @@ install_packages() {
     # certificate with the openssl CLI.
     command -v openssl >/dev/null 2>&1 || need+=(openssl)
     command -v flock >/dev/null 2>&1 || need+=(util-linux)
+    # The terminal test runs a build in a tmux pane and reads its screen.
+    command -v tmux >/dev/null 2>&1 || need+=(tmux)
     # buildx comes from trixie together with trixie's engine and CLI (26.1.x):
     # bookworm's docker.io 20.10 has a far older built-in BuildKit.
     local need_buildx=0

@@ -198,7 +198,23 @@ pub fn run_copies(
         ui::count(to_copy.len(), "image", "images"),
         to_copy.iter().map(|s| s.image.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
-    let copies = copy_steps(ctx, clients, to_copy);
+    let copies = {
+        let _live = ui::live::start(Default::default());
+        ui::live::copies_started(to_copy.len());
+        // The copies run on a thread of their own, so that this one keeps
+        // the status line moving.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::scope(|s| {
+            s.spawn(move || tx.send(copy_steps(ctx, clients, to_copy)));
+            loop {
+                match rx.recv_timeout(ui::live::TICK) {
+                    Ok(copies) => break copies,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => ui::live::tick(),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break BTreeMap::new(),
+                }
+            }
+        })
+    };
     for (name, result) in &copies {
         match result {
             Ok(c) => ui::progress(format_args!(
