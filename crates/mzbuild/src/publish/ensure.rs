@@ -124,10 +124,12 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
             },
         })
         .collect();
+    let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
+    let ok = rows.iter().all(|r| r.error.is_none()) && (drifted.is_empty() || allow_drift);
+    super::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }
-    let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
     if !drifted.is_empty() && !allow_drift {
         ui::error(format_args!(
             "{} drifted (one tag, different content in different registries): run {} to point every registry at \
