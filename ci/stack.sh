@@ -135,6 +135,8 @@ install_packages() {
     command -v fish >/dev/null 2>&1 || need+=(fish)
     command -v zsh >/dev/null 2>&1 || need+=(zsh)
     command -v groff >/dev/null 2>&1 || need+=(groff-base)
+    # The terminal test runs a build in a tmux pane and reads its screen.
+    command -v tmux >/dev/null 2>&1 || need+=(tmux)
     # buildx comes from trixie together with trixie's engine and CLI (26.1.x):
     # bookworm's docker.io 20.10 has a far older built-in BuildKit.
     local need_buildx=0

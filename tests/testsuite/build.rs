@@ -205,8 +205,12 @@ fn temp_repo_app_runs_and_follows_its_path_dependency() {
         spec(&repo, &registry, image);
     }
 
-    let out = mz(&repo, &registry, &["run", "app"]);
+    // With the status line forced (stderr is a pipe here): cargo's units
+    // counted as they come, and its "done" line.
+    let out = mz(&repo, &registry, &["--progress", "tty", "run", "app"]);
     assert_eq!(out.ok(), "words v2 | from the data file\n", "{out}");
+    assert!(out.stderr.contains("mzbuild: cargo build: Compiling "), "{out}");
+    assert!(out.stderr.contains("mzbuild: cargo build: done in "), "{out}");
     // Only what changed was rebuilt: `data` and `root` were already there.
     assert!(out.stderr.contains("mzbuild: building hello"), "{out}");
     assert!(!out.stderr.contains("mzbuild: building data"), "`data` was rebuilt\n{out}");
@@ -478,4 +482,168 @@ fn concurrent_runs_in_one_repository_take_turns() {
     let (second, _) = second.finish(Duration::from_secs(120));
     second.ok();
     assert!(second.stderr.starts_with(&format!("{waiting}\n")), "{second}");
+}
+
+/// A repository with one image, `slow`, whose RUN step sleeps 3 s (the
+/// unique id makes it new to the build cache, and is in its step line).
+fn slow_fixture(id: &str) -> TempRepo {
+    let repo = TempRepo::new();
+    repo.write("slow/mzbuild.yml", "name: slow\n");
+    repo.write(
+        "slow/Dockerfile",
+        format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {id}\"]\n"
+        ),
+    );
+    copy_busybox(&repo.path("slow"));
+    repo.commit_all();
+    repo
+}
+
+/// A terminal of its own: a tmux server on a private socket, killed (with
+/// what runs in it) when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Run `cmd` (its program, arguments and environment changes) in a new
+    /// 160x40 terminal; `MZ-EXIT=<status>` is printed when it ends.
+    fn run(cmd: &Command, dir: &Path) -> Tmux {
+        let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        // `env -u VAR... VAR=VALUE... program args...`
+        let mut line = String::from("env");
+        for (k, _) in cmd.get_envs().filter(|(_, v)| v.is_none()) {
+            line.push_str(&format!(" -u {}", k.to_string_lossy()));
+        }
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                line.push_str(&format!(" {}={}", k.to_string_lossy(), quote(v)));
+            }
+        }
+        line.push(' ');
+        line.push_str(&quote(cmd.get_program()));
+        for a in cmd.get_args() {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let script = dir.join("in-terminal.sh");
+        std::fs::write(&script, format!("{line}\necho MZ-EXIT=$?\nexec sleep 600\n")).unwrap();
+        let tmux = Tmux { socket: format!("mzbuild-test-{}", unique()) };
+        let out = run(Command::new("tmux")
+            .args(["-L", &tmux.socket, "-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "40", "sh"])
+            .arg(&script)
+            .env("TERM", "xterm-256color"));
+        assert_eq!(out.code, Some(0), "tmux (`bash ci/stack.sh up` installs it) did not start\n{out}");
+        tmux
+    }
+
+    /// What the terminal shows now, line by line (trailing blanks trimmed).
+    fn screen(&self) -> Vec<String> {
+        let out = run(Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p"]));
+        let mut lines: Vec<String> = out.stdout.lines().map(|l| l.trim_end().to_string()).collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}
+
+/// On a terminal, a slow build shows a live status line at the bottom (how
+/// many images are done, running and queued; the running one's elapsed
+/// time and latest build step), updating while the build runs, with the
+/// finished lines above it; at the end the line is gone and the plain lines
+/// remain.
+#[test]
+fn a_terminal_shows_a_live_status_line() {
+    let id = unique();
+    let repo = slow_fixture(&id);
+    let (registry, _images) = scratch();
+    let term = Tmux::run(&mz_command(&repo, &registry, &["build", "slow"]), repo.scratch());
+    let marker = format!("[2/2] RUN [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3 # {id}\"]");
+    // Every distinct status line seen while the RUN step runs.
+    let mut statuses: Vec<String> = vec![];
+    let mut during = vec![];
+    let ended = wait_until(Duration::from_secs(120), || {
+        let screen = term.screen();
+        let last = screen.last().cloned().unwrap_or_default();
+        if last.contains(&marker) {
+            if !statuses.contains(&last) {
+                statuses.push(last);
+            }
+            during = screen.clone();
+        }
+        screen.iter().any(|l| l.starts_with("MZ-EXIT="))
+    });
+    let end = term.screen();
+    assert!(ended, "the build did not end:\n{}", end.join("\n"));
+    let during = during.join("\n");
+    assert!(!statuses.is_empty(), "no status line with the RUN step was seen; at the end:\n{}", end.join("\n"));
+    assert!(
+        statuses[0].starts_with("mzbuild: 0/1 done, 1 running, 0 queued · slow ") && statuses[0].contains(" #"),
+        "{statuses:?}"
+    );
+    assert!(statuses.len() >= 2, "the status line did not update during a 3 s step: {statuses:?}");
+    assert!(
+        during.contains("mzbuild: building slow (log: "),
+        "the started line is not above the status line:\n{during}"
+    );
+    // The final screen: the plain lines, the spec, and no status line.
+    let end = end.join("\n");
+    assert!(end.contains("mzbuild: slow: done in "), "{end}");
+    assert!(end.contains(&format!("{registry}/slow:mzbuild-")), "no spec on the final screen:\n{end}");
+    assert!(end.contains("MZ-EXIT=0"), "{end}");
+    assert!(!end.contains("running,"), "the status line was left on the screen:\n{end}");
+}
+
+/// Not on a terminal (CI logs), the output is plain lines as ever: no
+/// status line, no escapes, no carriage returns; `--progress tty` draws the
+/// status line anyway; `-v` streams the build log; `--color`, `NO_COLOR`
+/// and `CLICOLOR_FORCE` decide colours.
+#[test]
+fn ci_logs_get_plain_lines_and_flags_change_them() {
+    let id = unique();
+    let repo = slow_fixture(&id);
+    let (registry, _images) = scratch();
+    let out = mz(&repo, &registry, &["build", "slow"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let started = format!("mzbuild: building slow (log: {})", repo.build_log("slow").display());
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[..2], ["mzbuild: preparing 1 image(s): slow", started.as_str()], "{out}");
+    assert!(lines[2].starts_with("mzbuild: slow: done in "), "{out}");
+    assert!(!out.stderr.contains(['\x1b', '\r']), "escapes in a CI log\n{out:?}");
+
+    // Forced, with -v: the status line and the log, on a pipe.
+    let out = mz(&repo, &registry, &["--progress", "tty", "-v", "build", "--force", "slow"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("mzbuild: 0/1 done, 1 running, 0 queued · slow "), "no status line\n{out}");
+    assert!(out.stderr.contains("slow | #1 [internal] load build definition"), "-v did not stream the log\n{out}");
+    assert!(out.stderr.contains(&format!("sleep 3 # {id}")), "-v did not stream the log\n{out}");
+
+    // Colours: on when forced, NO_COLOR first, --color over both.
+    let green = "\x1b[1m\x1b[32mmzbuild:\x1b[0m";
+    let colours = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut args = flags.to_vec();
+        args.extend(["--progress", "plain", "build", "slow"]);
+        let mut cmd = mz_command(&repo, &registry, &args);
+        cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, Some(0), "{out}");
+        out.stderr.contains(green)
+    };
+    assert!(!colours(&[], &[]));
+    assert!(colours(&[], &[("CLICOLOR_FORCE", "1")]));
+    assert!(!colours(&[], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]));
+    assert!(colours(&["--color", "always"], &[("NO_COLOR", "1")]));
+    assert!(!colours(&["--color", "never"], &[("CLICOLOR_FORCE", "1")]));
 }

@@ -1328,3 +1328,123 @@ fn build_dry_run_plans_waves_from_the_local_engine_and_builds_nothing() {
     assert_eq!(plan_summary(&fx, &out).0, "base present []\nleft present []\nright present []\ntop built []\n");
     assert_eq!(plan_summary(&fx, &out).1.get("top").map(String::as_str), Some("1"), "{out}");
 }
+
+/// A stand-in `buildkite-agent` in `dir`: each call appends its arguments
+/// (one line) to `dir/calls` and its stdin to `dir/stdin-<n>`.
+fn fake_buildkite_agent(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("buildkite-agent");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd='{}'\nn=$(cat \"$d/calls\" 2>/dev/null | wc -l)\necho \"$*\" >>\"$d/calls\"\ncat >\"$d/stdin-$n\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// With `$GITHUB_STEP_SUMMARY` set, `ensure`, `check`, `repair` and `tag`
+/// append a Markdown summary to it (a table with each image's status, time,
+/// digest and registries; failures with their log tail, collapsed); with
+/// `$BUILDKITE` set and `buildkite-agent` on PATH, the same Markdown goes
+/// to `buildkite-agent annotate` on stdin, styled by the result.
+#[test]
+fn ci_summaries_go_to_github_and_buildkite() {
+    let fx = Fixture::new();
+    let dir = fx.repo.scratch().join("ci");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = fake_buildkite_agent(&dir);
+    let summary_file = dir.join("step-summary.md");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let ci = |args: &[&str]| {
+        let mut cmd = fx.command(args);
+        cmd.env("GITHUB_STEP_SUMMARY", &summary_file).env("BUILDKITE", "true").env("PATH", &path);
+        run(&mut cmd)
+    };
+    let calls = || std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    let annotation = |n: usize| std::fs::read_to_string(dir.join(format!("stdin-{n}"))).unwrap();
+    let summary = || std::fs::read_to_string(&summary_file).unwrap_or_default();
+    let (plain, auth) = (fx.plain_url(), fx.auth_url());
+    let digest = |i: &str| manifest_digest(&plain, i, &format!("mzbuild-{}", fx.fingerprint(i))).unwrap();
+
+    // A failing build: the summary says which, with its log tail.
+    fx.repo.append("images/right/Dockerfile", "BOGUSINSTRUCTION x\n");
+    let out = ci(&["ensure"]);
+    out.error();
+    let md = summary();
+    assert!(md.starts_with("### ❌ mzbuild ensure: 2 of 5 images did not complete\n\n"), "{md}");
+    assert!(md.contains("| image | status | time | digest | where |\n|---|---|---:|---|---|\n"), "{md}");
+    let base = md.lines().find(|l| l.starts_with("| base | pushed | ")).unwrap_or_else(|| panic!("{md}"));
+    assert!(base.ends_with(&format!(" | `{}` | {plain}, {auth} |", digest("base"))), "{base}");
+    assert!(md.contains("\n| local-only | built | "), "{md}");
+    assert!(md.contains("\n| right | failed | "), "{md}");
+    assert!(md.contains("\n| top | skipped | - | - | "), "{md}");
+    let details = md.split("<details><summary>right: failed</summary>").nth(1).unwrap_or_else(|| panic!("{md}"));
+    assert!(details.contains("BOGUSINSTRUCTION") && details.contains("</details>"), "{md}");
+    assert_eq!(calls(), "annotate --style error --context mzbuild\n");
+    assert_eq!(annotation(0), md, "the annotation is not the summary");
+
+    // Fixed: a second section is appended, and the annotation is a success.
+    let broken = std::fs::read_to_string(fx.repo.path("images/right/Dockerfile")).unwrap();
+    fx.repo.write("images/right/Dockerfile", broken.replace("BOGUSINSTRUCTION x\n", ""));
+    ci(&["ensure"]).ok();
+    let second = summary()[md.len()..].to_string();
+    assert!(second.starts_with("### ✅ mzbuild ensure: 5 images ok\n"), "{second}");
+    assert!(
+        second.contains(&format!("\n| base | published | - | `{}` | {plain}, {auth} |", digest("base"))),
+        "{second}"
+    );
+    assert!(second.contains(&format!("| `{}` | {plain}, {auth} |", digest("right"))), "{second}");
+    assert_eq!(calls().lines().nth(1), Some("annotate --style success --context mzbuild"));
+    assert_eq!(annotation(1), second);
+
+    // check: every publishable image, with its digest.
+    let before = summary().len();
+    ci(&["check"]).ok();
+    let md = summary()[before..].to_string();
+    assert!(
+        md.starts_with("### ✅ mzbuild check: 4 publishable images, all in every registry with one digest\n"),
+        "{md}"
+    );
+    assert!(md.contains(&format!("\n| top | published | - | `{}` | {plain}, {auth} |", digest("top"))), "{md}");
+
+    // repair: a gap in the auth registry is filled by a copy.
+    let tag = format!("mzbuild-{}", fx.fingerprint("left"));
+    delete_manifest(&auth, "left", &manifest_digest(&auth, "left", &tag).unwrap());
+    let before = summary().len();
+    ci(&["check"]).error();
+    let md = summary()[before..].to_string();
+    assert!(md.starts_with("### ❌ mzbuild check: 1 of 4 publishable images missing or drifted\n"), "{md}");
+    assert!(md.contains(&format!("\n| left | missing | - | `{}` | missing from {auth} |", digest("left"))), "{md}");
+    let before = summary().len();
+    ci(&["repair"]).ok();
+    let md = summary()[before..].to_string();
+    assert!(md.starts_with("### ✅ mzbuild repair: 4 images ok\n"), "{md}");
+    let left = md.lines().find(|l| l.starts_with("| left | copied | ")).unwrap_or_else(|| panic!("{md}"));
+    assert!(left.ends_with(&format!(" | `{}` | from {plain} to {auth} |", digest("left"))), "{left}");
+
+    // tag: one row per image and registry, with the index's digest.
+    let before = summary().len();
+    let out = ci(&["--arch", "x86_64", "tag", "v1.0.0"]);
+    let stdout = out.ok().to_string();
+    let md = summary()[before..].to_string();
+    assert!(md.starts_with("### ✅ mzbuild tag: v1.0.0: 8 created, 0 moved, 0 unchanged\n"), "{md}");
+    let index = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{auth}/top:v1.0.0 ")))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(md.contains(&format!("\n| top | created | - | `{index}` | {auth}/top:v1.0.0 |")), "{md}");
+    assert_eq!(calls().lines().count(), 6, "{}", calls());
+
+    // Without the variables: neither a summary nor an annotation.
+    let (len, n) = (summary().len(), calls().lines().count());
+    let mut cmd = fx.command(&["check"]);
+    run(cmd.env("PATH", &path)).ok();
+    assert_eq!((summary().len(), calls().lines().count()), (len, n));
+}

@@ -63,6 +63,32 @@ pub struct GlobalArgs {
     /// .git/mzbuild): list the tree by walking it and hash every input by reading it.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Progress on stderr: `auto` draws a live status line when stderr is a terminal, `plain`
+    /// prints lines only (what CI logs get), `tty` always draws the status line.
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto, value_name = "WHEN")]
+    pub progress: Progress,
+    /// Colours on stderr: `auto` per NO_COLOR / CLICOLOR_FORCE, else when stderr is a terminal.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+    /// Stream the build logs (buildx, cargo) to stderr as they are written.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    #[default]
+    Auto,
+    Plain,
+    Tty,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Color {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]

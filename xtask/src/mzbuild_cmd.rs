@@ -10,6 +10,18 @@ use crate::flags::{self, Command, GlobalArgs};
 
 impl flags::Mzbuild {
     pub fn run(self) -> Result<Status> {
+        let g = &self.global;
+        let progress = match g.progress {
+            flags::Progress::Auto => ui::ProgressMode::Auto,
+            flags::Progress::Plain => ui::ProgressMode::Plain,
+            flags::Progress::Tty => ui::ProgressMode::Tty,
+        };
+        let color = match g.color {
+            flags::Color::Auto => ui::ColorChoice::Auto,
+            flags::Color::Always => ui::ColorChoice::Always,
+            flags::Color::Never => ui::ColorChoice::Never,
+        };
+        ui::configure(progress, color, g.verbose, &ProcessEnv);
         if self.global.arch.len() > 1 && !matches!(self.command, Command::Tag(_)) {
             bail!("--arch is given {} times: only `tag` takes several architectures", self.global.arch.len());
         }

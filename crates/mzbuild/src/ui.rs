@@ -2,25 +2,117 @@
 //! results on stdout, tables. The one module that prints (clippy.toml bans
 //! `println!`/`eprintln!` elsewhere in the library), and only ever called
 //! from the main thread: workers report through channels.
+//!
+//! How it shows them is set once, by [`configure`]: plain lines (what CI
+//! logs get), or with a live status line at the bottom of a terminal
+//! ([`live`]), with or without colours, with or without the build logs.
+//! [`summary`] writes the CI summaries (GitHub step summary, Buildkite
+//! annotation).
+
+pub mod live;
+pub mod summary;
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::io::Write;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
+
+use anstyle::{AnsiColor, Style};
+
+use crate::env::Env;
+
+/// `--progress`: when the live status line is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// On when stderr is a terminal (and `TERM` is not `dumb`).
+    #[default]
+    Auto,
+    /// Plain lines only.
+    Plain,
+    /// Always, even when stderr is not a terminal.
+    Tty,
+}
+
+/// `--color`: whether stderr gets colours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// Per `NO_COLOR` and `CLICOLOR_FORCE`, else when stderr is a terminal.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How output looks, decided once per process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Draw the live status line.
+    pub live: bool,
+    pub color: bool,
+    /// Stream the build logs (`-v`).
+    pub verbose: bool,
+}
+
+impl Config {
+    /// The output for the flags, the environment and whether stderr is a
+    /// terminal (`NO_COLOR` and `CLICOLOR_FORCE` as on no-color.org and
+    /// bixense.com/clicolors: set and non-empty, `CLICOLOR_FORCE` not `0`).
+    pub fn decide(progress: ProgressMode, color: ColorChoice, verbose: bool, env: &dyn Env, tty: bool) -> Config {
+        let live = match progress {
+            ProgressMode::Auto => tty && env.var("TERM").as_deref() != Some("dumb"),
+            ProgressMode::Plain => false,
+            ProgressMode::Tty => true,
+        };
+        let color = match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto if env.non_empty("NO_COLOR").is_some() => false,
+            ColorChoice::Auto if env.non_empty("CLICOLOR_FORCE").is_some_and(|v| v != "0") => true,
+            ColorChoice::Auto => tty,
+        };
+        Config { live, color, verbose }
+    }
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// Set how output looks (the first call wins; without one, plain lines
+/// without colours).
+pub fn configure(progress: ProgressMode, color: ColorChoice, verbose: bool, env: &dyn Env) {
+    let _ = CONFIG.set(Config::decide(progress, color, verbose, env, std::io::stderr().is_terminal()));
+}
+
+/// How output looks.
+pub fn config() -> Config {
+    CONFIG.get().copied().unwrap_or_default()
+}
+
+/// `text` in `style` when colours are on.
+pub fn paint(style: Style, text: impl Display) -> String {
+    if config().color {
+        format!("{style}{text}{style:#}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn bold(c: AnsiColor) -> Style {
+    Style::new().bold().fg_color(Some(c.into()))
+}
 
 /// A progress line: `mzbuild: <msg>`.
 pub fn progress(msg: impl Display) {
-    line(format_args!("mzbuild: {msg}"));
+    line(format_args!("{} {msg}", paint(bold(AnsiColor::Green), "mzbuild:")));
 }
 
 /// A warning line: `warning: <msg>`.
 pub fn warn(msg: impl Display) {
-    line(format_args!("warning: {msg}"));
+    line(format_args!("{} {msg}", paint(bold(AnsiColor::Yellow), "warning:")));
 }
 
 /// A note line, something to know that is no problem: `note: <msg>`.
 pub fn note(msg: impl Display) {
-    line(format_args!("note: {msg}"));
+    line(format_args!("{} {msg}", paint(bold(AnsiColor::Cyan), "note:")));
 }
 
 /// A warning shown at most once per process (for conditions that every
@@ -36,13 +128,16 @@ pub fn warn_once(msg: impl Display) {
 /// An error line that is part of a report (the run goes on to exit 1):
 /// `error: <msg>`.
 pub fn error(msg: impl Display) {
-    line(format_args!("error: {msg}"));
+    line(format_args!("{} {msg}", paint(bold(AnsiColor::Red), "error:")));
 }
 
-/// A line of stderr as is (continuation lines of a report).
+/// A line of stderr as is (continuation lines of a report); above the
+/// live status line when there is one.
 pub fn line(msg: impl Display) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{msg}");
+    live::above(|| {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{msg}");
+    });
 }
 
 /// Results: stdout, exactly `text`. A failed write (a full disk) is kept
@@ -137,6 +232,30 @@ mod tests {
         assert_eq!((count(1, "image", "images"), count(4, "image", "images")), ("1 image".into(), "4 images".into()));
         assert_eq!(count(0, "image", "images"), "0 images");
         assert_eq!([seconds(0.0), seconds(0.0123), seconds(0.1), seconds(12.34)], ["0ms", "12ms", "0.1s", "12.3s"]);
+    }
+
+    #[test]
+    fn colours_and_the_status_line_follow_flags_env_and_terminal() {
+        use crate::env::MapEnv;
+        let (auto, plain, tty) = (ProgressMode::Auto, ProgressMode::Plain, ProgressMode::Tty);
+        let decide = |p, c, env: &[(&str, &str)], is_tty| {
+            let d = Config::decide(p, c, false, &MapEnv(env), is_tty);
+            (d.live, d.color)
+        };
+        // Not a terminal (CI logs): plain lines, no colours.
+        assert_eq!(decide(auto, ColorChoice::Auto, &[], false), (false, false));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[], true), (true, true));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[("TERM", "dumb")], true), (false, true));
+        assert_eq!(decide(plain, ColorChoice::Auto, &[], true), (false, true));
+        assert_eq!(decide(tty, ColorChoice::Auto, &[], false), (true, false));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[("NO_COLOR", "1")], true), (true, false));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[("NO_COLOR", "")], true), (true, true));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[("CLICOLOR_FORCE", "1")], false), (false, true));
+        assert_eq!(decide(auto, ColorChoice::Auto, &[("CLICOLOR_FORCE", "0")], false), (false, false));
+        // NO_COLOR wins over CLICOLOR_FORCE; the flag over both.
+        assert!(!decide(auto, ColorChoice::Auto, &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")], false).1);
+        assert!(decide(auto, ColorChoice::Always, &[("NO_COLOR", "1")], false).1);
+        assert!(!decide(auto, ColorChoice::Never, &[("CLICOLOR_FORCE", "1")], true).1);
     }
 
     #[test]

@@ -251,6 +251,12 @@ where
         cmd.env_remove(var);
     }
     cmd.env_remove("MZ_DOCKER");
+    // Neither CI summaries of the test runs (into the CI job running the
+    // tests) nor colours (tests read stderr as plain text), unless a test
+    // asks for them.
+    for var in ["GITHUB_STEP_SUMMARY", "BUILDKITE", "CLICOLOR_FORCE", "NO_COLOR"] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 

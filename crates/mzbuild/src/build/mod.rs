@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod dry_run;
+pub mod history;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,6 +70,7 @@ pub fn build_images(
     ));
     let hidden = ctx.naming.secret_vars();
     let benv = BuildEnv { env: ctx.env.as_ref(), hidden: &hidden, log_dir: &log_dir };
+    let _live = ui::live::start(history::History::load(ctx.repo.root()).estimates());
     let pre_failed = preimage::run_all(&ctx.repo, &images, &ctx.settings, &benv);
 
     let spec_of = |name: &str| ctx.naming.spec(name, &fps[name].fingerprint);
@@ -122,15 +124,31 @@ pub fn build_images(
             }
         }
     };
+    let names: Vec<&str> = steps.iter().map(|s| s.image.name.as_str()).collect();
+    ui::live::images(&names, opts.jobs);
     let outcomes = scheduler::run(&jobs, opts.jobs, opts.timeout, &work, |ev| match ev {
         Event::Started(n) => {
             let verb =
                 if matches!(by_name[n].action, Action::Push { .. }) { "building and pushing" } else { "building" };
-            ui::progress(format_args!("{verb} {n} (log: {})", log_dir.join(format!("{n}.log")).display()))
+            let log = log_dir.join(format!("{n}.log"));
+            ui::progress(format_args!("{verb} {n} (log: {})", log.display()));
+            // The last run's log goes before the status line reads it (the
+            // worker gets the job after this).
+            let _ = std::fs::remove_file(&log);
+            ui::live::image_started(n, &log);
         }
         // One line here; the failures' log tails come in the final summary.
         Event::Finished(n, o) => {
+            ui::live::image_finished(n);
             ui::progress(format_args!("{n}: {}", describe_outcome(o).lines().next().unwrap_or("")))
+        }
+        Event::Tick => ui::live::tick(),
+    });
+    history::History::update(ctx.repo.root(), |h| {
+        for (n, o) in &outcomes {
+            if let Outcome::Done { took, .. } = o {
+                h.images.insert(n.clone(), took.as_secs_f64());
+            }
         }
     });
     Ok(outcomes)

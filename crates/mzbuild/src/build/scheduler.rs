@@ -62,7 +62,12 @@ impl<T> Outcome<T> {
 pub enum Event<'a, T> {
     Started(&'a str),
     Finished(&'a str, &'a Outcome<T>),
+    /// Nothing happened for [`TICK`]: time to redraw a status line.
+    Tick,
 }
+
+/// How often [`Event::Tick`] comes while jobs run.
+pub const TICK: Duration = crate::ui::live::TICK;
 
 /// What a running job calls to say it is still moving (e.g. before each
 /// retry of its build), so that its dependants keep waiting.
@@ -159,11 +164,13 @@ pub fn run<T: Send>(
                 break;
             }
             // Nothing waiting: the running jobs bound themselves.
-            let received = if waiting.is_empty() {
-                res_rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                res_rx.recv_timeout((last_progress + patience(timeout)).saturating_duration_since(Instant::now()))
-            };
+            let deadline = (!waiting.is_empty()).then(|| last_progress + patience(timeout));
+            let wait = deadline.map_or(TICK, |d| d.saturating_duration_since(Instant::now()).min(TICK));
+            let received = res_rx.recv_timeout(wait);
+            if matches!(received, Err(RecvTimeoutError::Timeout)) && deadline.is_none_or(|d| Instant::now() < d) {
+                report(Event::Tick);
+                continue;
+            }
             match received {
                 Ok(Message::Alive) => last_progress = Instant::now(),
                 Ok(Message::Done(name, result, took)) => {
@@ -392,6 +399,26 @@ mod tests {
                 "{n}: {out:?}"
             );
         }
+    }
+
+    #[test]
+    fn ticks_come_while_a_job_runs() {
+        let ticks = std::cell::Cell::new(0);
+        run(
+            &[job("slow", &[])],
+            1,
+            Duration::from_secs(60),
+            &|_, _| {
+                std::thread::sleep(TICK * 3);
+                Ok(())
+            },
+            |ev| {
+                if matches!(ev, Event::Tick) {
+                    ticks.set(ticks.get() + 1)
+                }
+            },
+        );
+        assert!(ticks.get() >= 2, "{} ticks", ticks.get());
     }
 
     #[test]

@@ -187,6 +187,7 @@ enum Message {
     },
     CompilerArtifact {
         target: Target,
+        #[serde(default)]
         executable: Option<PathBuf>,
     },
     #[serde(other)]
@@ -268,24 +269,53 @@ pub fn build(
     }
     // Its own process group, registered for the interrupt handler: a
     // SIGTERM sent to xtask alone (a cancelled CI job) must stop cargo too.
+    let started = std::time::Instant::now();
     let mut child = GroupChild::spawn(&mut cmd).context("starting cargo build")?;
     let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
-    for line in BufReader::new(child.take_stdout().expect("piped")).lines() {
+    let root = repo.root();
+    ui::live::cargo_started(&log, crate::build::history::History::load(root).cargo_units);
+    // Cargo's messages are read on a thread of their own, so that this one
+    // keeps the status line moving while a long crate compiles.
+    let stdout = child.take_stdout().expect("piped");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let end = line.is_err();
+            if tx.send(line).is_err() || end {
+                break;
+            }
+        }
+    });
+    let mut units = 0usize;
+    loop {
+        let line = match rx.recv_timeout(ui::live::TICK) {
+            Ok(line) => line,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                ui::live::tick();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         // A read error drops `child`, which kills and reaps cargo.
         let line = line.context("reading cargo's output")?;
         match serde_json::from_str::<Message>(&line) {
             Ok(Message::BuildScriptExecuted { package_id, out_dir }) => {
                 out_dirs.insert(package_name(&package_id), out_dir);
             }
-            Ok(Message::CompilerArtifact { target, executable: Some(exe) }) => {
-                let kind = target.kind.into_iter().next().unwrap_or_default();
-                artifacts.insert((kind, target.name), exe);
+            Ok(Message::CompilerArtifact { target, executable }) => {
+                units += 1;
+                ui::live::cargo_unit();
+                if let Some(exe) = executable {
+                    let kind = target.kind.into_iter().next().unwrap_or_default();
+                    artifacts.insert((kind, target.name), exe);
+                }
             }
             _ => {}
         }
     }
     let status = child.wait()?;
+    ui::live::cargo_finished();
     if !status.success() {
         bail!(
             "cargo build for images {} failed ({status}); last lines of {}:\n{}",
@@ -300,6 +330,12 @@ pub fn build(
             crate::build::docker::tail(&log, 25)
         );
     }
+    let took = started.elapsed().as_secs_f64();
+    ui::progress(format_args!("cargo build: done in {took:.1}s"));
+    crate::build::history::History::update(root, |h| {
+        h.cargo_seconds = Some(took);
+        h.cargo_units = Some(units);
+    });
     for (image, spec) in batch {
         let ctx = repo.root().join(&image.dir);
         let items = spec

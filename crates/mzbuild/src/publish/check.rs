@@ -21,6 +21,7 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
     let drifted: Vec<(&String, Vec<usize>)> =
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
     let n_pub = images.iter().filter(|i| i.config.publish).count();
+    super::ci::write_check(ctx, &published);
     if missing.is_empty() && drifted.is_empty() {
         let all = match n_pub {
             0 => "there is no publishable image: nothing to check".to_string(),

@@ -172,6 +172,7 @@ pub fn copy_tag(from: Side<'_>, to: Side<'_>, tag: &str, homes: &BlobHomes) -> R
         bail!("{} stored {} as {stored}, not as {digest}", to.client.registry.url, to.reference(tag));
     }
     stats.bytes += m.bytes.len() as u64;
+    crate::ui::live::add_copied(m.bytes.len() as u64);
     Ok(stats)
 }
 
@@ -198,6 +199,7 @@ fn copy_references(
             copy_references(from, to, &m.media_type, &m.bytes, homes, stats)?;
             to.client.put_manifest(to.repo, &child.digest, &m.media_type, &m.bytes)?;
             stats.bytes += m.bytes.len() as u64;
+            crate::ui::live::add_copied(m.bytes.len() as u64);
         }
     }
     for blob in content.blobs() {
@@ -228,6 +230,7 @@ fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes,
             stream_blob(from, to, blob, location)?;
             stats.streamed += 1;
             stats.bytes += blob.size;
+            crate::ui::live::add_copied(blob.size);
         }
     }
     match streaming {

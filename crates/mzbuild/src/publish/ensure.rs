@@ -124,10 +124,12 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
             },
         })
         .collect();
+    let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
+    let ok = rows.iter().all(|r| r.error.is_none()) && (drifted.is_empty() || allow_drift);
+    super::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }
-    let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
     if !drifted.is_empty() && !allow_drift {
         ui::error(format_args!(
             "{} drifted (one tag, different content in different registries): run {} to point every registry at \
@@ -198,7 +200,23 @@ pub fn run_copies(
         ui::count(to_copy.len(), "image", "images"),
         to_copy.iter().map(|s| s.image.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
-    let copies = copy_steps(ctx, clients, to_copy);
+    let copies = {
+        let _live = ui::live::start(Default::default());
+        ui::live::copies_started(to_copy.len());
+        // The copies run on a thread of their own, so that this one keeps
+        // the status line moving.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::scope(|s| {
+            s.spawn(move || tx.send(copy_steps(ctx, clients, to_copy)));
+            loop {
+                match rx.recv_timeout(ui::live::TICK) {
+                    Ok(copies) => break copies,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => ui::live::tick(),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break BTreeMap::new(),
+                }
+            }
+        })
+    };
     for (name, result) in &copies {
         match result {
             Ok(c) => ui::progress(format_args!(

@@ -5,9 +5,10 @@
 //! and the commands `ensure` (copy or build and push exactly what is
 //! missing; the CI entry point), `check` (report what is missing or has
 //! drifted), `repair` (re-point drifted tags) and `tag` (multi-arch release
-//! tags), with their summary ([`report`]).
+//! tags), with their summary ([`report`]) and CI summaries ([`ci`]).
 
 pub mod check;
+pub mod ci;
 pub mod client;
 pub mod copy;
 pub mod docker_creds;

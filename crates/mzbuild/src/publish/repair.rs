@@ -63,6 +63,7 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
             _ => row(ctx, s, None),
         })
         .collect();
+    super::ci::write_rows(ctx, &clients, "repair", rows.iter().all(|r| r.error.is_none()), &rows);
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }

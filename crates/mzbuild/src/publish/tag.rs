@@ -217,6 +217,22 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     for line in &mut lines {
         line.3 = line.3.replace("create", "created").replacen("move (", "moved (", 1);
     }
+    if super::ci::wanted(ctx) {
+        let rows = lines
+            .iter()
+            .map(|(name, r, _, what)| {
+                let place = reference(*r, name, tag);
+                let failure = errors.iter().find(|e| e.starts_with(&format!("{place}: "))).cloned();
+                let status = if what == "FAILED" { "failed".to_string() } else { what.clone() };
+                let digest = Some(bytes_of[name].1.clone());
+                crate::ui::summary::Row { image: name.to_string(), status, digest, place, failure, seconds: None }
+            })
+            .collect();
+        let headline = format!("{tag}: {created} created, {moved} moved, {unchanged} unchanged");
+        let headline =
+            if errors.is_empty() { headline } else { format!("{headline}; {} could not be written", errors.len()) };
+        super::ci::write(ctx, "tag", errors.is_empty(), headline, rows);
+    }
     ui::result(&show(&lines));
     if !errors.is_empty() {
         ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
