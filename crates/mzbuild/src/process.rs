@@ -564,6 +564,13 @@ mod tests {
         kept.sort();
         assert_eq!(left, kept);
         // Once its holder is gone, the lock is free and the directory swept.
+        // The group was sent SIGKILL and its leader reaped; the sleep that
+        // shares the lock dies a moment later (its own exit is not ours to
+        // wait for): wait for the lock itself.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !owner_gone(&held) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         sweep(tmp.path());
         assert!(!held.exists(), "the directory of a holder that died was kept");
         assert!(mine.exists());
