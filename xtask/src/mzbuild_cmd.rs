@@ -191,8 +191,8 @@ impl flags::Explain {
 /// notes on stderr. `root_arg`: the `--root` a suggested command needs.
 pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
     let tree = match rev {
-        Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
-        None => mzbuild::discover::tree::Tree::list(root)?,
+        Some(r) => mzbuild::git::tree::Tree::list_rev(root, r)?,
+        None => mzbuild::git::tree::Tree::list(root)?,
     };
     let label = tree.label();
     let findings = mzbuild::lint::lint(tree, strict)?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha1::{Digest, Sha1};
 
-use crate::discover::index::Stat;
+use crate::git::index::Stat;
 
 /// What the caches' contents depend on besides the repository: this
 /// binary's mzbuild sources and the crates they use (see `build.rs`). A new

@@ -22,12 +22,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::settings::Settings;
-use crate::discover::git::GitRepo;
-use crate::discover::tree::Tree;
 use crate::discover::Repo;
 use crate::fingerprint::memo::Memo;
 use crate::fingerprint::snapshot::{self, compare, Change, Snapshot};
 use crate::fingerprint::{self, Computed, Fingerprint};
+use crate::git::tree::Tree;
+use crate::git::GitRepo;
 use crate::publish::client::is_unreachable;
 use crate::publish::{clients, missing, published_status, Access};
 use crate::{ui, Ctx, Status};

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::changes::{default_base, diff_images, render_diff, short_sha};
-use crate::discover::git::GitRepo;
-use crate::discover::tree::Tree;
+use crate::git::tree::Tree;
+use crate::git::GitRepo;
 use crate::{lint, ui, Ctx, Options, Status};
 
 /// The line that marks a hook as ours.

@@ -28,8 +28,10 @@ pub mod cachefile;
 pub mod changes;
 pub mod config;
 pub mod discover;
+pub mod docker;
 pub mod env;
 pub mod fingerprint;
+pub mod git;
 pub mod hook;
 pub mod introspect;
 pub mod lint;
@@ -44,14 +46,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-pub use build::docker::Docker;
 pub use build::PoolOptions;
 pub use config::settings::{Arch, Profile, Settings, SettingsArgs};
 pub use config::{ConfigError, ConfigErrors};
 pub use discover::{Image, Repo};
+pub use docker::Docker;
 pub use env::{Env, MapEnv, ProcessEnv};
 pub use fingerprint::{Fingerprint, Fingerprinted};
-pub use publish::targets::{Naming, Registry};
+pub use plan::naming::{Naming, Registry};
 
 /// How a command ended, when it did not fail with an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mzbuild::config::image::PreImage;
-use mzbuild::discover::tree::Tree;
 use mzbuild::fingerprint::{self, hash::hash_files};
+use mzbuild::git::tree::Tree;
 use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings, Status};
 use sha1::{Digest, Sha1};
 

@@ -1,9 +1,8 @@
 //! Building images: the build engine that `build`, `acquire` and `ensure`
 //! share (pre-images in one batch, then one `docker buildx build` per image
-//! on the [`scheduler`], dependencies first, through [`docker`]), and the
+//! on the [`scheduler`], dependencies first, through [`crate::docker`]), and the
 //! local commands `build`, `acquire` and `run`.
 
-pub mod docker;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::docker::{self, BuildError, Builder, Docker, Output, PullError};
 use crate::fingerprint::Fingerprinted;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::preimage::{self, BuildEnv};
 use crate::publish::login::DockerLogin;
 use crate::{ui, Ctx, Status};
-use docker::{BuildError, Builder, Docker, Output, PullError};
 use scheduler::{Event, JobSpec, Outcome};
 
 /// How the pool runs.

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use toml::Value;
 
 use super::workspace::PathDependencies;
-use crate::discover::tree::Tree;
+use crate::git::tree::Tree;
 
 #[derive(Debug, Clone)]
 pub struct Crate {

@@ -21,7 +21,7 @@ use toml::Value;
 
 use super::settings::Arch;
 use super::ConfigError;
-use crate::discover::tree::Tree;
+use crate::git::tree::Tree;
 
 /// One publish target, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -1,4 +1,4 @@
-//! Discovery: what the repository holds. [`tree`] lists the files git sees;
+//! Discovery: what the repository holds. [`crate::git::tree`] lists the files git sees;
 //! every git-visible `mzbuild.yml` with its Dockerfile is an [`Image`]
 //! (except the root's own and, as in the original, those under
 //! `misc/python/`, where Materialize keeps the Python mzbuild's package)
@@ -7,11 +7,7 @@
 //! configuration read once beside it.
 
 pub mod dockerfile;
-pub mod git;
 pub mod graph;
-pub mod index;
-pub mod listing;
-pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,8 +19,8 @@ use crate::config::crates::CrateGraph;
 use crate::config::image::{self, ImageConfig, PreImage};
 use crate::config::workspace::WorkspaceConfig;
 use crate::config::{ConfigError, ConfigErrors};
-use crate::preimage::copy;
-use tree::Tree;
+use crate::git::tree::Tree;
+use crate::preimage::copy_files as copy;
 
 #[derive(Debug, Clone)]
 pub struct Image {

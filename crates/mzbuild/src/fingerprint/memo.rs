@@ -36,10 +36,10 @@ use sha1::{Digest, Sha1};
 use super::hash::{self, FileHash, HashStats};
 use super::{Computed, Computed1, Fingerprint};
 use crate::cachefile::{self, Dec, Enc, Short};
-use crate::discover::git::GitRepo;
-use crate::discover::index::Stat;
-use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
+use crate::git::index::Stat;
+use crate::git::tree::Tree;
+use crate::git::GitRepo;
 use crate::preimage::Notes;
 
 const MAGIC: &[u8] = b"mzbuild fingerprint memo v1\n";
@@ -155,7 +155,7 @@ pub struct Memo {
 }
 
 fn settings_key(settings: &str) -> String {
-    crate::discover::git::hex(&Sha1::digest(settings.as_bytes()))[..16].to_string()
+    crate::git::hex(&Sha1::digest(settings.as_bytes()))[..16].to_string()
 }
 
 fn rev_dir(git: &GitRepo) -> PathBuf {

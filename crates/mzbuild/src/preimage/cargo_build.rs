@@ -17,9 +17,9 @@ use serde::Deserialize;
 use super::InputCache;
 use crate::config::image::CargoBuildSpec;
 use crate::config::settings::{Profile, Settings};
-use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
 use crate::env::Env;
+use crate::git::tree::Tree;
 use crate::process::{self, GroupChild};
 use crate::ui;
 
@@ -297,7 +297,7 @@ pub fn build(
                 .collect::<Vec<_>>()
                 .join(", "),
             log.display(),
-            crate::build::docker::tail(&log, 25)
+            crate::docker::tail(&log, 25)
         );
     }
     for (image, spec) in batch {

@@ -27,8 +27,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ureq::http::{Method, Request, Response};
 use ureq::{Body, BodyReader, RequestExt, SendBody};
 
-use super::targets::Registry;
 use crate::env::Env;
+use crate::plan::naming::Registry;
 
 pub const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \

@@ -19,14 +19,14 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::client::{Client, Credentials};
-use super::copy::{copy_steps, show_bytes, Copied};
 use super::login::DockerLogin;
+use super::registry_copy::{copy_steps, show_bytes, Copied};
 use super::report::{self, Row};
-use super::targets::Registry;
 use super::{clients, published_status, verify_credentials, Access};
-use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
+use crate::docker::{Builder, Docker};
+use crate::plan::naming::Registry;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
 use crate::{ui, Ctx, Status};
 

@@ -3,16 +3,16 @@
 //! stdin), removed when the run ends, also on a signal or a kill (see
 //! `process`). The user's `~/.docker`
 //! is never written (buildx's own state goes to the run's private directory,
-//! see `build::docker::RunDir`).
+//! see `docker::RunDir`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::client::{credentials, Credentials};
-use super::targets::Registry;
-use crate::build::docker::Docker;
+use crate::docker::Docker;
 use crate::env::Env;
+use crate::plan::naming::Registry;
 use crate::process::PrivateDir;
 use crate::{ui, Ctx};
 

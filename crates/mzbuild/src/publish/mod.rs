@@ -1,6 +1,6 @@
-//! Publishing: where images go ([`targets`]), asking registries over their
+//! Publishing: asking registries over their
 //! HTTP API ([`client`]), what manifests say ([`manifest`]), copying images
-//! between registries ([`copy`]), logging docker in for pushes and pulls
+//! between registries ([`registry_copy`]), logging docker in for pushes and pulls
 //! ([`login`]), the user's own docker logins for reads ([`docker_creds`]),
 //! and the commands `ensure` (copy or build and push exactly what is
 //! missing; the CI entry point), `check` (report what is missing or has
@@ -9,15 +9,14 @@
 
 pub mod check;
 pub mod client;
-pub mod copy;
 pub mod docker_creds;
 pub mod ensure;
 pub mod login;
 pub mod manifest;
+pub mod registry_copy;
 pub mod repair;
 pub mod report;
 pub mod tag;
-pub mod targets;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use sha1::{Digest, Sha1};
 
-use super::git::Oid;
+use super::Oid;
 
 /// The stat data git keeps per entry (each field truncated to 32 bits, as
 /// git stores it).

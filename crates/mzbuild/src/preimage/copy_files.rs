@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::config::image::CopySpec;
-use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
+use crate::git::tree::Tree;
 
 /// The inputs: every matching file, as single-file ranges of positions in
 /// `Tree::files`. A source without any file git sees is an error (a typo,

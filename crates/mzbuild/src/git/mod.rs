@@ -4,6 +4,11 @@
 //! and resolving a commit's symlinks inside the commit, as the file system
 //! of a checkout would.
 
+pub mod blob_cache;
+pub mod index;
+pub mod listing;
+pub mod tree;
+
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
@@ -11,7 +16,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::fingerprint::cache::BlobCache;
+use crate::git::blob_cache::BlobCache;
 use crate::process;
 
 /// A git object id (SHA-1 repositories only).

@@ -25,7 +25,7 @@ use std::sync::RwLock;
 use anyhow::Result;
 use sha1::{Digest, Sha1};
 
-use crate::discover::git::Oid;
+use super::Oid;
 
 const MAGIC: &[u8] = b"mzbuild blob-sha1 v2\n";
 /// Blob id, content SHA-1, day of last use (u32, days since 1970).
