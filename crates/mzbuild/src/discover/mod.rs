@@ -8,6 +8,7 @@
 
 pub mod dockerfile;
 pub mod graph;
+pub mod pathspec;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,7 +21,6 @@ use crate::config::image::{self, ImageConfig, PreImage};
 use crate::config::workspace::WorkspaceConfig;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::git::tree::Tree;
-use crate::preimage::copy_files as copy;
 
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -325,12 +325,12 @@ fn discover_images(tree: &Tree, strict: bool) -> (BTreeMap<String, Image>, BTree
             let files = tree.range(&copy.source).len();
             // A source without files, or a bad pattern, is an error when the
             // image's inputs are computed.
-            if files > 0 && copy::matches(tree, copy).is_ok_and(|m| m.is_empty()) {
+            if files > 0 && pathspec::matches(tree, copy).is_ok_and(|m| m.is_empty()) {
                 own_warnings.push(ConfigError::EmptyCopy {
                     yml: yml.clone(),
                     image: config.name.clone(),
                     index: i + 1,
-                    source: copy::shown(&copy.source).to_string(),
+                    source: pathspec::shown(&copy.source).to_string(),
                     matching: copy.matching.clone(),
                     files,
                 });

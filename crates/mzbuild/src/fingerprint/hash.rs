@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use crate::git::index::Stat;
+use crate::cachefile::Stat;
 use crate::git::tree::Tree;
 use crate::git::{self, Oid};
 

@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use once_cell::sync::OnceCell;
 
-use super::index::{Index, Stat};
+use super::index::Index;
 use super::listing::{self, How};
+use crate::cachefile::Stat;
 use crate::git::{self, GitRepo, Node, Oid, Resolved};
 
 /// Every git-visible file, repository-relative, `/`-separated, sorted by
