@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::{build, changes, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::commands::{check, diff, ensure, hook, introspect, lint, repair, tag};
+use mzbuild::{build, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
@@ -25,12 +26,12 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             return match h {
-                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force),
-                flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
+                flags::Hook::Install { force } => hook::install(&root, *force),
+                flags::Hook::Uninstall => hook::uninstall(&root),
                 flags::Hook::PrePush { args } => {
                     let opts = mzbuild::Options { root: Some(root.clone()), ..opts };
                     let remote = args.first().map(String::as_str);
-                    mzbuild::hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
+                    hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
                 }
             };
         }
@@ -136,19 +137,19 @@ impl flags::Acquire {
 
 impl flags::Ensure {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
+        ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
     }
 }
 
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::check::check(ctx, &self.images, self.timeout)
+        check::check(ctx, &self.images, self.timeout)
     }
 }
 
 impl flags::Repair {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::repair::repair(ctx, &self.images, self.json, self.timeout)
+        repair::repair(ctx, &self.images, self.json, self.timeout)
     }
 }
 
@@ -159,13 +160,9 @@ impl flags::Tag {
         } else {
             archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
         };
-        let opts = publish::tag::TagOptions {
-            archs,
-            dry_run: self.dry_run,
-            mainline_only: self.mainline_only,
-            timeout: self.timeout,
-        };
-        publish::tag::tag(ctx, &self.tag, &self.images, &opts)
+        let opts =
+            tag::TagOptions { archs, dry_run: self.dry_run, mainline_only: self.mainline_only, timeout: self.timeout };
+        tag::tag(ctx, &self.tag, &self.images, &opts)
     }
 }
 
@@ -177,13 +174,13 @@ impl flags::Run {
 
 impl flags::Diff {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        changes::diff(ctx, self.rev.as_deref(), self.json)
+        diff::diff(ctx, self.rev.as_deref(), self.json)
     }
 }
 
 impl flags::Explain {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        changes::explain(ctx, &self.image, self.against.as_deref())
+        diff::explain(ctx, &self.image, self.against.as_deref())
     }
 }
 
@@ -195,7 +192,7 @@ pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, s
         None => mzbuild::git::tree::Tree::list(root)?,
     };
     let label = tree.label();
-    let findings = mzbuild::lint::lint(tree, strict)?;
+    let findings = lint::lint(tree, strict)?;
     for n in &findings.notes {
         ui::note(n);
     }

@@ -18,23 +18,20 @@
 //! 7. [`publish`]: registries, their HTTP API, copies between them, logins,
 //!    `ensure`, `check` and `repair`.
 //!
-//! Beside them: [`introspect`] (read-only commands), [`process`] (children
+//! Beside them: [`commands`] (every command's top level), [`process`] (children
 //! and what a signal must undo), [`env`] (the injected environment) and
 //! [`ui`] (the only module that prints). A command's entry point takes a
 //! [`Ctx`] and returns a [`Status`]; the binary maps it to an exit code.
 
 pub mod build;
 pub mod cachefile;
-pub mod changes;
+pub mod commands;
 pub mod config;
 pub mod discover;
 pub mod docker;
 pub mod env;
 pub mod fingerprint;
 pub mod git;
-pub mod hook;
-pub mod introspect;
-pub mod lint;
 pub mod plan;
 pub mod preimage;
 pub mod process;

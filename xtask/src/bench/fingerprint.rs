@@ -376,7 +376,7 @@ fn cache_pass(root: &Path, runs: usize) -> Result<CacheTimes> {
     let diff = || -> Result<(Duration, usize, usize)> {
         let t = Instant::now();
         let ctx = load(false)?;
-        let diffs = mzbuild::changes::diff_images(&ctx, &commit, None)?;
+        let diffs = mzbuild::commands::diff::diff_images(&ctx, &commit, None)?;
         let elapsed = t.elapsed();
         if diffs.is_empty() {
             bail!("internal error: diff found nothing against a commit with {input} changed");

@@ -1,7 +1,7 @@
 //! mzbuild's own cache files (the work tree's listing, fingerprint memos):
 //! where they live, how they are read and written ([`codec`], one binary
 //! format for all of them) and when stat data proves a file unchanged
-//! ([`stat`]).
+//! ([`mod@stat`]).
 //!
 //! A cache file is a magic line, the [`SOURCE`] stamp of the binary that
 //! wrote it, the payload, and a SHA-1 of everything before it. A file that

@@ -55,7 +55,7 @@ impl Stat {
     }
 }
 
-/// Whether stat data recorded at `recorded_at` (a run's start, [`now_secs`])
+/// Whether stat data recorded at `recorded_at` (a run's start, [`super::now_secs`])
 /// can be trusted to tell changes apart: its mtime is at least two seconds
 /// older.
 pub fn trusted(stat: &Stat, recorded_at: u32) -> bool {

@@ -7,16 +7,12 @@
 //! drifted), `repair` (re-point drifted tags) and `tag` (multi-arch release
 //! tags), with their summary ([`report`]).
 
-pub mod check;
 pub mod client;
 pub mod docker_creds;
-pub mod ensure;
 pub mod login;
 pub mod manifest;
 pub mod registry_copy;
-pub mod repair;
 pub mod report;
-pub mod tag;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -23,13 +23,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::client::Client;
-use super::manifest::{self, Content, Descriptor};
-use super::{clients, held, verify_credentials, Access};
 use crate::config::settings::{Arch, Settings};
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprint};
 use crate::plan::{self, TagMove};
+use crate::publish::client::Client;
+use crate::publish::manifest::{self, Content, Descriptor};
+use crate::publish::{clients, held, verify_credentials, Access};
 use crate::util::par_io;
 use crate::{ui, Ctx, Status};
 

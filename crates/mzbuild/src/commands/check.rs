@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{clients, missing, published_status, Access};
 use crate::fingerprint::fingerprint_all;
 use crate::plan;
+use crate::publish::{clients, missing, published_status, Access};
 use crate::{ui, Ctx, Status};
 
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {

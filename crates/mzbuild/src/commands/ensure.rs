@@ -18,16 +18,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::client::{Client, Credentials};
-use super::login::DockerLogin;
-use super::registry_copy::{copy_steps, show_bytes, Copied};
-use super::report::{self, Row};
-use super::{clients, published_status, verify_credentials, Access};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
 use crate::docker::{Builder, Docker};
 use crate::plan::naming::Registry;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
+use crate::publish::client::{Client, Credentials};
+use crate::publish::login::DockerLogin;
+use crate::publish::registry_copy::{copy_steps, show_bytes, Copied};
+use crate::publish::report::{self, Row};
+use crate::publish::{clients, published_status, verify_credentials, Access};
 use crate::{ui, Ctx, Status};
 
 /// `ensure`; a drifted tag (one tag, different content in different

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::changes::{default_base, diff_images, render_diff, short_sha};
+use super::diff::{default_base, diff_images, render_diff, short_sha};
+use super::lint;
 use crate::git::tree::Tree;
 use crate::git::GitRepo;
-use crate::{lint, ui, Ctx, Options, Status};
+use crate::{ui, Ctx, Options, Status};
 
 /// The line that marks a hook as ours.
 const MARKER: &str = "# mzbuild pre-push hook";

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
-use super::report::{self, Row};
-use super::{clients, published_status, verify_credentials, Access};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
+use crate::publish::report::{self, Row};
+use crate::publish::{clients, published_status, verify_credentials, Access};
 use crate::{ui, Ctx, Status};
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {

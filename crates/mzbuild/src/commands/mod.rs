@@ -1,0 +1,18 @@
+//! The commands' top levels, on top of the pipeline: each takes a
+//! [`Ctx`](crate::Ctx) (or a root) and returns a
+//! [`Status`](crate::Status) or the text for stdout. The engines they
+//! drive live in the stages below.
+//!
+//! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
+//! - [`diff`]: `diff` and `explain`;
+//! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing.
+
+pub mod check;
+pub mod diff;
+pub mod ensure;
+pub mod hook;
+pub mod introspect;
+pub mod lint;
+pub mod repair;
+pub mod tag;
