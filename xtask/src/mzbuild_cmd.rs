@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::commands::{check, diff, ensure, hook, introspect, lint, repair, tag};
-use mzbuild::{build, ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, tag};
+use mzbuild::{ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 

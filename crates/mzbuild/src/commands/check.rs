@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan;
 use crate::publish::{clients, missing, published_status, Access};
-use crate::{ui, Ctx, Status};
+use crate::ui;
 
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {
     let images = ctx.repo.resolve(targets)?;

@@ -20,6 +20,7 @@ use anyhow::Result;
 
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
+use crate::ctx::{Ctx, Status};
 use crate::docker::{Builder, Docker};
 use crate::plan::naming::Registry;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
@@ -28,7 +29,7 @@ use crate::publish::login::DockerLogin;
 use crate::publish::registry_copy::{copy_steps, show_bytes, Copied};
 use crate::publish::report::{self, Row};
 use crate::publish::{clients, published_status, verify_credentials, Access};
-use crate::{ui, Ctx, Status};
+use crate::ui;
 
 /// `ensure`; a drifted tag (one tag, different content in different
 /// registries) fails the run unless `allow_drift`: CI must notice it.

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::ctx::Ctx;
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprinted};
-use crate::Ctx;
 
 /// `fingerprint IMAGE`: the fingerprint alone.
 pub fn fingerprint(ctx: &Ctx, image: &str) -> Result<String> {

@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
+use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::publish::report::{self, Row};
 use crate::publish::{clients, published_status, verify_credentials, Access};
-use crate::{ui, Ctx, Status};
+use crate::ui;
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {
     let resolved = ctx.repo.resolve(targets)?;

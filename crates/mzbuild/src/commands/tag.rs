@@ -24,14 +24,15 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::config::settings::{Arch, Settings};
+use crate::ctx::{Ctx, Status};
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprint};
 use crate::plan::{self, TagMove};
 use crate::publish::client::Client;
 use crate::publish::manifest::{self, Content, Descriptor};
 use crate::publish::{clients, held, verify_credentials, Access};
+use crate::ui;
 use crate::util::par_io;
-use crate::{ui, Ctx, Status};
 
 /// How `tag` runs.
 #[derive(Clone, Debug)]

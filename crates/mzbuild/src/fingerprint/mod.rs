@@ -14,6 +14,7 @@
 //! inputs are a bitmap over the sorted tree (crate directories are ranges),
 //! and its self hash is fed whole runs of precomputed per-file records.
 
+pub mod changes;
 pub mod fileset;
 pub mod hash;
 pub mod memo;

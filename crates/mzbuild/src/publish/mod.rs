@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::ctx::Ctx;
 use crate::discover::Image;
 use crate::fingerprint::Fingerprinted;
 use crate::plan::Held;
+use crate::ui;
 use crate::util::par_io;
-use crate::{ui, Ctx};
 use client::{credentials, Client, Credentials};
 
 /// How many registry requests run at once.

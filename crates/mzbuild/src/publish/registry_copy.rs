@@ -23,9 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::client::{Client, Sent, Upload};
 use super::manifest::{self, Content, Descriptor};
+use crate::ctx::Ctx;
 use crate::plan::{Action, Step};
 use crate::util::par_io;
-use crate::Ctx;
 
 /// The first chunk size when a registry refuses a blob in one request;
 /// halved while it refuses chunks, down to `MIN_CHUNK`.
