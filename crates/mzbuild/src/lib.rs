@@ -2,26 +2,32 @@
 //! implementation of Materialize's mzbuild (the engine behind `cargo xtask
 //! mzbuild`).
 //!
-//! The pipeline, one module each, in order:
+//! The modules stand on floors, and each imports only its own floor and
+//! those below (`tests/layering.rs` enforces it, and that no files import
+//! each other in a circle). From the ground up:
 //!
-//! 1. [`discover`]: the files git sees, the images (`mzbuild.yml` +
-//!    `Dockerfile`), their `MZFROM` dependency graph;
-//! 2. [`config`]: `mzbuild.yml`, the root `Cargo.toml`'s
-//!    `[workspace.metadata.mzbuild]` and crate graph, the build settings;
-//! 3. [`preimage`]: the steps before `docker build` (`copy`, `cargo-build`),
-//!    with the inputs and fingerprint words each contributes;
-//! 4. [`fingerprint`]: every image's [`Fingerprint`], bit for bit as the
-//!    original computes it;
-//! 5. [`plan`]: what to do for each image, from fingerprints, registry
-//!    status and local images (pure);
-//! 6. [`build`]: the worker pool, `docker buildx`, the local commands;
-//! 7. [`publish`]: registries, their HTTP API, copies between them, logins,
-//!    `ensure`, `check` and `repair`.
-//!
-//! Beside them: [`commands`] (every command's top level), [`process`] (children
-//! and what a signal must undo), [`env`] (the injected environment) and
-//! [`ui`] (the only module that prints). A command's entry point takes a
-//! [`Ctx`] and returns a [`Status`]; the binary maps it to an exit code.
+//! - leaves: [`ui`] (the only module that prints), [`mod@env`] (the
+//!   injected environment), small helpers;
+//! - [`process`] (children in process groups, signals, the kill -9
+//!   watchdog, private directories) and [`cachefile`] (where caches live,
+//!   their format, when stat data proves a file unchanged);
+//! - [`git`]: what git sees: the object store, the index, the work tree's
+//!   listing and its cache, [`git::tree::Tree`], the blob-id cache;
+//! - [`config`]: `mzbuild.yml`, the root `Cargo.toml`'s
+//!   `[workspace.metadata.mzbuild]` and crate graph, the build settings;
+//! - [`docker`]: the docker CLI;
+//! - the pipeline, in order: [`discover`] (the images and their `MZFROM`
+//!   graph: a [`Repo`]), [`preimage`] (the steps before `docker build`, with
+//!   the inputs and fingerprint words each contributes), [`fingerprint`]
+//!   (every image's [`Fingerprint`], bit for bit as the original computes
+//!   it; a revision's, and how two differ), [`plan`] (what to do for each
+//!   image, pure; with the [`Naming`] of images);
+//! - [`ctx`]: what a command runs against ([`Ctx`]: the repository,
+//!   settings, naming, environment and docker);
+//! - [`build`] (the worker pool, `docker buildx`) and [`publish`]
+//!   (registries, their HTTP API, copies between them, logins);
+//! - [`commands`]: every command's top level. A command takes a [`Ctx`]
+//!   and returns a [`Status`]; the binary maps it to an exit code.
 
 pub mod build;
 pub mod cachefile;
