@@ -1,6 +1,6 @@
 //! Integration tests: git parity of the file listing.
 //!
-//! `mzbuild::discover::tree::Tree::list` must list exactly what
+//! `mzbuild::git::tree::Tree::list` must list exactly what
 //! `git ls-files --cached --others --exclude-standard` lists, less tracked
 //! files deleted from disk and nested repositories.
 //!
@@ -13,8 +13,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use mzbuild::discover::listing::How;
-use mzbuild::discover::tree::Tree;
+use mzbuild::git::listing::How;
+use mzbuild::git::tree::Tree;
 use support::{describe_inputs, git_home, run, TempRepo};
 
 /// What git lists, in this process's environment (like `Tree::list`).

@@ -772,7 +772,7 @@ fn revision_memo_and_diff_from_caches() {
         };
         Ctx::load(&options, repo.root().to_path_buf(), Box::new(ProcessEnv)).unwrap()
     };
-    let at_head = |no_cache: bool| mzbuild::changes::at_rev(&load(no_cache), "HEAD", &[]).unwrap().unwrap();
+    let at_head = |no_cache: bool| mzbuild::commands::diff::at_rev(&load(no_cache), "HEAD", &[]).unwrap().unwrap();
     let truth = at_head(true).fps().into_iter().map(|(n, f)| (n, f.fingerprint)).collect::<BTreeMap<_, _>>();
     let first = at_head(false);
     assert!(!first.stats.memo_hit);
@@ -784,11 +784,11 @@ fn revision_memo_and_diff_from_caches() {
         assert_eq!(c.manifest("app"), first.manifest("app"));
     }
     // One image and its dependencies, from the same memo.
-    let app = mzbuild::changes::at_rev(&load(false), "HEAD", &["app".to_string()]).unwrap().unwrap();
+    let app = mzbuild::commands::diff::at_rev(&load(false), "HEAD", &["app".to_string()]).unwrap().unwrap();
     assert!(app.stats.memo_hit);
     assert_eq!(app.images.keys().collect::<Vec<_>>(), ["app", "base"]);
     // Not an image there.
-    assert!(mzbuild::changes::at_rev(&load(false), "HEAD", &["nope".to_string()]).unwrap().is_none());
+    assert!(mzbuild::commands::diff::at_rev(&load(false), "HEAD", &["nope".to_string()]).unwrap().is_none());
     for e in std::fs::read_dir(repo.path(".git/mzbuild/revisions")).unwrap() {
         std::fs::write(e.unwrap().path(), "garbage").unwrap();
     }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::{build, changes, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, tag};
+use mzbuild::{ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
@@ -43,12 +44,12 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             return match h {
-                flags::Hook::Install { force } => mzbuild::hook::install(&root, *force, &workspace_root()),
-                flags::Hook::Uninstall => mzbuild::hook::uninstall(&root),
+                flags::Hook::Install { force } => hook::install(&root, *force, &workspace_root()),
+                flags::Hook::Uninstall => hook::uninstall(&root),
                 flags::Hook::PrePush { args } => {
                     let opts = mzbuild::Options { root: Some(root.clone()), ..opts };
                     let remote = args.first().map(String::as_str);
-                    mzbuild::hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
+                    hook::pre_push(&opts, &root, remote, Box::new(ProcessEnv), workspace_root())
                 }
             };
         }
@@ -142,7 +143,7 @@ impl flags::Graph {
 impl flags::Build {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         if self.dry_run {
-            return build::dry_run::build(ctx, &self.images, self.force);
+            return mzbuild::build::dry_run::build(ctx, &self.images, self.force);
         }
         build::build(ctx, &self.images, self.force, &self.pool.options())
     }
@@ -160,21 +161,21 @@ impl flags::Acquire {
 impl flags::Ensure {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         if self.dry_run {
-            return publish::dry_run::ensure(ctx, &self.images, &self.pool.options());
+            return mzbuild::publish::dry_run::ensure(ctx, &self.images, &self.pool.options());
         }
-        publish::ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
+        ensure::ensure(ctx, &self.images, &self.pool.options(), self.json, self.allow_drift)
     }
 }
 
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::check::check(ctx, &self.images, self.timeout)
+        check::check(ctx, &self.images, self.timeout)
     }
 }
 
 impl flags::Repair {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::repair::repair(ctx, &self.images, self.json, self.timeout)
+        repair::repair(ctx, &self.images, self.json, self.timeout)
     }
 }
 
@@ -185,13 +186,9 @@ impl flags::Tag {
         } else {
             archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
         };
-        let opts = publish::tag::TagOptions {
-            archs,
-            dry_run: self.dry_run,
-            mainline_only: self.mainline_only,
-            timeout: self.timeout,
-        };
-        publish::tag::tag(ctx, &self.tag, &self.images, &opts)
+        let opts =
+            tag::TagOptions { archs, dry_run: self.dry_run, mainline_only: self.mainline_only, timeout: self.timeout };
+        tag::tag(ctx, &self.tag, &self.images, &opts)
     }
 }
 
@@ -203,13 +200,13 @@ impl flags::Run {
 
 impl flags::Diff {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        changes::diff(ctx, self.rev.as_deref(), self.json)
+        diff::diff(ctx, self.rev.as_deref(), self.json)
     }
 }
 
 impl flags::Explain {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        changes::explain(ctx, &self.image, self.against.as_deref())
+        diff::explain(ctx, &self.image, self.against.as_deref())
     }
 }
 
@@ -217,11 +214,11 @@ impl flags::Explain {
 /// notes on stderr. `root_arg`: the `--root` a suggested command needs.
 pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
     let tree = match rev {
-        Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
-        None => mzbuild::discover::tree::Tree::list(root)?,
+        Some(r) => mzbuild::git::tree::Tree::list_rev(root, r)?,
+        None => mzbuild::git::tree::Tree::list(root)?,
     };
     let label = tree.label();
-    let findings = mzbuild::lint::lint(tree, strict)?;
+    let findings = lint::lint(tree, strict)?;
     for n in &findings.notes {
         ui::note(n);
     }

@@ -173,6 +173,16 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `1.5 MB`-style sizes for progress lines (MB = 10^6 bytes).
+pub fn show_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} kB", n as f64 / 1e3),
+        n => format!("{n} B"),
+    }
+}
+
 /// A duration for people: `12ms` below a tenth of a second (where `0.0s`
 /// would say nothing), else `1.5s`.
 pub fn seconds(s: f64) -> String {

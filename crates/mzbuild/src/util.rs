@@ -1,31 +1,19 @@
 //! Small shared mechanisms with no better home.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use rayon::prelude::*;
 
 /// `f` over `items` on up to `threads` threads, results in the order of
 /// `items`. For work that waits on the network or on other processes
-/// (registry requests, pulls), where more threads than cores pay off;
-/// CPU-bound work uses rayon.
+/// (registry requests, pulls), where more threads than cores pay off: a
+/// rayon pool of its own, sized for the waiting, instead of the global one
+/// (one thread per core) that CPU-bound work uses.
 pub fn par_io<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, items.len().max(1));
-    let mut parts: Vec<(usize, R)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { return out };
-                        out.push((i, f(item)));
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("I/O worker panicked")).collect()
-    });
-    parts.sort_unstable_by_key(|(i, _)| *i);
-    parts.into_iter().map(|(_, r)| r).collect()
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(|| items.par_iter().map(&f).collect()),
+        // No threads to be had: one at a time.
+        Err(_) => items.iter().map(f).collect(),
+    }
 }
 
 /// `word` as one word of a POSIX shell command line: as is when it needs no

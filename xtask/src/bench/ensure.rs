@@ -249,7 +249,7 @@ impl Seed {
         let reference = format!("{}/{SEED_REPO}:1", clients[0].registry.host());
         // buildx's state and its leftover `$TMPDIR/dockerfileNNNN/` go to a
         // private directory, as in every build of mzbuild's own.
-        let run_dir = mzbuild::build::docker::RunDir::new(ctx.env.as_ref())?;
+        let run_dir = mzbuild::docker::RunDir::new(ctx.env.as_ref())?;
         let status = ctx
             .docker
             .with_env(run_dir.env())

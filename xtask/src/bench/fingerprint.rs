@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mzbuild::config::image::PreImage;
-use mzbuild::discover::tree::Tree;
 use mzbuild::fingerprint::{self, hash::hash_files};
+use mzbuild::git::tree::Tree;
 use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings, Status};
 use sha1::{Digest, Sha1};
 
@@ -376,7 +376,7 @@ fn cache_pass(root: &Path, runs: usize) -> Result<CacheTimes> {
     let diff = || -> Result<(Duration, usize, usize)> {
         let t = Instant::now();
         let ctx = load(false)?;
-        let diffs = mzbuild::changes::diff_images(&ctx, &commit, None)?;
+        let diffs = mzbuild::commands::diff::diff_images(&ctx, &commit, None)?;
         let elapsed = t.elapsed();
         if diffs.is_empty() {
             bail!("internal error: diff found nothing against a commit with {input} changed");

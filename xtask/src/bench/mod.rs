@@ -1,13 +1,13 @@
 //! `cargo xtask bench ...`: benchmarks of mzbuild itself, on a generated
 //! Materialize-shaped monorepo ([`generate`]): [`fingerprint`] times
 //! fingerprinting against a floor, [`ensure`] a no-op `ensure` against the
-//! fingerprint time, [`copy`] filling a registry by copying against
+//! fingerprint time, [`registry_copy`] filling a registry by copying against
 //! rebuilding.
 
-mod copy;
 mod ensure;
 mod fingerprint;
 mod generate;
+mod registry_copy;
 
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ impl Bench {
         match self {
             Bench::Fingerprint(args) => fingerprint::run(args),
             Bench::Ensure(args) => ensure::run(args),
-            Bench::Copy(args) => copy::run(args),
+            Bench::Copy(args) => registry_copy::run(args),
         }
     }
 }

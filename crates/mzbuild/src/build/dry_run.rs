@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
+use crate::ctx::{Ctx, Status};
 use crate::plan::{self, dry_run, Facts, Goal};
-use crate::{ui, Ctx, Status};
+use crate::ui;
 
 pub fn build(ctx: &Ctx, targets: &[String], force: bool) -> Result<Status> {
     ctx.docker.check_engine()?;

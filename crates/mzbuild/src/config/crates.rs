@@ -18,8 +18,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{anyhow, bail, Context, Result};
 use toml::Value;
 
-use super::workspace::PathDependencies;
-use crate::discover::tree::Tree;
+use crate::git::tree::Tree;
+
+/// Which path dependencies make a crate's files inputs of the cargo-build
+/// images built from it (`[workspace.metadata.mzbuild] path-dependencies`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathDependencies {
+    /// The original mzbuild's: entries with a `path` key in `[dependencies]`
+    /// and `[build-dependencies]` (and an example's own crate's
+    /// `[dev-dependencies]`). Gives the original's tags.
+    #[default]
+    Original,
+    /// Every path dependency cargo builds with: also `{ workspace = true }`
+    /// entries whose `[workspace.dependencies]` entry is a path, and the
+    /// `[target.'cfg(..)'.*]` tables. Safer; changes tags.
+    Cargo,
+}
 
 #[derive(Debug, Clone)]
 pub struct Crate {

@@ -19,9 +19,10 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use toml::Value;
 
+use super::crates::PathDependencies;
 use super::settings::Arch;
 use super::ConfigError;
-use crate::discover::tree::Tree;
+use crate::git::tree::Tree;
 
 /// One publish target, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -72,21 +73,6 @@ impl Registry {
 /// does through [`crate::preimage::cargo_build::extra`].
 const METADATA_KEYS: &[&str] =
     &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders"];
-
-/// Which path dependencies make a crate's files inputs of the cargo-build
-/// images built from it (`[workspace.metadata.mzbuild] path-dependencies`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PathDependencies {
-    /// The original mzbuild's: entries with a `path` key in `[dependencies]`
-    /// and `[build-dependencies]` (and an example's own crate's
-    /// `[dev-dependencies]`). Gives the original's tags.
-    #[default]
-    Original,
-    /// Every path dependency cargo builds with: also `{ workspace = true }`
-    /// entries whose `[workspace.dependencies]` entry is a path, and the
-    /// `[target.'cfg(..)'.*]` tables. Safer; changes tags.
-    Cargo,
-}
 
 /// What the root `Cargo.toml` says, parsed once.
 #[derive(Debug, Default, Clone)]

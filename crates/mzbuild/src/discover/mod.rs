@@ -1,4 +1,4 @@
-//! Discovery: what the repository holds. [`tree`] lists the files git sees;
+//! Discovery: what the repository holds. [`crate::git::tree`] lists the files git sees;
 //! every git-visible `mzbuild.yml` with its Dockerfile is an [`Image`]
 //! (except the root's own and, as in the original, those under
 //! `misc/python/`, where Materialize keeps the Python mzbuild's package)
@@ -7,11 +7,8 @@
 //! configuration read once beside it.
 
 pub mod dockerfile;
-pub mod git;
 pub mod graph;
-pub mod index;
-pub mod listing;
-pub mod tree;
+pub mod pathspec;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,8 +20,7 @@ use crate::config::crates::CrateGraph;
 use crate::config::image::{self, ImageConfig, PreImage};
 use crate::config::workspace::WorkspaceConfig;
 use crate::config::{ConfigError, ConfigErrors};
-use crate::preimage::copy;
-use tree::Tree;
+use crate::git::tree::Tree;
 
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -329,12 +325,12 @@ fn discover_images(tree: &Tree, strict: bool) -> (BTreeMap<String, Image>, BTree
             let files = tree.range(&copy.source).len();
             // A source without files, or a bad pattern, is an error when the
             // image's inputs are computed.
-            if files > 0 && copy::matches(tree, copy).is_ok_and(|m| m.is_empty()) {
+            if files > 0 && pathspec::matches(tree, copy).is_ok_and(|m| m.is_empty()) {
                 own_warnings.push(ConfigError::EmptyCopy {
                     yml: yml.clone(),
                     image: config.name.clone(),
                     index: i + 1,
-                    source: copy::shown(&copy.source).to_string(),
+                    source: pathspec::shown(&copy.source).to_string(),
                     matching: copy.matching.clone(),
                     files,
                 });

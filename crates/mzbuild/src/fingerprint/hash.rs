@@ -16,9 +16,9 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use crate::discover::git::{self, Oid};
-use crate::discover::index::Stat;
-use crate::discover::tree::Tree;
+use crate::cachefile::Stat;
+use crate::git::tree::Tree;
+use crate::git::{self, Oid};
 
 pub const MODE_REGULAR: u16 = 0o100644;
 pub const MODE_EXECUTABLE: u16 = 0o100755;

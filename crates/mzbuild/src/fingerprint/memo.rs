@@ -35,11 +35,11 @@ use sha1::{Digest, Sha1};
 
 use super::hash::{self, FileHash, HashStats};
 use super::{Computed, Computed1, Fingerprint};
+use crate::cachefile::stat::{self, Stat};
 use crate::cachefile::{self, Dec, Enc, Short};
-use crate::discover::git::GitRepo;
-use crate::discover::index::Stat;
-use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
+use crate::git::tree::Tree;
+use crate::git::GitRepo;
 use crate::preimage::Notes;
 
 const MAGIC: &[u8] = b"mzbuild fingerprint memo v1\n";
@@ -57,7 +57,7 @@ struct Files {
     paths: OnceCell<Option<Vec<(usize, usize)>>>,
 }
 
-const REC: usize = 4 + 1 + cachefile::STAT_LEN + 2 + 20 + 4;
+const REC: usize = 4 + 1 + stat::STAT_LEN + 2 + 20 + 4;
 
 impl Files {
     fn len(&self) -> usize {
@@ -78,15 +78,15 @@ impl Files {
     }
 
     fn stat_bytes(&self, k: usize) -> &[u8] {
-        &self.rec(k)[5..5 + cachefile::STAT_LEN]
+        &self.rec(k)[5..5 + stat::STAT_LEN]
     }
 
     fn stat(&self, k: usize) -> Stat {
-        cachefile::stat_from(self.stat_bytes(k).try_into().unwrap())
+        stat::stat_from(self.stat_bytes(k).try_into().unwrap())
     }
 
     fn hash(&self, k: usize) -> FileHash {
-        let r = &self.rec(k)[5 + cachefile::STAT_LEN..];
+        let r = &self.rec(k)[5 + stat::STAT_LEN..];
         FileHash { mode: u16::from_le_bytes([r[0], r[1]]), digest: r[2..22].try_into().unwrap() }
     }
 
@@ -117,16 +117,8 @@ impl Files {
 
     /// The record of tree position `pos`.
     fn find(&self, pos: u32) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.pos(mid).cmp(&pos) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        let (recs, _) = self.recs.as_chunks::<REC>();
+        recs.binary_search_by_key(&pos, |r| u32::from_le_bytes([r[0], r[1], r[2], r[3]])).ok()
     }
 
     fn find_path(&self, path: &str) -> Option<usize> {
@@ -155,7 +147,7 @@ pub struct Memo {
 }
 
 fn settings_key(settings: &str) -> String {
-    crate::discover::git::hex(&Sha1::digest(settings.as_bytes()))[..16].to_string()
+    crate::git::hex(&Sha1::digest(settings.as_bytes()))[..16].to_string()
 }
 
 fn rev_dir(git: &GitRepo) -> PathBuf {
@@ -328,7 +320,7 @@ impl Memo {
         *self.reads_ok.get_or_init(|| {
             self.reads.par_iter().all(|(rel, stat)| {
                 let now = cachefile::stat(&tree.root.join(rel));
-                cachefile::same(&now, stat) && stat.as_ref().is_none_or(|s| cachefile::trusted(s, self.at))
+                now == *stat && stat.as_ref().is_none_or(|s| cachefile::trusted(s, self.at))
             })
         })
     }
@@ -391,7 +383,7 @@ impl Memo {
             match (new_pos, old_pos) {
                 (Some(np), op) if op.is_none_or(|op| np <= op) => {
                     let stat = new_stat(i);
-                    let bytes = cachefile::stat_bytes(&stat.unwrap_or_default());
+                    let bytes = stat::stat_bytes(&stat.unwrap_or_default());
                     push(np, work_tree && stat.is_none(), &bytes, &computed.hashes[i], &computed.paths[i]);
                     if op == Some(np) {
                         j += 1;

@@ -14,7 +14,7 @@
 //! inputs are a bitmap over the sorted tree (crate directories are ranges),
 //! and its self hash is fed whole runs of precomputed per-file records.
 
-pub mod cache;
+pub mod changes;
 pub mod fileset;
 pub mod hash;
 pub mod memo;
@@ -29,7 +29,8 @@ use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 use crate::config::settings::Settings;
-use crate::discover::{index, Image, Repo};
+use crate::discover::{Image, Repo};
+use crate::git::index;
 use crate::preimage::{self, InputCache};
 use fileset::FileSet;
 

@@ -271,9 +271,9 @@ pub fn record(root: &Path, computed: &Computed) -> Result<usize> {
     // The manifest: one entry per unique input of the run.
     let mut text = String::with_capacity(computed.paths.len() * 80);
     for (path, h) in computed.paths.iter().zip(&computed.hashes) {
-        let _ = write!(text, "{:o} {} {path}\0", h.mode, crate::discover::git::hex(&h.digest));
+        let _ = write!(text, "{:o} {} {path}\0", h.mode, crate::git::hex(&h.digest));
     }
-    let manifest = crate::discover::git::hex(&Sha1::digest(text.as_bytes()));
+    let manifest = crate::git::hex(&Sha1::digest(text.as_bytes()));
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).with_context(|| format!("creating {}", manifests.display()))?;
     let mpath = manifests.join(&manifest);
@@ -380,7 +380,7 @@ fn parse_entry(entry: &str) -> Option<(String, FileHash)> {
     let mode = u16::from_str_radix(parts.next()?, 8).ok()?;
     let hex = parts.next()?;
     let path = parts.next()?;
-    let oid = crate::discover::git::parse_hex(hex)?;
+    let oid = crate::git::parse_hex(hex)?;
     Some((path.to_string(), FileHash { mode, digest: oid }))
 }
 
@@ -465,7 +465,7 @@ mod tests {
     fn manifest_entries_round_trip() {
         let h = FileHash { mode: 0o100755, digest: [0xab; 20] };
         for path in ["dir/a b.txt", "new\nline", "tab\tand space "] {
-            let entry = format!("{:o} {} {path}", h.mode, crate::discover::git::hex(&h.digest));
+            let entry = format!("{:o} {} {path}", h.mode, crate::git::hex(&h.digest));
             assert_eq!(parse_entry(&entry), Some((path.to_string(), h)));
         }
     }

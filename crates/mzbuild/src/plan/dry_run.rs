@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use super::{drifted, Action, Facts, Step};
 use crate::config::image::PreImage;
 use crate::config::settings::Settings;
+use crate::plan::naming::Naming;
 use crate::preimage::cargo_build::cargo_args;
-use crate::publish::targets::Naming;
 
 /// The wave of each step that builds: 1 for those whose dependencies are
 /// all available, else one more than the latest wave among the

@@ -10,11 +10,13 @@
 //! tags (same tag, different digests) back at the reference registry's
 //! content.
 
+pub mod naming;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::discover::Image;
 use crate::fingerprint::{Fingerprint, Fingerprinted};
-use crate::publish::targets::Naming;
+use crate::plan::naming::Naming;
 
 pub mod dry_run;
 

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use super::InputCache;
 use crate::config::image::CargoBuildSpec;
 use crate::config::settings::{Profile, Settings};
-use crate::discover::tree::Tree;
 use crate::discover::{Image, Repo};
 use crate::env::Env;
+use crate::git::tree::Tree;
 use crate::process::{self, GroupChild};
 use crate::ui;
 
@@ -274,7 +274,7 @@ pub fn build(
     let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
     let root = repo.root();
-    ui::live::cargo_started(&log, crate::build::history::History::load(root).cargo_units);
+    ui::live::cargo_started(&log, crate::cachefile::history::History::load(root).cargo_units);
     // Cargo's messages are read on a thread of their own, so that this one
     // keeps the status line moving while a long crate compiles.
     let stdout = child.take_stdout().expect("piped");
@@ -327,12 +327,12 @@ pub fn build(
                 .collect::<Vec<_>>()
                 .join(", "),
             log.display(),
-            crate::build::docker::tail(&log, 25)
+            crate::docker::tail(&log, 25)
         );
     }
     let took = started.elapsed().as_secs_f64();
     ui::progress(format_args!("cargo build: done in {took:.1}s"));
-    crate::build::history::History::update(root, |h| {
+    crate::cachefile::history::History::update(root, |h| {
         h.cargo_seconds = Some(took);
         h.cargo_units = Some(units);
     });

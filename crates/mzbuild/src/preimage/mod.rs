@@ -1,12 +1,12 @@
 //! Pre-images: the steps that run before `docker build`, and the inputs
 //! and fingerprint `extra` each step contributes, kept together so that what
 //! a step reads and what its image's fingerprint covers cannot drift apart.
-//! [`copy`] copies files into the context; [`cargo_build`] builds every
+//! [`copy_files`] copies files into the context; [`cargo_build`] builds every
 //! cargo-build binary of a run with ONE `cargo build`. Before any step, an
 //! image's context is cleaned of everything git does not see.
 
 pub mod cargo_build;
-pub mod copy;
+pub mod copy_files;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -95,7 +95,7 @@ pub fn inputs(
 ) -> Result<Vec<Range<usize>>> {
     let what = || format!("image `{}` ({}/mzbuild.yml), pre-image #{}", image.name, image.dir, i + 1);
     match pre {
-        PreImage::Copy(c) => copy::inputs(&repo.tree, c).with_context(what),
+        PreImage::Copy(c) => copy_files::inputs(&repo.tree, c).with_context(what),
         PreImage::CargoBuild(cb) => cargo_build::inputs(repo, cb, cache).with_context(what),
     }
 }
@@ -128,7 +128,7 @@ pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &Build
             let mut written = Vec::new();
             for pre in &image.config.pre_images {
                 if let PreImage::Copy(c) = pre {
-                    written.extend(copy::run(repo, image, c)?);
+                    written.extend(copy_files::run(repo, image, c)?);
                 }
             }
             Ok(written)

@@ -4,12 +4,15 @@
 //! summary (`$GITHUB_STEP_SUMMARY` or `$BUILDKITE` set).
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
 
 use super::client::Client;
 use super::held_by;
 use super::report::Row;
+use crate::ctx::Ctx;
+use crate::env::Env;
 use crate::ui::summary::{self, Summary};
-use crate::Ctx;
 
 /// Whether a CI system wants a summary of this run.
 pub fn wanted(ctx: &Ctx) -> bool {
@@ -18,7 +21,7 @@ pub fn wanted(ctx: &Ctx) -> bool {
 
 /// Write the summary of `command`.
 pub fn write(ctx: &Ctx, command: &str, ok: bool, headline: String, rows: Vec<summary::Row>) {
-    summary::publish(ctx.env.as_ref(), &Summary { command: command.into(), ok, headline, rows });
+    publish(ctx.env.as_ref(), &Summary { command: command.into(), ok, headline, rows });
 }
 
 /// The digest each image's tag names now (the first registry's that has
@@ -111,4 +114,59 @@ pub fn write_check(ctx: &Ctx, published: &BTreeMap<String, crate::plan::Held>) {
         format!("{bad} of {n} missing or drifted")
     };
     write(ctx, "check", bad == 0, headline, rows);
+}
+/// Write `summary` where the CI system shows it; problems are warnings
+/// (the run's result stands).
+fn publish(env: &dyn Env, summary: &Summary) {
+    let github = env.path("GITHUB_STEP_SUMMARY");
+    let buildkite = env.non_empty("BUILDKITE").is_some();
+    if github.is_none() && !buildkite {
+        return;
+    }
+    let md = summary.markdown();
+    if let Some(path) = github {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(md.as_bytes()));
+        if let Err(e) = written {
+            crate::ui::warn(format_args!(
+                "cannot append the summary to $GITHUB_STEP_SUMMARY ({}): {e}",
+                path.display()
+            ));
+        }
+    }
+    if buildkite {
+        annotate(&md, summary.ok);
+    }
+}
+
+/// `buildkite-agent annotate --style success|error --context mzbuild`,
+/// the Markdown on stdin; nothing when the agent is not on PATH.
+fn annotate(md: &str, ok: bool) {
+    let style = if ok { "success" } else { "error" };
+    let child = crate::process::command("buildkite-agent")
+        .args(["annotate", "--style", style, "--context", "mzbuild"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return crate::ui::warn(format_args!("cannot run buildkite-agent annotate: {e}")),
+    };
+    if let Some(mut sin) = child.stdin.take() {
+        let _ = sin.write_all(md.as_bytes());
+    }
+    match child.wait_with_output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => crate::ui::warn(format_args!(
+            "buildkite-agent annotate failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => crate::ui::warn(format_args!("buildkite-agent annotate: {e}")),
+    }
 }

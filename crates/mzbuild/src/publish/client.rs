@@ -27,8 +27,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use ureq::http::{Method, Request, Response};
 use ureq::{Body, BodyReader, RequestExt, SendBody};
 
-use super::targets::Registry;
 use crate::env::Env;
+use crate::plan::naming::Registry;
 
 pub const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -230,20 +230,20 @@ impl Client {
         self.creds.as_ref()
     }
 
-    /// The digest of `repo:reference` (any manifest or index type), or
+    /// The digest of `repository:reference` (any manifest or index type), or
     /// `None` if it is absent. From `Docker-Content-Digest` of a `HEAD`; a
     /// registry that does not send it is asked for the manifest itself.
-    pub fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let resp = self.request(Method::HEAD, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
+    pub fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<String>> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let resp = self.request(Method::HEAD, &url, &pull(repository), &[("Accept", MANIFEST_TYPES)], b"")?;
         match resp.status().as_u16() {
             200 => match header(&resp, "docker-content-digest") {
                 Some(d) => Ok(Some(d)),
-                None => Ok(self.get_manifest(repo, reference)?.map(|m| super::manifest::digest(&m.bytes))),
+                None => Ok(self.get_manifest(repository, reference)?.map(|m| super::manifest::digest(&m.bytes))),
             },
             404 => Ok(None),
             s @ (401 | 403) => bail!(
-                "registry {} refused to say whether {repo}:{reference} exists (HTTP {s}): {}",
+                "registry {} refused to say whether {repository}:{reference} exists (HTTP {s}): {}",
                 self.registry.url,
                 self.auth_hint()
             ),
@@ -251,10 +251,10 @@ impl Client {
         }
     }
 
-    /// `repo:reference` (a tag or a digest) as stored, or `None` if absent.
-    pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<Option<Manifest>> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let mut resp = self.request(Method::GET, &url, &pull(repo), &[("Accept", MANIFEST_TYPES)], b"")?;
+    /// `repository:reference` (a tag or a digest) as stored, or `None` if absent.
+    pub fn get_manifest(&self, repository: &str, reference: &str) -> Result<Option<Manifest>> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let mut resp = self.request(Method::GET, &url, &pull(repository), &[("Accept", MANIFEST_TYPES)], b"")?;
         match resp.status().as_u16() {
             200 => {
                 let content_type = header(&resp, "content-type");
@@ -268,21 +268,21 @@ impl Client {
         }
     }
 
-    /// Store `bytes` as `repo:reference` with `media_type`; the digest the
+    /// Store `bytes` as `repository:reference` with `media_type`; the digest the
     /// registry gives it.
-    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let resp = self.request(Method::PUT, &url, &push(repo), &[("Content-Type", media_type)], bytes)?;
+    pub fn put_manifest(&self, repository: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let resp = self.request(Method::PUT, &url, &push(repository), &[("Content-Type", media_type)], bytes)?;
         match resp.status().as_u16() {
             200 | 201 => Ok(header(&resp, "docker-content-digest").unwrap_or_else(|| super::manifest::digest(bytes))),
             s => bail!("registry {}: HTTP {s} for PUT {url}{}", self.registry.url, error_detail(resp)),
         }
     }
 
-    /// Whether blob `digest` is in `repo`.
-    pub fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let resp = self.request(Method::HEAD, &url, &push(repo), &[], b"")?;
+    /// Whether blob `digest` is in `repository`.
+    pub fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let resp = self.request(Method::HEAD, &url, &push(repository), &[], b"")?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -290,17 +290,17 @@ impl Client {
         }
     }
 
-    /// Start uploading a blob to `repo`. With `mount = (digest, from)`, ask
+    /// Start uploading a blob to `repository`. With `mount = (digest, from)`, ask
     /// the registry to mount it from repository `from` of the same registry
     /// instead; it may start an upload session all the same (it does not
     /// have the blob there, or does not mount).
-    pub fn start_upload(&self, repo: &str, mount: Option<(&str, &str)>) -> Result<Upload> {
+    pub fn start_upload(&self, repository: &str, mount: Option<(&str, &str)>) -> Result<Upload> {
         let (url, scope) = match mount {
             Some((digest, from)) => (
-                format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", self.base, encode(digest), encode(from)),
-                format!("repository:{repo}:push,pull repository:{from}:pull"),
+                format!("{}/v2/{repository}/blobs/uploads/?mount={}&from={}", self.base, encode(digest), encode(from)),
+                format!("repository:{repository}:push,pull repository:{from}:pull"),
             ),
-            None => (format!("{}/v2/{repo}/blobs/uploads/", self.base), push(repo)),
+            None => (format!("{}/v2/{repository}/blobs/uploads/", self.base), push(repository)),
         };
         let resp = self.request(Method::POST, &url, &scope, &[], b"")?;
         match resp.status().as_u16() {
@@ -313,44 +313,44 @@ impl Client {
         }
     }
 
-    /// Mount blob `digest` from repository `from` into `repo` (same
+    /// Mount blob `digest` from repository `from` into `repository` (same
     /// registry); false if the registry did not mount it.
-    pub fn mount_blob(&self, repo: &str, digest: &str, from: &str) -> Result<bool> {
-        Ok(self.start_upload(repo, Some((digest, from)))? == Upload::Mounted)
+    pub fn mount_blob(&self, repository: &str, digest: &str, from: &str) -> Result<bool> {
+        Ok(self.start_upload(repository, Some((digest, from)))? == Upload::Mounted)
     }
 
-    /// Upload `data` as blob `digest` of `repo`, in one request (for small
+    /// Upload `data` as blob `digest` of `repository`, in one request (for small
     /// blobs: configs, seeds).
-    pub fn upload_blob(&self, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
-        let Upload::At(location) = self.start_upload(repo, None)? else { unreachable!("no mount was asked for") };
+    pub fn upload_blob(&self, repository: &str, digest: &str, data: &[u8]) -> Result<()> {
+        let Upload::At(location) = self.start_upload(repository, None)? else { unreachable!("no mount was asked for") };
         let url = with_digest(&location, digest);
         let headers = [("Content-Type", "application/octet-stream")];
-        let resp = self.request(Method::PUT, &url, &push(repo), &headers, data)?;
+        let resp = self.request(Method::PUT, &url, &push(repository), &headers, data)?;
         match resp.status().as_u16() {
             201 => Ok(()),
             s => bail!(
-                "registry {}: HTTP {s} for PUT of blob {digest} into {repo}{}",
+                "registry {}: HTTP {s} for PUT of blob {digest} into {repository}{}",
                 self.registry.url,
                 error_detail(resp)
             ),
         }
     }
 
-    /// The blob `digest` of `repo`, read whole (for small blobs: configs).
-    pub fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let mut resp = self.request(Method::GET, &url, &pull(repo), &[], b"")?;
+    /// The blob `digest` of `repository`, read whole (for small blobs: configs).
+    pub fn get_blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let mut resp = self.request(Method::GET, &url, &pull(repository), &[], b"")?;
         match resp.status().as_u16() {
             200 => Ok(resp.body_mut().with_config().limit(64 << 20).read_to_vec()?),
             s => bail!("registry {}: HTTP {s} for GET {url}{}", self.registry.url, error_detail(resp)),
         }
     }
 
-    /// The blob `digest` of `repo` as a stream (following the registry's
+    /// The blob `digest` of `repository` as a stream (following the registry's
     /// redirect to its storage, if any), uncompressed by nobody: the bytes
     /// are exactly the blob's.
-    pub fn read_blob(&self, repo: &str, digest: &str) -> Result<BlobReader> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+    pub fn read_blob(&self, repository: &str, digest: &str) -> Result<BlobReader> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
         let call = Call {
             method: Method::GET,
             url: &url,
@@ -358,7 +358,7 @@ impl Client {
             body: b"",
             transfer: true,
         };
-        let resp = self.request_call(&call, &pull(repo))?;
+        let resp = self.request_call(&call, &pull(repository))?;
         match resp.status().as_u16() {
             200 => {
                 let len = resp.body().content_length();
@@ -369,12 +369,12 @@ impl Client {
     }
 
     /// Finish the upload session at `location` with the whole blob: `size`
-    /// bytes of `body` (streamed; one attempt), stored as `digest` of `repo`
+    /// bytes of `body` (streamed; one attempt), stored as `digest` of `repository`
     /// (the registry checks the digest). Or, for a session whose chunks were
     /// all sent, `size` 0 and an empty body.
     pub fn finish_upload(
         &self,
-        repo: &str,
+        repository: &str,
         location: &str,
         digest: &str,
         size: u64,
@@ -382,12 +382,12 @@ impl Client {
     ) -> Result<Sent> {
         let url = with_digest(location, digest);
         let headers = [("Content-Type", "application/octet-stream")];
-        let resp = self.send_stream(Method::PUT, &url, &push(repo), &headers, size, body)?;
+        let resp = self.send_stream(Method::PUT, &url, &push(repository), &headers, size, body)?;
         match resp.status().as_u16() {
             201 => Ok(Sent::Accepted(String::new())),
             s @ (405 | 413 | 501) => Ok(Sent::BodyRefused(s)),
             s => bail!(
-                "registry {}: HTTP {s} for PUT of blob {digest} into {repo}{}",
+                "registry {}: HTTP {s} for PUT of blob {digest} into {repository}{}",
                 self.registry.url,
                 error_detail(resp)
             ),
@@ -396,18 +396,27 @@ impl Client {
 
     /// Send `len` bytes of `body` (streamed; one attempt) as the chunk at
     /// `offset` of the upload session at `location`.
-    pub fn upload_chunk(&self, repo: &str, location: &str, offset: u64, len: u64, body: &mut dyn Read) -> Result<Sent> {
+    pub fn upload_chunk(
+        &self,
+        repository: &str,
+        location: &str,
+        offset: u64,
+        len: u64,
+        body: &mut dyn Read,
+    ) -> Result<Sent> {
         let range = format!("{offset}-{}", (offset + len).saturating_sub(1));
         let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", range.as_str())];
-        let resp = self.send_stream(Method::PATCH, location, &push(repo), &headers, len, body)?;
+        let resp = self.send_stream(Method::PATCH, location, &push(repository), &headers, len, body)?;
         match resp.status().as_u16() {
             202 => match header(&resp, "location") {
                 Some(next) => Ok(Sent::Accepted(self.absolute(&next))),
-                None => bail!("registry {}: no upload location in the answer to a PATCH of {repo}", self.registry.url),
+                None => {
+                    bail!("registry {}: no upload location in the answer to a PATCH of {repository}", self.registry.url)
+                }
             },
             s @ (405 | 413 | 501) => Ok(Sent::BodyRefused(s)),
             s => bail!(
-                "registry {}: HTTP {s} for PATCH of bytes {range} into {repo}{}",
+                "registry {}: HTTP {s} for PATCH of bytes {range} into {repository}{}",
                 self.registry.url,
                 error_detail(resp)
             ),
@@ -415,11 +424,11 @@ impl Client {
     }
 
     /// Check the credentials now, before anything is built: a wrong token
-    /// must fail in seconds. `repo` is a repository we will push to.
-    pub fn verify_credentials(&self, repo: &str) -> Result<()> {
+    /// must fail in seconds. `repository` is a repository we will push to.
+    pub fn verify_credentials(&self, repository: &str) -> Result<()> {
         let Some(creds) = &self.creds else { return Ok(()) };
         let url = format!("{}/v2/", self.base);
-        let resp = self.request(Method::GET, &url, &push(repo), &[], b"")?;
+        let resp = self.request(Method::GET, &url, &push(repository), &[], b"")?;
         match resp.status().as_u16() {
             200 => Ok(()),
             s @ (401 | 403) => bail!(
@@ -711,12 +720,12 @@ fn with_digest(location: &str, digest: &str) -> String {
     format!("{location}{sep}digest={}", encode(digest))
 }
 
-fn pull(repo: &str) -> String {
-    format!("repository:{repo}:pull")
+fn pull(repository: &str) -> String {
+    format!("repository:{repository}:pull")
 }
 
-fn push(repo: &str) -> String {
-    format!("repository:{repo}:push,pull")
+fn push(repository: &str) -> String {
+    format!("repository:{repository}:push,pull")
 }
 
 fn retryable_status(s: u16) -> bool {

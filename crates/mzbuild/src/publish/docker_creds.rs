@@ -22,7 +22,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::client::Credentials;
-use super::login::user_docker_config_dir;
+use crate::docker::user_docker_config_dir;
 use crate::env::Env;
 use crate::process::{self, GroupChild};
 

@@ -11,8 +11,9 @@ use anyhow::Result;
 use super::client::credentials;
 use super::{clients, published_status, Access};
 use crate::build::PoolOptions;
+use crate::ctx::{Ctx, Status};
 use crate::plan::{self, dry_run, Facts, Goal};
-use crate::{ui, Ctx, Status};
+use crate::ui;
 
 pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<Status> {
     let images = ctx.repo.resolve(targets)?;

@@ -3,18 +3,19 @@
 //! stdin), removed when the run ends, also on a signal or a kill (see
 //! `process`). The user's `~/.docker`
 //! is never written (buildx's own state goes to the run's private directory,
-//! see `build::docker::RunDir`).
+//! see `docker::RunDir`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::client::{credentials, Credentials};
-use super::targets::Registry;
-use crate::build::docker::Docker;
+use crate::ctx::Ctx;
+use crate::docker::{user_docker_config_dir, Docker};
 use crate::env::Env;
+use crate::plan::naming::Registry;
 use crate::process::PrivateDir;
-use crate::{ui, Ctx};
+use crate::ui;
 
 /// The private DOCKER_CONFIG; removed on drop.
 pub struct DockerLogin {
@@ -74,11 +75,6 @@ impl DockerLogin {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![("DOCKER_CONFIG".into(), self.dir.path().display().to_string())]
     }
-}
-
-/// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
-pub fn user_docker_config_dir(env: &dyn Env) -> Option<PathBuf> {
-    env.path("DOCKER_CONFIG").or_else(|| env.path("HOME").map(|h| h.join(".docker")))
 }
 
 /// Start the private config from the user's `config.json`, so builds keep

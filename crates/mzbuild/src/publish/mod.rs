@@ -1,36 +1,32 @@
-//! Publishing: where images go ([`targets`]), asking registries over their
+//! Publishing: asking registries over their
 //! HTTP API ([`client`]), what manifests say ([`manifest`]), copying images
-//! between registries ([`copy`]), logging docker in for pushes and pulls
+//! between registries ([`registry_copy`]), logging docker in for pushes and pulls
 //! ([`login`]), the user's own docker logins for reads ([`docker_creds`]),
 //! and the commands `ensure` (copy or build and push exactly what is
 //! missing; the CI entry point), `check` (report what is missing or has
 //! drifted), `repair` (re-point drifted tags) and `tag` (multi-arch release
 //! tags), with their summary ([`report`]) and CI summaries ([`ci`]).
 
-pub mod check;
 pub mod ci;
 pub mod client;
-pub mod copy;
 pub mod docker_creds;
 pub mod dry_run;
-pub mod ensure;
 pub mod login;
 pub mod manifest;
-pub mod repair;
+pub mod registry_copy;
 pub mod report;
-pub mod tag;
-pub mod targets;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::ctx::Ctx;
 use crate::discover::Image;
 use crate::fingerprint::Fingerprinted;
 use crate::plan::Held;
+use crate::ui;
 use crate::util::par_io;
-use crate::{ui, Ctx};
 use client::{credentials, Client, Credentials};
 
 /// How many registry requests run at once.

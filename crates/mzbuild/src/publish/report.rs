@@ -50,7 +50,7 @@ pub fn print(rows: &[Row], json: bool) -> Result<bool> {
                     ("pushed", None) => format!("to {}", r.registries.join(", ")),
                     ("copied" | "repaired", None) => format!(
                         "{} from {} to {}",
-                        super::copy::show_bytes(r.bytes_copied.unwrap_or(0)),
+                        crate::ui::show_bytes(r.bytes_copied.unwrap_or(0)),
                         r.from.as_deref().unwrap_or("?"),
                         r.registries.join(", ")
                     ),

@@ -290,7 +290,7 @@ fn render(s: &State, copied: u64, now: Instant) -> String {
         parts.push(format!(
             "copying {}: {} sent, {}",
             super::count(n, "image", "images"),
-            crate::publish::copy::show_bytes(copied),
+            super::show_bytes(copied),
             clock(now - since)
         ));
     }

@@ -2,13 +2,9 @@
 //! where) with each failure's message and log tail in a collapsed
 //! `<details>` block, appended to `$GITHUB_STEP_SUMMARY` when it is set
 //! (GitHub Actions' job summary), and given to `buildkite-agent annotate`
-//! when `$BUILDKITE` is set and the agent is on PATH. `ensure`, `check`,
-//! `repair` and `tag` write one (see `publish::ci`).
-
-use std::io::Write;
-use std::process::Stdio;
-
-use crate::env::Env;
+//! when `$BUILDKITE` is set and the agent is on PATH. This is the model and
+//! its Markdown (pure); `publish::ci` fills and writes it for `ensure`,
+//! `check`, `repair` and `tag`.
 
 /// One image's line.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,59 +73,6 @@ impl Summary {
 
 fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// Write `summary` where the CI system shows it; problems are warnings
-/// (the run's result stands).
-pub fn publish(env: &dyn Env, summary: &Summary) {
-    let github = env.path("GITHUB_STEP_SUMMARY");
-    let buildkite = env.non_empty("BUILDKITE").is_some();
-    if github.is_none() && !buildkite {
-        return;
-    }
-    let md = summary.markdown();
-    if let Some(path) = github {
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(md.as_bytes()));
-        if let Err(e) = written {
-            super::warn(format_args!("cannot append the summary to $GITHUB_STEP_SUMMARY ({}): {e}", path.display()));
-        }
-    }
-    if buildkite {
-        annotate(&md, summary.ok);
-    }
-}
-
-/// `buildkite-agent annotate --style success|error --context mzbuild`,
-/// the Markdown on stdin; nothing when the agent is not on PATH.
-fn annotate(md: &str, ok: bool) {
-    let style = if ok { "success" } else { "error" };
-    let child = crate::process::command("buildkite-agent")
-        .args(["annotate", "--style", style, "--context", "mzbuild"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => return super::warn(format_args!("cannot run buildkite-agent annotate: {e}")),
-    };
-    if let Some(mut sin) = child.stdin.take() {
-        let _ = sin.write_all(md.as_bytes());
-    }
-    match child.wait_with_output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => super::warn(format_args!(
-            "buildkite-agent annotate failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => super::warn(format_args!("buildkite-agent annotate: {e}")),
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{clients, missing, published_status, Access};
+use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan;
-use crate::{ui, Ctx, Status};
+use crate::publish::{clients, missing, published_status, Access};
+use crate::ui;
 
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {
     let images = ctx.repo.resolve(targets)?;
@@ -21,7 +22,7 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
     let drifted: Vec<(&String, Vec<usize>)> =
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
     let n_pub = images.iter().filter(|i| i.config.publish).count();
-    super::ci::write_check(ctx, &published);
+    crate::publish::ci::write_check(ctx, &published);
     if missing.is_empty() && drifted.is_empty() {
         let all = match n_pub {
             0 => "there is no publishable image: nothing to check".to_string(),

@@ -23,15 +23,16 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::client::Client;
-use super::manifest::{self, Content, Descriptor};
-use super::{clients, held, verify_credentials, Access};
 use crate::config::settings::{Arch, Settings};
+use crate::ctx::{Ctx, Status};
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprint};
 use crate::plan::{self, TagMove};
+use crate::publish::client::Client;
+use crate::publish::manifest::{self, Content, Descriptor};
+use crate::publish::{clients, held, verify_credentials, Access};
+use crate::ui;
 use crate::util::par_io;
-use crate::{ui, Ctx, Status};
 
 /// How `tag` runs.
 #[derive(Clone, Debug)]
@@ -217,7 +218,7 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     for line in &mut lines {
         line.3 = line.3.replace("create", "created").replacen("move (", "moved (", 1);
     }
-    if super::ci::wanted(ctx) {
+    if crate::publish::ci::wanted(ctx) {
         let rows = lines
             .iter()
             .map(|(name, r, _, what)| {
@@ -231,7 +232,7 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         let headline = format!("{tag}: {created} created, {moved} moved, {unchanged} unchanged");
         let headline =
             if errors.is_empty() { headline } else { format!("{headline}; {} could not be written", errors.len()) };
-        super::ci::write(ctx, "tag", errors.is_empty(), headline, rows);
+        crate::publish::ci::write(ctx, "tag", errors.is_empty(), headline, rows);
     }
     ui::result(&show(&lines));
     if !errors.is_empty() {

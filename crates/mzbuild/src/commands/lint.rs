@@ -23,8 +23,8 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::config::image::PreImage;
 use crate::config::ConfigError;
-use crate::discover::tree::Tree;
 use crate::discover::Repo;
+use crate::git::tree::Tree;
 use crate::preimage::{self, InputCache};
 
 /// What lint found.

@@ -231,6 +231,11 @@ impl Docker {
     }
 }
 
+/// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
+pub fn user_docker_config_dir(env: &dyn Env) -> Option<PathBuf> {
+    env.path("DOCKER_CONFIG").or_else(|| env.path("HOME").map(|h| h.join(".docker")))
+}
+
 /// Where buildx writes during a run, instead of the user's files: a private
 /// directory, removed when the run ends however it ends (see `process`),
 /// holding
@@ -253,9 +258,7 @@ impl RunDir {
         for d in [&buildx, &tmp] {
             std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let user = env
-            .path("BUILDX_CONFIG")
-            .or_else(|| crate::publish::login::user_docker_config_dir(env).map(|d| d.join("buildx")));
+        let user = env.path("BUILDX_CONFIG").or_else(|| user_docker_config_dir(env).map(|d| d.join("buildx")));
         if let Some(user) = user.filter(|u| u.is_dir()) {
             seed_buildx(&user, &buildx)?;
         }

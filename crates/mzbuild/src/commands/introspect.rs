@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::ctx::Ctx;
 use crate::discover::Image;
 use crate::fingerprint::{fingerprint_all, Fingerprinted};
-use crate::Ctx;
 
 /// `fingerprint IMAGE...`: the fingerprints alone, one per line, in the
 /// order given.

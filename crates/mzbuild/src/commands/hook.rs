@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::changes::{default_base, diff_images, render_diff, short_sha};
-use crate::discover::git::GitRepo;
-use crate::discover::tree::Tree;
-use crate::{lint, ui, Ctx, Options, Status};
+use super::diff::{default_base, diff_images, render_diff, short_sha};
+use super::lint;
+use crate::ctx::{Ctx, Options, Status};
+use crate::git::tree::Tree;
+use crate::git::GitRepo;
+use crate::ui;
 
 /// The line that marks a hook as ours.
 const MARKER: &str = "# mzbuild pre-push hook";
@@ -148,7 +150,7 @@ pub fn pre_push(
     options: &Options,
     root: &Path,
     remote: Option<&str>,
-    env: Box<dyn crate::Env>,
+    env: Box<dyn crate::env::Env>,
     default_root: PathBuf,
 ) -> Result<Status> {
     let mut input = String::new();
@@ -198,7 +200,8 @@ pub fn pre_push(
             }
         };
         let opts = Options { rev: Some(push.local_sha.clone()), ..options.clone() };
-        let ctx = Ctx::load(&opts, default_root.clone(), env.take().unwrap_or_else(|| Box::new(crate::ProcessEnv)))?;
+        let ctx =
+            Ctx::load(&opts, default_root.clone(), env.take().unwrap_or_else(|| Box::new(crate::env::ProcessEnv)))?;
         let diffs = diff_images(&ctx, &base, Some(HOOK_BUDGET))?;
         let text = render_diff(&diffs, ctx.repo.images.len(), &base_label, &format!("the pushed {short}"));
         for line in text.lines() {

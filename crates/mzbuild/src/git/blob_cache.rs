@@ -25,7 +25,7 @@ use std::sync::RwLock;
 use anyhow::Result;
 use sha1::{Digest, Sha1};
 
-use crate::discover::git::Oid;
+use super::oid::Oid;
 
 const MAGIC: &[u8] = b"mzbuild blob-sha1 v2\n";
 /// Blob id, content SHA-1, day of last use (u32, days since 1970).
@@ -90,19 +90,10 @@ impl BlobCache {
     }
 
     pub fn get(&self, oid: &Oid) -> Option<[u8; 20]> {
-        let n = self.stored.len() / RECORD;
-        let key = |i: usize| &self.stored[i * RECORD..i * RECORD + 20];
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match key(mid).cmp(oid.as_slice()) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    self.used[mid / 64].fetch_or(1 << (mid % 64), Ordering::Relaxed);
-                    return Some(self.stored[mid * RECORD + 20..mid * RECORD + 40].try_into().unwrap());
-                }
-            }
+        let (records, _) = self.stored.as_chunks::<RECORD>();
+        if let Ok(i) = records.binary_search_by(|r| r[..20].cmp(oid.as_slice())) {
+            self.used[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+            return Some(records[i][20..40].try_into().unwrap());
         }
         self.added.read().unwrap().get(oid).copied()
     }

@@ -7,7 +7,7 @@
 //! The work tree's listing comes from [`super::listing`] (a walk, git's
 //! index, and a cache of both). A revision's tree comes from `git ls-tree`;
 //! its contents from the object store, its symlinks resolved inside the
-//! commit ([`super::git`]); a symlink that leads out of the repository is an
+//! commit ([`crate::git`]); a symlink that leads out of the repository is an
 //! error there (its target is not part of the commit).
 //!
 //! Work-tree reads ([`Tree::read`]) are logged with the file's stat data,
@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use once_cell::sync::OnceCell;
 
-use super::git::{self, GitRepo, Node, Oid, Resolved};
-use super::index::{Index, Stat};
+use super::index::Index;
 use super::listing::{self, How};
+use crate::cachefile::Stat;
+use crate::git::{self, GitRepo, Node, Oid, Resolved};
 
 /// Every git-visible file, repository-relative, `/`-separated, sorted by
 /// UTF-8 bytes. Directories are never listed; symlinks are listed as files

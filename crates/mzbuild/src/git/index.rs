@@ -16,54 +16,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use sha1::{Digest, Sha1};
 
-use super::git::Oid;
-
-/// The stat data git keeps per entry (each field truncated to 32 bits, as
-/// git stores it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Stat {
-    pub ctime: (u32, u32),
-    pub mtime: (u32, u32),
-    pub dev: u32,
-    pub ino: u32,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u32,
-}
-
-impl Stat {
-    pub fn of(meta: &std::fs::Metadata) -> Stat {
-        use std::os::unix::fs::MetadataExt;
-        Stat {
-            ctime: (meta.ctime() as u32, meta.ctime_nsec() as u32),
-            mtime: (meta.mtime() as u32, meta.mtime_nsec() as u32),
-            dev: meta.dev() as u32,
-            ino: meta.ino() as u32,
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: meta.size() as u32,
-        }
-    }
-
-    /// Whether a file with stat `now` is, by its stat data, the one this
-    /// entry recorded: same times, inode, owner, size, file type and exec
-    /// bit.
-    pub fn matches(&self, now: &Stat) -> bool {
-        let kind = |m: u32| m & 0o170000;
-        let exec = |m: u32| m & 0o100;
-        self.mtime == now.mtime
-            && self.ctime == now.ctime
-            && self.ino == now.ino
-            && self.dev == now.dev
-            && self.uid == now.uid
-            && self.gid == now.gid
-            && self.size == now.size
-            && kind(self.mode) == kind(now.mode)
-            && exec(self.mode) == exec(now.mode)
-    }
-}
+use super::oid::Oid;
+/// The stat data of an entry (defined with the rules that trust it).
+pub use crate::cachefile::Stat;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

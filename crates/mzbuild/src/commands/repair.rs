@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::ensure::{copy_row, row, run_copies};
-use super::report::{self, Row};
-use super::{clients, published_status, verify_credentials, Access};
+use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
-use crate::{ui, Ctx, Status};
+use crate::publish::report::{self, Row};
+use crate::publish::{clients, published_status, verify_credentials, Access};
+use crate::ui;
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {
     let resolved = ctx.repo.resolve(targets)?;
@@ -63,7 +64,7 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
             _ => row(ctx, s, None),
         })
         .collect();
-    super::ci::write_rows(ctx, &clients, "repair", rows.iter().all(|r| r.error.is_none()), &rows);
+    crate::publish::ci::write_rows(ctx, &clients, "repair", rows.iter().all(|r| r.error.is_none()), &rows);
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }

@@ -23,9 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::client::{Client, Sent, Upload};
 use super::manifest::{self, Content, Descriptor};
+use crate::ctx::Ctx;
 use crate::plan::{Action, Step};
 use crate::util::par_io;
-use crate::Ctx;
 
 /// The first chunk size when a registry refuses a blob in one request;
 /// halved while it refuses chunks, down to `MIN_CHUNK`.
@@ -70,9 +70,9 @@ struct Streaming<'a> {
 }
 
 impl Streaming<'_> {
-    fn finish(mut self, repo: &str) {
+    fn finish(mut self, repository: &str) {
         self.done = true;
-        self.homes.set(&self.key, Some(Home::At(repo.to_string())));
+        self.homes.set(&self.key, Some(Home::At(repository.to_string())));
     }
 }
 
@@ -98,9 +98,9 @@ impl BlobHomes {
         self.changed.notify_all();
     }
 
-    /// Record that `repo` of registry `host` has blob `digest`.
-    fn insert(&self, host: &str, digest: &str, repo: &str) {
-        self.set(&(host.to_string(), digest.to_string()), Some(Home::At(repo.to_string())));
+    /// Record that `repository` of registry `host` has blob `digest`.
+    fn insert(&self, host: &str, digest: &str, repository: &str) {
+        self.set(&(host.to_string(), digest.to_string()), Some(Home::At(repository.to_string())));
     }
 
     /// Where to mount `digest` from in registry `host`, or the duty to
@@ -110,7 +110,7 @@ impl BlobHomes {
         let mut homes = self.lock();
         loop {
             match homes.get(&key) {
-                Some(Home::At(repo)) => return Claim::Mount(repo.clone()),
+                Some(Home::At(repository)) => return Claim::Mount(repository.clone()),
                 Some(Home::Arriving) => homes = self.changed.wait(homes).unwrap_or_else(|e| e.into_inner()),
                 None => {
                     homes.insert(key.clone(), Home::Arriving);
@@ -141,13 +141,13 @@ pub struct Copied {
 #[derive(Clone, Copy)]
 pub struct Side<'a> {
     pub client: &'a Client,
-    pub repo: &'a str,
+    pub repository: &'a str,
 }
 
 impl Side<'_> {
     fn reference(&self, reference: &str) -> String {
         let sep = if reference.starts_with("sha256:") { '@' } else { ':' };
-        format!("{}/{}{sep}{reference}", self.client.registry.host(), self.repo)
+        format!("{}/{}{sep}{reference}", self.client.registry.host(), self.repository)
     }
 }
 
@@ -156,7 +156,7 @@ impl Side<'_> {
 pub fn copy_tag(from: Side<'_>, to: Side<'_>, tag: &str, homes: &BlobHomes) -> Result<Copied> {
     let m = from
         .client
-        .get_manifest(from.repo, tag)?
+        .get_manifest(from.repository, tag)?
         .ok_or_else(|| anyhow!("{} is not there (any more)", from.reference(tag)))?;
     let digest = manifest::digest(&m.bytes);
     if let Some(sent) = &m.digest {
@@ -167,7 +167,7 @@ pub fn copy_tag(from: Side<'_>, to: Side<'_>, tag: &str, homes: &BlobHomes) -> R
     let mut stats = Copied { digest: digest.clone(), ..Copied::default() };
     copy_references(from, to, &m.media_type, &m.bytes, homes, &mut stats)
         .with_context(|| format!("copying {} to {}", from.reference(tag), to.reference(tag)))?;
-    let stored = to.client.put_manifest(to.repo, tag, &m.media_type, &m.bytes)?;
+    let stored = to.client.put_manifest(to.repository, tag, &m.media_type, &m.bytes)?;
     if stored != digest {
         bail!("{} stored {} as {stored}, not as {digest}", to.client.registry.url, to.reference(tag));
     }
@@ -191,13 +191,13 @@ fn copy_references(
         for child in manifests {
             let m = from
                 .client
-                .get_manifest(from.repo, &child.digest)?
+                .get_manifest(from.repository, &child.digest)?
                 .ok_or_else(|| anyhow!("the index lists {}, which is not there", from.reference(&child.digest)))?;
             if manifest::digest(&m.bytes) != child.digest {
                 bail!("{} does not hash to its digest", from.reference(&child.digest));
             }
             copy_references(from, to, &m.media_type, &m.bytes, homes, stats)?;
-            to.client.put_manifest(to.repo, &child.digest, &m.media_type, &m.bytes)?;
+            to.client.put_manifest(to.repository, &child.digest, &m.media_type, &m.bytes)?;
             stats.bytes += m.bytes.len() as u64;
             crate::ui::live::add_copied(m.bytes.len() as u64);
         }
@@ -210,20 +210,20 @@ fn copy_references(
 
 fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes, stats: &mut Copied) -> Result<()> {
     let host = to.client.registry.host();
-    if to.client.blob_exists(to.repo, &blob.digest)? {
-        homes.insert(host, &blob.digest, to.repo);
+    if to.client.blob_exists(to.repository, &blob.digest)? {
+        homes.insert(host, &blob.digest, to.repository);
         stats.present += 1;
         return Ok(());
     }
     let (mount_from, streaming) = if from.client.registry.host() == host {
-        (Some(from.repo.to_string()), None)
+        (Some(from.repository.to_string()), None)
     } else {
         match homes.claim(host, &blob.digest) {
-            Claim::Mount(repo) => (Some(repo), None),
+            Claim::Mount(repository) => (Some(repository), None),
             Claim::Stream(s) => (None, Some(s)),
         }
     };
-    let start = to.client.start_upload(to.repo, mount_from.as_deref().map(|r| (blob.digest.as_str(), r)))?;
+    let start = to.client.start_upload(to.repository, mount_from.as_deref().map(|r| (blob.digest.as_str(), r)))?;
     match start {
         Upload::Mounted => stats.mounted += 1,
         Upload::At(location) => {
@@ -234,8 +234,8 @@ fn copy_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, homes: &BlobHomes,
         }
     }
     match streaming {
-        Some(s) => s.finish(to.repo),
-        None => homes.insert(host, &blob.digest, to.repo),
+        Some(s) => s.finish(to.repository),
+        None => homes.insert(host, &blob.digest, to.repository),
     }
     Ok(())
 }
@@ -256,7 +256,7 @@ fn stream_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, location: String
     loop {
         let at = match session.take() {
             Some(at) => at,
-            None => match to.client.start_upload(to.repo, None)? {
+            None => match to.client.start_upload(to.repository, None)? {
                 Upload::At(at) => at,
                 Upload::Mounted => unreachable!("no mount was asked for"),
             },
@@ -286,14 +286,14 @@ fn stream_blob(from: Side<'_>, to: Side<'_>, blob: &Descriptor, location: String
 /// One attempt: `GET` from the source, piped into the target as one `PUT`
 /// (`chunk` None) or as `PATCH`es of `chunk` bytes and a closing `PUT`.
 fn stream_once(from: Side<'_>, to: Side<'_>, blob: &Descriptor, at: &str, chunk: Option<u64>) -> Result<Streamed> {
-    let mut source = from.client.read_blob(from.repo, &blob.digest)?;
+    let mut source = from.client.read_blob(from.repository, &blob.digest)?;
     if let Some(len) = source.len {
         if len != blob.size {
             bail!("{} is {len} bytes, but its manifest says {}", from.reference(&blob.digest), blob.size);
         }
     }
     let Some(chunk) = chunk else {
-        return Ok(match to.client.finish_upload(to.repo, at, &blob.digest, blob.size, &mut source.body)? {
+        return Ok(match to.client.finish_upload(to.repository, at, &blob.digest, blob.size, &mut source.body)? {
             Sent::Accepted(_) => Streamed::Done,
             Sent::BodyRefused(s) => Streamed::Refused(s),
         });
@@ -303,13 +303,13 @@ fn stream_once(from: Side<'_>, to: Side<'_>, blob: &Descriptor, at: &str, chunk:
     while offset < blob.size {
         let len = chunk.min(blob.size - offset);
         let mut part = (&mut source.body).take(len);
-        match to.client.upload_chunk(to.repo, &at, offset, len, &mut part)? {
+        match to.client.upload_chunk(to.repository, &at, offset, len, &mut part)? {
             Sent::Accepted(next) => at = next,
             Sent::BodyRefused(s) => return Ok(Streamed::Refused(s)),
         }
         offset += len;
     }
-    Ok(match to.client.finish_upload(to.repo, &at, &blob.digest, 0, &mut std::io::empty())? {
+    Ok(match to.client.finish_upload(to.repository, &at, &blob.digest, 0, &mut std::io::empty())? {
         Sent::Accepted(_) => Streamed::Done,
         Sent::BodyRefused(s) => Streamed::Refused(s),
     })
@@ -332,12 +332,12 @@ pub fn copy_steps(
     }
     let results = par_io(&tasks, COPIES_IN_FLIGHT, |(step, from, to)| {
         let tag = step.fingerprint.tag();
-        let (from_repo, to_repo) = (
+        let (from_repository, to_repository) = (
             clients[*from].registry.repository(&ctx.naming.prefix, &step.image.name),
             clients[*to].registry.repository(&ctx.naming.prefix, &step.image.name),
         );
-        let from = Side { client: &clients[*from], repo: &from_repo };
-        let to = Side { client: &clients[*to], repo: &to_repo };
+        let from = Side { client: &clients[*from], repository: &from_repository };
+        let to = Side { client: &clients[*to], repository: &to_repository };
         let start = std::time::Instant::now();
         copy_tag(from, to, &tag, &homes).map(|c| Copied { took: start.elapsed(), ..c }).map_err(|e| format!("{e:#}"))
     });
@@ -360,16 +360,6 @@ pub fn copy_steps(
     out
 }
 
-/// `1.5 MB`-style sizes for progress lines (MB = 10^6 bytes).
-pub fn show_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.2} GB", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1} kB", n as f64 / 1e3),
-        n => format!("{n} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,7 +371,7 @@ mod tests {
         let Claim::Stream(first) = homes.claim("reg", "sha256:a") else { panic!("the first copy must stream") };
         std::thread::scope(|s| {
             let second = s.spawn(|| match homes.claim("reg", "sha256:a") {
-                Claim::Mount(repo) => format!("mount from {repo}"),
+                Claim::Mount(repository) => format!("mount from {repository}"),
                 Claim::Stream(_) => "stream".to_string(),
             });
             // The second copy waits while the first streams (no timing

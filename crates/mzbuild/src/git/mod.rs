@@ -4,6 +4,12 @@
 //! and resolving a commit's symlinks inside the commit, as the file system
 //! of a checkout would.
 
+pub mod blob_cache;
+pub mod index;
+pub mod listing;
+pub mod oid;
+pub mod tree;
+
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
@@ -11,11 +17,9 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::fingerprint::cache::BlobCache;
 use crate::process;
-
-/// A git object id (SHA-1 repositories only).
-pub type Oid = [u8; 20];
+use blob_cache::BlobCache;
+pub use oid::{hex, parse_hex, Oid};
 
 pub const GIT_MODE_REGULAR: u32 = 0o100644;
 pub const GIT_MODE_EXECUTABLE: u32 = 0o100755;
@@ -304,32 +308,6 @@ fn parse_ls_tree_bytes(out: &[u8]) -> Result<Vec<(String, u32, Oid)>> {
         entries.push((path, mode, oid));
     }
     Ok(entries)
-}
-
-pub fn hex(oid: &[u8]) -> String {
-    oid.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn parse_hex(s: &str) -> Option<Oid> {
-    let b = s.as_bytes();
-    if b.len() != 40 {
-        return None;
-    }
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = [0u8; 20];
-    let mut i = 0;
-    while i < 20 {
-        out[i] = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
-        i += 1;
-    }
-    Some(out)
 }
 
 /// Where a symlink of a commit leads.

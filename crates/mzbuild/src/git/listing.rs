@@ -29,8 +29,9 @@ use ignore::{WalkBuilder, WalkState};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use super::git::GitRepo;
-use super::index::{Index, Stat};
+use super::index::Index;
+use super::GitRepo;
+use crate::cachefile::Stat;
 use crate::cachefile::{self, Dec, Enc, Short};
 
 const MAGIC: &[u8] = b"mzbuild listing v1\n";

@@ -5,11 +5,12 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::image::CopySpec;
-use crate::discover::tree::Tree;
+use crate::discover::pathspec::{matches, relative, shown};
 use crate::discover::{Image, Repo};
+use crate::git::tree::Tree;
 
 /// The inputs: every matching file, as single-file ranges of positions in
 /// `Tree::files`. A source without any file git sees is an error (a typo,
@@ -24,50 +25,6 @@ pub fn inputs(tree: &Tree, spec: &CopySpec) -> Result<Vec<Range<usize>>> {
         );
     }
     Ok(matches(tree, spec)?.into_iter().map(|i| i..i + 1).collect())
-}
-
-/// `source` as a person wrote it: the root is `.`.
-pub fn shown(source: &str) -> &str {
-    if source.is_empty() {
-        "."
-    } else {
-        source
-    }
-}
-
-/// `f`, a file under `source`, relative to `source`.
-fn relative<'a>(f: &'a str, source: &str) -> &'a str {
-    if source.is_empty() {
-        f
-    } else {
-        &f[source.len() + 1..]
-    }
-}
-
-/// Positions in `tree.files` of the files under `source` that the git
-/// pathspec `matching` (relative to `source`) selects. As in git, `*` also
-/// matches `/`, and a pattern without wildcards matches a path or a
-/// directory prefix.
-pub fn matches(tree: &Tree, spec: &CopySpec) -> Result<Vec<usize>> {
-    let (source, matching) = (spec.source.as_str(), spec.matching.as_str());
-    let range = tree.range(source);
-    let files = tree.files[range.clone()].iter().zip(range);
-    if !matching.contains(['*', '?', '[']) {
-        let m = matching.trim_end_matches('/');
-        return Ok(files
-            .filter(|(f, _)| {
-                let r = relative(f, source);
-                r == m || (r.starts_with(m) && r.as_bytes().get(m.len()) == Some(&b'/'))
-            })
-            .map(|(_, i)| i)
-            .collect());
-    }
-    let glob = globset::GlobBuilder::new(matching)
-        .literal_separator(false)
-        .build()
-        .map_err(|e| anyhow!("`matching` `{matching}` is not a valid pattern: {e}"))?
-        .compile_matcher();
-    Ok(files.filter(|(f, _)| glob.is_match(relative(f, source))).map(|(_, i)| i).collect())
 }
 
 /// Copy the matching files into `<context>/<destination>`; the files

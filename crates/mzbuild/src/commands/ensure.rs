@@ -18,17 +18,19 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::client::{Client, Credentials};
-use super::copy::{copy_steps, show_bytes, Copied};
-use super::login::DockerLogin;
-use super::report::{self, Row};
-use super::targets::Registry;
-use super::{clients, published_status, verify_credentials, Access};
-use crate::build::docker::{Builder, Docker};
 use crate::build::scheduler::Outcome;
 use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
+use crate::ctx::{Ctx, Status};
+use crate::docker::{Builder, Docker};
+use crate::plan::naming::Registry;
 use crate::plan::{self, Action, Facts, Goal, Held, Step};
-use crate::{ui, Ctx, Status};
+use crate::publish::client::{Client, Credentials};
+use crate::publish::login::DockerLogin;
+use crate::publish::registry_copy::{copy_steps, Copied};
+use crate::publish::report::{self, Row};
+use crate::publish::{clients, published_status, verify_credentials, Access};
+use crate::ui;
+use crate::ui::show_bytes;
 
 /// `ensure`; a drifted tag (one tag, different content in different
 /// registries) fails the run unless `allow_drift`: CI must notice it.
@@ -126,7 +128,7 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
         .collect();
     let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
     let ok = rows.iter().all(|r| r.error.is_none()) && (drifted.is_empty() || allow_drift);
-    super::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
+    crate::publish::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
     if !report::print(&rows, json)? {
         return Ok(Status::Failure);
     }

@@ -1,0 +1,20 @@
+//! The commands' top levels, on top of the pipeline: each takes a
+//! [`Ctx`](crate::ctx::Ctx) (or a root) and returns a
+//! [`Status`](crate::ctx::Status) or the text for stdout. The engines they
+//! drive live in the stages below.
+//!
+//! - [`build`]: `build`, `acquire`, `run`;
+//! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
+//! - [`diff`]: `diff` and `explain`;
+//! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing.
+
+pub mod build;
+pub mod check;
+pub mod diff;
+pub mod ensure;
+pub mod hook;
+pub mod introspect;
+pub mod lint;
+pub mod repair;
+pub mod tag;
