@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::{build, changes, introspect, publish, ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::{build, changes, introspect, publish, report, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
@@ -19,7 +19,11 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             let root_arg = opts.root_arg(&root, workspace_root(), &ProcessEnv);
-            return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict);
+            let report = match c.json {
+                true => Some(lint_report(&opts, &root, c.rev.rev.as_deref())?),
+                false => None,
+            };
+            return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict, report);
         }
         if let Command::Hook(h) = &self.command {
             let opts = options(&self.global)?;
@@ -109,6 +113,12 @@ impl flags::Spec {
 
 impl flags::Describe {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.json {
+            let report = report::Report::new(ctx, "describe");
+            let row = introspect::describe_image(ctx, &self.image, self.transitive)?;
+            report.emit(&[row], report::RunResult::Success);
+            return Ok(Status::Success);
+        }
         print(introspect::describe(ctx, &self.image, self.transitive))
     }
 }
@@ -121,12 +131,15 @@ impl flags::Graph {
 
 impl flags::Build {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        build::build(ctx, &self.images, self.force, &self.pool.options())
+        build::build(ctx, &self.images, self.force, &self.pool.options(), self.json)
     }
 }
 
 impl flags::Acquire {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.json {
+            return build::acquire_json(ctx, &self.images, &self.pool.options());
+        }
         let fps = build::acquire(ctx, &self.images, &self.pool.options())?;
         let specs: String =
             self.images.iter().map(|i| format!("{}\n", ctx.naming.spec(i, &fps[i].fingerprint))).collect();
@@ -142,7 +155,7 @@ impl flags::Ensure {
 
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        publish::check::check(ctx, &self.images, self.timeout)
+        publish::check::check(ctx, &self.images, self.timeout, self.json)
     }
 }
 
@@ -164,6 +177,7 @@ impl flags::Tag {
             dry_run: self.dry_run,
             mainline_only: self.mainline_only,
             timeout: self.timeout,
+            json: self.json,
         };
         publish::tag::tag(ctx, &self.tag, &self.images, &opts)
     }
@@ -183,13 +197,38 @@ impl flags::Diff {
 
 impl flags::Explain {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        changes::explain(ctx, &self.image, self.against.as_deref())
+        changes::explain(ctx, &self.image, self.against.as_deref(), self.json)
     }
 }
 
 /// `lint [--rev REV]`: problems on stdout, exit 1 when there are any;
 /// notes on stderr. `root_arg`: the `--root` a suggested command needs.
-pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
+/// `lint --json`'s report: the settings of the flags, the revision read.
+fn lint_report(opts: &Options, root: &std::path::Path, rev: Option<&str>) -> Result<report::Report> {
+    let settings = mzbuild::Settings::resolve(
+        &mzbuild::SettingsArgs {
+            profile: opts.profile,
+            arch: opts.arch.clone(),
+            coverage: opts.coverage,
+            sanitizer: opts.sanitizer.clone(),
+        },
+        &ProcessEnv,
+    )?;
+    let git = mzbuild::discover::git::GitRepo::open(root);
+    let (revision, source) = match rev {
+        Some(r) => (git.resolve_commit(r).ok(), "revision"),
+        None => (git.resolve_commit("HEAD").ok(), "work-tree"),
+    };
+    Ok(report::Report::bare("lint", &settings).with_revision(revision, source))
+}
+
+pub fn lint(
+    root: &std::path::Path,
+    root_arg: Option<&str>,
+    rev: Option<&str>,
+    strict: bool,
+    report: Option<report::Report>,
+) -> Result<Status> {
     let tree = match rev {
         Some(r) => mzbuild::discover::tree::Tree::list_rev(root, r)?,
         None => mzbuild::discover::tree::Tree::list(root)?,
@@ -200,11 +239,20 @@ pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, s
         ui::note(n);
     }
     let problems = &findings.problems;
+    if let Some(report) = &report {
+        let rows: Vec<report::Problem> = problems
+            .iter()
+            .map(|p| report::Problem { file: p.path().map(str::to_string), message: p.to_string() })
+            .collect();
+        report.emit(&rows, if rows.is_empty() { report::RunResult::Success } else { report::RunResult::Failure });
+    }
     if problems.is_empty() {
         ui::progress(format_args!("lint: no problems in {label}"));
         return Ok(Status::Success);
     }
-    ui::result(&problems.iter().map(|f| format!("{f}\n")).collect::<String>());
+    if report.is_none() {
+        ui::result(&problems.iter().map(|f| format!("{f}\n")).collect::<String>());
+    }
     ui::error(format_args!(
         "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild {}lint` again",
         problems.len(),
