@@ -294,14 +294,13 @@ fn emit_local(report: &Report, rows: &[LocalRow], outcomes: &BTreeMap<String, Ou
     }
 }
 
+/// What [`acquire_rows`] did: the fingerprints, a row per image and the
+/// builds' outcomes.
+type Acquired = (BTreeMap<String, Fingerprinted>, Vec<LocalRow>, BTreeMap<String, Outcome<usize>>);
+
 /// [`acquire`]'s work: the fingerprints, a row per image (for the
 /// document of `report`, also printed on a signal) and the builds' outcomes.
-fn acquire_rows(
-    ctx: &Ctx,
-    targets: &[String],
-    opts: &PoolOptions,
-    report: Option<&Report>,
-) -> Result<(BTreeMap<String, Fingerprinted>, Vec<LocalRow>, BTreeMap<String, Outcome<usize>>)> {
+fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Option<&Report>) -> Result<Acquired> {
     ctx.docker.check_engine()?;
     let images = ctx.repo.resolve(targets)?;
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
