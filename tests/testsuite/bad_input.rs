@@ -225,6 +225,17 @@ fn a_broken_image_blocks_only_itself_and_its_dependants() {
     let out = r.mzbuild(&["lint"]);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("images/app/mzbuild.yml:") && out.stdout.contains("images/ok/inner/mzbuild.yml:"));
+    // As a document: the same problems, each with its file.
+    let json = r.mzbuild(&["lint", "--json"]);
+    assert_eq!((json.code, support::json::result(&json.stdout, "lint")), (Some(1), "failure".into()), "{json}");
+    let files: Vec<String> = support::json::rows(&json.stdout, "lint")
+        .iter()
+        .map(|p| p["file"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        files.contains(&"images/app/mzbuild.yml".into()) && files.contains(&"images/ok/inner/mzbuild.yml".into()),
+        "{json}"
+    );
     assert!(!out.stdout.contains("does not exist") && !out.stdout.contains("depends on"), "{out}");
     // Fixed, nothing changes for `ok`.
     r.write("images/app/mzbuild.yml", "name: app\n").write("images/ok/inner/mzbuild.yml", "name: inner\n");

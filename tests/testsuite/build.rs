@@ -268,6 +268,15 @@ fn a_local_build_pushes_nothing() {
     for spec in &specs {
         assert!(image_exists(spec), "{spec} was not built locally\n{out}");
     }
+    // Again, as a document: everything is there; `acquire` finds it too.
+    for command in ["build", "acquire"] {
+        let out = mz(&repo, &registry, &[command, "app", "--json"]);
+        let rows = support::json::rows(out.ok(), command);
+        let mut got: Vec<(&str, &str)> =
+            rows.iter().map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+        got.sort();
+        assert_eq!(got, [("app", "present"), ("data", "present"), ("hello", "present"), ("root", "present")], "{out}");
+    }
     assert_eq!(catalog(&registry), Vec::<String>::new(), "`build` pushed\n{out}");
     for image in ["root", "hello", "data", "app"] {
         assert_eq!(tags_status(&registry, image), "404", "`build` pushed {registry}/{image}\n{out}");

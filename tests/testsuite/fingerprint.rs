@@ -430,6 +430,7 @@ fn list() {
     let repo = fixture();
     assert_eq!(repo.mzbuild(&["list"]).ok(), "app\nbase\n");
     let out = repo.mzbuild(&["--arch", "x86_64", "list", "--json"]);
+    support::json::list(out.ok());
     let want = format!(
         r#"[
   {{
@@ -533,6 +534,12 @@ fn describe() {
           test/data/sub/b.td
     "#]]
     .assert_eq(out.ok());
+    // The same, as a document.
+    let out = repo.mzbuild(&["--arch", "x86_64", "describe", "--transitive", "app", "--json"]);
+    let row = &support::json::rows(out.ok(), "describe")[0];
+    let first_dep = &row["dependencies"][0]["name"];
+    assert_eq!((&row["fingerprint"], first_dep), (&"EKRH75RVF7F4TUGBLBAGMWNVTXK3MZOI".into(), &"base".into()), "{out}");
+    assert_eq!(row["inputs"].as_array().unwrap().len(), 17, "{out}");
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn list_json(repo: &TempRepo, settings: &[&str]) -> (BTreeMap<String, (String, S
     let mut args = settings.to_vec();
     args.extend(["list", "--json"]);
     let out = repo.mzbuild(&args);
-    let json: serde_json::Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("not JSON ({e})\n{out}"));
+    let json = support::json::list(out.ok());
     let images = json
         .as_array()
         .unwrap()

@@ -172,7 +172,7 @@ impl Fixture {
     }
 }
 
-/// One row of `ensure --json`.
+/// One row of `ensure --json` (or `repair --json`).
 #[derive(Debug)]
 struct Row {
     name: String,
@@ -183,9 +183,10 @@ struct Row {
 
 #[track_caller]
 fn parse_rows(out: &Output) -> Vec<Row> {
-    let json: serde_json::Value =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("`ensure --json` did not print JSON ({e})\n{out}"));
-    let items = json.as_array().unwrap_or_else(|| panic!("`ensure --json` did not print an array\n{out}"));
+    let first: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("`ensure`/`repair --json` did not print JSON ({e})\n{out}"));
+    let command = first["command"].as_str().unwrap_or_else(|| panic!("no command in the document\n{out}"));
+    let items = support::json::rows(&out.stdout, command);
     let string = |v: &serde_json::Value, key: &str| -> String {
         v[key].as_str().unwrap_or_else(|| panic!("`{key}` is not a string in {v}\n{out}")).to_string()
     };
@@ -341,7 +342,7 @@ fn diff_says_already_published_only_when_every_registry_has_the_tag() {
     let text = out.ok();
     assert_eq!(line(text, "left"), format!("left {edited} -> {published}  already published"), "{out}");
     assert!(line(text, "top").ends_with("  already published"), "{out}");
-    let v: serde_json::Value = serde_json::from_str(fx.mz(&["diff", "HEAD", "--json"]).ok()).unwrap();
+    let v = support::json::rows(fx.mz(&["diff", "HEAD", "--json"]).ok(), "diff");
     assert_eq!((v[0]["name"].as_str(), &v[0]["published"]), (Some("left"), &serde_json::Value::Bool(true)));
 
     // One registry without the tag: not published (CI fills the gap).
@@ -397,8 +398,8 @@ fn check_lists_exactly_the_missing_tags_and_ensure_fills_only_the_gap() {
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("; 4 to copy; 0 to build\n"), "{out}");
     // A copy takes time, and says how long.
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    let json = support::json::rows(&out.stdout, "ensure");
+    let copied: Vec<&serde_json::Value> = json.iter().filter(|r| r["status"] == "copied").collect();
     assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
     for row in copied {
         assert!(row["seconds"].as_f64().unwrap() > 0.0, "a copy without its time: {row}\n{out}");
@@ -695,8 +696,8 @@ fn a_gap_is_filled_by_copying_with_the_same_digest_and_no_build() {
     // The only build: local-only (publish: false), whose spec now names the
     // auth registry, for the local engine.
     assert_eq!(recorder.build_tags(), [[fx.spec("local-only")]], "ensure built a publishable image\n{out}");
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let copied: Vec<&serde_json::Value> = json.as_array().unwrap().iter().filter(|r| r["status"] == "copied").collect();
+    let json = support::json::rows(&out.stdout, "ensure");
+    let copied: Vec<&serde_json::Value> = json.iter().filter(|r| r["status"] == "copied").collect();
     assert_eq!(copied.len(), PUBLISHED.len(), "{out}");
     for row in copied {
         assert_eq!(row["from"], fx.plain_url(), "{row}");
@@ -747,6 +748,17 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
     let out = fx.mz(&["check"]);
     let stderr = out.error();
     assert_eq!(out.stdout, format!("{drifted_ref} {bad} (drift: {} has {good})\n", fx.plain_url()), "{out}");
+    // The same, as a document: drifted, with each registry's digest.
+    let out = fx.mz(&["check", "--json"]);
+    assert_eq!(support::json::result(&out.stdout, "check"), "failure", "{out}");
+    let rows = support::json::rows(&out.stdout, "check");
+    let base = rows.iter().find(|r| r["name"] == "base").unwrap_or_else(|| panic!("no base row\n{out}"));
+    assert_eq!((&base["status"], &base["drifted"]), (&"drifted".into(), &serde_json::json!([fx.extra_url()])), "{out}");
+    assert_eq!(
+        (&base["digests"][fx.plain_url()], &base["digests"][fx.extra_url()]),
+        (&good.clone().into(), &bad.clone().into()),
+        "{out}"
+    );
     assert!(stderr.contains("1 of 4 publishable images has drifted"), "{out}");
     assert!(stderr.contains(&format!("cargo xtask mzbuild --root {} repair base", fx.repo.root_str())), "{out}");
 
@@ -759,8 +771,12 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
         "base drifted [extra]\nleft published []\nlocal-only present []\nright published []\ntop published []\n",
         "{out}"
     );
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json = support::json::rows(&out.stdout, "ensure");
     assert_eq!(json[0]["from"], fx.plain_url(), "{out}");
+    // The drift, digest by digest: the exit code is 1 and the document says why.
+    assert_eq!(support::json::result(&out.stdout, "ensure"), "failure", "{out}");
+    let d = &json[0]["digests"];
+    assert!(d[fx.plain_url()].is_string() && d[fx.plain_url()] != d[fx.extra_url()], "{out}");
     assert_eq!(builds, "", "{out}");
     assert!(out.stderr.contains("warning: base: its tag names different content in"), "{out}");
     assert!(out.stderr.contains("1 image has drifted") && out.stderr.contains("--allow-drift"), "{out}");
@@ -781,8 +797,11 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
         "{out}"
     );
     // What was replaced, per registry: to undo it, or to look into it.
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json = support::json::rows(&out.stdout, "repair");
     assert_eq!(json[0]["replaced"], serde_json::json!({ fx.extra_url(): bad }), "{out}");
+    // Every registry holds the same digest now, and the document says so.
+    assert_eq!(json[0]["digests"][fx.extra_url()], good, "{out}");
+    assert_eq!(json[0]["digests"][fx.plain_url()], good, "{out}");
     assert_eq!(json[1].get("replaced"), None, "{out}");
     assert_eq!(recorder.calls(), Vec::<String>::new(), "repair ran docker\n{out}");
     assert_eq!(manifest_digest(&fx.extra_url(), "base", &tag), Some(good.clone()));
@@ -836,7 +855,7 @@ fn a_large_layer_is_copied_in_bounded_memory() {
     let (out, peak) = run_measured(&mut fx.command(&["ensure", "--json", "big"]));
     out.ok();
     assert_eq!(fx.summary(&parse_rows(&out)), "big copied [auth]\n", "{out}");
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json = support::json::rows(&out.stdout, "ensure");
     let bytes = json[0]["bytes_copied"].as_u64().unwrap();
     assert!(bytes >= 100 << 20, "only {bytes} bytes copied\n{out}");
     let tag = format!("mzbuild-{}", fx.fingerprint("big"));

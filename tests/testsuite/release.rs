@@ -188,6 +188,12 @@ fn a_release_tag_points_at_a_multi_arch_index_in_every_registry() {
     // Again: nothing to do.
     let out = fx.run(&["tag", "v1.0.0"]);
     assert!(tag_lines(&fx, &out).lines().all(|l| l.ends_with(" unchanged")), "{out}");
+    // As a document: a row per image and registry, with the index's digest.
+    let out = fx.run(&["tag", "v1.0.0", "--json"]);
+    let rows = support::json::rows(out.ok(), "tag");
+    assert_eq!(rows.len(), 6, "{out}");
+    assert!(rows.iter().all(|r| r["status"] == "unchanged" && r["previous"].is_null()), "{out}");
+    assert!(rows.iter().any(|r| r["name"] == "app" && r["digest"] == v1.as_str()), "{out}");
     assert!(out.stderr.contains("v1.0.0: 0 created, 0 moved, 6 unchanged"), "{out}");
     assert_eq!(fx.digests("app", "v1.0.0"), (Some(v1.clone()), Some(v1.clone())));
 

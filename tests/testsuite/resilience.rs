@@ -393,7 +393,9 @@ fn acquire_logs_in_to_pull_and_says_why_it_builds() {
 
 /// SIGINT while an image's RUN step runs: the build (its docker client and
 /// the RUN step's process) stops, the private DOCKER_CONFIG with the logins
-/// is removed, the exit status is 130, and nothing is pushed.
+/// is removed, the exit status is 130, and nothing is pushed. `--json` still
+/// prints one valid document: what finished (a local build), and the
+/// interrupted build, with `"result": "interrupted"`.
 #[test]
 fn ctrl_c_stops_builds_and_removes_the_logins() {
     // Both registries: the auth one needs a login.
@@ -409,6 +411,9 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
         &[],
     );
     copy_busybox(&fx.repo.path("images/sleeper"));
+    // Finishes before the interrupt; local (publish: false): nothing pushed.
+    fx.image("quick", "publish: false\n", "FROM scratch\nCOPY busybox /bin/busybox\n", &[]);
+    copy_busybox(&fx.repo.path("images/quick"));
     fx.repo.commit_all();
     let fp = fx.fingerprint("sleeper");
     let context = fx.repo.path("images/sleeper").display().to_string();
@@ -424,7 +429,7 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
 
     // Dropped last: after `running` has had its chance to stop them.
     let _leftovers = KillLeftovers { patterns: vec![sleep.clone(), format!("--push {context}")] };
-    let mut running = Running::spawn(fx.command(&["ensure"]).env("TMPDIR", &tmp));
+    let mut running = Running::spawn(fx.command(&["ensure", "--json"]).env("TMPDIR", &tmp));
     let log = fx.log("sleeper");
     let step = wait_until(Duration::from_secs(120), || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("[2/2] RUN") || running.exited()
@@ -434,6 +439,8 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
     assert!(started, "no `{sleep}` process\n{}", running.stderr_so_far());
     assert_eq!(configs().len(), 1, "no private DOCKER_CONFIG in TMPDIR during the build");
     assert!(processes().iter().any(|p| p.contains("buildx build") && p.contains(&context)), "no buildx process");
+    let quick = wait_until(Duration::from_secs(120), || running.stderr_so_far().contains("quick: done"));
+    assert!(quick, "quick was not built\n{}", running.stderr_so_far());
 
     let status = run(Command::new("kill").args(["-INT", &running.pid().to_string()]));
     assert_eq!(status.code, Some(0), "{status}");
@@ -446,6 +453,14 @@ fn ctrl_c_stops_builds_and_removes_the_logins() {
     assert!(out.stderr.contains("interrupted"), "{out}");
     assert!(!out.stderr.contains("panicked"), "{out}");
     assert_eq!(configs(), Vec::<String>::new(), "the private DOCKER_CONFIG was left behind\n{out}");
+    // The document: valid, interrupted, with what finished.
+    assert_eq!(support::json::result(&out.stdout, "ensure"), "interrupted", "{out}");
+    let rows: BTreeMap<String, String> = support::json::rows(&out.stdout, "ensure")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [("quick", "built"), ("sleeper", "interrupted")];
+    assert_eq!(rows, want.map(|(n, s)| (n.to_string(), s.to_string())).into(), "{out}");
 
     // The build is gone, down to the RUN step's process.
     let mut left = vec![];

@@ -321,8 +321,8 @@ fn diff_and_explain_against_a_revision() {
     repo.write("misc/images/app/new.txt", "new\n").chmod("misc/images/app/run.sh", 0o644);
     let out = repo.mzbuild(&["--arch", "x86_64", "diff", "--json"]);
     let json = out.ok();
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let v = support::json::rows(json, "diff");
+    let names: Vec<&str> = v.iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["app", "base"], "{json}");
     let app = &v[0];
     assert_eq!(app["status"], "changed");
@@ -346,6 +346,10 @@ fn diff_and_explain_against_a_revision() {
     assert!(text.contains("  mode changed  misc/images/app/run.sh\n"), "{text}");
     assert!(text.contains("\nbase: "), "recurses into the changed dependency: {text}");
     assert!(text.contains("  changed       misc/images/base/Dockerfile\n"), "{text}");
+    let out = repo.mzbuild(&["--arch", "x86_64", "explain", "app", "--json"]);
+    let rows = support::json::rows(out.ok(), "explain");
+    let lines: Vec<&str> = rows[0]["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines.contains(&"  added         misc/images/app/new.txt"), "{out}");
     let err = repo.mzbuild(&["explain", "app", "--against", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]).error().to_string();
     assert!(err.contains("was never recorded"), "{err}");
 }
@@ -585,7 +589,7 @@ fn a_new_branch_is_compared_with_the_remote_default_branch() {
     repo.git(["remote", "set-head", "origin", "main"]);
     let out = repo.mzbuild(&["--arch", "x86_64", "diff", "--json"]);
     assert!(out.stderr.contains(&format!("comparing with {base}")), "{out}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap().as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(support::json::rows(out.ok(), "diff").len(), 2, "{out}");
 
     repo.mzbuild(&["hook", "install"]).ok();
     let out = support::push(&repo, &["origin", "feature"]);
@@ -628,8 +632,7 @@ fn offline_diff_and_hook_say_not_checked_without_retrying() {
     assert!(out.stderr.contains("warning: offline: not checked whether the new tags are published"), "{out}");
     assert!(out.stderr.contains("1 attempt: a failed name lookup is not retried"), "{out}");
     assert!(!out.stderr.contains("attempts"), "{out}");
-    let v: serde_json::Value =
-        serde_json::from_str(repo.mzbuild(&["--arch", "x86_64", "diff", "HEAD", "--json"]).ok()).unwrap();
+    let v = support::json::rows(repo.mzbuild(&["--arch", "x86_64", "diff", "HEAD", "--json"]).ok(), "diff");
     assert_eq!(v[0]["published"], serde_json::Value::Null);
 
     add_origin(&repo);
@@ -805,7 +808,8 @@ fn revision_memo_and_diff_from_caches() {
         let mut args = vec!["--arch", "x86_64"];
         args.extend_from_slice(flags);
         args.extend(["diff", "HEAD~", "--json"]);
-        repo.mzbuild(&args).ok().to_string()
+        // The rows: the run's time differs from run to run.
+        serde_json::to_string_pretty(&support::json::rows(repo.mzbuild(&args).ok(), "diff")).unwrap()
     };
     let none = diff(&["--no-cache"]);
     let _ = std::fs::remove_dir_all(repo.path(".git/mzbuild"));

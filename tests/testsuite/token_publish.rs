@@ -95,7 +95,7 @@ fn copies_checks_and_tags_go_through_scoped_bearer_tokens() {
     fx.reg.clear_requests();
     let out = fx.mz(&["ensure", "--json"]);
     out.ok();
-    assert!(out.stdout.contains("\"status\": \"copied\""), "{out}");
+    assert!(support::json::rows(&out.stdout, "ensure").iter().any(|r| r["status"] == "copied"), "{out}");
     let log = fx.token_log();
     assert!(!log.is_empty(), "no token was asked for\n{out}");
     for line in &log {
@@ -134,7 +134,7 @@ fn a_copy_within_a_token_registry_mounts_its_blobs_with_a_two_repository_token()
     fx.reg.clear_requests();
     let out = fx.mz(&["ensure", "--json"]);
     out.ok();
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json = support::json::rows(&out.stdout, "ensure");
     let row = &json[0];
     assert_eq!(row["status"], "copied", "{out}");
     // Only the manifest's own bytes moved: the config and layer were mounted.

@@ -139,6 +139,9 @@ pub enum Hook {
 pub struct Lint {
     #[command(flatten)]
     pub rev: RevArg,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The images whose fingerprints differ between REV and the work tree, with the reasons, and
@@ -147,7 +150,7 @@ pub struct Lint {
 pub struct Diff {
     /// The revision to compare with (default: the merge-base with the current branch's upstream).
     pub rev: Option<String>,
-    /// Print a JSON array of {name, status, old, new, published, reasons, change}.
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
     #[arg(long)]
     pub json: bool,
 }
@@ -161,6 +164,9 @@ pub struct Explain {
     /// merge-base with the current branch's upstream).
     #[arg(long, value_name = "REV|FINGERPRINT")]
     pub against: Option<String>,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// List the images, one name per line.
@@ -209,6 +215,9 @@ pub struct Describe {
     /// Include the inputs and dependencies of all transitive dependencies.
     #[arg(long)]
     pub transitive: bool,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Print the image dependency graph in Graphviz DOT.
@@ -226,6 +235,9 @@ pub struct Build {
     /// Print the plan (what would be built, in which waves, with which pre-images); build nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -235,6 +247,9 @@ pub struct Build {
 pub struct Acquire {
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub pool: PoolArgs,
 }
@@ -245,7 +260,7 @@ pub struct Acquire {
 pub struct Ensure {
     /// Images to ensure, with their dependencies (default: all).
     pub images: Vec<String>,
-    /// Print the summary as JSON on stdout.
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
     #[arg(long)]
     pub json: bool,
     /// Exit 0 even when a tag has drifted (names different content in different registries;
@@ -267,6 +282,9 @@ pub struct Ensure {
 pub struct Check {
     /// Images to check, with their dependencies (default: all).
     pub images: Vec<String>,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
     /// Give up on a registry request (token requests included) after this long without an answer
     /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
     #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
@@ -280,7 +298,7 @@ pub struct Check {
 pub struct Repair {
     /// Images to repair, with their dependencies (default: all).
     pub images: Vec<String>,
-    /// Print the summary as JSON on stdout.
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
     #[arg(long)]
     pub json: bool,
     /// Give up on a registry request (token requests included) after this long without an answer
@@ -302,6 +320,9 @@ pub struct Tag {
     /// Print what would be created, moved or left unchanged; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
     /// Leave out `mainline: false` images, as the original does on tag builds (the default when
     /// $BUILDKITE_TAG is set).
     #[arg(long)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, tag};
-use mzbuild::{ui, Arch, Ctx, Options, ProcessEnv, Status};
+use mzbuild::{report, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
 
@@ -32,7 +32,11 @@ impl flags::Mzbuild {
             let opts = options(&self.global)?;
             let root = opts.root_dir(workspace_root(), &ProcessEnv);
             let root_arg = opts.root_arg(&root, workspace_root(), &ProcessEnv);
-            return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict);
+            let report = match c.json {
+                true => Some(lint_report(&opts, &root, c.rev.rev.as_deref())?),
+                false => None,
+            };
+            return lint(&root, root_arg.as_deref(), c.rev.rev.as_deref(), self.global.strict, report);
         }
         // Generated from the flags alone: no repository needed.
         match &self.command {
@@ -130,6 +134,12 @@ impl flags::Spec {
 
 impl flags::Describe {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.json {
+            let report = report::Report::new(ctx, "describe");
+            let row = introspect::describe_image(ctx, &self.image, self.transitive)?;
+            report.emit(&[row], report::RunResult::Success);
+            return Ok(Status::Success);
+        }
         print(introspect::describe(ctx, &self.image, self.transitive))
     }
 }
@@ -145,12 +155,15 @@ impl flags::Build {
         if self.dry_run {
             return mzbuild::build::dry_run::build(ctx, &self.images, self.force);
         }
-        build::build(ctx, &self.images, self.force, &self.pool.options())
+        build::build(ctx, &self.images, self.force, &self.pool.options(), self.json)
     }
 }
 
 impl flags::Acquire {
     fn run(self, ctx: &Ctx) -> Result<Status> {
+        if self.json {
+            return build::acquire_json(ctx, &self.images, &self.pool.options());
+        }
         let fps = build::acquire(ctx, &self.images, &self.pool.options())?;
         let specs: String =
             self.images.iter().map(|i| format!("{}\n", ctx.naming.spec(i, &fps[i].fingerprint))).collect();
@@ -169,7 +182,7 @@ impl flags::Ensure {
 
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        check::check(ctx, &self.images, self.timeout)
+        check::check(ctx, &self.images, self.timeout, self.json)
     }
 }
 
@@ -186,8 +199,13 @@ impl flags::Tag {
         } else {
             archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
         };
-        let opts =
-            tag::TagOptions { archs, dry_run: self.dry_run, mainline_only: self.mainline_only, timeout: self.timeout };
+        let opts = tag::TagOptions {
+            archs,
+            dry_run: self.dry_run,
+            mainline_only: self.mainline_only,
+            timeout: self.timeout,
+            json: self.json,
+        };
         tag::tag(ctx, &self.tag, &self.images, &opts)
     }
 }
@@ -206,13 +224,38 @@ impl flags::Diff {
 
 impl flags::Explain {
     fn run(self, ctx: &Ctx) -> Result<Status> {
-        diff::explain(ctx, &self.image, self.against.as_deref())
+        diff::explain(ctx, &self.image, self.against.as_deref(), self.json)
     }
 }
 
 /// `lint [--rev REV]`: problems on stdout, exit 1 when there are any;
 /// notes on stderr. `root_arg`: the `--root` a suggested command needs.
-pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, strict: bool) -> Result<Status> {
+/// `lint --json`'s report: the settings of the flags, the revision read.
+fn lint_report(opts: &Options, root: &std::path::Path, rev: Option<&str>) -> Result<report::Report> {
+    let settings = mzbuild::Settings::resolve(
+        &mzbuild::SettingsArgs {
+            profile: opts.profile,
+            arch: opts.arch.clone(),
+            coverage: opts.coverage,
+            sanitizer: opts.sanitizer.clone(),
+        },
+        &ProcessEnv,
+    )?;
+    let git = mzbuild::git::GitRepo::open(root);
+    let (revision, source) = match rev {
+        Some(r) => (git.resolve_commit(r).ok(), "revision"),
+        None => (git.resolve_commit("HEAD").ok(), "work-tree"),
+    };
+    Ok(report::Report::bare("lint", &settings).with_revision(revision, source))
+}
+
+pub fn lint(
+    root: &std::path::Path,
+    root_arg: Option<&str>,
+    rev: Option<&str>,
+    strict: bool,
+    report: Option<report::Report>,
+) -> Result<Status> {
     let tree = match rev {
         Some(r) => mzbuild::git::tree::Tree::list_rev(root, r)?,
         None => mzbuild::git::tree::Tree::list(root)?,
@@ -223,11 +266,20 @@ pub fn lint(root: &std::path::Path, root_arg: Option<&str>, rev: Option<&str>, s
         ui::note(n);
     }
     let problems = &findings.problems;
+    if let Some(report) = &report {
+        let rows: Vec<report::Problem> = problems
+            .iter()
+            .map(|p| report::Problem { file: p.path().map(str::to_string), message: p.to_string() })
+            .collect();
+        report.emit(&rows, if rows.is_empty() { report::RunResult::Success } else { report::RunResult::Failure });
+    }
     if problems.is_empty() {
         ui::progress(format_args!("lint: no problems in {label}"));
         return Ok(Status::Success);
     }
-    ui::result(&problems.iter().map(|f| format!("{f}\n")).collect::<String>());
+    if report.is_none() {
+        ui::result(&problems.iter().map(|f| format!("{f}\n")).collect::<String>());
+    }
     ui::error(format_args!(
         "lint: {} problem{} in {label} (listed above); fix them and run `cargo xtask mzbuild {}lint` again",
         problems.len(),

@@ -43,6 +43,7 @@ pub mod plan;
 pub mod preimage;
 pub mod process;
 pub mod publish;
+pub mod report;
 pub mod ui;
 mod util;
 

@@ -9,6 +9,7 @@
 //! [`summary`] writes the CI summaries (GitHub step summary, Buildkite
 //! annotation).
 
+pub mod interrupt;
 pub mod live;
 pub mod summary;
 

@@ -56,6 +56,8 @@ const FLOORS: &[(&str, u32)] = &[
     ("ctx", 9),
     ("build", 10),
     ("publish", 11),
+    // The `--json` run document: above the build engine it reports on.
+    ("report", 11),
     ("commands", 12),
 ];
 

@@ -18,6 +18,7 @@
 pub mod body_limit;
 pub mod child;
 pub mod docker;
+pub mod json;
 pub mod registry;
 pub mod token_registry;
 

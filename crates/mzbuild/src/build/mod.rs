@@ -139,6 +139,7 @@ pub fn build_images(
         // One line here; the failures' log tails come in the final summary.
         Event::Finished(n, o) => {
             ui::live::image_finished(n);
+            record_finished(n, o);
             ui::progress(format_args!("{n}: {}", describe_outcome(o).lines().next().unwrap_or("")))
         }
         Event::Tick => ui::live::tick(),
@@ -238,4 +239,39 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         _ => return Err(format!("`{s}` is not a duration (e.g. 90s, 15m, 1h)")),
     };
     Ok(Duration::from_secs(secs))
+}
+/// A finished build, as a row needs it.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// `done`, `failed`, `skipped`, `timed-out`, `interrupted`.
+    pub status: &'static str,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+impl Built {
+    pub fn of(o: &Outcome<usize>) -> Built {
+        let error = (!o.is_success()).then(|| describe_outcome(o));
+        let (status, took) = match o {
+            Outcome::Failed { .. } | Outcome::Skipped { .. } if crate::process::interrupted() => ("interrupted", None),
+            Outcome::Done { took, .. } => ("done", Some(took)),
+            Outcome::Failed { took, .. } => ("failed", Some(took)),
+            Outcome::Skipped { .. } => ("skipped", None),
+            Outcome::TimedOut { .. } => ("timed-out", None),
+        };
+        Built { status, seconds: took.map_or(0.0, |t| t.as_secs_f64()), error }
+    }
+}
+
+/// The builds finished in this run, for the document of an interrupted
+/// `--json` run (see `report`).
+static FINISHED: std::sync::Mutex<BTreeMap<String, Built>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn record_finished(name: &str, outcome: &Outcome<usize>) {
+    FINISHED.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), Built::of(outcome));
+}
+
+/// The builds finished so far in this run.
+pub fn finished() -> BTreeMap<String, Built> {
+    FINISHED.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }

@@ -6,18 +6,22 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
+use crate::build::scheduler::Outcome;
 use crate::build::{build_images, builder, fail_on_errors, PoolOptions, RepoLock};
 use crate::ctx::{Ctx, Status};
 use crate::docker::PullError;
 use crate::fingerprint::Fingerprinted;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::publish::login::DockerLogin;
+use crate::report::{self, LocalRow, Report};
 use crate::ui;
 
 /// `build IMAGE...`: build the images (and dependencies missing locally)
 /// into the local engine; `force`d images are rebuilt. Never pushes. Prints
 /// the targets' specs.
-pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> Result<Status> {
+/// With `json`, the run's document replaces the specs on stdout.
+pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions, json: bool) -> Result<Status> {
+    let report = json.then(|| Report::new(ctx, "build"));
     ctx.docker.check_engine()?;
     ctx.docker.check_buildx()?;
     let builder = builder(ctx, &ctx.docker, opts)?;
@@ -30,6 +34,11 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
         ui::progress(format_args!("{}: already built ({})", s.image.name, s.spec));
     }
     let mut to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
+    let rows = local_rows(&steps, |s| if s.action.builds() { "interrupted" } else { "present" });
+    if let Some(r) = &report {
+        report::on_interrupt_local(r, rows.clone());
+    }
+    let mut outcomes = BTreeMap::new();
     if !to_build.is_empty() {
         let lock = RepoLock::acquire(ctx.repo.root())?;
         if lock.waited() {
@@ -37,8 +46,13 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
             let local = ctx.docker.local_images()?;
             to_build.retain(|s| force.contains(&s.image.name) || !local.contains(&s.spec));
         }
-        let outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref(), &lock)?;
-        fail_on_errors(&outcomes)?;
+        outcomes = build_images(ctx, &fps, &to_build, &ctx.docker, opts, builder.as_ref(), &lock)?;
+        if report.is_none() {
+            fail_on_errors(&outcomes)?;
+        }
+    }
+    if let Some(r) = &report {
+        return Ok(emit_local(r, &rows, &outcomes));
     }
     let specs: String = targets.iter().map(|t| format!("{}\n", ctx.naming.spec(t, &fps[t].fingerprint))).collect();
     ui::result(&specs);
@@ -51,13 +65,58 @@ pub fn build(ctx: &Ctx, targets: &[String], force: bool, opts: &PoolOptions) -> 
 /// dependencies), are logged in to the spec registry when its token is set
 /// (see [`DockerLogin::for_pulls`]).
 pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTreeMap<String, Fingerprinted>> {
+    let (fps, _, outcomes) = acquire_rows(ctx, targets, opts, None)?;
+    fail_on_errors(&outcomes)?;
+    Ok(fps)
+}
+
+/// `acquire --json`: [`acquire`] printing the run's document, not the specs.
+pub fn acquire_json(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<Status> {
+    let report = Report::new(ctx, "acquire");
+    let (_, rows, outcomes) = acquire_rows(ctx, targets, opts, Some(&report))?;
+    Ok(emit_local(&report, &rows, &outcomes))
+}
+
+/// The rows of a local command (`build`, `acquire`): present images
+/// `present`, the others `status(step)`.
+fn local_rows(steps: &[Step<'_>], status: impl Fn(&Step<'_>) -> &'static str) -> Vec<LocalRow> {
+    steps
+        .iter()
+        .map(|s| {
+            let status = if s.action == Action::Present { "present" } else { status(s) };
+            LocalRow::new(&s.image.name, s.fingerprint.to_string(), s.spec.clone(), status)
+        })
+        .collect()
+}
+
+/// Print a local command's document, with the failures on stderr.
+fn emit_local(report: &Report, rows: &[LocalRow], outcomes: &BTreeMap<String, Outcome<usize>>) -> Status {
+    let (rows, result) = report::local_rows(rows, outcomes);
+    report.emit(&rows, result);
+    match fail_on_errors(outcomes) {
+        Ok(()) => Status::Success,
+        Err(e) => {
+            ui::error(format_args!("{e:#}"));
+            Status::Failure
+        }
+    }
+}
+
+/// What [`acquire_rows`] did: the fingerprints, a row per image and the
+/// builds' outcomes.
+type Acquired = (BTreeMap<String, Fingerprinted>, Vec<LocalRow>, BTreeMap<String, Outcome<usize>>);
+
+/// [`acquire`]'s work: the fingerprints, a row per image (for the
+/// document of `report`, also printed on a signal) and the builds' outcomes.
+fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Option<&Report>) -> Result<Acquired> {
     ctx.docker.check_engine()?;
     let images = ctx.repo.resolve(targets)?;
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let facts = Facts { local: ctx.docker.local_images()?, ..Facts::default() };
     let steps = plan::plan(&images, &fps, &ctx.naming, &Goal::Acquire, &facts);
+    let mut rows = local_rows(&steps, |_| "interrupted");
     if !steps.iter().any(|s| s.action.builds()) {
-        return Ok(fps);
+        return Ok((fps, rows, BTreeMap::new()));
     }
     let login = DockerLogin::for_pulls(ctx);
     let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
@@ -71,6 +130,9 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
             Ok(()) => {
                 ui::progress(format_args!("{name}: pulled"));
                 pulled.insert(name.clone());
+                if let Some(r) = rows.iter_mut().find(|r| &r.name == name) {
+                    r.status = "pulled";
+                }
             }
             Err(PullError::NotPublished) => {
                 ui::progress(format_args!("{name}: not published ({}); building it", s.spec))
@@ -78,13 +140,16 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
             Err(PullError::Failed(why)) => ui::progress(format_args!("{name}: pull failed ({why}); building it")),
         }
     }
+    if let Some(r) = report {
+        report::on_interrupt_local(r, rows.clone());
+    }
     let mut to_build: Vec<&Step> =
         steps.iter().filter(|s| s.action.builds() && !pulled.contains(&s.image.name)).collect();
     if to_build.is_empty() {
-        return Ok(fps);
+        return Ok((fps, rows, BTreeMap::new()));
     }
     docker.check_buildx()?;
-    let builder = builder(ctx, &docker, opts)?;
+    let builder = self::builder(ctx, &docker, opts)?;
     let lock = RepoLock::acquire(ctx.repo.root())?;
     if lock.waited() {
         // The run we waited for may have built some of them.
@@ -92,8 +157,7 @@ pub fn acquire(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<BTre
         to_build.retain(|s| !local.contains(&s.spec));
     }
     let outcomes = build_images(ctx, &fps, &to_build, &docker, opts, builder.as_ref(), &lock)?;
-    fail_on_errors(&outcomes)?;
-    Ok(fps)
+    Ok((fps, rows, outcomes))
 }
 
 /// `run IMAGE [-- ARGS]`: acquire, then `docker run --rm --init`; the

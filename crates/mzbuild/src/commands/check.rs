@@ -5,15 +5,38 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use std::collections::BTreeMap;
 
+use anyhow::Result;
+use serde::Serialize;
+
+use super::ensure::digests;
 use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan;
 use crate::publish::{clients, missing, published_status, Access};
+use crate::report::{Report, RunResult};
 use crate::ui;
 
-pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result<Status> {
+/// One publishable image's row of `check --json`.
+#[derive(Serialize)]
+struct CheckRow {
+    name: String,
+    fingerprint: String,
+    spec: String,
+    /// published | missing | drifted
+    status: &'static str,
+    /// The digest each registry holds under the tag, by registry url.
+    digests: BTreeMap<String, String>,
+    /// The registries that lack the tag.
+    missing: Vec<String>,
+    /// The registries whose content under the tag differs from the first
+    /// registry's that has it.
+    drifted: Vec<String>,
+}
+
+pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: bool) -> Result<Status> {
+    let report = json.then(|| Report::new(ctx, "check"));
     let images = ctx.repo.resolve(targets)?;
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
     let clients = clients(ctx, Access::Read, timeout)?;
@@ -23,6 +46,34 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
     let n_pub = images.iter().filter(|i| i.config.publish).count();
     crate::publish::ci::write_check(ctx, &published);
+    if let Some(report) = &report {
+        let url = |r: &usize| ctx.naming.registries[*r].url.clone();
+        let rows: Vec<CheckRow> = published
+            .iter()
+            .map(|(name, held)| {
+                let lacking = plan::lacking(held, clients.len());
+                let drift = plan::drifted(held);
+                let fp = fps[name.as_str()].fingerprint;
+                CheckRow {
+                    name: name.clone(),
+                    fingerprint: fp.to_string(),
+                    spec: ctx.naming.spec(name, &fp),
+                    status: if !lacking.is_empty() {
+                        "missing"
+                    } else if !drift.is_empty() {
+                        "drifted"
+                    } else {
+                        "published"
+                    },
+                    digests: digests(ctx, held),
+                    missing: lacking.iter().map(url).collect(),
+                    drifted: drift.iter().map(url).collect(),
+                }
+            })
+            .collect();
+        let ok = missing.is_empty() && drifted.is_empty();
+        report.emit(&rows, if ok { RunResult::Success } else { RunResult::Failure });
+    }
     if missing.is_empty() && drifted.is_empty() {
         let all = match n_pub {
             0 => "there is no publishable image: nothing to check".to_string(),
@@ -63,7 +114,9 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>) -> Result
             ));
         }
     }
-    ui::result(&out);
+    if report.is_none() {
+        ui::result(&out);
+    }
     if !missing.is_empty() {
         ui::error(format_args!(
             "{} missing from at least one registry (listed on stdout); run {} to publish {}",

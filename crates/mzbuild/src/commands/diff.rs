@@ -282,6 +282,7 @@ pub const DIFF_BUDGET: Duration = Duration::from_secs(10);
 
 /// `diff [REV]`.
 pub fn diff(ctx: &Ctx, rev: Option<&str>, json: bool) -> Result<Status> {
+    let report = json.then(|| crate::report::Report::new(ctx, "diff"));
     let git = &ctx.repo.tree.git;
     let (base, label) = match rev {
         Some(r) => (r.to_string(), rev_label(git, r)),
@@ -291,8 +292,8 @@ pub fn diff(ctx: &Ctx, rev: Option<&str>, json: bool) -> Result<Status> {
         }
     };
     let diffs = diff_images(ctx, &base, Some(DIFF_BUDGET))?;
-    if json {
-        ui::result(&(serde_json::to_string_pretty(&diffs)? + "\n"));
+    if let Some(r) = report {
+        r.emit(&diffs, crate::report::RunResult::Success);
     } else {
         let new_label = match &ctx.repo.tree.rev {
             Some(r) => rev_label(git, &r.rev),
@@ -304,7 +305,8 @@ pub fn diff(ctx: &Ctx, rev: Option<&str>, json: bool) -> Result<Status> {
 }
 
 /// `explain IMAGE [--against REV|FINGERPRINT]`.
-pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> {
+pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>, json: bool) -> Result<Status> {
+    let report = json.then(|| crate::report::Report::new(ctx, "explain"));
     ctx.repo.image(image)?;
     let targets = [image.to_string()];
     let images = ctx.repo.resolve(&targets)?;
@@ -342,6 +344,19 @@ pub fn explain(ctx: &Ctx, image: &str, against: Option<&str>) -> Result<Status> 
     };
     let mut seen = std::collections::BTreeSet::new();
     explain_one(ctx, &new, &old, image, first, &mut out, &mut seen)?;
+    if let Some(r) = report {
+        let row = crate::report::Explanation {
+            name: image.to_string(),
+            fingerprint: new[image].fingerprint.to_string(),
+            against: match &old {
+                Old::Records(s) => s.fingerprint.to_string(),
+                Old::Rev(..) => against.clone(),
+            },
+            lines: out.lines().skip(1).map(str::to_string).collect(),
+        };
+        r.emit(&[row], crate::report::RunResult::Success);
+        return Ok(Status::Success);
+    }
     ui::result(&out);
     Ok(Status::Success)
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::build::scheduler::Outcome;
-use crate::build::{build_images, describe_outcome, PoolOptions, RepoLock};
+use crate::build::{build_images, PoolOptions, RepoLock};
 use crate::ctx::{Ctx, Status};
 use crate::docker::{Builder, Docker};
 use crate::plan::naming::Registry;
@@ -29,6 +29,7 @@ use crate::publish::login::DockerLogin;
 use crate::publish::registry_copy::{copy_steps, Copied};
 use crate::publish::report::{self, Row};
 use crate::publish::{clients, published_status, verify_credentials, Access};
+use crate::report::{Report, RunResult};
 use crate::ui;
 use crate::ui::show_bytes;
 
@@ -36,6 +37,12 @@ use crate::ui::show_bytes;
 /// registries) fails the run unless `allow_drift`: CI must notice it.
 pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, allow_drift: bool) -> Result<Status> {
     let t0 = Instant::now();
+    let report = json.then(|| Report::new(ctx, "ensure"));
+    if let Some(r) = &report {
+        // Stopped before the plan: no row yet.
+        let r = r.clone();
+        crate::report::on_interrupt(move |_| r.render::<Row>(&[], RunResult::Interrupted));
+    }
     let images = ctx.repo.resolve(targets)?;
     let fps = crate::fingerprint::snapshot::fingerprint_and_record(&ctx.repo, &images, &ctx.settings)?;
     let t_fp = t0.elapsed();
@@ -79,6 +86,33 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
     };
     let t_check = t_check.unwrap_or_default();
     warn_drift(ctx, &facts.published);
+    let final_row = |s: &Step<'_>, copies: &BTreeMap<String, std::result::Result<Copied, String>>| -> Row {
+        let held = facts.published.get(&s.image.name);
+        match copies.get(&s.image.name) {
+            Some(copied) => with_digests(ctx, copy_row(ctx, s, "copied", copied), held, Some(copied)),
+            None => match held {
+                Some(h) if s.action == Action::Published && !plan::drifted(h).is_empty() => {
+                    with_digests(ctx, drifted_row(ctx, s, h), held, None)
+                }
+                _ => with_digests(ctx, row(ctx, s, None), held, None),
+            },
+        }
+    };
+    // On a signal: the rows known so far; what was to be copied or built
+    // and has not finished is `interrupted`.
+    let interrupted_rows = |copies: &BTreeMap<String, std::result::Result<Copied, String>>| -> Vec<(Row, bool)> {
+        steps
+            .iter()
+            .map(|s| match (&s.action, copies.contains_key(&s.image.name)) {
+                (Action::Copy { .. }, false) => (interrupted(final_row(s, copies)), false),
+                (a, _) if a.builds() => (interrupted(final_row(s, copies)), matches!(a, Action::Push { .. })),
+                _ => (final_row(s, copies), false),
+            })
+            .collect()
+    };
+    if let Some(r) = &report {
+        on_interrupt(r, interrupted_rows(&BTreeMap::new()));
+    }
     let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
     let to_build: Vec<&Step> = steps.iter().filter(|s| s.action.builds()).collect();
     ui::progress(format_args!(
@@ -97,6 +131,9 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
     // Copies first: builds pull their dependencies from the spec registry,
     // which may be one that a copy fills.
     let copies = run_copies(ctx, &clients, &to_copy);
+    if let Some(r) = &report {
+        on_interrupt(r, interrupted_rows(&copies));
+    }
     let failed_copies: BTreeSet<&str> = copies.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.as_str()).collect();
     let mut outcomes = BTreeMap::new();
     // Whatever is built from an image that could not be copied is not built.
@@ -114,22 +151,33 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
         outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref(), lock)?);
     }
 
-    let rows: Vec<Row> = steps
+    let mut rows: Vec<Row> = steps
         .iter()
-        .map(|s| match copies.get(&s.image.name) {
-            Some(copied) => copy_row(ctx, s, "copied", copied),
-            None => match facts.published.get(&s.image.name) {
-                Some(held) if s.action == Action::Published && !plan::drifted(held).is_empty() => {
-                    drifted_row(ctx, s, held)
-                }
-                _ => row(ctx, s, outcomes.get(&s.image.name)),
-            },
+        .map(|s| match outcomes.get(&s.image.name) {
+            Some(o) => row(ctx, s, Some(o)),
+            None => final_row(s, &copies),
         })
         .collect();
+    if json {
+        // What the builds pushed: the registries know the digests.
+        let pushed: Vec<&crate::discover::Image> = steps
+            .iter()
+            .filter(|s| rows.iter().any(|r| r.name == s.image.name && r.status == "pushed"))
+            .map(|s| s.image)
+            .collect();
+        if !pushed.is_empty() {
+            let now = published_status(ctx, &clients, &pushed, &fps)?;
+            for r in rows.iter_mut() {
+                if let Some(h) = now.get(&r.name) {
+                    r.digests = digests(ctx, h);
+                }
+            }
+        }
+    }
     let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
     let ok = rows.iter().all(|r| r.error.is_none()) && (drifted.is_empty() || allow_drift);
     crate::publish::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
-    if !report::print(&rows, json)? {
+    if !report::print(&rows, report.as_ref(), !allow_drift)? {
         return Ok(Status::Failure);
     }
     if !drifted.is_empty() && !allow_drift {
@@ -266,7 +314,51 @@ fn base_row(step: &Step<'_>, status: &'static str) -> Row {
         seconds: 0.0,
         error: None,
         replaced: None,
+        digests: BTreeMap::new(),
     }
+}
+
+/// The digest each registry holds under a tag, by registry url.
+pub fn digests(ctx: &Ctx, held: &Held) -> BTreeMap<String, String> {
+    held.iter().enumerate().filter_map(|(r, d)| Some((ctx.naming.registries.get(r)?.url.clone(), d.clone()?))).collect()
+}
+
+/// `row` with the digests the registries hold at the end: `held` before
+/// the run, and a successful copy's digest where it copied to.
+pub fn with_digests(
+    ctx: &Ctx,
+    row: Row,
+    held: Option<&Held>,
+    copied: Option<&std::result::Result<Copied, String>>,
+) -> Row {
+    let mut d = held.map(|h| digests(ctx, h)).unwrap_or_default();
+    if let Some(Ok(c)) = copied {
+        for url in &row.registries {
+            d.insert(url.clone(), c.digest.clone());
+        }
+    }
+    Row { digests: d, ..row }
+}
+
+/// A row whose work had not finished when the run was stopped.
+fn interrupted(row: Row) -> Row {
+    Row { status: "interrupted", seconds: 0.0, error: Some("interrupted before it finished".into()), ..row }
+}
+
+/// On a signal, print `rows` with the builds finished by then (a row's
+/// flag: it is a build that pushes).
+fn on_interrupt(report: &Report, rows: Vec<(Row, bool)>) {
+    let report = report.clone();
+    crate::report::on_interrupt(move |built| {
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|(r, pushed)| match built.get(&r.name) {
+                Some(b) => r.clone().with_build(b, *pushed),
+                None => r.clone(),
+            })
+            .collect();
+        report.render(&rows, RunResult::Interrupted)
+    });
 }
 
 /// The row of a published image whose tag names different content in
@@ -300,21 +392,21 @@ pub fn copy_row(ctx: &Ctx, step: &Step<'_>, status: &'static str, copied: &std::
 
 /// The row of an image that was not copied.
 pub fn row(ctx: &Ctx, step: &Step<'_>, outcome: Option<&Outcome<usize>>) -> Row {
-    let (status, seconds, error) = match (&step.action, outcome) {
-        (Action::Published, _) => ("published", 0.0, None),
-        (Action::Present, _) => ("present", 0.0, None),
-        (Action::Unpublished, _) => ("unpublished", 0.0, None),
-        (a, Some(Outcome::Done { took, .. })) => {
-            (if matches!(a, Action::Push { .. }) { "pushed" } else { "built" }, took.as_secs_f64(), None)
-        }
-        (_, Some(o @ Outcome::Failed { took, .. })) => ("failed", took.as_secs_f64(), Some(describe_outcome(o))),
-        (_, Some(o @ Outcome::Skipped { .. })) => ("skipped", 0.0, Some(describe_outcome(o))),
-        (_, Some(o @ Outcome::TimedOut { .. })) => ("timed-out", 0.0, Some(describe_outcome(o))),
-        (_, None) => ("failed", 0.0, Some("not run".into())),
+    let status = match (&step.action, outcome) {
+        (Action::Published, _) => "published",
+        (Action::Present, _) => "present",
+        (Action::Unpublished, _) => "unpublished",
+        _ => "failed",
     };
+    let pushed = matches!(step.action, Action::Push { .. });
     let registries = match &step.action {
         Action::Push { registries } => registries.iter().map(|r| ctx.naming.registries[*r].url.clone()).collect(),
         _ => vec![],
     };
-    Row { registries, seconds, error, ..base_row(step, status) }
+    let row = Row { registries, ..base_row(step, status) };
+    match (status, outcome) {
+        ("failed", Some(o)) => row.with_build(&crate::report::Built::of(o), pushed),
+        ("failed", None) => Row { error: Some("not run".into()), ..row },
+        _ => row,
+    }
 }

@@ -77,21 +77,33 @@ pub fn list(ctx: &Ctx, json: bool) -> Result<String> {
     Ok(serde_json::to_string_pretty(&entries)? + "\n")
 }
 
-pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
+/// What `describe` shows of an image (a row of `describe --json`).
+#[derive(Serialize)]
+pub struct Description {
+    pub name: String,
+    pub path: String,
+    pub description: Option<String>,
+    pub publish: bool,
+    pub fingerprint: String,
+    pub spec: String,
+    /// Whether `dependencies` and `inputs` are transitive.
+    pub transitive: bool,
+    pub dependencies: Vec<Dependency>,
+    pub inputs: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Dependency {
+    pub name: String,
+    pub fingerprint: String,
+}
+
+pub fn describe_image(ctx: &Ctx, name: &str, transitive: bool) -> Result<Description> {
     let image = ctx.repo.image(name)?;
     let images = ctx.repo.resolve(&[name.to_string()])?;
     let computed = crate::fingerprint::compute(&ctx.repo, &images, &ctx.settings)?;
     let fps = computed.fps();
     let fp = fps[name].fingerprint;
-    let mut out = String::new();
-    writeln!(out, "name: {name}")?;
-    writeln!(out, "path: {}", image.dir)?;
-    if let Some(d) = &image.config.description {
-        writeln!(out, "description: {d}")?;
-    }
-    writeln!(out, "publish: {}", image.config.publish)?;
-    writeln!(out, "fingerprint: {fp}")?;
-    writeln!(out, "spec: {}", ctx.naming.spec(name, &fp))?;
     let (deps, inputs): (Vec<&Image>, BTreeSet<&str>) = if transitive {
         let all = ctx.repo.resolve(&[name.to_string()])?;
         let deps = all.into_iter().filter(|i| i.name != name).collect();
@@ -101,14 +113,41 @@ pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
         let deps = image.depends_on.iter().map(|d| &ctx.repo.images[d]).collect();
         (deps, computed.inputs(name).into_iter().collect())
     };
+    Ok(Description {
+        name: name.to_string(),
+        path: image.dir.clone(),
+        description: image.config.description.clone(),
+        publish: image.config.publish,
+        fingerprint: fp.to_string(),
+        spec: ctx.naming.spec(name, &fp),
+        transitive,
+        dependencies: deps
+            .into_iter()
+            .map(|d| Dependency { name: d.name.clone(), fingerprint: fps[&d.name].fingerprint.to_string() })
+            .collect(),
+        inputs: inputs.into_iter().map(str::to_string).collect(),
+    })
+}
+
+pub fn describe(ctx: &Ctx, name: &str, transitive: bool) -> Result<String> {
+    let d = describe_image(ctx, name, transitive)?;
+    let mut out = String::new();
+    writeln!(out, "name: {name}")?;
+    writeln!(out, "path: {}", d.path)?;
+    if let Some(text) = &d.description {
+        writeln!(out, "description: {text}")?;
+    }
+    writeln!(out, "publish: {}", d.publish)?;
+    writeln!(out, "fingerprint: {}", d.fingerprint)?;
+    writeln!(out, "spec: {}", d.spec)?;
     let label = if transitive { "dependencies (transitive)" } else { "dependencies" };
-    writeln!(out, "{label}:{}", if deps.is_empty() { " none" } else { "" })?;
-    for d in deps {
-        writeln!(out, "  {} {}", d.name, fps[&d.name].fingerprint)?;
+    writeln!(out, "{label}:{}", if d.dependencies.is_empty() { " none" } else { "" })?;
+    for dep in &d.dependencies {
+        writeln!(out, "  {} {}", dep.name, dep.fingerprint)?;
     }
     let label = if transitive { "inputs (transitive)" } else { "inputs" };
-    writeln!(out, "{label} ({}):", inputs.len())?;
-    for i in inputs {
+    writeln!(out, "{label} ({}):", d.inputs.len())?;
+    for i in &d.inputs {
         writeln!(out, "  {i}")?;
     }
     Ok(out)

@@ -9,19 +9,24 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::ensure::{copy_row, row, run_copies};
+use super::ensure::{copy_row, row, run_copies, with_digests};
 use crate::ctx::{Ctx, Status};
 use crate::fingerprint::fingerprint_all;
 use crate::plan::{self, Action, Facts, Goal, Step};
 use crate::publish::report::{self, Row};
 use crate::publish::{clients, published_status, verify_credentials, Access};
+use crate::report::{Report, RunResult};
 use crate::ui;
 
 pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duration>) -> Result<Status> {
+    let report = json.then(|| Report::new(ctx, "repair"));
     let resolved = ctx.repo.resolve(targets)?;
     let images: Vec<_> = resolved.iter().copied().filter(|i| i.config.publish).collect();
     if images.is_empty() {
         ui::progress("no publishable image to repair");
+        if let Some(r) = &report {
+            r.emit::<Row>(&[], RunResult::Success);
+        }
         return Ok(Status::Success);
     }
     // Fingerprints need every dependency, published or not.
@@ -46,26 +51,31 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
     let rows: Vec<Row> = steps
         .iter()
         .map(|s| match (&s.action, copies.get(&s.image.name)) {
-            (Action::Copy { .. }, Some(copied)) => {
-                let held = &published[&s.image.name];
-                let drifted = plan::drifted(held);
-                if drifted.is_empty() {
-                    copy_row(ctx, s, "copied", copied)
-                } else {
-                    // What the re-pointed registries held before, to undo
-                    // or investigate the repair.
-                    let replaced = drifted
-                        .iter()
-                        .filter_map(|r| Some((ctx.naming.registries[*r].url.clone(), held[*r].clone()?)))
-                        .collect();
-                    Row { replaced: Some(replaced), ..copy_row(ctx, s, "repaired", copied) }
-                }
-            }
-            _ => row(ctx, s, None),
+            (Action::Copy { .. }, Some(copied)) => with_digests(
+                ctx,
+                {
+                    let held = &published[&s.image.name];
+                    let drifted = plan::drifted(held);
+                    if drifted.is_empty() {
+                        copy_row(ctx, s, "copied", copied)
+                    } else {
+                        // What the re-pointed registries held before, to undo
+                        // or investigate the repair.
+                        let replaced = drifted
+                            .iter()
+                            .filter_map(|r| Some((ctx.naming.registries[*r].url.clone(), held[*r].clone()?)))
+                            .collect();
+                        Row { replaced: Some(replaced), ..copy_row(ctx, s, "repaired", copied) }
+                    }
+                },
+                published.get(&s.image.name),
+                Some(copied),
+            ),
+            _ => with_digests(ctx, row(ctx, s, None), published.get(&s.image.name), None),
         })
         .collect();
     crate::publish::ci::write_rows(ctx, &clients, "repair", rows.iter().all(|r| r.error.is_none()), &rows);
-    if !report::print(&rows, json)? {
+    if !report::print(&rows, report.as_ref(), false)? {
         return Ok(Status::Failure);
     }
     Ok(Status::Success)

@@ -31,6 +31,7 @@ use crate::plan::{self, TagMove};
 use crate::publish::client::Client;
 use crate::publish::manifest::{self, Content, Descriptor};
 use crate::publish::{clients, held, verify_credentials, Access};
+use crate::report::{Report, RunResult, TagRow};
 use crate::ui;
 use crate::util::par_io;
 
@@ -45,6 +46,8 @@ pub struct TagOptions {
     pub mainline_only: bool,
     /// Bound on each registry request (`--timeout`).
     pub timeout: Option<Duration>,
+    /// Print the run's document on stdout, not the lines.
+    pub json: bool,
 }
 
 /// One image's per-arch member of an index.
@@ -56,6 +59,7 @@ struct Member {
 }
 
 pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Result<Status> {
+    let report = opts.json.then(|| Report::new(ctx, "tag"));
     validate_tag(tag)?;
     let mut archs = opts.archs.clone();
     archs.sort_by_key(|a| a.go());
@@ -74,6 +78,9 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     let roots = plan::release_roots(&ctx.repo.images, targets, mainline_only).map_err(|e| anyhow!(e))?;
     if roots.is_empty() {
         ui::progress("no published image to tag");
+        if let Some(r) = &report {
+            r.emit::<TagRow>(&[], RunResult::Success);
+        }
         return Ok(Status::Success);
     }
     let resolved = ctx.repo.resolve(&roots)?;
@@ -188,10 +195,37 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         }
     }
     let show = |lines: &[(&str, usize, String, String)]| -> String {
+        if report.is_some() {
+            return String::new();
+        }
         lines.iter().map(|(_, _, start, what)| format!("{start} {what}\n")).collect()
+    };
+    // The document's rows: what happened to each tag, or would.
+    let emit = |lines: &[(&str, usize, String, String)], result: RunResult| {
+        let Some(report) = &report else { return };
+        let rows: Vec<TagRow> = lines
+            .iter()
+            .map(|(name, r, _, what)| TagRow {
+                name: name.to_string(),
+                registry: ctx.naming.registries[*r].url.clone(),
+                reference: reference(*r, name, tag),
+                digest: bytes_of[name].1.clone(),
+                status: match what.split(' ').next().unwrap_or("") {
+                    "create" => "create",
+                    "created" => "created",
+                    "move" => "move",
+                    "moved" => "moved",
+                    "unchanged" => "unchanged",
+                    _ => "failed",
+                },
+                previous: what.split_once("(from ").map(|(_, f)| f.trim_end_matches(')').to_string()),
+            })
+            .collect();
+        report.emit(&rows, result);
     };
     if opts.dry_run {
         ui::result(&show(&lines));
+        emit(&lines, RunResult::Success);
         ui::progress(format_args!(
             "dry run: {created} to create, {moved} to move, {unchanged} unchanged; nothing was changed"
         ));
@@ -235,6 +269,7 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         crate::publish::ci::write(ctx, "tag", errors.is_empty(), headline, rows);
     }
     ui::result(&show(&lines));
+    emit(&lines, if errors.is_empty() { RunResult::Success } else { RunResult::Failure });
     if !errors.is_empty() {
         ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
         return Ok(Status::Failure);

@@ -28,6 +28,8 @@ pub fn install_signal_handlers() {
             } else {
                 "interrupted; stopped running builds"
             });
+            // A `--json` run's document, with what finished.
+            crate::ui::interrupt::print_interrupted();
             std::process::exit(128 + signal);
         }
     });

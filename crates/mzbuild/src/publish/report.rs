@@ -5,6 +5,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::report::{Report, RunResult};
 use crate::ui;
 
 /// One image's line of the summary (also its `--json` object).
@@ -34,13 +35,32 @@ pub struct Row {
     /// tag before, by registry url.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<std::collections::BTreeMap<String, String>>,
+    /// The digest each registry holds under the tag at the end, by registry
+    /// url (as far as the run knows: empty for local images).
+    pub digests: std::collections::BTreeMap<String, String>,
 }
 
-/// Print the summary; then, if any image failed, the failures, and return
-/// false.
-pub fn print(rows: &[Row], json: bool) -> Result<bool> {
-    if json {
-        ui::result(&format!("{}\n", serde_json::to_string_pretty(rows)?));
+impl Row {
+    /// This row with a finished build's outcome (`done` becomes `pushed`
+    /// when `pushed`, else `built`).
+    pub fn with_build(self, b: &crate::report::Built, pushed: bool) -> Row {
+        let status = match b.status {
+            "done" if pushed => "pushed",
+            "done" => "built",
+            s => s,
+        };
+        Row { status, seconds: b.seconds, error: b.error.clone(), ..self }
+    }
+}
+
+/// Print the summary (the `--json` document when `json`; `drift_fails`:
+/// a drifted image fails the run); then, if any image failed, the
+/// failures, and return false.
+pub fn print(rows: &[Row], json: Option<&Report>, drift_fails: bool) -> Result<bool> {
+    if let Some(report) = json {
+        let failed =
+            rows.iter().any(|r| r.error.is_some()) || (drift_fails && rows.iter().any(|r| r.status == "drifted"));
+        report.emit(rows, if failed { RunResult::Failure } else { RunResult::Success });
     } else {
         let table: Vec<Vec<String>> = rows
             .iter()
