@@ -133,6 +133,20 @@ fn input_set(repo: &Repo, image: &Image, cache: &mut InputCache) -> Result<FileS
     Ok(set)
 }
 
+/// The input sets of `images`, each with what its default cargo-build
+/// inputs left out. The images share their crates' files and their
+/// cargo-build closures, so the cost grows with the unique crates and
+/// closures, not with the sum of the images' inputs.
+pub fn input_sets(repo: &Repo, images: &[&Image]) -> Result<Vec<(FileSet, preimage::Notes)>> {
+    let mut cache = InputCache::default();
+    let mut out = Vec::with_capacity(images.len());
+    for image in images {
+        let set = input_set(repo, image, &mut cache)?;
+        out.push((set, std::mem::take(&mut cache.notes)));
+    }
+    Ok(out)
+}
+
 /// An image's fingerprint.
 #[derive(Clone, Debug)]
 pub struct Fingerprinted {
@@ -239,13 +253,7 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
             return Ok(hit);
         }
     }
-    let mut cache = InputCache::default();
-    let mut notes = Vec::with_capacity(images.len());
-    let mut sets = Vec::with_capacity(images.len());
-    for image in images {
-        sets.push(input_set(repo, image, &mut cache)?);
-        notes.push(std::mem::take(&mut cache.notes));
-    }
+    let (sets, notes): (Vec<FileSet>, Vec<preimage::Notes>) = input_sets(repo, images)?.into_iter().unzip();
     let mut union = FileSet::new(tree.files.len());
     for set in &sets {
         union.union_with(set);

@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use super::InputCache;
+use crate::config::crates::{Crate, CrateGraph};
 use crate::config::image::CargoBuildSpec;
 use crate::config::settings::{Profile, Settings};
 use crate::discover::tree::Tree;
@@ -65,8 +66,6 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
     }
     out.push(tree.range("ci/builder"));
     let graph = repo.crates().context("reading the cargo workspace")?;
-    let rule = ws.path_dependencies.unwrap_or_default();
-    let mut crates = BTreeSet::new();
     let roots = spec
         .bins
         .iter()
@@ -74,16 +73,57 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
         .chain(spec.examples.iter().map(|e| graph.crate_for_example(e).map(|c| (c, true))));
     for root in roots {
         let (krate, dev) = root?;
-        let closure = graph.closure(krate, dev, rule);
-        if ws.path_dependencies.is_none() {
-            cache.notes.unfollowed.extend(graph.unfollowed(krate, dev, &closure));
-        }
-        crates.extend(closure);
-    }
-    for dir in crates {
-        out.extend(cache.crates.entry(dir).or_insert_with_key(|dir| crate_ranges(tree, dir)).iter().cloned());
+        let key = (krate.dir.clone(), dev);
+        let closure = match cache.closures.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = std::rc::Rc::new(closure_inputs(repo, graph, krate, dev, &mut cache.crates));
+                cache.closures.insert(key, c.clone());
+                c
+            }
+        };
+        cache.notes.unfollowed.extend(closure.unfollowed.iter().cloned());
+        out.extend(closure.ranges.iter().cloned());
     }
     Ok(out)
+}
+
+/// The files of a cargo-build root's closure, resolved once per root
+/// however many images build from it.
+pub(super) struct ClosureInputs {
+    /// Ascending, disjoint and not touching.
+    ranges: Vec<Range<usize>>,
+    /// What the default rule does not follow (see [`super::Notes`]).
+    unfollowed: Vec<(String, String, String)>,
+}
+
+/// The inputs of `krate`'s closure (`dev` as for
+/// [`CrateGraph::closure`]), its crates' files
+/// shared through `crates`.
+fn closure_inputs(
+    repo: &Repo,
+    graph: &CrateGraph,
+    krate: &Crate,
+    dev: bool,
+    crates: &mut BTreeMap<String, Vec<Range<usize>>>,
+) -> ClosureInputs {
+    let ws = &repo.workspace;
+    let closure = graph.closure(krate, dev, ws.path_dependencies.unwrap_or_default());
+    let unfollowed = if ws.path_dependencies.is_none() { graph.unfollowed(krate, dev, &closure) } else { Vec::new() };
+    let mut all: Vec<Range<usize>> = Vec::new();
+    for dir in closure {
+        all.extend(crates.entry(dir).or_insert_with_key(|dir| crate_ranges(&repo.tree, dir)).iter().cloned());
+    }
+    all.retain(|r| !r.is_empty());
+    all.sort_unstable_by_key(|r| r.start);
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(all.len());
+    for r in all {
+        match ranges.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => ranges.push(r),
+        }
+    }
+    ClosureInputs { ranges, unfollowed }
 }
 
 /// Every file of the crate in `dir` but `<crate>/mzcompose` and
