@@ -56,12 +56,7 @@ struct Member {
 
 pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Result<Status> {
     validate_tag(tag)?;
-    let mut archs = opts.archs.clone();
-    archs.sort_by_key(|a| a.go());
-    archs.dedup();
-    if archs.is_empty() {
-        bail!("give at least one --arch");
-    }
+    let archs = index_archs(opts)?;
     let mainline_only = opts.mainline_only || ctx.env.non_empty("BUILDKITE_TAG").is_some();
     // Every image (none named) must not silently leave out a broken one.
     if targets.is_empty() {
@@ -88,24 +83,71 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     if !opts.dry_run {
         verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
     }
-
     // What every registry holds: each per-arch image, and the tag now.
     let member_tags: Vec<(&str, String)> =
         images.iter().flat_map(|i| fps.iter().map(|f| (i.name.as_str(), f[&i.name].fingerprint.tag()))).collect();
     let release_tags: Vec<(&str, String)> = images.iter().map(|i| (i.name.as_str(), tag.to_string())).collect();
     let member_held = held(ctx, &clients, &member_tags)?;
     let current = held(ctx, &clients, &release_tags)?;
+    let members = published_members(ctx, clients.len(), &archs, &fps, &member_tags, &member_held)?;
+    let mut indexes = member_descriptors(ctx, &clients, &members)?;
+    let bytes_of = index_bytes(&images, &members, &mut indexes);
+    let (mut lines, writes) = plan_tags(ctx, tag, &images, &bytes_of, &current);
+    if opts.dry_run {
+        let counts = Counts::of(&lines);
+        ui::result(&show(&lines, false));
+        ui::progress(format_args!(
+            "dry run: {} to create, {} to move, {} unchanged; nothing was changed",
+            counts.created, counts.moved, counts.unchanged
+        ));
+        return Ok(Status::Success);
+    }
+    let errors = write_indexes(ctx, &clients, tag, &writes, &mut lines);
+    ui::result(&show(&lines, true));
+    if !errors.is_empty() {
+        ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
+        return Ok(Status::Failure);
+    }
+    let counts = Counts::of(&lines);
+    ui::progress(format_args!(
+        "{tag}: {} created, {} moved, {} unchanged",
+        counts.created, counts.moved, counts.unchanged
+    ));
+    Ok(Status::Success)
+}
 
-    let reference = |r: usize, name: &str, t: &str| ctx.naming.registries[r].reference(&ctx.naming.prefix, name, t);
+/// The architectures the indexes list: `--arch`, sorted as the index
+/// orders them, each once.
+fn index_archs(opts: &TagOptions) -> Result<Vec<Arch>> {
+    let mut archs = opts.archs.clone();
+    archs.sort_by_key(|a| a.go());
+    archs.dedup();
+    if archs.is_empty() {
+        bail!("give at least one --arch");
+    }
+    Ok(archs)
+}
+
+/// Each image's per-arch members (`member_tags`, image by image and arch
+/// by arch, as `member_held` holds them); an error (nothing tagged) when
+/// one is missing from a registry or has drifted.
+fn published_members<'a>(
+    ctx: &Ctx,
+    registries: usize,
+    archs: &[Arch],
+    fps: &[BTreeMap<String, crate::fingerprint::Fingerprinted>],
+    member_tags: &[(&'a str, String)],
+    member_held: &[plan::Held],
+) -> Result<BTreeMap<&'a str, Vec<Member>>> {
     let (mut missing, mut drifted) = (vec![], vec![]);
     let mut members: BTreeMap<&str, Vec<Member>> = BTreeMap::new();
-    for (((name, member_tag), held), k) in member_tags.iter().zip(&member_held).zip(0..) {
+    for (((name, member_tag), held), k) in member_tags.iter().zip(member_held).zip(0..) {
         let arch = archs[k % archs.len()];
-        for r in plan::lacking(held, clients.len()) {
-            missing.push(format!("{} ({})", reference(r, name, member_tag), arch.gcc()));
+        for r in plan::lacking(held, registries) {
+            missing.push(format!("{} ({})", reference(ctx, r, name, member_tag), arch.gcc()));
         }
         for r in plan::drifted(held) {
-            drifted.push(reference(r, name, member_tag));
+            drifted.push(reference(ctx, r, name, member_tag));
         }
         if let Some(digest) = held.iter().flatten().next() {
             let fingerprint = fps[k % archs.len()][*name].fingerprint;
@@ -130,25 +172,43 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
             ctx.hint("repair --arch <arch>")
         );
     }
+    Ok(members)
+}
 
-    // Each image's index, from its per-arch manifests (read from the first
-    // registry: they are the same everywhere).
+/// `<registry>/<prefix><name>:<tag>` for registry #`r`.
+fn reference(ctx: &Ctx, r: usize, name: &str, tag: &str) -> String {
+    ctx.naming.registries[r].reference(&ctx.naming.prefix, name, tag)
+}
+
+/// Each image's index entries, from its per-arch manifests (read from the
+/// first registry: they are the same everywhere).
+fn member_descriptors<'a>(
+    ctx: &Ctx,
+    clients: &[Client],
+    members: &BTreeMap<&'a str, Vec<Member>>,
+) -> Result<BTreeMap<&'a str, Vec<Descriptor>>> {
     let tasks: Vec<(&str, &Member)> =
         members.iter().flat_map(|(name, ms)| ms.iter().map(move |m| (*name, m))).collect();
     let descriptors = par_io(&tasks, 8, |(name, m)| {
         let repo = clients[0].registry.repository(&ctx.naming.prefix, name);
         describe_member(&clients[0], &repo, &m.digest, m.arch)
-            .with_context(|| format!("{} ({})", reference(0, name, &m.fingerprint.tag()), m.arch.gcc()))
+            .with_context(|| format!("{} ({})", reference(ctx, 0, name, &m.fingerprint.tag()), m.arch.gcc()))
     });
     let mut indexes: BTreeMap<&str, Vec<Descriptor>> = BTreeMap::new();
     for ((name, _), d) in tasks.iter().zip(descriptors) {
         indexes.entry(name).or_default().push(d?);
     }
+    Ok(indexes)
+}
 
-    // The plan: per image and registry, create, move or leave the tag.
-    let mut writes: Vec<(&str, usize, &[u8])> = vec![];
-    let mut bytes_of: BTreeMap<&str, (Vec<u8>, String)> = BTreeMap::new();
-    for image in &images {
+/// Each image's index: its bytes and digest (shown with its members).
+fn index_bytes<'a>(
+    images: &[&'a Image],
+    members: &BTreeMap<&str, Vec<Member>>,
+    indexes: &mut BTreeMap<&str, Vec<Descriptor>>,
+) -> BTreeMap<&'a str, (Vec<u8>, String)> {
+    let mut bytes_of = BTreeMap::new();
+    for image in images {
         let mut descs = indexes.remove(image.name.as_str()).unwrap_or_default();
         descs.sort_by_key(platform_key);
         let bytes = manifest::oci_index(&descs);
@@ -158,45 +218,111 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
             .map(|m| format!("{} {} ({})", m.arch.gcc(), m.fingerprint.tag(), short(&m.digest)))
             .collect();
         ui::progress(format_args!("{}: {} = {}", image.name, short(&digest), shown.join(", ")));
-        bytes_of.insert(&image.name, (bytes, digest));
+        bytes_of.insert(image.name.as_str(), (bytes, digest));
     }
-    // (image, registry, the stdout line's start, what happens).
-    let mut lines: Vec<(&str, usize, String, String)> = vec![];
-    let (mut created, mut moved, mut unchanged) = (0, 0, 0);
+    bytes_of
+}
+
+/// What happens to one image's release tag in one registry: a line of the
+/// output.
+struct TagLine<'a> {
+    image: &'a str,
+    registry: usize,
+    /// `<reference> <index digest>`.
+    start: String,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Create,
+    Unchanged,
+    Move {
+        from: String,
+    },
+    /// The write failed.
+    Failed,
+}
+
+impl Outcome {
+    /// As the plan says it (`done`: as what happened).
+    fn show(&self, done: bool) -> String {
+        match (self, done) {
+            (Outcome::Create, false) => "create".into(),
+            (Outcome::Create, true) => "created".into(),
+            (Outcome::Unchanged, _) => "unchanged".into(),
+            (Outcome::Move { from }, false) => format!("move (from {from})"),
+            (Outcome::Move { from }, true) => format!("moved (from {from})"),
+            (Outcome::Failed, _) => "FAILED".into(),
+        }
+    }
+}
+
+fn show(lines: &[TagLine<'_>], done: bool) -> String {
+    lines.iter().map(|l| format!("{} {}\n", l.start, l.outcome.show(done))).collect()
+}
+
+#[derive(Default)]
+struct Counts {
+    created: usize,
+    moved: usize,
+    unchanged: usize,
+}
+
+impl Counts {
+    fn of(lines: &[TagLine<'_>]) -> Counts {
+        let mut c = Counts::default();
+        for l in lines {
+            match l.outcome {
+                Outcome::Create => c.created += 1,
+                Outcome::Move { .. } => c.moved += 1,
+                Outcome::Unchanged => c.unchanged += 1,
+                Outcome::Failed => {}
+            }
+        }
+        c
+    }
+}
+
+/// An index to put under the release tag: (image, registry, index bytes).
+type IndexWrite<'a> = (&'a str, usize, &'a [u8]);
+
+/// The plan: per image and registry, create, move or leave the tag; and
+/// the writes.
+fn plan_tags<'a>(
+    ctx: &Ctx,
+    tag: &str,
+    images: &[&'a Image],
+    bytes_of: &'a BTreeMap<&'a str, (Vec<u8>, String)>,
+    current: &[plan::Held],
+) -> (Vec<TagLine<'a>>, Vec<IndexWrite<'a>>) {
+    let (mut lines, mut writes) = (vec![], vec![]);
     for (i, image) in images.iter().enumerate() {
         let (bytes, digest) = &bytes_of[image.name.as_str()];
-        for (r, m) in plan::release_moves(digest, &current[i]).iter().enumerate() {
-            let what = match m {
-                TagMove::Create => {
-                    created += 1;
-                    "create".to_string()
-                }
-                TagMove::Unchanged => {
-                    unchanged += 1;
-                    "unchanged".to_string()
-                }
-                TagMove::Move { from } => {
-                    moved += 1;
-                    format!("move (from {from})")
-                }
-            };
-            lines.push((&image.name, r, format!("{} {digest}", reference(r, &image.name, tag)), what));
+        for (r, m) in plan::release_moves(digest, &current[i]).into_iter().enumerate() {
             if m.writes() {
                 writes.push((image.name.as_str(), r, bytes.as_slice()));
             }
+            let outcome = match m {
+                TagMove::Create => Outcome::Create,
+                TagMove::Unchanged => Outcome::Unchanged,
+                TagMove::Move { from } => Outcome::Move { from },
+            };
+            let start = format!("{} {digest}", reference(ctx, r, &image.name, tag));
+            lines.push(TagLine { image: &image.name, registry: r, start, outcome });
         }
     }
-    let show = |lines: &[(&str, usize, String, String)]| -> String {
-        lines.iter().map(|(_, _, start, what)| format!("{start} {what}\n")).collect()
-    };
-    if opts.dry_run {
-        ui::result(&show(&lines));
-        ui::progress(format_args!(
-            "dry run: {created} to create, {moved} to move, {unchanged} unchanged; nothing was changed"
-        ));
-        return Ok(Status::Success);
-    }
-    let results = par_io(&writes, 8, |(name, r, bytes)| {
+    (lines, writes)
+}
+
+/// Put each index under `tag`; the failures, each also marked in `lines`.
+fn write_indexes(
+    ctx: &Ctx,
+    clients: &[Client],
+    tag: &str,
+    writes: &[IndexWrite<'_>],
+    lines: &mut [TagLine<'_>],
+) -> Vec<String> {
+    let results = par_io(writes, 8, |(name, r, bytes)| {
         let repo = clients[*r].registry.repository(&ctx.naming.prefix, name);
         let expected = manifest::digest(bytes);
         let stored = clients[*r].put_manifest(&repo, tag, manifest::OCI_INDEX, bytes)?;
@@ -208,22 +334,13 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     let mut errors = vec![];
     for ((name, r, _), result) in writes.iter().zip(results) {
         if let Err(e) = result {
-            errors.push(format!("{}: {e:#}", reference(*r, name, tag)));
-            if let Some(line) = lines.iter_mut().find(|(n, reg, _, _)| n == name && reg == r) {
-                line.3 = "FAILED".into();
+            errors.push(format!("{}: {e:#}", reference(ctx, *r, name, tag)));
+            if let Some(line) = lines.iter_mut().find(|l| l.image == *name && l.registry == *r) {
+                line.outcome = Outcome::Failed;
             }
         }
     }
-    for line in &mut lines {
-        line.3 = line.3.replace("create", "created").replacen("move (", "moved (", 1);
-    }
-    ui::result(&show(&lines));
-    if !errors.is_empty() {
-        ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
-        return Ok(Status::Failure);
-    }
-    ui::progress(format_args!("{tag}: {created} created, {moved} moved, {unchanged} unchanged"));
-    Ok(Status::Success)
+    errors
 }
 
 /// A Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; `mzbuild-*` tags are
