@@ -92,133 +92,182 @@ pub fn run<T: Send>(
     work: &(dyn Fn(&str, &Progress<'_>) -> Result<T, String> + Sync),
     mut report: impl FnMut(Event<'_, T>),
 ) -> BTreeMap<String, Outcome<T>> {
-    let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let deps: BTreeMap<&str, BTreeSet<&str>> = jobs
-        .iter()
-        .map(|j| (j.name.as_str(), j.deps.iter().map(String::as_str).filter(|d| names.contains(d)).collect()))
-        .collect();
-    let mut dependants: BTreeMap<&str, Vec<&str>> = names.iter().map(|n| (*n, vec![])).collect();
-    for (n, ds) in &deps {
-        for d in ds {
-            dependants.get_mut(d).unwrap().push(n);
-        }
-    }
-    // Priority: how many jobs (transitively) wait on this one.
-    let weight: BTreeMap<&str, usize> = names.iter().map(|n| (*n, transitive(&dependants, n).len())).collect();
-
-    let mut waiting: BTreeMap<&str, BTreeSet<&str>> = deps.clone();
-    let mut outcomes: BTreeMap<String, Outcome<T>> = BTreeMap::new();
-    let mut running = 0usize;
-    let mut last_progress = Instant::now();
-
+    let workers = workers.max(1);
+    let mut state = State::new(jobs);
     let (job_tx, job_rx) = unbounded::<String>();
     let (res_tx, res_rx) = unbounded::<Message<T>>();
     std::thread::scope(|s| {
-        for _ in 0..workers.max(1) {
+        for _ in 0..workers {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
-            s.spawn(move || {
-                for name in job_rx {
-                    let t = Instant::now();
-                    let alive = || {
-                        let _ = res_tx.send(Message::Alive);
-                    };
-                    let r = work(&name, &Progress(&alive));
-                    if res_tx.send(Message::Done(name, r, t.elapsed())).is_err() {
-                        return;
-                    }
-                }
-            });
+            s.spawn(move || work_loop(job_rx, res_tx, work));
         }
         drop(res_tx);
 
         loop {
-            // Hand out every ready job while there are free workers.
-            while running < workers.max(1) {
-                let next = waiting
-                    .iter()
-                    .filter(|(_, ds)| ds.is_empty())
-                    .map(|(n, _)| *n)
-                    .max_by_key(|n| (weight[n], std::cmp::Reverse(*n)));
-                let Some(n) = next else { break };
-                waiting.remove(n);
-                running += 1;
-                report(Event::Started(n));
-                job_tx.send(n.to_string()).expect("workers outlive the loop");
-            }
-            if running == 0 && waiting.is_empty() {
+            state.spawn_work_if_possible(workers, &job_tx, &mut report);
+            if state.running == 0 && state.waiting.is_empty() {
                 break;
             }
-            if running == 0 {
+            if state.running == 0 {
                 // Nothing can run: only possible with a cycle, which discovery rejects.
-                for (n, ds) in std::mem::take(&mut waiting) {
-                    let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
-                    report(Event::Finished(n, &o));
-                    outcomes.insert(n.to_string(), o);
-                }
+                state.give_up_waiting(&mut report);
                 break;
             }
             // Nothing waiting: the running jobs bound themselves.
-            let received = if waiting.is_empty() {
+            let received = if state.waiting.is_empty() {
                 res_rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
-                res_rx.recv_timeout((last_progress + patience(timeout)).saturating_duration_since(Instant::now()))
+                res_rx.recv_timeout((state.last_progress + patience(timeout)).saturating_duration_since(Instant::now()))
             };
-            match received {
-                Ok(Message::Alive) => last_progress = Instant::now(),
-                Ok(Message::Done(name, result, took)) => {
-                    running -= 1;
-                    last_progress = Instant::now();
-                    let n: &str = names.get(name.as_str()).unwrap();
-                    let o = match result {
-                        Ok(value) => Outcome::Done { value, took },
-                        Err(error) => Outcome::Failed { error, took },
-                    };
-                    let ok = o.is_success();
-                    report(Event::Finished(n, &o));
-                    outcomes.insert(n.to_string(), o);
-                    if ok {
-                        for d in &dependants[n] {
-                            if let Some(ds) = waiting.get_mut(d) {
-                                ds.remove(n);
-                            }
-                        }
-                    } else {
-                        skip_dependants(
-                            n,
-                            &format!("dependency `{n}` failed"),
-                            &dependants,
-                            &mut waiting,
-                            &mut outcomes,
-                            &mut report,
-                        );
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // Everything still waiting gives up; running builds have
-                    // their own timeout.
-                    let expired: Vec<&str> = waiting.keys().copied().collect();
-                    for n in expired {
-                        let Some(ds) = waiting.remove(n) else { continue };
-                        let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
-                        report(Event::Finished(n, &o));
-                        outcomes.insert(n.to_string(), o);
-                        skip_dependants(
-                            n,
-                            &format!("dependency `{n}` timed out"),
-                            &dependants,
-                            &mut waiting,
-                            &mut outcomes,
-                            &mut report,
-                        );
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
-            }
+            state.handle_event(received, &mut report);
         }
         drop(job_tx);
     });
-    outcomes
+    state.outcomes
+}
+
+/// A worker: run each job it receives, say when it is done.
+fn work_loop<T: Send>(
+    job_rx: crossbeam_channel::Receiver<String>,
+    res_tx: crossbeam_channel::Sender<Message<T>>,
+    work: &(dyn Fn(&str, &Progress<'_>) -> Result<T, String> + Sync),
+) {
+    for name in job_rx {
+        let t = Instant::now();
+        let alive = || {
+            let _ = res_tx.send(Message::Alive);
+        };
+        let r = work(&name, &Progress(&alive));
+        if res_tx.send(Message::Done(name, r, t.elapsed())).is_err() {
+            return;
+        }
+    }
+}
+
+/// What the main thread knows about the jobs.
+struct State<'a, T> {
+    names: BTreeSet<&'a str>,
+    dependants: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Priority: how many jobs (transitively) wait on each one.
+    weight: BTreeMap<&'a str, usize>,
+    /// The jobs not handed out yet, with the dependencies they still wait for.
+    waiting: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    outcomes: BTreeMap<String, Outcome<T>>,
+    running: usize,
+    last_progress: Instant,
+}
+
+impl<'a, T> State<'a, T> {
+    fn new(jobs: &'a [JobSpec]) -> State<'a, T> {
+        let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let deps: BTreeMap<&str, BTreeSet<&str>> = jobs
+            .iter()
+            .map(|j| (j.name.as_str(), j.deps.iter().map(String::as_str).filter(|d| names.contains(d)).collect()))
+            .collect();
+        let mut dependants: BTreeMap<&str, Vec<&str>> = names.iter().map(|n| (*n, vec![])).collect();
+        for (n, ds) in &deps {
+            for d in ds {
+                dependants.get_mut(d).unwrap().push(n);
+            }
+        }
+        let weight = names.iter().map(|n| (*n, transitive(&dependants, n).len())).collect();
+        State {
+            names,
+            dependants,
+            weight,
+            waiting: deps,
+            outcomes: BTreeMap::new(),
+            running: 0,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Hand out every ready job while there are free workers.
+    fn spawn_work_if_possible(
+        &mut self,
+        workers: usize,
+        job_tx: &crossbeam_channel::Sender<String>,
+        report: &mut impl FnMut(Event<'_, T>),
+    ) {
+        while self.running < workers {
+            let next = self
+                .waiting
+                .iter()
+                .filter(|(_, ds)| ds.is_empty())
+                .map(|(n, _)| *n)
+                .max_by_key(|n| (self.weight[n], std::cmp::Reverse(*n)));
+            let Some(n) = next else { break };
+            self.waiting.remove(n);
+            self.running += 1;
+            report(Event::Started(n));
+            job_tx.send(n.to_string()).expect("workers outlive the loop");
+        }
+    }
+
+    fn handle_event(&mut self, received: Result<Message<T>, RecvTimeoutError>, report: &mut impl FnMut(Event<'_, T>)) {
+        match received {
+            Ok(Message::Alive) => self.last_progress = Instant::now(),
+            Ok(Message::Done(name, result, took)) => self.finish(&name, result, took, report),
+            Err(RecvTimeoutError::Timeout) => self.expire(report),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
+        }
+    }
+
+    /// A job finished: release its dependants, or skip them if it failed.
+    fn finish(&mut self, name: &str, result: Result<T, String>, took: Duration, report: &mut impl FnMut(Event<'_, T>)) {
+        self.running -= 1;
+        self.last_progress = Instant::now();
+        let n: &'a str = self.names.get(name).unwrap();
+        let o = match result {
+            Ok(value) => Outcome::Done { value, took },
+            Err(error) => Outcome::Failed { error, took },
+        };
+        let ok = o.is_success();
+        report(Event::Finished(n, &o));
+        self.outcomes.insert(n.to_string(), o);
+        if ok {
+            for d in &self.dependants[n] {
+                if let Some(ds) = self.waiting.get_mut(d) {
+                    ds.remove(n);
+                }
+            }
+        } else {
+            self.skip_dependants(n, &format!("dependency `{n}` failed"), report);
+        }
+    }
+
+    /// Nothing moved for too long: everything still waiting gives up;
+    /// running builds have their own timeout.
+    fn expire(&mut self, report: &mut impl FnMut(Event<'_, T>)) {
+        let expired: Vec<&str> = self.waiting.keys().copied().collect();
+        for n in expired {
+            let Some(ds) = self.waiting.remove(n) else { continue };
+            let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
+            report(Event::Finished(n, &o));
+            self.outcomes.insert(n.to_string(), o);
+            self.skip_dependants(n, &format!("dependency `{n}` timed out"), report);
+        }
+    }
+
+    /// Every waiting job gives up at once (nothing can run).
+    fn give_up_waiting(&mut self, report: &mut impl FnMut(Event<'_, T>)) {
+        for (n, ds) in std::mem::take(&mut self.waiting) {
+            let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
+            report(Event::Finished(n, &o));
+            self.outcomes.insert(n.to_string(), o);
+        }
+    }
+
+    fn skip_dependants(&mut self, n: &'a str, because: &str, report: &mut impl FnMut(Event<'_, T>)) {
+        for d in transitive(&self.dependants, n) {
+            if self.waiting.remove(d).is_some() {
+                let o = Outcome::Skipped { because: because.to_string() };
+                report(Event::Finished(d, &o));
+                self.outcomes.insert(d.to_string(), o);
+            }
+        }
+    }
 }
 
 fn transitive<'a>(dependants: &BTreeMap<&'a str, Vec<&'a str>>, n: &'a str) -> BTreeSet<&'a str> {
@@ -232,23 +281,6 @@ fn transitive<'a>(dependants: &BTreeMap<&'a str, Vec<&'a str>>, n: &'a str) -> B
         }
     }
     seen
-}
-
-fn skip_dependants<'a, T>(
-    n: &'a str,
-    because: &str,
-    dependants: &BTreeMap<&'a str, Vec<&'a str>>,
-    waiting: &mut BTreeMap<&'a str, BTreeSet<&'a str>>,
-    outcomes: &mut BTreeMap<String, Outcome<T>>,
-    report: &mut impl FnMut(Event<'_, T>),
-) {
-    for d in transitive(dependants, n) {
-        if waiting.remove(d).is_some() {
-            let o = Outcome::Skipped { because: because.to_string() };
-            report(Event::Finished(d, &o));
-            outcomes.insert(d.to_string(), o);
-        }
-    }
 }
 
 #[cfg(test)]
