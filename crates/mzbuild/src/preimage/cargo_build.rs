@@ -273,16 +273,47 @@ pub fn build(
             graph.crate_for_example(e).with_context(|| format!("image `{}`", image.name))?;
         }
     }
-    let has_optimized = repo.workspace.has_optimized_profile;
     let specs: Vec<&CargoBuildSpec> = batch.iter().map(|(_, s)| *s).collect();
-    let args = cargo_args(&specs, settings, has_optimized);
+    let log = benv.log_dir.join("cargo-build.log");
+    let mut cmd = cargo_command(repo, &specs, settings, benv, &log)?;
+    let (status, built) = run_cargo(&mut cmd)?;
+    if !status.success() {
+        bail!(
+            "cargo build for images {} failed ({status}); last lines of {}:\n{}",
+            batch
+                .iter()
+                .map(|(i, _)| format!("`{}`", i.name))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            log.display(),
+            crate::build::docker::tail(&log, 25)
+        );
+    }
+    for (image, spec) in batch {
+        copy_executables(repo, image, spec, settings, &built, &mut written)?;
+        extract_outputs(repo, image, spec, &built, &mut written)?;
+    }
+    Ok(written)
+}
+
+/// The one `cargo build` of a batch, its stderr to `log`, its flags from
+/// Cargo.toml only.
+fn cargo_command(
+    repo: &Repo,
+    specs: &[&CargoBuildSpec],
+    settings: &Settings,
+    benv: &BuildEnv<'_>,
+    log: &Path,
+) -> Result<std::process::Command> {
+    let args = cargo_args(specs, settings, repo.workspace.has_optimized_profile);
     let target = settings.arch.rust_target();
     let mut rustflags = repo.workspace.image_rustflags.clone();
     if settings.coverage {
         rustflags.push("-Cinstrument-coverage".into());
     }
-    let log = benv.log_dir.join("cargo-build.log");
-    let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     ui::progress(format_args!("cargo {} (log: {})", args.join(" "), log.display()));
     let mut cmd = process::command(benv.env.non_empty("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(&args).current_dir(repo.root()).stdout(Stdio::piped()).stderr(logf).stdin(Stdio::null());
@@ -306,97 +337,118 @@ pub fn build(
     if !rustflags.is_empty() {
         cmd.env(&env_key, rustflags.join(" "));
     }
+    Ok(cmd)
+}
+
+/// What cargo reported building: each package's build-script `OUT_DIR`,
+/// and each executable by (target kind, name).
+#[derive(Default)]
+struct Built {
+    out_dirs: BTreeMap<String, PathBuf>,
+    artifacts: BTreeMap<(String, String), PathBuf>,
+}
+
+/// Run cargo, reading its JSON messages as they come.
+fn run_cargo(cmd: &mut std::process::Command) -> Result<(std::process::ExitStatus, Built)> {
     // Its own process group, registered for the interrupt handler: a
     // SIGTERM sent to xtask alone (a cancelled CI job) must stop cargo too.
-    let mut child = GroupChild::spawn(&mut cmd).context("starting cargo build")?;
-    let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
+    let mut child = GroupChild::spawn(cmd).context("starting cargo build")?;
+    let mut built = Built::default();
     for line in BufReader::new(child.take_stdout().expect("piped")).lines() {
         // A read error drops `child`, which kills and reaps cargo.
         let line = line.context("reading cargo's output")?;
         match serde_json::from_str::<Message>(&line) {
             Ok(Message::BuildScriptExecuted { package_id, out_dir }) => {
-                out_dirs.insert(package_name(&package_id), out_dir);
+                built.out_dirs.insert(package_name(&package_id), out_dir);
             }
             Ok(Message::CompilerArtifact { target, executable: Some(exe) }) => {
                 let kind = target.kind.into_iter().next().unwrap_or_default();
-                artifacts.insert((kind, target.name), exe);
+                built.artifacts.insert((kind, target.name), exe);
             }
             _ => {}
         }
     }
-    let status = child.wait()?;
-    if !status.success() {
-        bail!(
-            "cargo build for images {} failed ({status}); last lines of {}:\n{}",
-            batch
-                .iter()
-                .map(|(i, _)| format!("`{}`", i.name))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", "),
-            log.display(),
-            crate::build::docker::tail(&log, 25)
-        );
+    Ok((child.wait()?, built))
+}
+
+/// Copy (and strip) the image's binaries and examples into its context.
+fn copy_executables(
+    repo: &Repo,
+    image: &Image,
+    spec: &CargoBuildSpec,
+    settings: &Settings,
+    built: &Built,
+    written: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    let ctx = repo.root().join(&image.dir);
+    let items = spec
+        .bins
+        .iter()
+        .map(|b| ("bin", b, ctx.join(b)))
+        .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
+    for (kind, name, dest) in items {
+        let src = built.artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
+            let profile = profile_dir(settings.profile, repo.workspace.has_optimized_profile);
+            let dir = repo.root().join("target").join(settings.arch.rust_target()).join(profile);
+            if kind == "bin" {
+                dir.join(name)
+            } else {
+                dir.join("examples").join(name)
+            }
+        });
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        written.push((image.name.clone(), dest.clone()));
+        std::fs::copy(&src, &dest).with_context(|| {
+            format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
+        })?;
+        if spec.strip {
+            let out = process::command("strip").arg("--strip-debug").arg(&dest).output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => bail!(
+                    "image `{}`: strip --strip-debug {} failed: {}",
+                    image.name,
+                    dest.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
+            }
+        }
     }
-    for (image, spec) in batch {
-        let ctx = repo.root().join(&image.dir);
-        let items = spec
-            .bins
-            .iter()
-            .map(|b| ("bin", b, ctx.join(b)))
-            .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
-        for (kind, name, dest) in items {
-            let src = artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
-                let dir = repo.root().join("target").join(&target).join(profile_dir(settings.profile, has_optimized));
-                if kind == "bin" {
-                    dir.join(name)
-                } else {
-                    dir.join("examples").join(name)
-                }
-            });
-            if let Some(parent) = dest.parent() {
+    Ok(())
+}
+
+/// Copy the build-script outputs the image's `extract` names into its
+/// context.
+fn extract_outputs(
+    repo: &Repo,
+    image: &Image,
+    spec: &CargoBuildSpec,
+    built: &Built,
+    written: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    let ctx = repo.root().join(&image.dir);
+    for (pkg, files) in &spec.extract {
+        let out_dir = built.out_dirs.get(pkg).ok_or_else(|| {
+            anyhow!(
+                "image `{}`: `extract` names package `{pkg}`, but no build script of that package ran in this build",
+                image.name
+            )
+        })?;
+        for (src, dst) in files {
+            let to = ctx.join(dst);
+            if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
-            written.push((image.name.clone(), dest.clone()));
-            std::fs::copy(&src, &dest).with_context(|| {
-                format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
+            written.push((image.name.clone(), to.clone()));
+            std::fs::copy(out_dir.join(src), &to).with_context(|| {
+                format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
             })?;
-            if spec.strip {
-                let out = process::command("strip").arg("--strip-debug").arg(&dest).output();
-                match out {
-                    Ok(o) if o.status.success() => {}
-                    Ok(o) => bail!(
-                        "image `{}`: strip --strip-debug {} failed: {}",
-                        image.name,
-                        dest.display(),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
-                }
-            }
-        }
-        for (pkg, files) in &spec.extract {
-            let out_dir = out_dirs.get(pkg).ok_or_else(|| {
-                anyhow!(
-                    "image `{}`: `extract` names package `{pkg}`, but no build script of that package ran in this build",
-                    image.name
-                )
-            })?;
-            for (src, dst) in files {
-                let to = ctx.join(dst);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                }
-                written.push((image.name.clone(), to.clone()));
-                std::fs::copy(out_dir.join(src), &to).with_context(|| {
-                    format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
-                })?;
-            }
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// The package name in a cargo package id: `path+file:///x/foo#0.1.0`,
