@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mzbuild::config::image::PreImage;
-use mzbuild::fingerprint::{self, hash::hash_files};
+use mzbuild::discover::Image;
+use mzbuild::fingerprint::{self, fileset::FileSet, hash::hash_files};
 use mzbuild::git::tree::Tree;
 use mzbuild::{Arch, Ctx, Options, ProcessEnv, Profile, Repo, Settings, Status};
 use sha1::{Digest, Sha1};
@@ -33,61 +34,8 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
     eprintln!("bench: examining {}", root.display());
     let settings =
         Settings { profile: Profile::Optimized, arch: Arch::host(), coverage: false, sanitizer: "none".into() };
-    let repo = Repo::load(&root, false)?;
-    let images = repo.resolve(&[])?;
-    let tracked = git_ls_files(&root, &["--cached"])?.len();
-    let tree_files = repo.tree.files.len();
-    let tree_bytes: u64 = repo.tree.files.iter().map(|f| file_len(&root, f)).sum();
-    if let Some(f) = repo.tree.files.iter().find(|f| f.starts_with("target/")) {
-        bail!("internal error: the ignored target/ leaked into the tree ({f})");
-    }
-    let (target_files, target_bytes) = dir_size(&root.join("target"));
-    let mut per_image: Vec<Vec<String>> = Vec::new();
-    for image in &images {
-        per_image.push(fingerprint::inputs(&repo, image)?);
-    }
-    let mut unique: Vec<&str> = per_image.iter().flatten().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let size: BTreeMap<&str, u64> = unique.iter().map(|f| (*f, file_len(&root, f))).collect();
-    let unique_bytes: u64 = size.values().sum();
-    let naive_files: usize = per_image.iter().map(Vec::len).sum();
-    let naive_bytes: u64 = per_image.iter().flatten().map(|f| size[f.as_str()]).sum();
-    let (mut n_cargo, mut n_copy, mut n_plain, mut n_both) = (0, 0, 0, 0);
-    let mut closures = Vec::new();
-    for image in &images {
-        let cargo: Vec<_> = image
-            .config
-            .pre_images
-            .iter()
-            .filter_map(|p| if let PreImage::CargoBuild(c) = p { Some(c) } else { None })
-            .collect();
-        let copy = image.config.pre_images.iter().any(|p| matches!(p, PreImage::Copy(_)));
-        match (cargo.is_empty(), copy) {
-            (false, c) => {
-                n_cargo += 1;
-                n_both += usize::from(c);
-                let ws = repo.crates()?;
-                let rule = repo.workspace.path_dependencies.unwrap_or_default();
-                let mut crates = BTreeSet::new();
-                for cb in cargo {
-                    for bin in &cb.bins {
-                        crates.extend(ws.closure(ws.crate_for_bin(bin)?, false, rule));
-                    }
-                    for ex in &cb.examples {
-                        crates.extend(ws.closure(ws.crate_for_example(ex)?, true, rule));
-                    }
-                }
-                closures.push(crates.len());
-            }
-            (true, true) => n_copy += 1,
-            (true, false) => n_plain += 1,
-        }
-    }
-    let n_crates = repo.crates()?.crates.len();
-    let reference = fingerprint::fingerprint_all(&repo, &images, &settings)?;
-    drop(images);
-    drop(repo);
+    let facts = Facts::gather(&root, &settings)?;
+    let unique: Vec<&str> = facts.unique.iter().map(String::as_str).collect();
 
     // Warm-up: fills the page cache with everything both sides read.
     eprintln!("bench: warm-up pass (page cache warm from here on)");
@@ -95,65 +43,15 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
     floor_pass(&root, &unique)?;
 
     let load_before = load_average();
-    let mut t = Timings::default();
-    for r in 0..runs {
-        eprintln!("bench: run {}/{runs}", r + 1);
-        let (total, load, fp, fps) = mzbuild_pass(&root, &settings)?;
-        if fps.iter().map(|(n, f)| (n, f.fingerprint)).ne(reference.iter().map(|(n, f)| (n, f.fingerprint))) {
-            bail!("fingerprints differ between runs: the benchmark repository changed under us");
-        }
-        t.mz_total.push(total);
-        t.mz_load.push(load);
-        t.mz_fp.push(fp);
-        let (git, hash, listed) = floor_pass(&root, &unique)?;
-        if listed != tree_files {
-            eprintln!("bench: warning: git ls-files lists {listed} files, Tree::list {tree_files}");
-        }
-        t.floor_git.push(git);
-        t.floor_hash.push(hash);
-        t.floor_total.push(git + hash);
-        breakdown_pass(&root, &mut t)?;
-    }
+    let t = timed_runs(&root, &settings, &facts, &unique, runs)?;
     eprintln!("bench: blob cache and diff");
     let cache = cache_pass(&root, runs)?;
     let load_after = load_average();
     let speed = sha1_speed(&root, runs)?;
 
     // The report.
-    let (mz_best, mz_med) = stats(&t.mz_total);
-    let (fl_best, fl_med) = stats(&t.floor_total);
-    let mb = |b: u64| b as f64 / 1e6;
-    let rate = |b: u64, d: Duration| mb(b) / d.as_secs_f64();
     println!("mzbuild fingerprint benchmark: {}", root.display());
-    println!(
-        "repository   {} git-visible files ({tracked} tracked, {} untracked), {:.1} MB; ignored target/: {target_files} files, {:.1} MB (never listed)",
-        tree_files,
-        tree_files.saturating_sub(tracked),
-        mb(tree_bytes),
-        mb(target_bytes),
-    );
-    if let Some(g) = generated {
-        println!("generation   {:.1} s (this run)", g.as_secs_f64());
-    }
-    println!(
-        "images       {} ({n_cargo} cargo-build [{n_both} of them also copy], {n_copy} copy, {n_plain} neither); workspace {n_crates} crates",
-        reference.len()
-    );
-    if !closures.is_empty() {
-        println!(
-            "closures     cargo-build images reach {}..{} crates (mean {:.0}) over path dependencies",
-            closures.iter().min().unwrap(),
-            closures.iter().max().unwrap(),
-            closures.iter().sum::<usize>() as f64 / closures.len() as f64
-        );
-    }
-    println!(
-        "inputs       unique: {} files, {:.1} MB; naive (sum over images): {naive_files} files, {:.1} MB; each unique file is hashed once instead of {:.1} times on average",
-        unique.len(),
-        mb(unique_bytes),
-        mb(naive_bytes),
-        naive_files as f64 / unique.len().max(1) as f64
-    );
+    print_repository(&facts, generated);
     println!(
         "settings     profile=optimized arch={}; xtask built {}; {} threads; runs: {runs} after 1 warm-up (page cache warm), interleaved mzbuild/floor",
         settings.arch.gcc(),
@@ -164,11 +62,191 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
         println!("machine      load average {a} before the runs, {b} after (other processes compete for the cores)");
     }
     println!();
+    print_times(&t);
+    println!();
+    print_caches(&cache);
+    println!();
+    print_speed(&facts, &t, &speed, runs);
+    Ok(Status::Success)
+}
+
+/// What the benchmark reports about the repository and the inputs, and
+/// the fingerprints every run must reproduce.
+struct Facts {
+    tracked: usize,
+    tree_files: usize,
+    tree_bytes: u64,
+    target_files: usize,
+    target_bytes: u64,
+    /// The unique input files of all images, sorted.
+    unique: Vec<String>,
+    unique_bytes: u64,
+    /// Input files summed over the images.
+    naive_files: usize,
+    naive_bytes: u64,
+    kinds: Kinds,
+    n_crates: usize,
+    reference: Fingerprints,
+}
+
+/// How many images have which pre-images, and the closure sizes of the
+/// cargo-build ones.
+#[derive(Default)]
+struct Kinds {
+    cargo: usize,
+    copy: usize,
+    plain: usize,
+    both: usize,
+    closures: Vec<usize>,
+}
+
+impl Facts {
+    fn gather(root: &Path, settings: &Settings) -> Result<Facts> {
+        let repo = Repo::load(root, false)?;
+        let images = repo.resolve(&[])?;
+        let tracked = git_ls_files(root, &["--cached"])?.len();
+        let tree_files = repo.tree.files.len();
+        let tree_bytes: u64 = repo.tree.files.iter().map(|f| file_len(root, f)).sum();
+        if let Some(f) = repo.tree.files.iter().find(|f| f.starts_with("target/")) {
+            bail!("internal error: the ignored target/ leaked into the tree ({f})");
+        }
+        let (target_files, target_bytes) = dir_size(&root.join("target"));
+        let mut per_image: Vec<Vec<String>> = Vec::new();
+        for image in &images {
+            per_image.push(fingerprint::inputs(&repo, image)?);
+        }
+        let mut unique: Vec<&str> = per_image.iter().flatten().map(String::as_str).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let size: BTreeMap<&str, u64> = unique.iter().map(|f| (*f, file_len(root, f))).collect();
+        Ok(Facts {
+            tracked,
+            tree_files,
+            tree_bytes,
+            target_files,
+            target_bytes,
+            unique_bytes: size.values().sum(),
+            naive_files: per_image.iter().map(Vec::len).sum(),
+            naive_bytes: per_image.iter().flatten().map(|f| size[f.as_str()]).sum(),
+            unique: unique.into_iter().map(str::to_string).collect(),
+            kinds: Kinds::of(&repo, &images)?,
+            n_crates: repo.crates()?.crates.len(),
+            reference: fingerprint::fingerprint_all(&repo, &images, settings)?,
+        })
+    }
+}
+
+impl Kinds {
+    fn of(repo: &Repo, images: &[&Image]) -> Result<Kinds> {
+        let mut k = Kinds::default();
+        for image in images {
+            let cargo: Vec<_> = image
+                .config
+                .pre_images
+                .iter()
+                .filter_map(|p| if let PreImage::CargoBuild(c) = p { Some(c) } else { None })
+                .collect();
+            let copy = image.config.pre_images.iter().any(|p| matches!(p, PreImage::Copy(_)));
+            match (cargo.is_empty(), copy) {
+                (false, c) => {
+                    k.cargo += 1;
+                    k.both += usize::from(c);
+                    let ws = repo.crates()?;
+                    let rule = repo.workspace.path_dependencies.unwrap_or_default();
+                    let mut crates = BTreeSet::new();
+                    for cb in cargo {
+                        for bin in &cb.bins {
+                            crates.extend(ws.closure(ws.crate_for_bin(bin)?, false, rule));
+                        }
+                        for ex in &cb.examples {
+                            crates.extend(ws.closure(ws.crate_for_example(ex)?, true, rule));
+                        }
+                    }
+                    k.closures.push(crates.len());
+                }
+                (true, true) => k.copy += 1,
+                (true, false) => k.plain += 1,
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// The timed runs: mzbuild and the floor interleaved, then the phases.
+fn timed_runs(root: &Path, settings: &Settings, facts: &Facts, unique: &[&str], runs: usize) -> Result<Timings> {
+    let mut t = Timings::default();
+    for r in 0..runs {
+        eprintln!("bench: run {}/{runs}", r + 1);
+        let (total, load, fp, fps) = mzbuild_pass(root, settings)?;
+        if fps.iter().map(|(n, f)| (n, f.fingerprint)).ne(facts.reference.iter().map(|(n, f)| (n, f.fingerprint))) {
+            bail!("fingerprints differ between runs: the benchmark repository changed under us");
+        }
+        t.mz_total.push(total);
+        t.mz_load.push(load);
+        t.mz_fp.push(fp);
+        let (git, hash, listed) = floor_pass(root, unique)?;
+        if listed != facts.tree_files {
+            eprintln!("bench: warning: git ls-files lists {listed} files, Tree::list {}", facts.tree_files);
+        }
+        t.floor_git.push(git);
+        t.floor_hash.push(hash);
+        t.floor_total.push(git + hash);
+        breakdown_pass(root, &mut t)?;
+    }
+    Ok(t)
+}
+
+fn print_repository(f: &Facts, generated: Option<Duration>) {
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "repository   {} git-visible files ({} tracked, {} untracked), {:.1} MB; ignored target/: {} files, {:.1} MB (never listed)",
+        f.tree_files,
+        f.tracked,
+        f.tree_files.saturating_sub(f.tracked),
+        mb(f.tree_bytes),
+        f.target_files,
+        mb(f.target_bytes),
+    );
+    if let Some(g) = generated {
+        println!("generation   {:.1} s (this run)", g.as_secs_f64());
+    }
+    let k = &f.kinds;
+    println!(
+        "images       {} ({} cargo-build [{} of them also copy], {} copy, {} neither); workspace {} crates",
+        f.reference.len(),
+        k.cargo,
+        k.both,
+        k.copy,
+        k.plain,
+        f.n_crates
+    );
+    if !k.closures.is_empty() {
+        println!(
+            "closures     cargo-build images reach {}..{} crates (mean {:.0}) over path dependencies",
+            k.closures.iter().min().unwrap(),
+            k.closures.iter().max().unwrap(),
+            k.closures.iter().sum::<usize>() as f64 / k.closures.len() as f64
+        );
+    }
+    println!(
+        "inputs       unique: {} files, {:.1} MB; naive (sum over images): {} files, {:.1} MB; each unique file is hashed once instead of {:.1} times on average",
+        f.unique.len(),
+        mb(f.unique_bytes),
+        f.naive_files,
+        mb(f.naive_bytes),
+        f.naive_files as f64 / f.unique.len().max(1) as f64
+    );
+}
+
+fn row(name: &str, v: &[Duration]) {
+    let (b, m) = stats(v);
+    println!("{name:<54} {:>8.1}ms {:>8.1}ms", ms(b), ms(m));
+}
+
+fn print_times(t: &Timings) {
+    let (mz_best, mz_med) = stats(&t.mz_total);
+    let (fl_best, fl_med) = stats(&t.floor_total);
     println!("{:<54} {:>10} {:>10}", "time", "best", "median");
-    let row = |name: &str, v: &[Duration]| {
-        let (b, m) = stats(v);
-        println!("{name:<54} {:>8.1}ms {:>8.1}ms", ms(b), ms(m));
-    };
     row("mzbuild, no caches: load + resolve + fingerprint_all", &t.mz_total);
     row("  Repo::load (tree listing + discovery)", &t.mz_load);
     row("  resolve + fingerprint_all", &t.mz_fp);
@@ -186,9 +264,11 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
     row("  Tree::list", &t.tree);
     row("  Repo::load (incl. Tree::list)", &t.load);
     row("  workspace (Cargo.toml files)", &t.workspace);
-    row("  fingerprint::inputs, image by image", &t.inputs);
+    row("  fingerprint::input_sets, all images", &t.inputs);
     row("  fingerprint::hash_files, unique inputs, all cores", &t.hash_files);
-    println!();
+}
+
+fn print_caches(cache: &CacheTimes) {
     println!("{:<54} {:>10} {:>10}", "caches and diff (same process, medians)", "median", "/ cold fp");
     let (_, cold) = stats(&cache.fp_cold);
     let ratio_row = |name: &str, v: &[Duration], target: &str| {
@@ -205,17 +285,19 @@ pub fn run(args: BenchFingerprint) -> Result<Status> {
          diff = both sides; {} image(s) differ, {} input file(s))",
         cache.differing, cache.changed_files
     );
-    println!();
+}
+
+fn print_speed(f: &Facts, t: &Timings, speed: &Speed, runs: usize) {
+    let rate = |b: u64, d: Duration| b as f64 / 1e6 / d.as_secs_f64();
     println!("SHA-1 throughput (MB = 10^6 bytes, best of {runs}):");
-    println!("  floor pass, read + hash, 1 thread        {:>7.0} MB/s", rate(unique_bytes, stats(&t.floor_hash).0));
-    println!("  hash_files, read + hash, all cores       {:>7.0} MB/s", rate(unique_bytes, stats(&t.hash_files).0));
+    println!("  floor pass, read + hash, 1 thread        {:>7.0} MB/s", rate(f.unique_bytes, stats(&t.floor_hash).0));
+    println!("  hash_files, read + hash, all cores       {:>7.0} MB/s", rate(f.unique_bytes, stats(&t.hash_files).0));
     println!("  sha1 crate in this binary, in cache      {:>7.0} MB/s", speed.in_memory);
     println!("  sha1 crate in this binary, {} MiB file  {:>7.0} MB/s", SPEED_FILE_LEN >> 20, speed.file);
     match speed.sha1sum {
         Some(s) => println!("  sha1sum, same file                       {s:>7.0} MB/s"),
         None => println!("  sha1sum, same file                       (sha1sum not found)"),
     }
-    Ok(Status::Success)
 }
 
 #[derive(Default)]
@@ -287,11 +369,13 @@ fn breakdown_pass(root: &Path, t: &mut Timings) -> Result<()> {
     t.workspace.push(start.elapsed());
     let images = repo.resolve(&[])?;
     let start = Instant::now();
-    let all: Vec<Vec<String>> = images.iter().map(|i| fingerprint::inputs(&repo, i)).collect::<Result<_>>()?;
+    let sets = fingerprint::input_sets(&repo, &images)?;
     t.inputs.push(start.elapsed());
-    let mut unique: Vec<&str> = all.iter().flatten().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
+    let mut union = FileSet::new(repo.tree.files.len());
+    for (set, _) in &sets {
+        union.union_with(set);
+    }
+    let unique: Vec<&str> = union.iter().map(|at| repo.tree.files[at].as_str()).collect();
     let start = Instant::now();
     let hashes = hash_files(root, &unique)?;
     t.hash_files.push(start.elapsed());

@@ -367,6 +367,58 @@ struct TestDir {
     subdirs: Vec<String>,
 }
 
+/// The base images (name, Dockerfile) every other generated image is
+/// built from.
+const BASE_IMAGES: [(&str, &str); 3] = [
+    ("ubuntu-base", "FROM ubuntu:noble-20241118.1\nRUN apt-get update && apt-get -qy install ca-certificates curl\n"),
+    ("prod-base", "MZFROM ubuntu-base\nRUN groupadd --system --gid=999 materialize\nUSER materialize\n"),
+    (
+        "distroless-prod-base",
+        "FROM gcr.io/distroless/cc-debian12\nCOPY --from=busybox:1.36 /bin/busybox /bin/busybox\n",
+    ),
+];
+
+/// What generating the images keeps track of.
+struct ImagePlan<'a> {
+    crates: &'a [CrateSpec],
+    tests: &'a [TestDir],
+    /// The images so far, in order (the base images first).
+    names: Vec<String>,
+    used: HashSet<String>,
+    /// The crates with a binary, shuffled.
+    bin_crates: Vec<usize>,
+    with_examples: Vec<usize>,
+    next_bin: usize,
+    /// Crates whose `ci` directory holds an image already.
+    ci_used: HashSet<String>,
+    plain_dirs: Vec<String>,
+}
+
+impl ImagePlan<'_> {
+    /// `base`, else `base-2`, `base-3`...: a name no image has yet.
+    fn unique(&mut self, base: String) -> String {
+        let mut name = base.clone();
+        let mut k = 1;
+        while !self.used.insert(name.clone()) {
+            k += 1;
+            name = format!("{base}-{k}");
+        }
+        name
+    }
+}
+
+/// A generated image before its files are written.
+struct ImageDraft {
+    name: String,
+    dir: String,
+    /// The `pre-image:` part of mzbuild.yml.
+    pre: String,
+    /// Its MZFROM images.
+    froms: Vec<String>,
+    /// The Dockerfile after the MZFROM lines.
+    body: String,
+}
+
 struct Gen {
     root: PathBuf,
     rng: Rng,
@@ -794,33 +846,37 @@ impl Gen {
     }
 
     fn images(&mut self, crates: &[CrateSpec], tests: &[TestDir], n_images: usize) -> Result<()> {
-        let mut names: Vec<String> = Vec::new();
-        let mut used: HashSet<String> = HashSet::new();
-        let mut unique = |base: String| {
-            let mut name = base.clone();
-            let mut k = 1;
-            while !used.insert(name.clone()) {
-                k += 1;
-                name = format!("{base}-{k}");
-            }
-            name
+        let mut plan = ImagePlan {
+            crates,
+            tests,
+            names: Vec::new(),
+            used: HashSet::new(),
+            bin_crates: (0..crates.len()).filter(|i| crates[*i].bin.is_some()).collect(),
+            with_examples: (0..crates.len()).filter(|i| !crates[*i].examples.is_empty()).collect(),
+            next_bin: 0,
+            ci_used: HashSet::new(),
+            plain_dirs: Vec::new(),
         };
-        let bases = [
-            (
-                "ubuntu-base",
-                "FROM ubuntu:noble-20241118.1\nRUN apt-get update && apt-get -qy install ca-certificates curl\n"
-                    .to_string(),
-            ),
-            (
-                "prod-base",
-                "MZFROM ubuntu-base\nRUN groupadd --system --gid=999 materialize\nUSER materialize\n".to_string(),
-            ),
-            (
-                "distroless-prod-base",
-                "FROM gcr.io/distroless/cc-debian12\nCOPY --from=busybox:1.36 /bin/busybox /bin/busybox\n".to_string(),
-            ),
-        ];
-        for (name, dockerfile) in &bases {
+        self.base_images(&mut plan)?;
+        // Shuffle (Fisher-Yates) so images do not follow crate order.
+        for i in (1..plan.bin_crates.len()).rev() {
+            let j = self.rng.below(i + 1);
+            plan.bin_crates.swap(i, j);
+        }
+        for i in BASE_IMAGES.len()..n_images {
+            let draft = match (i - BASE_IMAGES.len()) % 3 {
+                0 => self.cargo_build_image(&mut plan)?,
+                1 => self.copy_image(&mut plan)?,
+                _ => self.plain_image(&mut plan),
+            };
+            self.write_image(&mut plan, draft)?;
+        }
+        Ok(())
+    }
+
+    /// The three base images every other image is built from.
+    fn base_images(&mut self, plan: &mut ImagePlan<'_>) -> Result<()> {
+        for (name, dockerfile) in BASE_IMAGES {
             let dir = format!("misc/images/{name}");
             let yml = format!(
                 "# Copyright Materialize, Inc. and contributors. All rights reserved.\nname: {name}\npublish: false\n"
@@ -831,168 +887,161 @@ impl Gen {
                 format!("# Copyright Materialize, Inc.\n{dockerfile}").as_bytes(),
             )?;
             self.text(&format!("{dir}/README.md"))?;
-            names.push(unique(name.to_string()));
+            let name = plan.unique(name.to_string());
+            plan.names.push(name);
         }
-        let mut bin_crates: Vec<usize> = (0..crates.len()).filter(|i| crates[*i].bin.is_some()).collect();
-        // Shuffle (Fisher-Yates) so images do not follow crate order.
-        for i in (1..bin_crates.len()).rev() {
-            let j = self.rng.below(i + 1);
-            bin_crates.swap(i, j);
+        Ok(())
+    }
+
+    /// An image with a cargo-build pre-image (sometimes a copy too).
+    fn cargo_build_image(&mut self, plan: &mut ImagePlan<'_>) -> Result<ImageDraft> {
+        let crates = plan.crates;
+        let c = &crates[plan.bin_crates[plan.next_bin % plan.bin_crates.len()]];
+        plan.next_bin += 1;
+        let bin = c.bin.clone().unwrap();
+        let name = plan.unique(bin.trim_start_matches("mz-").to_string());
+        let dir = if plan.ci_used.insert(c.dir.clone()) && self.rng.chance(0.5) {
+            format!("src/{}/ci", c.dir)
+        } else {
+            format!("misc/images/{name}")
+        };
+        let mut pre = String::from("pre-image:\n  - type: cargo-build\n");
+        let mut bins = vec![bin.clone()];
+        if self.rng.chance(0.2) {
+            let other = &crates[*self.rng.pick(&plan.bin_crates)];
+            bins.push(other.bin.clone().unwrap());
+            bins.extend(other.extra_bins.iter().cloned());
         }
-        let with_examples: Vec<usize> = (0..crates.len()).filter(|i| !crates[*i].examples.is_empty()).collect();
-        let mut next_bin = 0;
-        let mut ci_used = HashSet::new();
-        let mut plain_dirs: Vec<String> = Vec::new();
-        for i in bases.len()..n_images {
-            let kind = (i - bases.len()) % 3;
-            let mut pre = String::new();
-            let mut froms = Vec::new();
-            let mut body = String::new();
-            let (name, dir) = match kind {
-                0 => {
-                    // cargo-build
-                    let c = &crates[bin_crates[next_bin % bin_crates.len()]];
-                    next_bin += 1;
-                    let bin = c.bin.clone().unwrap();
-                    let name = unique(bin.trim_start_matches("mz-").to_string());
-                    let dir = if ci_used.insert(c.dir.clone()) && self.rng.chance(0.5) {
-                        format!("src/{}/ci", c.dir)
-                    } else {
-                        format!("misc/images/{name}")
-                    };
-                    pre.push_str("pre-image:\n  - type: cargo-build\n");
-                    let mut bins = vec![bin.clone()];
-                    if self.rng.chance(0.2) {
-                        let other = &crates[*self.rng.pick(&bin_crates)];
-                        bins.push(other.bin.clone().unwrap());
-                        bins.extend(other.extra_bins.iter().cloned());
-                    }
-                    bins.dedup();
-                    if bins.len() == 1 {
-                        pre.push_str(&format!("    bin: {bin}\n"));
-                    } else {
-                        pre.push_str(&format!("    bin: [{}]\n", bins.join(", ")));
-                    }
-                    if !with_examples.is_empty() && self.rng.chance(0.1) {
-                        let e = &crates[*self.rng.pick(&with_examples)];
-                        pre.push_str(&format!("    example: {}\n", e.examples[0]));
-                    }
-                    if self.rng.chance(0.2) {
-                        pre.push_str("    strip: false\n");
-                    }
-                    if self.rng.chance(0.3) {
-                        pre.push_str("    features: [tokio-console, jemalloc]\n");
-                    }
-                    if self.rng.chance(0.2) {
-                        let t = self.rng.pick(tests);
-                        pre.push_str(&format!("  - type: copy\n    source: {}\n    destination: testdata\n", t.dir));
-                    }
-                    froms.push(if self.rng.chance(0.5) { "prod-base" } else { "distroless-prod-base" }.to_string());
-                    for b in &bins {
-                        body.push_str(&format!("COPY {b} /usr/local/bin/\n"));
-                    }
-                    body.push_str(&format!("ENTRYPOINT [\"tini\", \"--\", \"{bin}\"]\n"));
-                    // Pre-image outputs must be git-ignored, or they become
-                    // inputs once built (mzbuild warns about that).
-                    let ignore: String = bins
-                        .iter()
-                        .map(|b| format!("/{b}\n"))
-                        .chain(["/examples\n".to_string(), "/testdata\n".to_string()])
-                        .collect();
-                    self.write(&format!("{dir}/.gitignore"), ignore.as_bytes())?;
-                    (name, dir)
-                }
-                1 => {
-                    // copy
-                    let n_copies = if self.rng.chance(0.2) { 2 } else { 1 };
-                    let first = self.rng.pick(tests);
-                    let name = unique(format!(
-                        "{}-{}",
-                        first.dir.trim_start_matches("test/"),
-                        self.rng.pick(&["test", "data", "runner", "fixtures"])
-                    ));
-                    let dir = format!("misc/images/{name}");
-                    pre.push_str("pre-image:\n");
-                    for k in 0..n_copies {
-                        let t = if k == 0 { first } else { self.rng.pick(tests) };
-                        let u = self.rng.unit();
-                        let matching = if u < 0.5 {
-                            None
-                        } else if u < 0.8 {
-                            Some(format!("\"*.{}\"", self.rng.pick(&t.exts)))
-                        } else if !t.subdirs.is_empty() {
-                            Some(self.rng.pick(&t.subdirs).clone())
-                        } else {
-                            Some("\"*\"".to_string())
-                        };
-                        pre.push_str(&format!("  - type: copy\n    source: {}\n    destination: data{k}\n", t.dir));
-                        if let Some(m) = matching {
-                            pre.push_str(&format!("    matching: {m}\n"));
-                        }
-                    }
-                    self.write(&format!("{dir}/.gitignore"), b"/data0\n/data1\n")?;
-                    froms.push("ubuntu-base".to_string());
-                    body.push_str("COPY data0 /data\nENTRYPOINT [\"/usr/local/bin/run-tests\"]\n");
-                    (name, dir)
-                }
-                _ => {
-                    // plain: built from other images
-                    let name = unique(format!(
-                        "{}-{}",
-                        self.rng.pick(WORDS),
-                        self.rng.pick(&["tools", "runner", "proxy", "server", "mock", "client"])
-                    ));
-                    let dir = if !plain_dirs.is_empty() && self.rng.chance(0.1) {
-                        // Nested inside another image's context.
-                        format!("{}/{name}", self.rng.pick(&plain_dirs))
-                    } else {
-                        format!("misc/images/{name}")
-                    };
-                    plain_dirs.push(dir.clone());
-                    froms.push(self.rng.pick(&names[..3]).clone());
-                    body.push_str("RUN apt-get update && apt-get -qy install python3\nCOPY . /workdir\n");
-                    (name, dir)
-                }
+        bins.dedup();
+        if bins.len() == 1 {
+            pre.push_str(&format!("    bin: {bin}\n"));
+        } else {
+            pre.push_str(&format!("    bin: [{}]\n", bins.join(", ")));
+        }
+        if !plan.with_examples.is_empty() && self.rng.chance(0.1) {
+            let e = &crates[*self.rng.pick(&plan.with_examples)];
+            pre.push_str(&format!("    example: {}\n", e.examples[0]));
+        }
+        if self.rng.chance(0.2) {
+            pre.push_str("    strip: false\n");
+        }
+        if self.rng.chance(0.3) {
+            pre.push_str("    features: [tokio-console, jemalloc]\n");
+        }
+        if self.rng.chance(0.2) {
+            let t = self.rng.pick(plan.tests);
+            pre.push_str(&format!("  - type: copy\n    source: {}\n    destination: testdata\n", t.dir));
+        }
+        let froms = vec![if self.rng.chance(0.5) { "prod-base" } else { "distroless-prod-base" }.to_string()];
+        let mut body = String::new();
+        for b in &bins {
+            body.push_str(&format!("COPY {b} /usr/local/bin/\n"));
+        }
+        body.push_str(&format!("ENTRYPOINT [\"tini\", \"--\", \"{bin}\"]\n"));
+        // Pre-image outputs must be git-ignored, or they become inputs once
+        // built (mzbuild warns about that).
+        let ignore: String = bins
+            .iter()
+            .map(|b| format!("/{b}\n"))
+            .chain(["/examples\n".to_string(), "/testdata\n".to_string()])
+            .collect();
+        self.write(&format!("{dir}/.gitignore"), ignore.as_bytes())?;
+        Ok(ImageDraft { name, dir, pre, froms, body })
+    }
+
+    /// An image with one or two copy pre-images of test data.
+    fn copy_image(&mut self, plan: &mut ImagePlan<'_>) -> Result<ImageDraft> {
+        let tests = plan.tests;
+        let n_copies = if self.rng.chance(0.2) { 2 } else { 1 };
+        let first = self.rng.pick(tests);
+        let name = plan.unique(format!(
+            "{}-{}",
+            first.dir.trim_start_matches("test/"),
+            self.rng.pick(&["test", "data", "runner", "fixtures"])
+        ));
+        let dir = format!("misc/images/{name}");
+        let mut pre = String::from("pre-image:\n");
+        for k in 0..n_copies {
+            let t = if k == 0 { first } else { self.rng.pick(tests) };
+            let u = self.rng.unit();
+            let matching = if u < 0.5 {
+                None
+            } else if u < 0.8 {
+                Some(format!("\"*.{}\"", self.rng.pick(&t.exts)))
+            } else if !t.subdirs.is_empty() {
+                Some(self.rng.pick(&t.subdirs).clone())
+            } else {
+                Some("\"*\"".to_string())
             };
-            // Sometimes also built from an earlier image, as a build stage.
-            if self.rng.chance(0.3) {
-                let other = self.rng.pick(&names).clone();
-                if !froms.contains(&other) {
-                    froms.insert(0, format!("{other} AS builder"));
-                }
+            pre.push_str(&format!("  - type: copy\n    source: {}\n    destination: data{k}\n", t.dir));
+            if let Some(m) = matching {
+                pre.push_str(&format!("    matching: {m}\n"));
             }
-            let mut dockerfile = String::from("# Copyright Materialize, Inc. and contributors. All rights reserved.\n#\n# Use of this software is governed by the Business Source License.\n\n");
-            for f in &froms {
-                dockerfile.push_str(&format!("MZFROM {f}\n\n"));
-            }
-            dockerfile.push_str(&body);
-            let yml = format!(
-                "# Copyright Materialize, Inc. and contributors. All rights reserved.\nname: {name}\ndescription: {}.\n{}{pre}",
-                self.words(5),
-                if self.rng.chance(0.2) { "publish: false\n" } else { "" }
-            );
-            self.write(&format!("{dir}/mzbuild.yml"), yml.as_bytes())?;
-            self.write(&format!("{dir}/Dockerfile"), dockerfile.as_bytes())?;
-            for k in 0..self.rng.range(0, 5) {
-                let f = format!(
-                    "{dir}/{}{k}.{}",
-                    self.rng.pick(MODULES),
-                    self.rng.pick(&["sh", "py", "yml", "conf", "md"])
-                );
-                self.text(&f)?;
-                if f.ends_with(".sh") {
-                    self.executable(&f)?;
-                }
-            }
-            if self.rng.chance(0.05) {
-                // A symlink inside the context (hashed through to its target).
-                self.text(&format!("{dir}/entrypoint.sh"))?;
-                self.executable(&format!("{dir}/entrypoint.sh"))?;
-                std::os::unix::fs::symlink("entrypoint.sh", self.root.join(&dir).join("run.sh"))?;
-                self.tracked += 1;
-            }
-            names.push(name);
         }
+        self.write(&format!("{dir}/.gitignore"), b"/data0\n/data1\n")?;
+        let froms = vec!["ubuntu-base".to_string()];
+        let body = "COPY data0 /data\nENTRYPOINT [\"/usr/local/bin/run-tests\"]\n".to_string();
+        Ok(ImageDraft { name, dir, pre, froms, body })
+    }
+
+    /// An image built from other images only (sometimes nested inside
+    /// another one's context).
+    fn plain_image(&mut self, plan: &mut ImagePlan<'_>) -> ImageDraft {
+        let name = plan.unique(format!(
+            "{}-{}",
+            self.rng.pick(WORDS),
+            self.rng.pick(&["tools", "runner", "proxy", "server", "mock", "client"])
+        ));
+        let dir = if !plan.plain_dirs.is_empty() && self.rng.chance(0.1) {
+            // Nested inside another image's context.
+            format!("{}/{name}", self.rng.pick(&plan.plain_dirs))
+        } else {
+            format!("misc/images/{name}")
+        };
+        plan.plain_dirs.push(dir.clone());
+        let froms = vec![self.rng.pick(&plan.names[..3]).clone()];
+        let body = "RUN apt-get update && apt-get -qy install python3\nCOPY . /workdir\n".to_string();
+        ImageDraft { name, dir, pre: String::new(), froms, body }
+    }
+
+    /// Write an image's mzbuild.yml, Dockerfile and a few context files.
+    fn write_image(&mut self, plan: &mut ImagePlan<'_>, draft: ImageDraft) -> Result<()> {
+        let ImageDraft { name, dir, pre, mut froms, body } = draft;
+        // Sometimes also built from an earlier image, as a build stage.
+        if self.rng.chance(0.3) {
+            let other = self.rng.pick(&plan.names).clone();
+            if !froms.contains(&other) {
+                froms.insert(0, format!("{other} AS builder"));
+            }
+        }
+        let mut dockerfile = String::from("# Copyright Materialize, Inc. and contributors. All rights reserved.\n#\n# Use of this software is governed by the Business Source License.\n\n");
+        for f in &froms {
+            dockerfile.push_str(&format!("MZFROM {f}\n\n"));
+        }
+        dockerfile.push_str(&body);
+        let yml = format!(
+            "# Copyright Materialize, Inc. and contributors. All rights reserved.\nname: {name}\ndescription: {}.\n{}{pre}",
+            self.words(5),
+            if self.rng.chance(0.2) { "publish: false\n" } else { "" }
+        );
+        self.write(&format!("{dir}/mzbuild.yml"), yml.as_bytes())?;
+        self.write(&format!("{dir}/Dockerfile"), dockerfile.as_bytes())?;
+        for k in 0..self.rng.range(0, 5) {
+            let f =
+                format!("{dir}/{}{k}.{}", self.rng.pick(MODULES), self.rng.pick(&["sh", "py", "yml", "conf", "md"]));
+            self.text(&f)?;
+            if f.ends_with(".sh") {
+                self.executable(&f)?;
+            }
+        }
+        if self.rng.chance(0.05) {
+            // A symlink inside the context (hashed through to its target).
+            self.text(&format!("{dir}/entrypoint.sh"))?;
+            self.executable(&format!("{dir}/entrypoint.sh"))?;
+            std::os::unix::fs::symlink("entrypoint.sh", self.root.join(&dir).join("run.sh"))?;
+            self.tracked += 1;
+        }
+        plan.names.push(name);
         Ok(())
     }
 

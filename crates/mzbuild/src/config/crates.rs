@@ -253,8 +253,30 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
     let package = manifest.get("package").ok_or_else(|| anyhow!("no [package] section"))?;
     let name =
         package.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("[package] has no `name`"))?.to_string();
+    let (bins, examples) = targets(tree, dir, manifest, package, &name);
+    let deps = path_dependencies(tree, dir, manifest, ws_deps)?;
+    Ok(Crate {
+        name,
+        dir: dir.to_string(),
+        bins: bins.into_iter().collect(),
+        examples: examples.into_iter().collect(),
+        path_deps: deps.path_deps,
+        path_dev_deps: deps.path_dev_deps,
+        cargo_only_deps: deps.cargo_only_deps.into_iter().collect(),
+    })
+}
+
+/// The crate's binaries and examples: those its manifest names, and those
+/// cargo finds by its file layout (unless `autobins` / `autoexamples` is
+/// false).
+fn targets(
+    tree: &Tree,
+    dir: &str,
+    manifest: &Value,
+    package: &Value,
+    name: &str,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let auto = |key: &str| package.get(key).and_then(Value::as_bool).unwrap_or(true);
-    let files = tree.under(dir);
     let rel = |f: &'_ String| -> String {
         if dir.is_empty() {
             f.clone()
@@ -262,26 +284,19 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
             f[dir.len() + 1..].to_string()
         }
     };
-
-    let mut bins = BTreeSet::new();
-    for t in manifest.get("bin").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(n) = t.get("name").and_then(Value::as_str) {
-            bins.insert(n.to_string());
-        }
-    }
-    let mut examples = BTreeSet::new();
-    for t in manifest.get("example").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(n) = t.get("name").and_then(Value::as_str) {
-            examples.insert(n.to_string());
-        }
-    }
+    let named = |key: &str| -> BTreeSet<String> {
+        let tables = manifest.get(key).and_then(Value::as_array).into_iter().flatten();
+        tables.filter_map(|t| t.get("name").and_then(Value::as_str)).map(str::to_string).collect()
+    };
+    let mut bins = named("bin");
+    let mut examples = named("example");
     let autobins = auto("autobins");
     let autoexamples = auto("autoexamples");
-    for f in files {
+    for f in tree.under(dir) {
         let r = rel(f);
         if autobins {
             if r == "src/main.rs" {
-                bins.insert(name.clone());
+                bins.insert(name.to_string());
             }
             if let Some(n) = auto_target(&r, "src/bin/") {
                 bins.insert(n.to_string());
@@ -293,11 +308,41 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
             }
         }
     }
+    (bins, examples)
+}
 
-    let mut path_deps = BTreeSet::new();
-    let mut path_dev_deps = BTreeSet::new();
-    let mut cargo_only_deps = BTreeSet::new();
-    // (table as written, whether cargo-only, table)
+/// A crate's path dependencies, by the rule that follows them.
+#[derive(Default)]
+struct PathDeps {
+    path_deps: BTreeSet<String>,
+    path_dev_deps: BTreeSet<String>,
+    cargo_only_deps: BTreeSet<CargoOnlyDep>,
+}
+
+fn path_dependencies(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::Table>) -> Result<PathDeps> {
+    let mut deps = PathDeps::default();
+    for (table_name, target_table, table) in dependency_tables(manifest) {
+        let dev = table_name.ends_with(".dev-dependencies]") || table_name == "[dev-dependencies]";
+        for (dep_name, spec) in table.as_table().into_iter().flatten() {
+            let Some((p, written)) = dependency_path(dir, &table_name, dep_name, spec, ws_deps)? else { continue };
+            if !tree.contains(&join(&p, "Cargo.toml")) {
+                bail!("{table_name} `{dep_name}` points at `{p}`, which has no Cargo.toml git can see");
+            }
+            if target_table || spec.get("path").is_none() {
+                deps.cargo_only_deps.insert(CargoOnlyDep { dir: p, entry: format!("{table_name} {written}"), dev });
+            } else if dev {
+                deps.path_dev_deps.insert(p);
+            } else {
+                deps.path_deps.insert(p);
+            }
+        }
+    }
+    Ok(deps)
+}
+
+/// The dependency tables of a manifest: (the table as written, whether it
+/// is a `[target.*]` one, the table).
+fn dependency_tables(manifest: &Value) -> Vec<(String, bool, &Value)> {
     let mut tables: Vec<(String, bool, &Value)> = vec![];
     for key in ["dependencies", "build-dependencies", "dev-dependencies"] {
         if let Some(t) = manifest.get(key) {
@@ -311,48 +356,36 @@ fn parse_crate(tree: &Tree, dir: &str, manifest: &Value, ws_deps: Option<&toml::
             }
         }
     }
-    for (table_name, target_table, table) in tables {
-        let dev = table_name.ends_with(".dev-dependencies]") || table_name == "[dev-dependencies]";
-        for (dep_name, spec) in table.as_table().into_iter().flatten() {
-            let (path, written) = if let Some(p) = spec.get("path").and_then(Value::as_str) {
-                let path = normalize(dir, p).with_context(|| format!("{table_name} `{dep_name}`"))?;
-                (Some(path), format!("{dep_name} = {{ path = \"{p}\" }}"))
-            } else if spec.get("workspace").and_then(Value::as_bool) == Some(true) {
-                // The path, if any, is in [workspace.dependencies], relative
-                // to the root.
-                let path = ws_deps
-                    .and_then(|d| d.get(dep_name.as_str()))
-                    .and_then(|d| d.get("path"))
-                    .and_then(Value::as_str)
-                    .map(|p| normalize("", p))
-                    .transpose()
-                    .with_context(|| format!("[workspace.dependencies] `{dep_name}`"))?;
-                (path, format!("{dep_name} = {{ workspace = true }}"))
-            } else {
-                (None, String::new())
-            };
-            let Some(p) = path else { continue };
-            if !tree.contains(&join(&p, "Cargo.toml")) {
-                bail!("{table_name} `{dep_name}` points at `{p}`, which has no Cargo.toml git can see");
-            }
-            if target_table || spec.get("path").is_none() {
-                cargo_only_deps.insert(CargoOnlyDep { dir: p, entry: format!("{table_name} {written}"), dev });
-            } else if dev {
-                path_dev_deps.insert(p);
-            } else {
-                path_deps.insert(p);
-            }
-        }
+    tables
+}
+
+/// The directory of a path dependency (`path = ...`, or `workspace = true`
+/// with a path in [workspace.dependencies]) and the entry as written; None
+/// for other dependencies.
+fn dependency_path(
+    dir: &str,
+    table_name: &str,
+    dep_name: &str,
+    spec: &Value,
+    ws_deps: Option<&toml::Table>,
+) -> Result<Option<(String, String)>> {
+    if let Some(p) = spec.get("path").and_then(Value::as_str) {
+        let path = normalize(dir, p).with_context(|| format!("{table_name} `{dep_name}`"))?;
+        Ok(Some((path, format!("{dep_name} = {{ path = \"{p}\" }}"))))
+    } else if spec.get("workspace").and_then(Value::as_bool) == Some(true) {
+        // The path, if any, is in [workspace.dependencies], relative to the
+        // root.
+        let path = ws_deps
+            .and_then(|d| d.get(dep_name))
+            .and_then(|d| d.get("path"))
+            .and_then(Value::as_str)
+            .map(|p| normalize("", p))
+            .transpose()
+            .with_context(|| format!("[workspace.dependencies] `{dep_name}`"))?;
+        Ok(path.map(|p| (p, format!("{dep_name} = {{ workspace = true }}"))))
+    } else {
+        Ok(None)
     }
-    Ok(Crate {
-        name,
-        dir: dir.to_string(),
-        bins: bins.into_iter().collect(),
-        examples: examples.into_iter().collect(),
-        path_deps,
-        path_dev_deps,
-        cargo_only_deps: cargo_only_deps.into_iter().collect(),
-    })
 }
 
 /// `src/bin/foo.rs` or `src/bin/foo/main.rs` -> `foo` (for `prefix` `src/bin/`).

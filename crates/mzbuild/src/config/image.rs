@@ -69,101 +69,15 @@ pub(crate) const CARGO_KEYS: &[&str] = &["type", "bin", "example", "strip", "fea
 
 pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
     let mut p = Parsed::default();
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            p.errors.push(ConfigError::in_file(
-                path,
-                format!("not valid UTF-8 (first bad byte at offset {}): save it as UTF-8", e.valid_up_to()),
-            ));
-            return p;
-        }
-    };
-    let value: Value = match serde_yaml::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let location = e.location().map(|l| (l.line(), l.column()));
-            p.errors.push(ConfigError::Yaml { path: path.to_string(), location, message: e.to_string() });
-            p.name = name_line(text);
-            return p;
-        }
-    };
-    let Value::Mapping(map) = value else {
-        p.errors.push(ConfigError::in_file(
-            path,
-            format!(
-                "must be a YAML mapping with at least a `name` key (found {}), e.g. `name: my-image`",
-                kind(&value)
-            ),
-        ));
-        return p;
-    };
+    let Some(map) = mapping(path, bytes, &mut p) else { return p };
     let mut cx = Cx { path, errors: &mut p.errors, warnings: &mut p.warnings };
-
-    let mut top = BTreeMap::new();
-    for (k, v) in &map {
-        match k.as_str() {
-            Some(k) if TOP_KEYS.contains(&k) => {
-                top.insert(k, v);
-            }
-            Some(k) => cx.unknown_key(None, k, TOP_KEYS),
-            None => cx.error(format!("keys must be strings, found {}", kind(k))),
-        }
-    }
-
-    let name = match top.get("name") {
-        None => {
-            cx.error("missing `name`: add e.g. `name: my-image` (letters, digits and `-`)".to_string());
-            None
-        }
-        Some(Value::String(n)) if valid_name(n) => Some(n.clone()),
-        Some(Value::String(n)) => {
-            cx.error(format!("invalid `name` `{n}`: use only letters, digits and `-`"));
-            None
-        }
-        Some(v) => {
-            cx.error(format!("`name` must be a string, found {}", kind(v)));
-            None
-        }
-    };
+    let top = cx.top_keys(&map);
+    let name = cx.name(top.get("name").copied());
     let publish = cx.bool(top.get("publish").copied(), "publish", true);
     let mainline = cx.bool(top.get("mainline").copied(), "mainline", true);
-    let description = match top.get("description") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(v) => {
-            cx.error(format!("`description` must be a string, found {}", kind(v)));
-            None
-        }
-    };
-    let mut build_args = Vec::new();
-    match top.get("build-args") {
-        None | Some(Value::Null) => {}
-        Some(Value::Mapping(m)) => {
-            for (k, v) in m {
-                match (k.as_str(), scalar(v)) {
-                    (Some(k), Some(v)) => build_args.push((k.to_string(), v)),
-                    (None, _) => cx.error(format!("`build-args` keys must be strings, found {}", kind(k))),
-                    (Some(k), None) => {
-                        cx.error(format!("`build-args.{k}` must be a string or a number, found {}", kind(v)))
-                    }
-                }
-            }
-        }
-        Some(v) => cx.error(format!("`build-args` must be a mapping of NAME: value, found {}", kind(v))),
-    }
-    let mut pre_images = Vec::new();
-    match top.get("pre-image") {
-        None | Some(Value::Null) => {}
-        Some(Value::Sequence(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                if let Some(pi) = cx.pre_image(i, item) {
-                    pre_images.push(pi);
-                }
-            }
-        }
-        Some(v) => cx.error(format!("`pre-image` must be a list of actions, found {}", kind(v))),
-    }
+    let description = cx.description(top.get("description").copied());
+    let build_args = cx.build_args(top.get("build-args").copied());
+    let pre_images = cx.pre_images(top.get("pre-image").copied());
 
     let sound = p.errors.is_empty();
     p.name = name.clone();
@@ -174,6 +88,123 @@ pub fn parse(path: &str, bytes: &[u8]) -> Parsed {
         p.partial = config;
     }
     p
+}
+
+/// The file as a YAML mapping; else the error (and the name, if a line
+/// gives it) in `p`.
+fn mapping(path: &str, bytes: &[u8], p: &mut Parsed) -> Option<serde_yaml::Mapping> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            p.errors.push(ConfigError::in_file(
+                path,
+                format!("not valid UTF-8 (first bad byte at offset {}): save it as UTF-8", e.valid_up_to()),
+            ));
+            return None;
+        }
+    };
+    let value: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let location = e.location().map(|l| (l.line(), l.column()));
+            p.errors.push(ConfigError::Yaml { path: path.to_string(), location, message: e.to_string() });
+            p.name = name_line(text);
+            return None;
+        }
+    };
+    let Value::Mapping(map) = value else {
+        p.errors.push(ConfigError::in_file(
+            path,
+            format!(
+                "must be a YAML mapping with at least a `name` key (found {}), e.g. `name: my-image`",
+                kind(&value)
+            ),
+        ));
+        return None;
+    };
+    Some(map)
+}
+
+/// The top-level keys of an image's configuration.
+impl Cx<'_> {
+    fn top_keys<'v>(&mut self, map: &'v serde_yaml::Mapping) -> BTreeMap<&'v str, &'v Value> {
+        let mut top = BTreeMap::new();
+        for (k, v) in map {
+            match k.as_str() {
+                Some(k) if TOP_KEYS.contains(&k) => {
+                    top.insert(k, v);
+                }
+                Some(k) => self.unknown_key(None, k, TOP_KEYS),
+                None => self.error(format!("keys must be strings, found {}", kind(k))),
+            }
+        }
+        top
+    }
+
+    fn name(&mut self, v: Option<&Value>) -> Option<String> {
+        match v {
+            None => {
+                self.error("missing `name`: add e.g. `name: my-image` (letters, digits and `-`)".to_string());
+                None
+            }
+            Some(Value::String(n)) if valid_name(n) => Some(n.clone()),
+            Some(Value::String(n)) => {
+                self.error(format!("invalid `name` `{n}`: use only letters, digits and `-`"));
+                None
+            }
+            Some(v) => {
+                self.error(format!("`name` must be a string, found {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    fn description(&mut self, v: Option<&Value>) -> Option<String> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                self.error(format!("`description` must be a string, found {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    fn build_args(&mut self, v: Option<&Value>) -> Vec<(String, String)> {
+        let mut build_args = Vec::new();
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    match (k.as_str(), scalar(v)) {
+                        (Some(k), Some(v)) => build_args.push((k.to_string(), v)),
+                        (None, _) => self.error(format!("`build-args` keys must be strings, found {}", kind(k))),
+                        (Some(k), None) => {
+                            self.error(format!("`build-args.{k}` must be a string or a number, found {}", kind(v)))
+                        }
+                    }
+                }
+            }
+            Some(v) => self.error(format!("`build-args` must be a mapping of NAME: value, found {}", kind(v))),
+        }
+        build_args
+    }
+
+    fn pre_images(&mut self, v: Option<&Value>) -> Vec<PreImage> {
+        let mut pre_images = Vec::new();
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::Sequence(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(pi) = self.pre_image(i, item) {
+                        pre_images.push(pi);
+                    }
+                }
+            }
+            Some(v) => self.error(format!("`pre-image` must be a list of actions, found {}", kind(v))),
+        }
+        pre_images
+    }
 }
 
 /// The name of a file that is not YAML: its top-level `name: x` line, if

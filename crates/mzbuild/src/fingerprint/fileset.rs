@@ -18,22 +18,27 @@ impl FileSet {
     }
 
     pub fn insert_range(&mut self, r: Range<usize>) {
-        let mut i = r.start;
-        while i < r.end {
-            if i.is_multiple_of(64) && r.end - i >= 64 {
-                self.words[i / 64] = !0;
-                i += 64;
-            } else {
-                self.insert(i);
-                i += 1;
-            }
+        for (word, mask) in self.masks(r) {
+            self.words[word] |= mask;
         }
     }
 
     pub fn remove_range(&mut self, r: Range<usize>) {
-        for i in r {
-            self.words[i / 64] &= !(1 << (i % 64));
+        for (word, mask) in self.masks(r) {
+            self.words[word] &= !mask;
         }
+    }
+
+    /// The words `r` touches, each with the bits of `r` in it: whole words
+    /// at once, so that a range costs its length / 64, not its length.
+    fn masks(&self, r: Range<usize>) -> impl Iterator<Item = (usize, u64)> {
+        let (first, last) = (r.start / 64, r.end.saturating_sub(1) / 64);
+        let words = if r.is_empty() { 0..0 } else { first..last + 1 };
+        words.map(move |w| {
+            let low = if w == first { !0u64 << (r.start % 64) } else { !0 };
+            let high = if w == last { !0u64 >> (63 - (r.end - 1) % 64) } else { !0 };
+            (w, low & high)
+        })
     }
 
     pub fn contains(&self, i: usize) -> bool {

@@ -134,6 +134,20 @@ fn input_set(repo: &Repo, image: &Image, cache: &mut InputCache) -> Result<FileS
     Ok(set)
 }
 
+/// The input sets of `images`, each with what its default cargo-build
+/// inputs left out. The images share their crates' files and their
+/// cargo-build closures, so the cost grows with the unique crates and
+/// closures, not with the sum of the images' inputs.
+pub fn input_sets(repo: &Repo, images: &[&Image]) -> Result<Vec<(FileSet, preimage::Notes)>> {
+    let mut cache = InputCache::default();
+    let mut out = Vec::with_capacity(images.len());
+    for image in images {
+        let set = input_set(repo, image, &mut cache)?;
+        out.push((set, std::mem::take(&mut cache.notes)));
+    }
+    Ok(out)
+}
+
 /// An image's fingerprint.
 #[derive(Clone, Debug)]
 pub struct Fingerprinted {
@@ -240,71 +254,21 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
             return Ok(hit);
         }
     }
-    let mut cache = InputCache::default();
-    let mut notes = Vec::with_capacity(images.len());
-    let mut sets = Vec::with_capacity(images.len());
-    for image in images {
-        sets.push(input_set(repo, image, &mut cache)?);
-        notes.push(std::mem::take(&mut cache.notes));
-    }
+    let (sets, notes): (Vec<FileSet>, Vec<preimage::Notes>) = input_sets(repo, images)?.into_iter().unzip();
     let mut union = FileSet::new(tree.files.len());
     for set in &sets {
         union.union_with(set);
     }
     let unique: Vec<usize> = union.iter().collect();
-    let known = |at: usize, stat: &index::Stat| previous.as_ref().and_then(|m| m.known(tree, at, stat));
-    let (hashed, stats) = hash::hash_tree(tree, &unique, &known).map_err(|(i, e)| {
-        let users: Vec<String> = images
-            .iter()
-            .zip(&sets)
-            .filter(|(_, set)| set.contains(unique[i]))
-            .map(|(image, _)| format!("`{}`", image.name))
-            .collect();
-        let label = if users.len() == 1 { "image" } else { "images" };
-        e.context(format!("{label} {}", users.join(", ")))
-    })?;
-    let mut hashes: Vec<hash::FileHash> = hashed.iter().map(|h| h.hash).collect();
-    // The root manifest counts without its [workspace.metadata.mzbuild]
-    // table (see `config::workspace`).
-    if let Some(digest) = repo.workspace.manifest_digest {
-        if let Some(k) = tree.position("Cargo.toml").and_then(|at| unique.binary_search(&at).ok()) {
-            hashes[k].digest = digest;
-        }
-    }
-    // What each input file adds to an image's self hash (mode, path,
-    // content digest, 0), for every unique file in path order: an image's
-    // consecutive inputs are then one slice, hashed with one call.
-    let mut records = Vec::with_capacity(unique.iter().map(|&at| tree.files[at].len() + 23).sum());
-    let mut starts = Vec::with_capacity(unique.len() + 1);
-    let mut slot = vec![0u32; tree.files.len()];
-    for (&at, hash) in unique.iter().zip(&hashes) {
-        slot[at] = starts.len() as u32;
-        starts.push(records.len());
-        records.extend_from_slice(&hash.mode.to_be_bytes());
-        records.extend_from_slice(tree.files[at].as_bytes());
-        records.extend_from_slice(&hash.digest);
-        records.push(0);
-    }
-    starts.push(records.len());
+    let (hashed, stats) = hash_inputs(repo, images, &sets, &unique, previous.as_ref())?;
+    let hashes = file_hashes(repo, &unique, &hashed);
+    let records = Records::new(&tree.files, &unique, &hashes);
     // Self hashes do not depend on each other: all cores.
     let selves: Vec<_> = (0..images.len())
         .into_par_iter()
         .map(|k| {
             let runs = sets[k].runs();
-            let mut self_hash = Sha1::new();
-            // A run of consecutive tree files is a run of consecutive unique
-            // files, whose records are one slice; runs that meet are joined.
-            // [first, end) is the run of unique files not yet hashed.
-            let (mut first, mut end) = (0, 0);
-            for run in &runs {
-                let (a, b) = (slot[run.start] as usize, slot[run.end - 1] as usize + 1);
-                if a != end {
-                    self_hash.update(&records[starts[first]..starts[end]]);
-                    first = a;
-                }
-                end = b;
-            }
-            self_hash.update(&records[starts[first]..starts[end]]);
+            let mut self_hash = records.hash(&runs);
             let extras: Vec<String> =
                 images[k].config.pre_images.iter().map(|p| preimage::extra(p, settings, &repo.workspace)).collect();
             for extra in &extras {
@@ -313,30 +277,12 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
             }
             self_hash.update(settings_string.as_bytes());
             let runs: Vec<(u32, u32)> = runs.into_iter().map(|r| (r.start as u32, r.end as u32)).collect();
-            (self_hash.finalize(), extras, runs)
+            SelfHash { digest: self_hash.finalize().into(), extras, runs }
         })
         .collect();
-    let mut out: BTreeMap<String, Computed1> = BTreeMap::new();
-    for ((image, (self_digest, extras, runs)), notes) in images.iter().zip(selves).zip(notes) {
-        let mut full = Sha1::new();
-        full.update(self_digest);
-        let mut depends_on = Vec::with_capacity(image.depends_on.len());
-        for dep in &image.depends_on {
-            let dep_fp = out
-                .get(dep)
-                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?
-                .fingerprint;
-            full.update(dep.as_bytes());
-            full.update(dep_fp.0);
-            full.update([0u8]);
-            depends_on.push((dep.clone(), dep_fp));
-        }
-        let fingerprint = Fingerprint(full.finalize().into());
-        out.insert(image.name.clone(), Computed1 { fingerprint, extras, depends_on, runs, notes });
-    }
     let computed = Computed {
         settings: settings_string,
-        images: out,
+        images: with_dependencies(images, selves, notes)?,
         positions: unique.iter().map(|&p| p as u32).collect(),
         paths: unique.iter().map(|&p| tree.files[p].clone()).collect(),
         hashes,
@@ -351,6 +297,128 @@ pub fn compute(repo: &Repo, images: &[&Image], settings: &Settings) -> Result<Co
         memo::Memo::store(repo, &computed, &stats, previous);
     }
     Ok(computed)
+}
+
+/// Hash the `unique` input files (what `previous` knows of unchanged files
+/// is not read again); an error names the images that use the file.
+fn hash_inputs(
+    repo: &Repo,
+    images: &[&Image],
+    sets: &[FileSet],
+    unique: &[usize],
+    previous: Option<&memo::Memo>,
+) -> Result<(Vec<hash::Hashed>, hash::HashStats)> {
+    let tree = &repo.tree;
+    let known = |at: usize, stat: &index::Stat| previous.and_then(|m| m.known(tree, at, stat));
+    hash::hash_tree(tree, unique, &known).map_err(|(i, e)| {
+        let users: Vec<String> = images
+            .iter()
+            .zip(sets)
+            .filter(|(_, set)| set.contains(unique[i]))
+            .map(|(image, _)| format!("`{}`", image.name))
+            .collect();
+        let label = if users.len() == 1 { "image" } else { "images" };
+        e.context(format!("{label} {}", users.join(", ")))
+    })
+}
+
+/// The hash each input counts with: its content's, but the root manifest
+/// counts without its [workspace.metadata.mzbuild] table (see
+/// `config::workspace`).
+fn file_hashes(repo: &Repo, unique: &[usize], hashed: &[hash::Hashed]) -> Vec<hash::FileHash> {
+    let mut hashes: Vec<hash::FileHash> = hashed.iter().map(|h| h.hash).collect();
+    if let Some(digest) = repo.workspace.manifest_digest {
+        if let Some(k) = repo.tree.position("Cargo.toml").and_then(|at| unique.binary_search(&at).ok()) {
+            hashes[k].digest = digest;
+        }
+    }
+    hashes
+}
+
+/// What each input file adds to an image's self hash (mode, path, content
+/// digest, 0), for every unique file in path order: an image's consecutive
+/// inputs are then one slice, hashed with one call.
+struct Records {
+    records: Vec<u8>,
+    /// Where each unique file's record starts (and, last, the end).
+    starts: Vec<usize>,
+    /// By tree position: the unique file's index.
+    slot: Vec<u32>,
+}
+
+impl Records {
+    /// `files`: the tree's.
+    fn new(files: &[String], unique: &[usize], hashes: &[hash::FileHash]) -> Records {
+        let mut records = Vec::with_capacity(unique.iter().map(|&at| files[at].len() + 23).sum());
+        let mut starts = Vec::with_capacity(unique.len() + 1);
+        let mut slot = vec![0u32; files.len()];
+        for (&at, hash) in unique.iter().zip(hashes) {
+            slot[at] = starts.len() as u32;
+            starts.push(records.len());
+            records.extend_from_slice(&hash.mode.to_be_bytes());
+            records.extend_from_slice(files[at].as_bytes());
+            records.extend_from_slice(&hash.digest);
+            records.push(0);
+        }
+        starts.push(records.len());
+        Records { records, starts, slot }
+    }
+
+    /// A self hash fed the records of the input files `runs`.
+    fn hash(&self, runs: &[std::ops::Range<usize>]) -> Sha1 {
+        let (records, starts, slot) = (&self.records, &self.starts, &self.slot);
+        let mut self_hash = Sha1::new();
+        // A run of consecutive tree files is a run of consecutive unique
+        // files, whose records are one slice; runs that meet are joined.
+        // [first, end) is the run of unique files not yet hashed.
+        let (mut first, mut end) = (0, 0);
+        for run in runs {
+            let (a, b) = (slot[run.start] as usize, slot[run.end - 1] as usize + 1);
+            if a != end {
+                self_hash.update(&records[starts[first]..starts[end]]);
+                first = a;
+            }
+            end = b;
+        }
+        self_hash.update(&records[starts[first]..starts[end]]);
+        self_hash
+    }
+}
+
+/// An image's self hash (its inputs, extras and the settings), with the
+/// extras and input runs it was computed from.
+struct SelfHash {
+    digest: [u8; 20],
+    extras: Vec<String>,
+    runs: Vec<(u32, u32)>,
+}
+
+/// Each image's fingerprint from its self hash and its direct
+/// dependencies' fingerprints (`images` in dependency order).
+fn with_dependencies(
+    images: &[&Image],
+    selves: Vec<SelfHash>,
+    notes: Vec<preimage::Notes>,
+) -> Result<BTreeMap<String, Computed1>> {
+    let mut out: BTreeMap<String, Computed1> = BTreeMap::new();
+    for ((image, SelfHash { digest, extras, runs }), notes) in images.iter().zip(selves).zip(notes) {
+        let mut full = Sha1::new();
+        full.update(digest);
+        let mut depends_on = Vec::with_capacity(image.depends_on.len());
+        for dep in &image.depends_on {
+            let dep_fp = out
+                .get(dep)
+                .ok_or_else(|| anyhow!("internal error: `{dep}` not fingerprinted before `{}`", image.name))?
+                .fingerprint;
+            full.update(dep.as_bytes());
+            full.update(dep_fp.0);
+            full.update([0u8]);
+            depends_on.push((dep.clone(), dep_fp));
+        }
+        let fingerprint = Fingerprint(full.finalize().into());
+        out.insert(image.name.clone(), Computed1 { fingerprint, extras, depends_on, runs, notes });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

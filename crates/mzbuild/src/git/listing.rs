@@ -429,18 +429,19 @@ struct Walk {
 fn walk(root: &Path, prunable: Option<Arc<HashSet<String>>>) -> Result<Walk> {
     // The root's stat data, before it is read.
     let root_stat = cachefile::lstat(root).context("reading the repository root")?;
-    let dirs = Arc::new(Mutex::new(vec![Dir {
-        path: String::new(),
-        stat: root_stat,
-        ignore: cachefile::stat(&root.join(".gitignore")),
-        nested: false,
-    }]));
-    let reused = Arc::new(Mutex::new(Vec::new()));
-    // A directory the cache could not describe (no stat data, a name that
-    // is not UTF-8): this walk is not cached.
-    let incomplete = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (dirs_f, reused_f, root_f, incomplete_f) =
-        (dirs.clone(), reused.clone(), root.to_path_buf(), incomplete.clone());
+    let dirs = Dirs {
+        root: root.to_path_buf(),
+        prunable,
+        dirs: Arc::new(Mutex::new(vec![Dir {
+            path: String::new(),
+            stat: root_stat,
+            ignore: cachefile::stat(&root.join(".gitignore")),
+            nested: false,
+        }])),
+        reused: Arc::new(Mutex::new(Vec::new())),
+        incomplete: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let entered = dirs.clone();
     let walker = WalkBuilder::new(root)
         .hidden(false)
         .ignore(false)
@@ -456,37 +457,70 @@ fn walk(root: &Path, prunable: Option<Arc<HashSet<String>>>) -> Result<Walk> {
         .follow_links(false)
         // Called when an entry is found, before a directory is read: the
         // moment to take its stat data.
-        .filter_entry(move |entry| {
-            if entry.file_name() == ".git" {
-                return false;
-            }
-            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-            if !is_dir || entry.depth() == 0 {
-                return true;
-            }
-            let Some(prunable) = &prunable else {
-                // A nested repository is its own world: git shows neither
-                // it nor its files.
-                return !entry.path().join(".git").exists();
-            };
-            let Some(rel) = entry.path().strip_prefix(&root_f).ok().and_then(|p| p.to_str()) else {
-                incomplete_f.store(true, std::sync::atomic::Ordering::Relaxed);
-                return true;
-            };
-            if prunable.contains(rel) {
-                reused_f.lock().unwrap().push(rel.to_string());
-                return false;
-            }
-            let Some(stat) = cachefile::lstat(entry.path()) else {
-                incomplete_f.store(true, std::sync::atomic::Ordering::Relaxed);
-                return true;
-            };
-            let nested = entry.path().join(".git").exists();
-            let ignore = if nested { None } else { cachefile::stat(&entry.path().join(".gitignore")) };
-            dirs_f.lock().unwrap().push(Dir { path: rel.to_string(), stat, ignore, nested });
-            !nested
-        })
+        .filter_entry(move |entry| entered.enter(entry))
         .build_parallel();
+    let files = walk_files(root, walker)?;
+    fn take<T>(m: Arc<Mutex<Vec<T>>>) -> Vec<T> {
+        std::mem::take(&mut *m.lock().unwrap())
+    }
+    Ok(Walk {
+        files,
+        dirs: take(dirs.dirs),
+        reused: take(dirs.reused),
+        complete: !dirs.incomplete.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// What the walk records of the directories it meets, shared by its
+/// threads.
+#[derive(Clone)]
+struct Dirs {
+    root: std::path::PathBuf,
+    /// Cached directories whose subtrees are unchanged: not entered.
+    prunable: Option<Arc<HashSet<String>>>,
+    dirs: Arc<Mutex<Vec<Dir>>>,
+    reused: Arc<Mutex<Vec<String>>>,
+    /// A directory the cache could not describe (no stat data, a name that
+    /// is not UTF-8): this walk is not cached.
+    incomplete: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Dirs {
+    /// Whether the walk enters (or lists) `entry`, recording directories.
+    fn enter(&self, entry: &ignore::DirEntry) -> bool {
+        if entry.file_name() == ".git" {
+            return false;
+        }
+        let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+        if !is_dir || entry.depth() == 0 {
+            return true;
+        }
+        let Some(prunable) = &self.prunable else {
+            // A nested repository is its own world: git shows neither
+            // it nor its files.
+            return !entry.path().join(".git").exists();
+        };
+        let Some(rel) = entry.path().strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else {
+            self.incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        };
+        if prunable.contains(rel) {
+            self.reused.lock().unwrap().push(rel.to_string());
+            return false;
+        }
+        let Some(stat) = cachefile::lstat(entry.path()) else {
+            self.incomplete.store(true, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        };
+        let nested = entry.path().join(".git").exists();
+        let ignore = if nested { None } else { cachefile::stat(&entry.path().join(".gitignore")) };
+        self.dirs.lock().unwrap().push(Dir { path: rel.to_string(), stat, ignore, nested });
+        !nested
+    }
+}
+
+/// Run the walk: the files (and symlinks) it lists, relative to `root`.
+fn walk_files(root: &Path, walker: ignore::WalkParallel) -> Result<Vec<String>> {
     let files = Mutex::new(Vec::new());
     let error = Mutex::new(None);
     walker.run(|| {
@@ -525,15 +559,7 @@ fn walk(root: &Path, prunable: Option<Arc<HashSet<String>>>) -> Result<Walk> {
             return Err(anyhow::Error::new(e).context(format!("walking {}", root.display())));
         }
     }
-    fn take<T>(m: Arc<Mutex<Vec<T>>>) -> Vec<T> {
-        std::mem::take(&mut *m.lock().unwrap())
-    }
-    Ok(Walk {
-        files: files.into_inner().unwrap(),
-        dirs: take(dirs),
-        reused: take(reused),
-        complete: !incomplete.load(std::sync::atomic::Ordering::Relaxed),
-    })
+    Ok(files.into_inner().unwrap())
 }
 
 /// A walker thread's own list, merged into the shared one in chunks and when

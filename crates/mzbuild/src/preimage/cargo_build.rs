@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use super::InputCache;
+use crate::config::crates::{Crate, CrateGraph};
 use crate::config::image::CargoBuildSpec;
 use crate::config::settings::{Profile, Settings};
 use crate::discover::{Image, Repo};
@@ -65,8 +66,6 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
     }
     out.push(tree.range("ci/builder"));
     let graph = repo.crates().context("reading the cargo workspace")?;
-    let rule = ws.path_dependencies.unwrap_or_default();
-    let mut crates = BTreeSet::new();
     let roots = spec
         .bins
         .iter()
@@ -74,16 +73,57 @@ pub fn inputs(repo: &Repo, spec: &CargoBuildSpec, cache: &mut InputCache) -> Res
         .chain(spec.examples.iter().map(|e| graph.crate_for_example(e).map(|c| (c, true))));
     for root in roots {
         let (krate, dev) = root?;
-        let closure = graph.closure(krate, dev, rule);
-        if ws.path_dependencies.is_none() {
-            cache.notes.unfollowed.extend(graph.unfollowed(krate, dev, &closure));
-        }
-        crates.extend(closure);
-    }
-    for dir in crates {
-        out.extend(cache.crates.entry(dir).or_insert_with_key(|dir| crate_ranges(tree, dir)).iter().cloned());
+        let key = (krate.dir.clone(), dev);
+        let closure = match cache.closures.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = std::rc::Rc::new(closure_inputs(repo, graph, krate, dev, &mut cache.crates));
+                cache.closures.insert(key, c.clone());
+                c
+            }
+        };
+        cache.notes.unfollowed.extend(closure.unfollowed.iter().cloned());
+        out.extend(closure.ranges.iter().cloned());
     }
     Ok(out)
+}
+
+/// The files of a cargo-build root's closure, resolved once per root
+/// however many images build from it.
+pub(super) struct ClosureInputs {
+    /// Ascending, disjoint and not touching.
+    ranges: Vec<Range<usize>>,
+    /// What the default rule does not follow (see [`super::Notes`]).
+    unfollowed: Vec<(String, String, String)>,
+}
+
+/// The inputs of `krate`'s closure (`dev` as for
+/// [`CrateGraph::closure`]), its crates' files
+/// shared through `crates`.
+fn closure_inputs(
+    repo: &Repo,
+    graph: &CrateGraph,
+    krate: &Crate,
+    dev: bool,
+    crates: &mut BTreeMap<String, Vec<Range<usize>>>,
+) -> ClosureInputs {
+    let ws = &repo.workspace;
+    let closure = graph.closure(krate, dev, ws.path_dependencies.unwrap_or_default());
+    let unfollowed = if ws.path_dependencies.is_none() { graph.unfollowed(krate, dev, &closure) } else { Vec::new() };
+    let mut all: Vec<Range<usize>> = Vec::new();
+    for dir in closure {
+        all.extend(crates.entry(dir).or_insert_with_key(|dir| crate_ranges(&repo.tree, dir)).iter().cloned());
+    }
+    all.retain(|r| !r.is_empty());
+    all.sort_unstable_by_key(|r| r.start);
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(all.len());
+    for r in all {
+        match ranges.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => ranges.push(r),
+        }
+    }
+    ClosureInputs { ranges, unfollowed }
 }
 
 /// Every file of the crate in `dir` but `<crate>/mzcompose` and
@@ -234,16 +274,57 @@ pub fn build(
             graph.crate_for_example(e).with_context(|| format!("image `{}`", image.name))?;
         }
     }
-    let has_optimized = repo.workspace.has_optimized_profile;
     let specs: Vec<&CargoBuildSpec> = batch.iter().map(|(_, s)| *s).collect();
-    let args = cargo_args(&specs, settings, has_optimized);
+    let log = benv.log_dir.join("cargo-build.log");
+    let mut cmd = cargo_command(repo, &specs, settings, benv, &log)?;
+    let started = std::time::Instant::now();
+    let root = repo.root();
+    ui::live::cargo_started(&log, crate::cachefile::history::History::load(root).cargo_units);
+    let (status, built) = run_cargo(&mut cmd)?;
+    ui::live::cargo_finished();
+    if !status.success() {
+        bail!(
+            "cargo build for images {} failed ({status}); last lines of {}:\n{}",
+            batch
+                .iter()
+                .map(|(i, _)| format!("`{}`", i.name))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            log.display(),
+            crate::docker::tail(&log, 25)
+        );
+    }
+    let took = started.elapsed().as_secs_f64();
+    ui::progress(format_args!("cargo build: done in {took:.1}s"));
+    crate::cachefile::history::History::update(root, |h| {
+        h.cargo_seconds = Some(took);
+        h.cargo_units = Some(built.units);
+    });
+    for (image, spec) in batch {
+        copy_executables(repo, image, spec, settings, &built, &mut written)?;
+        extract_outputs(repo, image, spec, &built, &mut written)?;
+    }
+    Ok(written)
+}
+
+/// The one `cargo build` of a batch, its stderr to `log`, its flags from
+/// Cargo.toml only.
+fn cargo_command(
+    repo: &Repo,
+    specs: &[&CargoBuildSpec],
+    settings: &Settings,
+    benv: &BuildEnv<'_>,
+    log: &Path,
+) -> Result<std::process::Command> {
+    let args = cargo_args(specs, settings, repo.workspace.has_optimized_profile);
     let target = settings.arch.rust_target();
     let mut rustflags = repo.workspace.image_rustflags.clone();
     if settings.coverage {
         rustflags.push("-Cinstrument-coverage".into());
     }
-    let log = benv.log_dir.join("cargo-build.log");
-    let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     ui::progress(format_args!("cargo {} (log: {})", args.join(" "), log.display()));
     let mut cmd = process::command(benv.env.non_empty("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(&args).current_dir(repo.root()).stdout(Stdio::piped()).stderr(logf).stdin(Stdio::null());
@@ -267,14 +348,25 @@ pub fn build(
     if !rustflags.is_empty() {
         cmd.env(&env_key, rustflags.join(" "));
     }
+    Ok(cmd)
+}
+
+/// What cargo reported building: each package's build-script `OUT_DIR`,
+/// and each executable by (target kind, name).
+#[derive(Default)]
+struct Built {
+    out_dirs: BTreeMap<String, PathBuf>,
+    artifacts: BTreeMap<(String, String), PathBuf>,
+    /// Units cargo built (`compiler-artifact` messages), for the estimate.
+    units: usize,
+}
+
+/// Run cargo, reading its JSON messages as they come.
+fn run_cargo(cmd: &mut std::process::Command) -> Result<(std::process::ExitStatus, Built)> {
     // Its own process group, registered for the interrupt handler: a
     // SIGTERM sent to xtask alone (a cancelled CI job) must stop cargo too.
-    let started = std::time::Instant::now();
-    let mut child = GroupChild::spawn(&mut cmd).context("starting cargo build")?;
-    let mut out_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut artifacts: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
-    let root = repo.root();
-    ui::live::cargo_started(&log, crate::cachefile::history::History::load(root).cargo_units);
+    let mut child = GroupChild::spawn(cmd).context("starting cargo build")?;
+    let mut built = Built::default();
     // Cargo's messages are read on a thread of their own, so that this one
     // keeps the status line moving while a long crate compiles.
     let stdout = child.take_stdout().expect("piped");
@@ -287,7 +379,6 @@ pub fn build(
             }
         }
     });
-    let mut units = 0usize;
     loop {
         let line = match rx.recv_timeout(ui::live::TICK) {
             Ok(line) => line,
@@ -301,98 +392,100 @@ pub fn build(
         let line = line.context("reading cargo's output")?;
         match serde_json::from_str::<Message>(&line) {
             Ok(Message::BuildScriptExecuted { package_id, out_dir }) => {
-                out_dirs.insert(package_name(&package_id), out_dir);
+                built.out_dirs.insert(package_name(&package_id), out_dir);
             }
             Ok(Message::CompilerArtifact { target, executable }) => {
-                units += 1;
+                built.units += 1;
                 ui::live::cargo_unit();
                 if let Some(exe) = executable {
                     let kind = target.kind.into_iter().next().unwrap_or_default();
-                    artifacts.insert((kind, target.name), exe);
+                    built.artifacts.insert((kind, target.name), exe);
                 }
             }
             _ => {}
         }
     }
-    let status = child.wait()?;
-    ui::live::cargo_finished();
-    if !status.success() {
-        bail!(
-            "cargo build for images {} failed ({status}); last lines of {}:\n{}",
-            batch
-                .iter()
-                .map(|(i, _)| format!("`{}`", i.name))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", "),
-            log.display(),
-            crate::docker::tail(&log, 25)
-        );
+    Ok((child.wait()?, built))
+}
+
+/// Copy (and strip) the image's binaries and examples into its context.
+fn copy_executables(
+    repo: &Repo,
+    image: &Image,
+    spec: &CargoBuildSpec,
+    settings: &Settings,
+    built: &Built,
+    written: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    let ctx = repo.root().join(&image.dir);
+    let items = spec
+        .bins
+        .iter()
+        .map(|b| ("bin", b, ctx.join(b)))
+        .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
+    for (kind, name, dest) in items {
+        let src = built.artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
+            let profile = profile_dir(settings.profile, repo.workspace.has_optimized_profile);
+            let dir = repo.root().join("target").join(settings.arch.rust_target()).join(profile);
+            if kind == "bin" {
+                dir.join(name)
+            } else {
+                dir.join("examples").join(name)
+            }
+        });
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        written.push((image.name.clone(), dest.clone()));
+        std::fs::copy(&src, &dest).with_context(|| {
+            format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
+        })?;
+        if spec.strip {
+            let out = process::command("strip").arg("--strip-debug").arg(&dest).output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => bail!(
+                    "image `{}`: strip --strip-debug {} failed: {}",
+                    image.name,
+                    dest.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
+            }
+        }
     }
-    let took = started.elapsed().as_secs_f64();
-    ui::progress(format_args!("cargo build: done in {took:.1}s"));
-    crate::cachefile::history::History::update(root, |h| {
-        h.cargo_seconds = Some(took);
-        h.cargo_units = Some(units);
-    });
-    for (image, spec) in batch {
-        let ctx = repo.root().join(&image.dir);
-        let items = spec
-            .bins
-            .iter()
-            .map(|b| ("bin", b, ctx.join(b)))
-            .chain(spec.examples.iter().map(|e| ("example", e, ctx.join("examples").join(e))));
-        for (kind, name, dest) in items {
-            let src = artifacts.get(&(kind.to_string(), name.clone())).cloned().unwrap_or_else(|| {
-                let dir = repo.root().join("target").join(&target).join(profile_dir(settings.profile, has_optimized));
-                if kind == "bin" {
-                    dir.join(name)
-                } else {
-                    dir.join("examples").join(name)
-                }
-            });
-            if let Some(parent) = dest.parent() {
+    Ok(())
+}
+
+/// Copy the build-script outputs the image's `extract` names into its
+/// context.
+fn extract_outputs(
+    repo: &Repo,
+    image: &Image,
+    spec: &CargoBuildSpec,
+    built: &Built,
+    written: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    let ctx = repo.root().join(&image.dir);
+    for (pkg, files) in &spec.extract {
+        let out_dir = built.out_dirs.get(pkg).ok_or_else(|| {
+            anyhow!(
+                "image `{}`: `extract` names package `{pkg}`, but no build script of that package ran in this build",
+                image.name
+            )
+        })?;
+        for (src, dst) in files {
+            let to = ctx.join(dst);
+            if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
-            written.push((image.name.clone(), dest.clone()));
-            std::fs::copy(&src, &dest).with_context(|| {
-                format!("image `{}`: copying {kind} `{name}` from {} to {}", image.name, src.display(), dest.display())
+            written.push((image.name.clone(), to.clone()));
+            std::fs::copy(out_dir.join(src), &to).with_context(|| {
+                format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
             })?;
-            if spec.strip {
-                let out = process::command("strip").arg("--strip-debug").arg(&dest).output();
-                match out {
-                    Ok(o) if o.status.success() => {}
-                    Ok(o) => bail!(
-                        "image `{}`: strip --strip-debug {} failed: {}",
-                        image.name,
-                        dest.display(),
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => bail!("image `{}`: cannot run `strip` ({e}): install binutils", image.name),
-                }
-            }
-        }
-        for (pkg, files) in &spec.extract {
-            let out_dir = out_dirs.get(pkg).ok_or_else(|| {
-                anyhow!(
-                    "image `{}`: `extract` names package `{pkg}`, but no build script of that package ran in this build",
-                    image.name
-                )
-            })?;
-            for (src, dst) in files {
-                let to = ctx.join(dst);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                }
-                written.push((image.name.clone(), to.clone()));
-                std::fs::copy(out_dir.join(src), &to).with_context(|| {
-                    format!("image `{}`: extracting {src} of `{pkg}` from {}", image.name, out_dir.display())
-                })?;
-            }
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// The package name in a cargo package id: `path+file:///x/foo#0.1.0`,

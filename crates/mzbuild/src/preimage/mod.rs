@@ -23,11 +23,14 @@ use crate::{process, ui};
 pub use cargo_build::BuildEnv;
 
 /// What computing inputs can share between images: the files of each crate
-/// (cargo-build images share most of the workspace); and what the default
-/// cargo-build inputs left out ([`Notes`]).
+/// and the files of each cargo-build root's closure (cargo-build images
+/// share most of the workspace, so resolving inputs costs the unique crates
+/// and closures, not the sum of every image's closure); and what the
+/// default cargo-build inputs left out ([`Notes`]).
 #[derive(Default)]
 pub struct InputCache {
     crates: BTreeMap<String, Vec<Range<usize>>>,
+    closures: BTreeMap<(String, bool), std::rc::Rc<cargo_build::ClosureInputs>>,
     /// What the images computed since the last `take` left out.
     pub notes: Notes,
 }
