@@ -15,16 +15,13 @@
 //! in a registry is asked of its HTTP API with `curl`, never of the tool.
 
 use std::collections::BTreeMap;
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use support::child::Running;
 use support::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
+use support::proxy::Proxy;
 use support::registry::{catalog, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR};
 use support::{processes, run, wait_until};
 
@@ -57,131 +54,6 @@ fn buildx_attempts(log: &str) -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// A TCP proxy that can go down and come back on the same port
-
-struct Proxy {
-    port: u16,
-    target: String,
-    shared: Arc<ProxyShared>,
-    acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-}
-
-#[derive(Default)]
-struct ProxyShared {
-    /// Live connections by id: (client side, registry side).
-    live: Mutex<BTreeMap<usize, (TcpStream, TcpStream)>>,
-    /// While set, new connections are accepted and held open, never
-    /// answered: a registry that hangs.
-    stalled: AtomicBool,
-    held: Mutex<Vec<TcpStream>>,
-    /// Connections accepted and forwarded, in total.
-    accepted: AtomicUsize,
-    next_id: AtomicUsize,
-}
-
-impl Proxy {
-    /// A proxy on a free port of 127.0.0.1 forwarding to `target`.
-    fn start(target: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut proxy = Proxy { port, target: target.to_string(), shared: Arc::default(), acceptor: None };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn accepted(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shared, target, stopping) = (self.shared.clone(), self.target.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            // Returning drops the listener: connections are refused from then on.
-            while !stopping.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((client, _)) => client,
-                    Err(_) => {
-                        // A poll interval (so that `down` can stop the
-                        // loop), not a wait for an event.
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                if shared.stalled.load(Ordering::SeqCst) {
-                    shared.held.lock().unwrap().push(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else { continue };
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
-                shared.live.lock().unwrap().insert(id, (c2, s2));
-                let done = Arc::new(AtomicUsize::new(0));
-                for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
-                    let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
-                    let (shared, done) = (shared.clone(), done.clone());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                        let _ = from.shutdown(Shutdown::Read);
-                        if done.fetch_add(1, Ordering::SeqCst) == 1 {
-                            shared.live.lock().unwrap().remove(&id);
-                        }
-                    });
-                }
-            }
-        });
-        self.acceptor = Some((stop, handle));
-    }
-
-    /// Stop accepting (connections are refused) and drop the live ones.
-    fn down(&mut self) {
-        if let Some((stop, handle)) = self.acceptor.take() {
-            stop.store(true, Ordering::SeqCst);
-            handle.join().unwrap();
-        }
-        for (_, (client, server)) in std::mem::take(&mut *self.shared.live.lock().unwrap()) {
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
-        }
-        for client in std::mem::take(&mut *self.shared.held.lock().unwrap()) {
-            let _ = client.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// From now on, hold new connections open without answering (`false`:
-    /// forward them again). Live connections go on.
-    fn stall(&self, stalled: bool) {
-        self.shared.stalled.store(stalled, Ordering::SeqCst);
-    }
-
-    /// Connections held by `stall`, in total so far.
-    fn held(&self) -> usize {
-        self.shared.held.lock().unwrap().len()
-    }
-
-    /// Listen again, on the same port.
-    fn up(&mut self) {
-        let mut listener = None;
-        wait_until(Duration::from_secs(10), || {
-            listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
-            listener.is_some()
-        });
-        let listener = listener.unwrap_or_else(|| panic!("cannot listen on 127.0.0.1:{} again", self.port));
-        self.serve(listener);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Tests
 
 /// The registry goes away (connections refused, live ones dropped) right
@@ -190,8 +62,8 @@ impl Drop for Proxy {
 /// retried, through the same proxy, and lands.
 #[test]
 fn pushes_are_retried_when_the_registry_flakes() {
-    let mut proxy = Proxy::start(PLAIN);
-    let port = proxy.port;
+    let mut proxy = Proxy::start(PLAIN).unwrap();
+    let port = proxy.port();
     let fx = Project::new();
     fx.set_registries(&[format!("{{ url = \"127.0.0.1:{port}/{}\" }}", fx.id)]);
     let url = format!("127.0.0.1:{port}/{}", fx.id);
@@ -220,7 +92,7 @@ fn pushes_are_retried_when_the_registry_flakes() {
         (attempts >= 2 && down_at.elapsed() >= Duration::from_secs(3)) || running.exited()
     });
     let down_for = down_at.elapsed();
-    proxy.up();
+    proxy.up().unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port} again: {e}"));
     let (out, _) = running.finish(Duration::from_secs(300));
     assert!(second_attempt, "no second attempt within 120 s\n{out}");
 
@@ -531,9 +403,9 @@ fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Pa
 /// the owner's pid).
 #[test]
 fn kill_9_mid_push_leaves_nothing_behind() {
-    let proxy = Proxy::start(PLAIN);
+    let proxy = Proxy::start(PLAIN).unwrap();
     let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
+    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port(), fx.id), fx.auth_entry()]);
     fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
     fx.repo.commit_all();
     let context = fx.repo.path("images/payload").display().to_string();
@@ -622,9 +494,9 @@ fn kill_9_mid_push_leaves_nothing_behind() {
 /// the builds stopped, the private directories removed.
 #[test]
 fn sigterm_mid_push_exits_143_and_cleans_up() {
-    let proxy = Proxy::start(PLAIN);
+    let proxy = Proxy::start(PLAIN).unwrap();
     let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
+    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port(), fx.id), fx.auth_entry()]);
     fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
     fx.repo.commit_all();
     let context = fx.repo.path("images/payload").display().to_string();
@@ -699,10 +571,10 @@ fn a_retried_dependency_keeps_its_dependants_waiting() {
 /// registry and the timeout, and builds nothing.
 #[test]
 fn a_hanging_registry_fails_ensure_within_the_timeout() {
-    let proxy = Proxy::start(PLAIN);
+    let proxy = Proxy::start(PLAIN).unwrap();
     proxy.stall(true);
     let fx = Project::new();
-    let url = format!("127.0.0.1:{}/{}", proxy.port, fx.id);
+    let url = format!("127.0.0.1:{}/{}", proxy.port(), fx.id);
     fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
     fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
     fx.repo.commit_all();
