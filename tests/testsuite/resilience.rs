@@ -15,7 +15,7 @@
 //! in a registry is asked of its HTTP API with `curl`, never of the tool.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +53,21 @@ fn buildx_attempts(log: &str) -> usize {
     log.lines().filter(|l| l.starts_with("$ ") && l.contains("docker") && l.contains(" buildx build ")).count()
 }
 
+/// A committed project with one image, `payload` (a file unique to it),
+/// publishing to its path on the registry at `host` (a proxy, for one), and
+/// to the auth registry (which needs a login) when `auth`.
+fn payload_at(host: &str, auth: bool) -> Project {
+    let fx = Project::new();
+    let mut registries = vec![fx.entry_at(host)];
+    if auth {
+        registries.push(fx.auth_entry());
+    }
+    fx.set_registries(&registries);
+    fx.file_image("payload", "", &fx.id);
+    fx.repo.commit_all();
+    fx
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 
@@ -64,11 +79,8 @@ fn buildx_attempts(log: &str) -> usize {
 fn pushes_are_retried_when_the_registry_flakes() {
     let mut proxy = Proxy::start(PLAIN).unwrap();
     let port = proxy.port();
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{port}/{}\" }}", fx.id)]);
+    let fx = payload_at(&proxy.host(), false);
     let url = format!("127.0.0.1:{port}/{}", fx.id);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
     let fp = fx.fingerprint("payload");
     let direct = format!("{PLAIN}/{}", fx.id);
     assert_eq!(manifest_status(&direct, "payload", &fp), "404");
@@ -141,7 +153,7 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     let fx = Project::new();
     fx.set_registries(&[fx.plain_entry()]);
     let plain = fx.plain_url();
-    fx.image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &fx.id)])
+    fx.file_image("base", "", &fx.id)
         .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
         .image("tool", "publish: false\n", "MZFROM base\nCOPY tool.txt /tool.txt\n", &[("tool.txt", "tool\n")]);
     fx.repo.commit_all();
@@ -219,12 +231,7 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
 fn acquire_logs_in_to_pull_and_says_why_it_builds() {
     let fx = Project::new();
     fx.set_registries(&[fx.auth_entry()]);
-    fx.image("app", "", "FROM scratch\nCOPY app.txt /app.txt\n", &[("app.txt", &fx.id)]).image(
-        "new",
-        "",
-        "FROM scratch\nCOPY new.txt /new.txt\n",
-        &[("new.txt", &fx.id)],
-    );
+    fx.file_image("app", "", &fx.id).file_image("new", "", &fx.id);
     fx.repo.commit_all();
     fx.mz(&["ensure", "app"]).ok();
     let (app, new) = (fx.spec("app"), fx.spec("new"));
@@ -363,34 +370,64 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// An `ensure` whose push hangs: it publishes `payload` to a registry behind
-/// `proxy` (and to the auth registry, so it logs in), with `tmp` as its
-/// TMPDIR; the proxy forwards the registry checks and then holds every new
-/// connection without answering. Returns once buildx is pushing (its log
-/// says so, and connections are being held).
-fn stalled_push(fx: &Project, proxy: &Proxy, tmp: &Path) -> Running {
-    stalled_push_with(fx, proxy, tmp, None)
+/// What the kill -9 and SIGTERM tests share: `payload` publishing behind
+/// `proxy` and to the auth registry (so that a run logs in), a TMPDIR of
+/// its own, and the guard that kills the builds of `payload` a run left
+/// behind (after the test's own `Running`s, declared later, are gone).
+struct MidPush {
+    // Dropped first, then the project, then the proxy.
+    _leftovers: KillLeftovers,
+    tmp: PathBuf,
+    context: String,
+    fx: Project,
+    proxy: Proxy,
 }
 
-/// `stalled_push`, with `$MZ_DOCKER` set to `docker` if given.
-fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Path>) -> Running {
-    proxy.stall(false);
-    let _ = std::fs::remove_file(fx.log("payload"));
-    let mut cmd = fx.command(&["ensure"]);
-    cmd.env("TMPDIR", tmp);
-    if let Some(docker) = docker {
-        cmd.env("MZ_DOCKER", docker);
+impl MidPush {
+    fn new() -> MidPush {
+        let proxy = Proxy::start(PLAIN).unwrap();
+        let fx = payload_at(&proxy.host(), true);
+        let context = fx.repo.path("images/payload").display().to_string();
+        let tmp = fx.repo.scratch().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+        MidPush { _leftovers, tmp, context, fx, proxy }
     }
-    let running = Running::spawn(&mut cmd);
-    let to_build = running.wait_for_line("to build", Duration::from_secs(120));
-    assert!(to_build.is_some_and(|l| l.ends_with("; 1 to build")), "{}", running.stderr_so_far());
-    let held = proxy.held();
-    proxy.stall(true);
-    let pushing = wait_until(Duration::from_secs(120), || {
-        std::fs::read_to_string(fx.log("payload")).unwrap_or_default().contains(" pushing ") && proxy.held() > held
-    });
-    assert!(pushing, "the push did not start\n{}", running.stderr_so_far());
-    running
+
+    /// Whether the process listing line `p` is a build of `payload`.
+    fn is_build(&self, p: &str) -> bool {
+        p.contains("buildx build") && p.contains(&self.context)
+    }
+
+    /// An `ensure` whose push hangs, with `tmp` as its TMPDIR: the proxy
+    /// forwards the registry checks and then holds every new connection
+    /// without answering. Returns once buildx is pushing (its log says so,
+    /// and connections are being held).
+    fn stalled(&self) -> Running {
+        self.stalled_with(None)
+    }
+
+    /// `stalled`, with `$MZ_DOCKER` set to `docker` if given.
+    fn stalled_with(&self, docker: Option<&Path>) -> Running {
+        let (fx, proxy) = (&self.fx, &self.proxy);
+        proxy.stall(false);
+        let _ = std::fs::remove_file(fx.log("payload"));
+        let mut cmd = fx.command(&["ensure"]);
+        cmd.env("TMPDIR", &self.tmp);
+        if let Some(docker) = docker {
+            cmd.env("MZ_DOCKER", docker);
+        }
+        let running = Running::spawn(&mut cmd);
+        let to_build = running.wait_for_line("to build", Duration::from_secs(120));
+        assert!(to_build.is_some_and(|l| l.ends_with("; 1 to build")), "{}", running.stderr_so_far());
+        let held = proxy.held();
+        proxy.stall(true);
+        let pushing = wait_until(Duration::from_secs(120), || {
+            std::fs::read_to_string(fx.log("payload")).unwrap_or_default().contains(" pushing ") && proxy.held() > held
+        });
+        assert!(pushing, "the push did not start\n{}", running.stderr_so_far());
+        running
+    }
 }
 
 /// kill -9 of `ensure` in the middle of a push. Nothing of the run survives:
@@ -403,19 +440,12 @@ fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Pa
 /// the owner's pid).
 #[test]
 fn kill_9_mid_push_leaves_nothing_behind() {
-    let proxy = Proxy::start(PLAIN).unwrap();
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port(), fx.id), fx.auth_entry()]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
-    let context = fx.repo.path("images/payload").display().to_string();
-    let tmp = fx.repo.scratch().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let buildx = |p: &String| p.contains("buildx build") && p.contains(&context);
-    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+    let mid = MidPush::new();
+    let MidPush { fx, proxy, tmp, .. } = &mid;
+    let buildx = |p: &String| mid.is_build(p);
 
     // mzbuild alone.
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let running = mid.stalled();
     let pid = running.pid();
     let mine = children(pid);
     let watchdog: Vec<u32> =
@@ -424,7 +454,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let running_builds: Vec<String> = processes().into_iter().filter(buildx).collect();
     // The docker CLI and its buildx plugin.
     assert!(running_builds.len() >= 2, "{running_builds:?}");
-    let during = entries(&tmp);
+    let during = entries(tmp);
     assert!(during.iter().any(|n| n.starts_with("mzbuild-docker-config-")), "{during:?}");
     assert!(during.iter().any(|n| n.starts_with("mzbuild-run-")), "{during:?}");
     assert_eq!(run(Command::new("kill").args(["-KILL", &pid.to_string()])).code, Some(0));
@@ -436,8 +466,8 @@ fn kill_9_mid_push_leaves_nothing_behind() {
         left.is_empty()
     });
     assert!(gone, "builds of the killed run still running 30 s after kill -9: {left:?}");
-    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
-    assert!(cleaned, "left in TMPDIR after kill -9: {:?} (before: {during:?})", entries(&tmp));
+    let cleaned = wait_until(Duration::from_secs(30), || entries(tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?} (before: {during:?})", entries(tmp));
 
     // Again, with docker under a wrapper script that runs it as a child (as
     // CI wrappers that log do): the docker CLI is then mzbuild's
@@ -445,7 +475,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let wrapper = fx.repo.scratch().join("docker-child");
     std::fs::write(&wrapper, format!("#!/bin/sh\n'{}' \"$@\"\n", support::docker::docker_path())).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let running = stalled_push_with(&fx, &proxy, &tmp, Some(&wrapper));
+    let running = mid.stalled_with(Some(&wrapper));
     let pid = running.pid();
     let tree: Vec<String> = processes().into_iter().filter(buildx).collect();
     assert!(tree.iter().any(|p| p.starts_with("/bin/sh ")) && tree.len() >= 3, "{tree:?}");
@@ -461,11 +491,11 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     // engine gives up on the registry, and logs that.
     let log = std::fs::read_to_string(fx.log("payload")).unwrap();
     assert!(!log.contains("ERROR"), "the build outlived mzbuild and ended by itself:\n{log}");
-    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
-    assert!(cleaned, "left in TMPDIR after kill -9: {:?}", entries(&tmp));
+    let cleaned = wait_until(Duration::from_secs(30), || entries(tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?}", entries(tmp));
 
     // mzbuild and its watchdog: the directories stay, with the logins...
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let running = mid.stalled();
     let pid = running.pid();
     let watchdog: Vec<String> = children(pid)
         .into_iter()
@@ -477,7 +507,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     assert_eq!(run(Command::new("kill").args(["-KILL", &watchdog[0], &pid.to_string()])).code, Some(0));
     let (out, _) = running.finish(Duration::from_secs(30));
     assert_eq!(out.code, None, "{out}");
-    let stale = entries(&tmp);
+    let stale = entries(tmp);
     let prefix = |p: &str| format!("{p}{pid}-");
     assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-docker-config-"))), "{stale:?}");
     assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-run-"))), "{stale:?}");
@@ -485,33 +515,23 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(buildx));
     assert!(gone, "{:?}", processes().into_iter().filter(buildx).collect::<Vec<_>>());
     proxy.stall(false);
-    let out = run(fx.command(&["ensure"]).env("TMPDIR", &tmp));
+    let out = run(fx.command(&["ensure"]).env("TMPDIR", tmp));
     out.ok();
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "not swept (before: {stale:?})\n{out}");
+    assert_eq!(entries(tmp), Vec::<String>::new(), "not swept (before: {stale:?})\n{out}");
 }
 
 /// SIGTERM (a cancelled CI job) in the middle of a push: exit status 143,
 /// the builds stopped, the private directories removed.
 #[test]
 fn sigterm_mid_push_exits_143_and_cleans_up() {
-    let proxy = Proxy::start(PLAIN).unwrap();
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port(), fx.id), fx.auth_entry()]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
-    let context = fx.repo.path("images/payload").display().to_string();
-    let tmp = fx.repo.scratch().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let mid = MidPush::new();
+    let running = mid.stalled();
     assert_eq!(run(Command::new("kill").args(["-TERM", &running.pid().to_string()])).code, Some(0));
     let (out, _) = running.finish(Duration::from_secs(60));
     assert_eq!(out.code, Some(143), "{out}");
     assert!(out.stderr.contains("interrupted"), "{out}");
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "{out}");
-    let gone = wait_until(Duration::from_secs(30), || {
-        !processes().iter().any(|p| p.contains("buildx build") && p.contains(&context))
-    });
+    assert_eq!(entries(&mid.tmp), Vec::<String>::new(), "{out}");
+    let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(|p| mid.is_build(p)));
     assert!(gone, "builds still running after SIGTERM\n{out}");
 }
 
@@ -573,11 +593,8 @@ fn a_retried_dependency_keeps_its_dependants_waiting() {
 fn a_hanging_registry_fails_ensure_within_the_timeout() {
     let proxy = Proxy::start(PLAIN).unwrap();
     proxy.stall(true);
-    let fx = Project::new();
-    let url = format!("127.0.0.1:{}/{}", proxy.port(), fx.id);
-    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
+    let fx = payload_at(&proxy.host(), false);
+    let url = format!("{}/{}", proxy.host(), fx.id);
     let running = Running::spawn(&mut fx.command(&["ensure", "--timeout", "3s"]));
     // Well under the 90 s of before, with room for a loaded machine.
     let (out, _) = running.finish(Duration::from_secs(45));
@@ -651,11 +668,8 @@ impl Drop for UntrustedTls {
 #[test]
 fn an_untrusted_certificate_is_a_tls_error_not_a_timeout() {
     let tls = UntrustedTls::start();
-    let fx = Project::new();
+    let fx = payload_at(&format!("0.0.0.0:{}", tls.port), false);
     let url = format!("0.0.0.0:{}/{}", tls.port, fx.id);
-    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
     let begun = Instant::now();
     let out = run(&mut fx.command(&["check", "--timeout", "3s"]));
     let took = begun.elapsed();

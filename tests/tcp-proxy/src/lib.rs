@@ -192,3 +192,87 @@ pub fn splice(client: TcpStream, early: &[u8], server: TcpStream, sent: &AtomicU
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on 127.0.0.1 that answers each connection with what it
+    /// read, once the client has shut down its side.
+    fn echo() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut got = vec![];
+                let _ = conn.read_to_end(&mut got);
+                let _ = conn.write_all(&got);
+            }
+        });
+        addr
+    }
+
+    fn round_trip(host: &str, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut conn = TcpStream::connect(host)?;
+        conn.write_all(bytes)?;
+        conn.shutdown(Shutdown::Write)?;
+        let mut back = vec![];
+        conn.read_to_end(&mut back)?;
+        Ok(back)
+    }
+
+    #[test]
+    fn forwards_counts_goes_down_comes_back_and_stalls() {
+        let mut proxy = Proxy::start(&echo()).unwrap();
+        assert_eq!(round_trip(&proxy.host(), b"hello").unwrap(), b"hello");
+        assert_eq!((proxy.accepted(), proxy.sent()), (1, 5));
+
+        proxy.down();
+        assert!(TcpStream::connect(proxy.host()).is_err(), "down, yet it accepts");
+        proxy.up().unwrap();
+        assert_eq!(round_trip(&proxy.host(), b"again").unwrap(), b"again");
+        assert_eq!((proxy.accepted(), proxy.sent()), (2, 10));
+
+        proxy.stall(true);
+        let mut held = TcpStream::connect(proxy.host()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proxy.held() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!((proxy.held(), proxy.accepted()), (1, 2));
+        // Never answered: the read waits until `down` drops the connection.
+        held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        proxy.down();
+        let read = held.read(&mut [0; 1]);
+        assert!(matches!(read, Ok(0)), "a held connection outlived `down`: {read:?}");
+    }
+
+    #[test]
+    fn splice_sends_what_was_read_early_first() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = upstream.accept().unwrap();
+            let mut got = vec![];
+            conn.read_to_end(&mut got).unwrap();
+            conn.write_all(b"ok").unwrap();
+            got
+        });
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (accepted, _) = front.accept().unwrap();
+        let sent = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            let spliced =
+                scope.spawn(|| splice(accepted, b"early ", TcpStream::connect(upstream_addr).unwrap(), &sent));
+            client.write_all(b"late").unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut back = vec![];
+            client.read_to_end(&mut back).unwrap();
+            assert_eq!(back, b"ok");
+            spliced.join().unwrap().unwrap();
+        });
+        assert_eq!(server.join().unwrap(), b"early late");
+        assert_eq!(sent.load(Ordering::Relaxed), 10);
+    }
+}
