@@ -48,9 +48,7 @@ impl Context {
 fn fixture() -> Project {
     let fx = Project::new();
     let id = fx.id.clone();
-    fx.image("one", "", "FROM scratch\nCOPY one.txt /one.txt\n", &[("one.txt", &format!("one {id}\n"))])
-        .repo
-        .commit_all();
+    fx.file_image("one", "", &format!("one {id}\n")).repo.commit_all();
     fx
 }
 

@@ -50,7 +50,7 @@ impl Fixture {
         project
             // Unique content: tests running at once must not share image
             // IDs, or one test's cleanup (docker rmi) races another's build.
-            .image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &format!("base {id}\n"))])
+            .file_image("base", "", &format!("base {id}\n"))
             .image("left", "", "MZFROM base\nCOPY left.txt /left.txt\n", &[("left.txt", "left\n")])
             .image("right", "", "MZFROM base\nCOPY right.txt /right.txt\n", &[("right.txt", "right\n")])
             .image(
@@ -68,6 +68,13 @@ impl Fixture {
             .repo
             .commit_all();
         Fixture { project }
+    }
+
+    /// `new`, after an `ensure` that published it.
+    fn published() -> Fixture {
+        let fx = Fixture::new();
+        fx.mz(&["ensure"]).ok();
+        fx
     }
 
     /// Like `mz`, with `$MZ_DOCKER` pointing at a wrapper around the real
@@ -258,8 +265,7 @@ fn first_ensure_publishes_everything_publishable_to_both_registries() {
 
 #[test]
 fn second_ensure_builds_and_pushes_nothing() {
-    let fx = Fixture::new();
-    fx.mz(&["ensure"]).ok();
+    let fx = Fixture::published();
     // Coarse file-system timestamps must not hide a rewrite: backdated
     // logs, which a rewrite would set to now.
     fx.repo.backdate_build_logs();
@@ -289,8 +295,7 @@ fn second_ensure_builds_and_pushes_nothing() {
 
 #[test]
 fn an_edit_republishes_exactly_the_image_and_its_dependants() {
-    let fx = Fixture::new();
-    fx.mz(&["ensure"]).ok();
+    let fx = Fixture::published();
     let before: BTreeMap<&str, String> = ALL.iter().map(|i| (*i, fx.fingerprint(i))).collect();
 
     fx.repo.write("images/left/left.txt", "left, edited\n");
@@ -322,8 +327,7 @@ fn an_edit_republishes_exactly_the_image_and_its_dependants() {
 /// work tree, whose fingerprints are the published ones.
 #[test]
 fn diff_says_already_published_only_when_every_registry_has_the_tag() {
-    let fx = Fixture::new();
-    fx.mz(&["ensure"]).ok();
+    let fx = Fixture::published();
     let published = fx.fingerprint("left");
     fx.repo.write("images/left/left.txt", "left, edited\n").commit_all();
     let edited = fx.fingerprint("left");
@@ -825,7 +829,7 @@ fn drift_is_reported_never_overwritten_by_ensure_and_repaired_by_copy() {
 fn repair_fingerprints_unpublished_dependencies() {
     let project = Project::new();
     project
-        .image("base", "publish: false\n", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", "base\n")])
+        .file_image("base", "publish: false\n", "base\n")
         .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
         .repo
         .commit_all();
@@ -1152,8 +1156,7 @@ fn reads_use_the_users_docker_login_and_writes_still_need_the_token() {
 /// without the configured token never asks it and fails before any build.
 #[test]
 fn a_credential_helper_is_asked_and_its_answer_stays_in_memory() {
-    let fx = Fixture::new();
-    fx.mz(&["ensure"]).ok();
+    let fx = Fixture::published();
     let user = UserDocker::new(
         &fx.repo.scratch().join("user"),
         &format!(r#"{{"auths":{{"{AUTH}":{{}}}},"credHelpers":{{"{AUTH}":"mztest","example.com":"other"}}}}"#),
@@ -1279,8 +1282,7 @@ fn plan_summary(fx: &Fixture, out: &Output) -> (String, BTreeMap<String, String>
 
 #[test]
 fn ensure_dry_run_changes_nothing_and_the_real_run_does_what_it_planned() {
-    let fx = Fixture::new();
-    fx.mz(&["ensure"]).ok();
+    let fx = Fixture::published();
     // A gap (right is missing from the auth registry), an edit (left, so
     // top too) and an unpublished image no longer in the engine.
     let right = format!("mzbuild-{}", fx.fingerprint("right"));

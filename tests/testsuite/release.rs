@@ -32,18 +32,20 @@ impl Fixture {
         let project = Project::new();
         let id = project.id.clone();
         project
-            .image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &format!("base {id}\n"))])
+            .file_image("base", "", &format!("base {id}\n"))
             .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
-            .image(
-                "tool",
-                "mainline: false\n",
-                "FROM scratch\nCOPY tool.txt /tool.txt\n",
-                &[("tool.txt", &format!("tool {id}\n"))],
-            )
+            .file_image("tool", "mainline: false\n", &format!("tool {id}\n"))
             .image("local", "publish: false\n", "MZFROM base\nCOPY local.txt /local.txt\n", &[("local.txt", "local\n")])
             .repo
             .commit_all();
         Fixture { project }
+    }
+
+    /// `new`, after an `ensure` (x86_64) that published it.
+    fn published() -> Fixture {
+        let fx = Fixture::new();
+        fx.run(&["ensure", "--arch", "x86_64"]).ok();
+        fx
     }
 
     /// `command`, without `$BUILDKITE_TAG` from the developer's shell.
@@ -132,8 +134,7 @@ fn tag_lines(fx: &Fixture, out: &Output) -> String {
 
 #[test]
 fn a_release_tag_points_at_a_multi_arch_index_in_every_registry() {
-    let fx = Fixture::new();
-    fx.run(&["ensure", "--arch", "x86_64"]).ok();
+    let fx = Fixture::published();
 
     // The aarch64 images are not published yet: nothing is tagged.
     let out = fx.run(&["tag", "v1.0.0", "--arch", "x86_64", "--arch", "aarch64"]);
@@ -218,8 +219,7 @@ fn a_release_tag_points_at_a_multi_arch_index_in_every_registry() {
 
 #[test]
 fn tag_builds_leave_out_non_mainline_images_and_refuse_unpublished_ones() {
-    let fx = Fixture::new();
-    fx.run(&["ensure", "--arch", "x86_64"]).ok();
+    let fx = Fixture::published();
     // As the original on a tag build ($BUILDKITE_TAG set): `tool` is
     // `mainline: false`, so not tagged; single-arch here.
     let out = run(fx.cmd(&["tag", "v2.0.0", "--arch", "x86_64"]).env("BUILDKITE_TAG", "v2.0.0"));

@@ -15,16 +15,13 @@
 //! in a registry is asked of its HTTP API with `curl`, never of the tool.
 
 use std::collections::BTreeMap;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use support::child::Running;
 use support::docker::{copy_busybox, docker, image_exists, local_images, Recorder};
+use support::proxy::Proxy;
 use support::registry::{catalog, manifest_status, Project, PASSWORD, PLAIN, TOKEN_VAR};
 use support::{processes, run, wait_until};
 
@@ -56,129 +53,19 @@ fn buildx_attempts(log: &str) -> usize {
     log.lines().filter(|l| l.starts_with("$ ") && l.contains("docker") && l.contains(" buildx build ")).count()
 }
 
-// ---------------------------------------------------------------------------
-// A TCP proxy that can go down and come back on the same port
-
-struct Proxy {
-    port: u16,
-    target: String,
-    shared: Arc<ProxyShared>,
-    acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-}
-
-#[derive(Default)]
-struct ProxyShared {
-    /// Live connections by id: (client side, registry side).
-    live: Mutex<BTreeMap<usize, (TcpStream, TcpStream)>>,
-    /// While set, new connections are accepted and held open, never
-    /// answered: a registry that hangs.
-    stalled: AtomicBool,
-    held: Mutex<Vec<TcpStream>>,
-    /// Connections accepted and forwarded, in total.
-    accepted: AtomicUsize,
-    next_id: AtomicUsize,
-}
-
-impl Proxy {
-    /// A proxy on a free port of 127.0.0.1 forwarding to `target`.
-    fn start(target: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut proxy = Proxy { port, target: target.to_string(), shared: Arc::default(), acceptor: None };
-        proxy.serve(listener);
-        proxy
+/// A committed project with one image, `payload` (a file unique to it),
+/// publishing to its path on the registry at `host` (a proxy, for one), and
+/// to the auth registry (which needs a login) when `auth`.
+fn payload_at(host: &str, auth: bool) -> Project {
+    let fx = Project::new();
+    let mut registries = vec![fx.entry_at(host)];
+    if auth {
+        registries.push(fx.auth_entry());
     }
-
-    fn accepted(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (shared, target, stopping) = (self.shared.clone(), self.target.clone(), stop.clone());
-        let handle = std::thread::spawn(move || {
-            // Returning drops the listener: connections are refused from then on.
-            while !stopping.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((client, _)) => client,
-                    Err(_) => {
-                        // A poll interval (so that `down` can stop the
-                        // loop), not a wait for an event.
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                if shared.stalled.load(Ordering::SeqCst) {
-                    shared.held.lock().unwrap().push(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else { continue };
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
-                shared.live.lock().unwrap().insert(id, (c2, s2));
-                let done = Arc::new(AtomicUsize::new(0));
-                for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
-                    let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
-                    let (shared, done) = (shared.clone(), done.clone());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                        let _ = from.shutdown(Shutdown::Read);
-                        if done.fetch_add(1, Ordering::SeqCst) == 1 {
-                            shared.live.lock().unwrap().remove(&id);
-                        }
-                    });
-                }
-            }
-        });
-        self.acceptor = Some((stop, handle));
-    }
-
-    /// Stop accepting (connections are refused) and drop the live ones.
-    fn down(&mut self) {
-        if let Some((stop, handle)) = self.acceptor.take() {
-            stop.store(true, Ordering::SeqCst);
-            handle.join().unwrap();
-        }
-        for (_, (client, server)) in std::mem::take(&mut *self.shared.live.lock().unwrap()) {
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
-        }
-        for client in std::mem::take(&mut *self.shared.held.lock().unwrap()) {
-            let _ = client.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// From now on, hold new connections open without answering (`false`:
-    /// forward them again). Live connections go on.
-    fn stall(&self, stalled: bool) {
-        self.shared.stalled.store(stalled, Ordering::SeqCst);
-    }
-
-    /// Connections held by `stall`, in total so far.
-    fn held(&self) -> usize {
-        self.shared.held.lock().unwrap().len()
-    }
-
-    /// Listen again, on the same port.
-    fn up(&mut self) {
-        let mut listener = None;
-        wait_until(Duration::from_secs(10), || {
-            listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
-            listener.is_some()
-        });
-        let listener = listener.unwrap_or_else(|| panic!("cannot listen on 127.0.0.1:{} again", self.port));
-        self.serve(listener);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.down();
-    }
+    fx.set_registries(&registries);
+    fx.file_image("payload", "", &fx.id);
+    fx.repo.commit_all();
+    fx
 }
 
 // ---------------------------------------------------------------------------
@@ -190,13 +77,10 @@ impl Drop for Proxy {
 /// retried, through the same proxy, and lands.
 #[test]
 fn pushes_are_retried_when_the_registry_flakes() {
-    let mut proxy = Proxy::start(PLAIN);
-    let port = proxy.port;
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{port}/{}\" }}", fx.id)]);
+    let mut proxy = Proxy::start(PLAIN).unwrap();
+    let port = proxy.port();
+    let fx = payload_at(&proxy.host(), false);
     let url = format!("127.0.0.1:{port}/{}", fx.id);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
     let fp = fx.fingerprint("payload");
     let direct = format!("{PLAIN}/{}", fx.id);
     assert_eq!(manifest_status(&direct, "payload", &fp), "404");
@@ -220,7 +104,7 @@ fn pushes_are_retried_when_the_registry_flakes() {
         (attempts >= 2 && down_at.elapsed() >= Duration::from_secs(3)) || running.exited()
     });
     let down_for = down_at.elapsed();
-    proxy.up();
+    proxy.up().unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port} again: {e}"));
     let (out, _) = running.finish(Duration::from_secs(300));
     assert!(second_attempt, "no second attempt within 120 s\n{out}");
 
@@ -269,7 +153,7 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
     let fx = Project::new();
     fx.set_registries(&[fx.plain_entry()]);
     let plain = fx.plain_url();
-    fx.image("base", "", "FROM scratch\nCOPY base.txt /base.txt\n", &[("base.txt", &fx.id)])
+    fx.file_image("base", "", &fx.id)
         .image("app", "", "MZFROM base\nCOPY app.txt /app.txt\n", &[("app.txt", "app\n")])
         .image("tool", "publish: false\n", "MZFROM base\nCOPY tool.txt /tool.txt\n", &[("tool.txt", "tool\n")]);
     fx.repo.commit_all();
@@ -347,12 +231,7 @@ fn acquire_pulls_published_images_and_builds_the_rest() {
 fn acquire_logs_in_to_pull_and_says_why_it_builds() {
     let fx = Project::new();
     fx.set_registries(&[fx.auth_entry()]);
-    fx.image("app", "", "FROM scratch\nCOPY app.txt /app.txt\n", &[("app.txt", &fx.id)]).image(
-        "new",
-        "",
-        "FROM scratch\nCOPY new.txt /new.txt\n",
-        &[("new.txt", &fx.id)],
-    );
+    fx.file_image("app", "", &fx.id).file_image("new", "", &fx.id);
     fx.repo.commit_all();
     fx.mz(&["ensure", "app"]).ok();
     let (app, new) = (fx.spec("app"), fx.spec("new"));
@@ -506,34 +385,64 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// An `ensure` whose push hangs: it publishes `payload` to a registry behind
-/// `proxy` (and to the auth registry, so it logs in), with `tmp` as its
-/// TMPDIR; the proxy forwards the registry checks and then holds every new
-/// connection without answering. Returns once buildx is pushing (its log
-/// says so, and connections are being held).
-fn stalled_push(fx: &Project, proxy: &Proxy, tmp: &Path) -> Running {
-    stalled_push_with(fx, proxy, tmp, None)
+/// What the kill -9 and SIGTERM tests share: `payload` publishing behind
+/// `proxy` and to the auth registry (so that a run logs in), a TMPDIR of
+/// its own, and the guard that kills the builds of `payload` a run left
+/// behind (after the test's own `Running`s, declared later, are gone).
+struct MidPush {
+    // Dropped first, then the project, then the proxy.
+    _leftovers: KillLeftovers,
+    tmp: PathBuf,
+    context: String,
+    fx: Project,
+    proxy: Proxy,
 }
 
-/// `stalled_push`, with `$MZ_DOCKER` set to `docker` if given.
-fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Path>) -> Running {
-    proxy.stall(false);
-    let _ = std::fs::remove_file(fx.log("payload"));
-    let mut cmd = fx.command(&["ensure"]);
-    cmd.env("TMPDIR", tmp);
-    if let Some(docker) = docker {
-        cmd.env("MZ_DOCKER", docker);
+impl MidPush {
+    fn new() -> MidPush {
+        let proxy = Proxy::start(PLAIN).unwrap();
+        let fx = payload_at(&proxy.host(), true);
+        let context = fx.repo.path("images/payload").display().to_string();
+        let tmp = fx.repo.scratch().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+        MidPush { _leftovers, tmp, context, fx, proxy }
     }
-    let running = Running::spawn(&mut cmd);
-    let to_build = running.wait_for_line("to build", Duration::from_secs(120));
-    assert!(to_build.is_some_and(|l| l.ends_with("; 1 to build")), "{}", running.stderr_so_far());
-    let held = proxy.held();
-    proxy.stall(true);
-    let pushing = wait_until(Duration::from_secs(120), || {
-        std::fs::read_to_string(fx.log("payload")).unwrap_or_default().contains(" pushing ") && proxy.held() > held
-    });
-    assert!(pushing, "the push did not start\n{}", running.stderr_so_far());
-    running
+
+    /// Whether the process listing line `p` is a build of `payload`.
+    fn is_build(&self, p: &str) -> bool {
+        p.contains("buildx build") && p.contains(&self.context)
+    }
+
+    /// An `ensure` whose push hangs, with `tmp` as its TMPDIR: the proxy
+    /// forwards the registry checks and then holds every new connection
+    /// without answering. Returns once buildx is pushing (its log says so,
+    /// and connections are being held).
+    fn stalled(&self) -> Running {
+        self.stalled_with(None)
+    }
+
+    /// `stalled`, with `$MZ_DOCKER` set to `docker` if given.
+    fn stalled_with(&self, docker: Option<&Path>) -> Running {
+        let (fx, proxy) = (&self.fx, &self.proxy);
+        proxy.stall(false);
+        let _ = std::fs::remove_file(fx.log("payload"));
+        let mut cmd = fx.command(&["ensure"]);
+        cmd.env("TMPDIR", &self.tmp);
+        if let Some(docker) = docker {
+            cmd.env("MZ_DOCKER", docker);
+        }
+        let running = Running::spawn(&mut cmd);
+        let to_build = running.wait_for_line("to build", Duration::from_secs(120));
+        assert!(to_build.is_some_and(|l| l.ends_with("; 1 to build")), "{}", running.stderr_so_far());
+        let held = proxy.held();
+        proxy.stall(true);
+        let pushing = wait_until(Duration::from_secs(120), || {
+            std::fs::read_to_string(fx.log("payload")).unwrap_or_default().contains(" pushing ") && proxy.held() > held
+        });
+        assert!(pushing, "the push did not start\n{}", running.stderr_so_far());
+        running
+    }
 }
 
 /// kill -9 of `ensure` in the middle of a push. Nothing of the run survives:
@@ -546,19 +455,12 @@ fn stalled_push_with(fx: &Project, proxy: &Proxy, tmp: &Path, docker: Option<&Pa
 /// the owner's pid).
 #[test]
 fn kill_9_mid_push_leaves_nothing_behind() {
-    let proxy = Proxy::start(PLAIN);
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
-    let context = fx.repo.path("images/payload").display().to_string();
-    let tmp = fx.repo.scratch().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let buildx = |p: &String| p.contains("buildx build") && p.contains(&context);
-    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
+    let mid = MidPush::new();
+    let MidPush { fx, proxy, tmp, .. } = &mid;
+    let buildx = |p: &String| mid.is_build(p);
 
     // mzbuild alone.
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let running = mid.stalled();
     let pid = running.pid();
     let mine = children(pid);
     let watchdog: Vec<u32> =
@@ -567,7 +469,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let running_builds: Vec<String> = processes().into_iter().filter(buildx).collect();
     // The docker CLI and its buildx plugin.
     assert!(running_builds.len() >= 2, "{running_builds:?}");
-    let during = entries(&tmp);
+    let during = entries(tmp);
     assert!(during.iter().any(|n| n.starts_with("mzbuild-docker-config-")), "{during:?}");
     assert!(during.iter().any(|n| n.starts_with("mzbuild-run-")), "{during:?}");
     assert_eq!(run(Command::new("kill").args(["-KILL", &pid.to_string()])).code, Some(0));
@@ -579,8 +481,8 @@ fn kill_9_mid_push_leaves_nothing_behind() {
         left.is_empty()
     });
     assert!(gone, "builds of the killed run still running 30 s after kill -9: {left:?}");
-    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
-    assert!(cleaned, "left in TMPDIR after kill -9: {:?} (before: {during:?})", entries(&tmp));
+    let cleaned = wait_until(Duration::from_secs(30), || entries(tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?} (before: {during:?})", entries(tmp));
 
     // Again, with docker under a wrapper script that runs it as a child (as
     // CI wrappers that log do): the docker CLI is then mzbuild's
@@ -588,7 +490,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let wrapper = fx.repo.scratch().join("docker-child");
     std::fs::write(&wrapper, format!("#!/bin/sh\n'{}' \"$@\"\n", support::docker::docker_path())).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let running = stalled_push_with(&fx, &proxy, &tmp, Some(&wrapper));
+    let running = mid.stalled_with(Some(&wrapper));
     let pid = running.pid();
     let tree: Vec<String> = processes().into_iter().filter(buildx).collect();
     assert!(tree.iter().any(|p| p.starts_with("/bin/sh ")) && tree.len() >= 3, "{tree:?}");
@@ -604,11 +506,11 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     // engine gives up on the registry, and logs that.
     let log = std::fs::read_to_string(fx.log("payload")).unwrap();
     assert!(!log.contains("ERROR"), "the build outlived mzbuild and ended by itself:\n{log}");
-    let cleaned = wait_until(Duration::from_secs(30), || entries(&tmp).is_empty());
-    assert!(cleaned, "left in TMPDIR after kill -9: {:?}", entries(&tmp));
+    let cleaned = wait_until(Duration::from_secs(30), || entries(tmp).is_empty());
+    assert!(cleaned, "left in TMPDIR after kill -9: {:?}", entries(tmp));
 
     // mzbuild and its watchdog: the directories stay, with the logins...
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let running = mid.stalled();
     let pid = running.pid();
     let watchdog: Vec<String> = children(pid)
         .into_iter()
@@ -620,7 +522,7 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     assert_eq!(run(Command::new("kill").args(["-KILL", &watchdog[0], &pid.to_string()])).code, Some(0));
     let (out, _) = running.finish(Duration::from_secs(30));
     assert_eq!(out.code, None, "{out}");
-    let stale = entries(&tmp);
+    let stale = entries(tmp);
     let prefix = |p: &str| format!("{p}{pid}-");
     assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-docker-config-"))), "{stale:?}");
     assert!(stale.iter().any(|n| n.starts_with(&prefix("mzbuild-run-"))), "{stale:?}");
@@ -628,33 +530,23 @@ fn kill_9_mid_push_leaves_nothing_behind() {
     let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(buildx));
     assert!(gone, "{:?}", processes().into_iter().filter(buildx).collect::<Vec<_>>());
     proxy.stall(false);
-    let out = run(fx.command(&["ensure"]).env("TMPDIR", &tmp));
+    let out = run(fx.command(&["ensure"]).env("TMPDIR", tmp));
     out.ok();
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "not swept (before: {stale:?})\n{out}");
+    assert_eq!(entries(tmp), Vec::<String>::new(), "not swept (before: {stale:?})\n{out}");
 }
 
 /// SIGTERM (a cancelled CI job) in the middle of a push: exit status 143,
 /// the builds stopped, the private directories removed.
 #[test]
 fn sigterm_mid_push_exits_143_and_cleans_up() {
-    let proxy = Proxy::start(PLAIN);
-    let fx = Project::new();
-    fx.set_registries(&[format!("{{ url = \"127.0.0.1:{}/{}\" }}", proxy.port, fx.id), fx.auth_entry()]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
-    let context = fx.repo.path("images/payload").display().to_string();
-    let tmp = fx.repo.scratch().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let _leftovers = KillLeftovers { patterns: vec![format!("--push {context}")] };
-    let running = stalled_push(&fx, &proxy, &tmp);
+    let mid = MidPush::new();
+    let running = mid.stalled();
     assert_eq!(run(Command::new("kill").args(["-TERM", &running.pid().to_string()])).code, Some(0));
     let (out, _) = running.finish(Duration::from_secs(60));
     assert_eq!(out.code, Some(143), "{out}");
     assert!(out.stderr.contains("interrupted"), "{out}");
-    assert_eq!(entries(&tmp), Vec::<String>::new(), "{out}");
-    let gone = wait_until(Duration::from_secs(30), || {
-        !processes().iter().any(|p| p.contains("buildx build") && p.contains(&context))
-    });
+    assert_eq!(entries(&mid.tmp), Vec::<String>::new(), "{out}");
+    let gone = wait_until(Duration::from_secs(30), || !processes().iter().any(|p| mid.is_build(p)));
     assert!(gone, "builds still running after SIGTERM\n{out}");
 }
 
@@ -714,13 +606,10 @@ fn a_retried_dependency_keeps_its_dependants_waiting() {
 /// registry and the timeout, and builds nothing.
 #[test]
 fn a_hanging_registry_fails_ensure_within_the_timeout() {
-    let proxy = Proxy::start(PLAIN);
+    let proxy = Proxy::start(PLAIN).unwrap();
     proxy.stall(true);
-    let fx = Project::new();
-    let url = format!("127.0.0.1:{}/{}", proxy.port, fx.id);
-    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
+    let fx = payload_at(&proxy.host(), false);
+    let url = format!("{}/{}", proxy.host(), fx.id);
     let running = Running::spawn(&mut fx.command(&["ensure", "--timeout", "3s"]));
     // Well under the 90 s of before, with room for a loaded machine.
     let (out, _) = running.finish(Duration::from_secs(45));
@@ -794,11 +683,8 @@ impl Drop for UntrustedTls {
 #[test]
 fn an_untrusted_certificate_is_a_tls_error_not_a_timeout() {
     let tls = UntrustedTls::start();
-    let fx = Project::new();
+    let fx = payload_at(&format!("0.0.0.0:{}", tls.port), false);
     let url = format!("0.0.0.0:{}/{}", tls.port, fx.id);
-    fx.set_registries(&[format!("{{ url = \"{url}\" }}")]);
-    fx.image("payload", "", "FROM scratch\nCOPY payload.txt /payload.txt\n", &[("payload.txt", &fx.id)]);
-    fx.repo.commit_all();
     let begun = Instant::now();
     let out = run(&mut fx.command(&["check", "--timeout", "3s"]));
     let took = begun.elapsed();

@@ -19,8 +19,9 @@ use support::{run, Output};
 /// The variable the token registry's entry names for its password.
 const BEARER_VAR: &str = "MZ_TEST_BEARER_TOKEN";
 
-/// A project with one image, `one`, published to the plain registry only,
-/// and a token registry.
+/// A project with one image, `one`, published to the plain registry, and
+/// a token registry that does not have it yet: the project's registries are
+/// the plain one and the token registry (at path `<id>`).
 struct Fixture {
     project: Project,
     reg: TokenRegistry,
@@ -30,11 +31,12 @@ impl Fixture {
     fn new() -> Fixture {
         let project = Project::new();
         let id = project.id.clone();
-        project.image("one", "", "FROM scratch\nCOPY one.txt /one.txt\n", &[("one.txt", &format!("one {id}\n"))]);
-        project.repo.commit_all();
+        project.file_image("one", "", &format!("one {id}\n")).repo.commit_all();
         project.set_registries(&[project.plain_entry()]);
         project.mz(&["ensure"]).ok();
-        Fixture { project, reg: TokenRegistry::start() }
+        let fx = Fixture { project, reg: TokenRegistry::start() };
+        fx.project.set_registries(&[fx.project.plain_entry(), fx.token_entry("")]);
+        fx
     }
 
     /// The token registry's entry for `Cargo.toml`, under path `<id><suffix>`.
@@ -89,7 +91,6 @@ fn show(r: &TokenRequest) -> String {
 fn copies_checks_and_tags_go_through_scoped_bearer_tokens() {
     let fx = Fixture::new();
     let repo = format!("{}/one", fx.project.id);
-    fx.project.set_registries(&[fx.project.plain_entry(), fx.token_entry("")]);
 
     // A copy into the token registry: push tokens for the repository, as USER.
     fx.reg.clear_requests();
@@ -128,7 +129,6 @@ fn copies_checks_and_tags_go_through_scoped_bearer_tokens() {
 #[test]
 fn a_copy_within_a_token_registry_mounts_its_blobs_with_a_two_repository_token() {
     let fx = Fixture::new();
-    fx.project.set_registries(&[fx.project.plain_entry(), fx.token_entry("")]);
     fx.mz(&["ensure"]).ok();
     fx.project.set_registries(&[fx.token_entry(""), fx.token_entry("-b")]);
     fx.reg.clear_requests();
@@ -158,7 +158,6 @@ fn a_copy_within_a_token_registry_mounts_its_blobs_with_a_two_repository_token()
 fn a_failing_garbage_or_untrusted_token_service_fails_cleanly() {
     let fx = Fixture::new();
     let token_url = format!("{}/{}", fx.reg.url(), fx.project.id);
-    fx.project.set_registries(&[fx.project.plain_entry(), fx.token_entry("")]);
     for (mode, says) in [
         (Mode::TokenEndpointFails, "HTTP 500"),
         (Mode::TokenEndpointGarbage, "invalid JSON"),

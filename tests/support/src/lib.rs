@@ -18,9 +18,14 @@
 pub mod body_limit;
 pub mod child;
 pub mod docker;
+pub mod http;
 pub mod json;
 pub mod registry;
 pub mod token_registry;
+
+/// A TCP proxy that counts, goes down and comes back, or stalls (shared with
+/// `cargo xtask bench copy`).
+pub use tcp_proxy as proxy;
 
 use std::ffi::OsStr;
 use std::io::Write;

@@ -175,6 +175,12 @@ impl Project {
         format!("{{ url = \"{}\", username = \"{USER}\", password-env = \"{TOKEN_VAR}\" }}", self.auth_url())
     }
 
+    /// The `Cargo.toml` entry of this project's path on another registry,
+    /// at `host` (a proxy's, for one): `{ url = "<host>/<id>" }`.
+    pub fn entry_at(&self, host: &str) -> String {
+        format!("{{ url = \"{host}/{}\" }}", self.id)
+    }
+
     /// Make `entries` (TOML inline tables) the publish targets.
     pub fn set_registries(&self, entries: &[String]) {
         self.repo.write("Cargo.toml", cargo_toml(entries));
@@ -188,6 +194,15 @@ impl Project {
             self.repo.write(&format!("images/{name}/{rel}"), text);
         }
         self
+    }
+
+    /// `images/<name>`: `FROM scratch` and one file, `<name>.txt` holding
+    /// `content` (unique to the test where its image must be: tests running
+    /// at once must not share image IDs, or one's cleanup races another's
+    /// build).
+    pub fn file_image(&self, name: &str, yml_extra: &str, content: &str) -> &Self {
+        let file = format!("{name}.txt");
+        self.image(name, yml_extra, &format!("FROM scratch\nCOPY {file} /{file}\n"), &[(&file, content)])
     }
 
     /// `mzbuild --root REPO args...` with the right token in the child's

@@ -1,8 +1,7 @@
 //! A registry with bearer-token auth, as ghcr.io and Docker Hub run it: a
 //! real Distribution registry (`docker-registry serve`) whose `auth.token`
 //! sends every client to a token service, and that token service, run here
-//! in-process on 127.0.0.1 (a `TcpListener` in a thread speaking just enough
-//! HTTP/1.1). Each `TokenRegistry` has its own of both, on free ports, with
+//! in-process on 127.0.0.1 (a hook of the HTTP test server, `http`). Each `TokenRegistry` has its own of both, on free ports, with
 //! its own signing key and storage; dropping it kills and reaps the registry
 //! and stops the token service.
 //!
@@ -37,13 +36,10 @@
 //! behaviour can be switched while a test runs (`set_mode`). Secrets stay off
 //! command lines: the password reaches `docker login` and `curl` on stdin.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -51,6 +47,7 @@ use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use super::http::{self, header, Reply, Request, Response, Server};
 use super::{docker, free_port, run_with_stdin, wait_until, Output};
 
 /// The user the token service knows.
@@ -156,32 +153,17 @@ fn libtrust_key_id(point: &[u8]) -> String {
     ];
     let spki: Vec<u8> = SPKI_PREFIX.iter().chain(point).copied().collect();
     let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
-    let b32 = base32(&digest.as_ref()[..30]);
+    let b32 = mzbuild::fingerprint::base32(&digest.as_ref()[..30]);
     let groups: Vec<&str> = (0..b32.len()).step_by(4).map(|i| &b32[i..i + 4]).collect();
     groups.join(":")
 }
 
-/// RFC 4648 base32 (upper case) of `bytes`, whose length is a multiple of 5.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    assert_eq!(bytes.len() % 5, 0);
-    let mut out = String::new();
-    for chunk in bytes.chunks(5) {
-        let n = chunk.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
-        for i in (0..8).rev() {
-            out.push(ALPHABET[(n >> (i * 5) & 31) as usize] as char);
-        }
-    }
-    out
-}
-
-/// What the token service thread and the guard share.
+/// What the token service's hook and the guard share.
 struct State {
     mode: Mutex<Mode>,
     key_header: Mutex<KeyHeader>,
     anonymous_pull: AtomicBool,
     requests: Mutex<Vec<TokenRequest>>,
-    stop: AtomicBool,
     trusted: Signer,
     untrusted: Signer,
     rng: SystemRandom,
@@ -192,8 +174,8 @@ struct State {
 /// module docs). Dropping it kills the registry and stops the service.
 pub struct TokenRegistry {
     state: Arc<State>,
-    token_addr: SocketAddr,
-    server: Option<JoinHandle<()>>,
+    /// The token service.
+    server: Option<Server>,
     registry: Child,
     url: String,
     realm: String,
@@ -216,24 +198,20 @@ impl TokenRegistry {
             key_header: Mutex::new(KeyHeader::X5c),
             anonymous_pull: AtomicBool::new(true),
             requests: Mutex::new(vec![]),
-            stop: AtomicBool::new(false),
             trusted,
             untrusted,
             rng,
             serial: AtomicU64::new(0),
         });
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let token_addr = listener.local_addr().unwrap();
-        let realm = format!("http://{token_addr}/token");
-        // The registry first (its readiness check needs no token), so that
-        // a registry that does not start leaves no service thread behind.
-        let (registry, url) = start_registry(dir.path(), &realm);
         let server = {
             let state = state.clone();
-            std::thread::Builder::new().name("token-service".into()).spawn(move || serve(listener, state)).unwrap()
+            Server::start(move |request| Reply::Respond(handle(request, &state)))
         };
-        TokenRegistry { state, token_addr, server: Some(server), registry, url, realm, dir }
+        let realm = format!("http://{}/token", server.host());
+        // A registry that does not start drops the server on the way out.
+        let (registry, url) = start_registry(dir.path(), &realm);
+        TokenRegistry { state, server: Some(server), registry, url, realm, dir }
     }
 
     /// The registry's `host:port`, e.g. `127.0.0.1:41234` (no scheme).
@@ -385,12 +363,8 @@ impl Drop for TokenRegistry {
     fn drop(&mut self) {
         let _ = self.registry.kill();
         let _ = self.registry.wait();
-        self.state.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees `stop`.
-        let _ = TcpStream::connect(self.token_addr);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
+        // Then the token service.
+        drop(self.server.take());
     }
 }
 
@@ -508,7 +482,7 @@ auth:
         let (mut exited, mut answer) = (None, None);
         wait_until(Duration::from_secs(30), || {
             exited = child.try_wait().unwrap();
-            answer = if exited.is_none() { http_get(&url, "/v2/").ok() } else { None };
+            answer = if exited.is_none() { http::get(&url, "/v2/").ok() } else { None };
             exited.is_some() || answer.is_some()
         });
         if let Some(status) = exited {
@@ -538,128 +512,27 @@ auth:
     panic!("no free port for docker-registry after 5 attempts")
 }
 
-/// `GET path` on `host:port` over a fresh connection: status and headers
-/// (names lower case).
-fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<(String, String)>)> {
-    let mut stream = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-    Ok((status, read_headers(&mut reader)?))
-}
-
-fn read_headers(reader: &mut impl BufRead) -> std::io::Result<Vec<(String, String)>> {
-    let mut headers = vec![];
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            return Ok(headers);
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 // --- the token service ---------------------------------------------------
 
-fn serve(listener: TcpListener, state: Arc<State>) {
-    for stream in listener.incoming() {
-        if state.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        let state = state.clone();
-        // One thread per connection: clients may hold one open while they
-        // open another. Each answer closes its connection.
-        std::thread::spawn(move || {
-            let _ = handle(stream, &state);
-        });
+/// The token service's answer to `request`.
+fn handle(request: &mut Request, state: &State) -> Response {
+    if request.path() != "/token" {
+        return Response::json(404, serde_json::json!({ "details": "not found" }));
     }
-}
-
-/// An answer of the token service.
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    extra_headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-impl Response {
-    fn json(status: u16, body: serde_json::Value) -> Response {
-        Response { status, content_type: "application/json", extra_headers: vec![], body: body.to_string() }
+    if request.method != "GET" && request.method != "POST" {
+        return Response::json(405, serde_json::json!({ "details": "method not allowed" }));
     }
-}
-
-fn handle(stream: TcpStream, state: &State) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line)? == 0 {
-        return Ok(()); // the wake-up connection of Drop, or a probe
+    match request.body(1 << 20) {
+        Ok(body) => token_response(state, request, &body),
+        Err(e) => Response::text(400, "text/plain", format!("reading the body: {e}\n")),
     }
-    let mut words = request_line.split_whitespace();
-    let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-    let headers = read_headers(&mut reader)?;
-    let length: usize = header(&headers, "content-length").and_then(|l| l.parse().ok()).unwrap_or(0).min(1 << 20);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let response = if path != "/token" {
-        Response::json(404, serde_json::json!({ "details": "not found" }))
-    } else if method != "GET" && method != "POST" {
-        Response::json(405, serde_json::json!({ "details": "method not allowed" }))
-    } else {
-        token_response(state, &method, query, &headers, &body)
-    };
-    write_response(stream, &response)
-}
-
-fn write_response(mut stream: TcpStream, response: &Response) -> std::io::Result<()> {
-    let reason = match response.status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        _ => "Unknown",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        response.status,
-        response.content_type,
-        response.body.len()
-    );
-    for (name, value) in &response.extra_headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(response.body.as_bytes())?;
-    stream.flush()
 }
 
 /// Answer a `GET` or `POST` to `/token`, and log it.
-fn token_response(state: &State, method: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Response {
-    let params = if method == "POST" { parse_form(&String::from_utf8_lossy(body)) } else { parse_form(query) };
+fn token_response(state: &State, request: &Request, body: &[u8]) -> Response {
+    let method = request.method.as_str();
+    let params =
+        if method == "POST" { parse_form(&String::from_utf8_lossy(body)) } else { parse_form(request.query()) };
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let scopes: Vec<String> = params
         .iter()
@@ -669,35 +542,28 @@ fn token_response(state: &State, method: &str, query: &str, headers: &[(String, 
     // Credentials: Basic auth, or for the OAuth2 password grant the form.
     let credentials = match (method, param("username"), param("password")) {
         ("POST", Some(user), Some(password)) => Some((user, password)),
-        _ => header(headers, "authorization").and_then(basic_credentials),
+        _ => request.header("authorization").and_then(basic_credentials),
     };
     let authenticated = credentials.as_ref().is_some_and(|(u, p)| u == USER && p == PASSWORD);
     let mut granted = vec![];
     let mode = *state.mode.lock().unwrap();
     let response = match mode {
-        Mode::TokenEndpointFails => Response {
-            status: 500,
-            content_type: "text/plain",
-            extra_headers: vec![],
-            body: "token service failure (TokenRegistry mode TokenEndpointFails)\n".into(),
-        },
-        Mode::TokenEndpointGarbage => Response {
-            status: 200,
-            content_type: "text/html",
-            extra_headers: vec![],
-            body: "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\
-                   <body><h1>Sign in to continue</h1></body></html>\n"
-                .into(),
-        },
+        Mode::TokenEndpointFails => {
+            Response::text(500, "text/plain", "token service failure (TokenRegistry mode TokenEndpointFails)\n")
+        }
+        Mode::TokenEndpointGarbage => Response::text(
+            200,
+            "text/html",
+            "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\
+             <body><h1>Sign in to continue</h1></body></html>\n",
+        ),
         Mode::Normal | Mode::UntrustedSigner => {
             if method == "POST" && param("grant_type").as_deref() != Some("password") {
                 // No refresh tokens here: clients fall back to GET.
                 Response::json(400, serde_json::json!({ "error": "unsupported_grant_type" }))
             } else if credentials.is_some() && !authenticated {
-                Response {
-                    extra_headers: vec![("WWW-Authenticate", format!("Basic realm=\"{ISSUER}\""))],
-                    ..Response::json(401, serde_json::json!({ "details": "incorrect username or password" }))
-                }
+                Response::json(401, serde_json::json!({ "details": "incorrect username or password" }))
+                    .with_header("WWW-Authenticate", format!("Basic realm=\"{ISSUER}\""))
             } else if param("service").as_deref() != Some(SERVICE) {
                 Response::json(400, serde_json::json!({ "details": format!("unknown service {:?}", param("service")) }))
             } else {

@@ -20,18 +20,15 @@
 //! `127.0.0.1:5000`, which copies every image. Both (2) and (3) reach
 //! `127.0.0.1:5000` through a TCP proxy that counts the bytes sent to it.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mzbuild::config::image::PreImage;
 use mzbuild::publish::client::{Client, Credentials};
 use mzbuild::{Env, ProcessEnv, Registry, Repo, Status};
+use tcp_proxy::Proxy;
 
 use super::generate::{git, Rng};
 use crate::flags::BenchCopy;
@@ -55,9 +52,9 @@ pub fn run(args: BenchCopy) -> Result<Status> {
     let password = ProcessEnv.non_empty(PASSWORD_VAR).unwrap_or_else(|| "mzbuild-test-password".into());
     let source_entry = format!("{{ url = \"{SOURCE}\", username = \"mzbuild\", password-env = \"{PASSWORD_VAR}\" }}");
     let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
-    let proxy = CountingProxy::start(TARGET_HOST)?;
-    let rebuild_url = format!("{}/bench-copy-{run_id}-rebuild", proxy.host);
-    let copy_url = format!("{}/bench-copy-{run_id}-copy", proxy.host);
+    let proxy = Proxy::start(TARGET_HOST).context("starting the byte-counting proxy")?;
+    let rebuild_url = format!("{}/bench-copy-{run_id}-rebuild", proxy.host());
+    let copy_url = format!("{}/bench-copy-{run_id}-copy", proxy.host());
 
     // (1) The source, published once.
     let seed = ensure(&standin, std::slice::from_ref(&source_entry), &password, args.jobs)?;
@@ -281,50 +278,5 @@ fn remove_local_images(url: &str) {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-    }
-}
-
-/// A TCP proxy on 127.0.0.1 in front of `upstream` that counts the bytes
-/// clients send through it.
-struct CountingProxy {
-    host: String,
-    sent: Arc<AtomicU64>,
-}
-
-impl CountingProxy {
-    fn start(upstream: &str) -> Result<CountingProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let host = listener.local_addr()?.to_string();
-        let sent = Arc::new(AtomicU64::new(0));
-        let (upstream, counter) = (upstream.to_string(), sent.clone());
-        // Serves for the rest of the process.
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let (upstream, counter) = (upstream.clone(), counter.clone());
-                std::thread::spawn(move || {
-                    let Ok(server) = TcpStream::connect(&upstream) else { return };
-                    let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else { return };
-                    let up = std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 64 << 10];
-                        while let Ok(n) = c_read.read(&mut buf) {
-                            if n == 0 || s_write.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            counter.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        let _ = s_write.shutdown(Shutdown::Write);
-                    });
-                    let (mut s_read, mut c_write) = (server, client);
-                    let _ = std::io::copy(&mut s_read, &mut c_write);
-                    let _ = c_write.shutdown(Shutdown::Write);
-                    let _ = up.join();
-                });
-            }
-        });
-        Ok(CountingProxy { host, sent })
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
     }
 }

@@ -87,7 +87,7 @@ impl FromStr for Fingerprint {
 }
 
 /// RFC 4648 base32, upper case, no padding (20 bytes -> 32 characters).
-fn base32(bytes: &[u8]) -> String {
+pub fn base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
     let (mut buf, mut bits) = (0u64, 0u32);
