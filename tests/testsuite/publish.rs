@@ -23,7 +23,9 @@ use support::docker::{self, docker, image_exists, local_images, Recorder};
 use support::registry::{
     catalog, delete_manifest, manifest_digest, manifest_status, Project, AUTH, PASSWORD, PLAIN, TOKEN_VAR, USER,
 };
-use support::{free_port, processes, run, run_measured, Output};
+#[cfg(target_os = "linux")]
+use support::run_measured;
+use support::{free_port, processes, run, Output};
 
 /// The fixture's publishable images, by name.
 const PUBLISHED: [&str; 4] = ["base", "left", "right", "top"];
@@ -842,6 +844,8 @@ fn repair_fingerprints_unpublished_dependencies() {
 /// A 100 MB layer (random bytes, so compression cannot shrink it) is copied
 /// between the two registries with the copying process's peak memory well
 /// below the layer's size: blobs are streamed, never held.
+// The peak is read from /proc (see `run_measured`): Linux only.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_large_layer_is_copied_in_bounded_memory() {
     let fx = Fixture::new();
