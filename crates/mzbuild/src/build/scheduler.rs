@@ -267,6 +267,51 @@ mod tests {
         JobSpec { name: name.into(), deps: deps.iter().map(|d| d.to_string()).collect() }
     }
 
+    /// Every event, in the order the main thread reports them.
+    fn events<T: std::fmt::Debug>(ev: Event<'_, T>) -> Option<String> {
+        match ev {
+            Event::Started(n) => Some(format!("start {n}")),
+            Event::Finished(n, Outcome::Done { .. }) => Some(format!("done {n}")),
+            Event::Finished(n, Outcome::Failed { error, .. }) => Some(format!("failed {n}: {error}")),
+            Event::Finished(n, Outcome::Skipped { because }) => Some(format!("skipped {n}: {because}")),
+            Event::Finished(n, Outcome::TimedOut { waiting_for }) => Some(format!("timed out {n}: {waiting_for:?}")),
+            Event::Tick => None,
+        }
+    }
+
+    #[test]
+    fn events_come_in_order_failures_skip_at_once() {
+        let jobs = vec![
+            job("base", &[]),
+            job("left", &["base"]),
+            job("right", &["base"]),
+            job("top", &["left", "right"]),
+            job("other", &[]),
+        ];
+        let mut seen = vec![];
+        run(
+            &jobs,
+            1,
+            Duration::from_secs(60),
+            &|n, _| if n == "right" { Err("boom".to_string()) } else { Ok(()) },
+            |ev| seen.extend(events(ev)),
+        );
+        assert_eq!(
+            seen,
+            [
+                "start base",
+                "done base",
+                "start left",
+                "done left",
+                "start right",
+                "failed right: boom",
+                "skipped top: dependency `right` failed",
+                "start other",
+                "done other",
+            ]
+        );
+    }
+
     #[test]
     fn dependencies_first_and_failures_isolated() {
         // base <- {left, right} <- top; right fails; other <- nothing.
@@ -300,23 +345,43 @@ mod tests {
         assert!(matches!(&out["top"], Outcome::Skipped { because } if because.contains("`right` failed")));
     }
 
+    /// How long a test job waits for a signal that should come before it
+    /// gives up (and fails its test): far beyond any real wait.
+    const NEVER: Duration = Duration::from_secs(20);
+
     #[test]
     fn waiting_gives_up_after_the_timeout() {
-        let jobs = vec![job("slow", &[]), job("after", &["slow"])];
+        // `slow` holds until its dependants have been given up on, so the
+        // give-up cannot race its finishing however slow the machine.
+        let timeout = Duration::from_millis(100);
+        let jobs = vec![job("slow", &[]), job("after", &["slow"]), job("last", &["after"])];
+        let (release, released) = unbounded::<()>();
+        let start = Instant::now();
+        let mut gave_up_after = None;
+        let mut seen = vec![];
         let out = run(
             &jobs,
             2,
-            Duration::from_millis(100),
-            &|n, _| {
-                if n == "slow" {
-                    std::thread::sleep(Duration::from_millis(600));
-                }
-                Ok(())
+            timeout,
+            &|n, _| match n {
+                "slow" => released.recv_timeout(NEVER).map_err(|_| "never released".to_string()),
+                _ => Ok(()),
             },
-            |_| {},
+            |ev| {
+                if let Event::Finished("last", _) = ev {
+                    gave_up_after = Some(start.elapsed());
+                    release.send(()).unwrap();
+                }
+                seen.extend(events(ev));
+            },
         );
-        assert!(out["slow"].is_success());
-        assert!(matches!(&out["after"], Outcome::TimedOut { waiting_for } if waiting_for == &["slow".to_string()]));
+        assert!(out["slow"].is_success(), "{out:?}");
+        assert_eq!(
+            seen,
+            ["start slow", "timed out after: [\"slow\"]", "skipped last: dependency `after` timed out", "done slow",]
+        );
+        let gave_up_after = gave_up_after.unwrap();
+        assert!(gave_up_after >= patience(timeout), "gave up after {gave_up_after:?}, before the patience");
     }
 
     #[test]
