@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, RecvTimeoutError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -95,137 +95,177 @@ pub fn run<T: Send>(
     workers: usize,
     timeout: Duration,
     work: &(dyn Fn(&str, &Progress<'_>) -> Result<T, String> + Sync),
-    mut report: impl FnMut(Event<'_, T>),
+    report: impl FnMut(Event<'_, T>),
 ) -> BTreeMap<String, Outcome<T>> {
-    let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let deps: BTreeMap<&str, BTreeSet<&str>> = jobs
-        .iter()
-        .map(|j| (j.name.as_str(), j.deps.iter().map(String::as_str).filter(|d| names.contains(d)).collect()))
-        .collect();
-    let mut dependants: BTreeMap<&str, Vec<&str>> = names.iter().map(|n| (*n, vec![])).collect();
-    for (n, ds) in &deps {
-        for d in ds {
-            dependants.get_mut(d).unwrap().push(n);
-        }
-    }
-    // Priority: how many jobs (transitively) wait on this one.
-    let weight: BTreeMap<&str, usize> = names.iter().map(|n| (*n, transitive(&dependants, n).len())).collect();
-
-    let mut waiting: BTreeMap<&str, BTreeSet<&str>> = deps.clone();
-    let mut outcomes: BTreeMap<String, Outcome<T>> = BTreeMap::new();
-    let mut running = 0usize;
-    let mut last_progress = Instant::now();
-
+    let mut queue = Queue::new(jobs, workers.max(1), timeout, report);
     let (job_tx, job_rx) = unbounded::<String>();
     let (res_tx, res_rx) = unbounded::<Message<T>>();
     std::thread::scope(|s| {
-        for _ in 0..workers.max(1) {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            s.spawn(move || {
-                for name in job_rx {
-                    let t = Instant::now();
-                    let alive = || {
-                        let _ = res_tx.send(Message::Alive);
-                    };
-                    let r = work(&name, &Progress(&alive));
-                    if res_tx.send(Message::Done(name, r, t.elapsed())).is_err() {
-                        return;
-                    }
-                }
-            });
+        for _ in 0..queue.workers {
+            let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
+            s.spawn(move || work_on(&job_rx, &res_tx, work));
         }
         drop(res_tx);
-
         loop {
-            // Hand out every ready job while there are free workers.
-            while running < workers.max(1) {
-                let next = waiting
-                    .iter()
-                    .filter(|(_, ds)| ds.is_empty())
-                    .map(|(n, _)| *n)
-                    .max_by_key(|n| (weight[n], std::cmp::Reverse(*n)));
-                let Some(n) = next else { break };
-                waiting.remove(n);
-                running += 1;
-                report(Event::Started(n));
-                job_tx.send(n.to_string()).expect("workers outlive the loop");
-            }
-            if running == 0 && waiting.is_empty() {
+            queue.spawn_work_if_possible(&job_tx);
+            if queue.running == 0 {
+                // Nothing runs: either all is done, or nothing can ever run
+                // (only possible with a cycle, which discovery rejects).
+                queue.give_up_waiting(false);
                 break;
             }
-            if running == 0 {
-                // Nothing can run: only possible with a cycle, which discovery rejects.
-                for (n, ds) in std::mem::take(&mut waiting) {
-                    let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
-                    report(Event::Finished(n, &o));
-                    outcomes.insert(n.to_string(), o);
-                }
-                break;
-            }
-            // Nothing waiting: the running jobs bound themselves.
-            let deadline = (!waiting.is_empty()).then(|| last_progress + patience(timeout));
-            let wait = deadline.map_or(TICK, |d| d.saturating_duration_since(Instant::now()).min(TICK));
-            let received = res_rx.recv_timeout(wait);
-            if matches!(received, Err(RecvTimeoutError::Timeout)) && deadline.is_none_or(|d| Instant::now() < d) {
-                report(Event::Tick);
-                continue;
-            }
-            match received {
-                Ok(Message::Alive) => last_progress = Instant::now(),
-                Ok(Message::Done(name, result, took)) => {
-                    running -= 1;
-                    last_progress = Instant::now();
-                    let n: &str = names.get(name.as_str()).unwrap();
-                    let o = match result {
-                        Ok(value) => Outcome::Done { value, took },
-                        Err(error) => Outcome::Failed { error, took },
-                    };
-                    let ok = o.is_success();
-                    report(Event::Finished(n, &o));
-                    outcomes.insert(n.to_string(), o);
-                    if ok {
-                        for d in &dependants[n] {
-                            if let Some(ds) = waiting.get_mut(d) {
-                                ds.remove(n);
-                            }
-                        }
-                    } else {
-                        skip_dependants(
-                            n,
-                            &format!("dependency `{n}` failed"),
-                            &dependants,
-                            &mut waiting,
-                            &mut outcomes,
-                            &mut report,
-                        );
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    // Everything still waiting gives up; running builds have
-                    // their own timeout.
-                    let expired: Vec<&str> = waiting.keys().copied().collect();
-                    for n in expired {
-                        let Some(ds) = waiting.remove(n) else { continue };
-                        let o = Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() };
-                        report(Event::Finished(n, &o));
-                        outcomes.insert(n.to_string(), o);
-                        skip_dependants(
-                            n,
-                            &format!("dependency `{n}` timed out"),
-                            &dependants,
-                            &mut waiting,
-                            &mut outcomes,
-                            &mut report,
-                        );
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
-            }
+            queue.wait_and_handle(&res_rx);
         }
         drop(job_tx);
     });
-    outcomes
+    queue.outcomes
+}
+
+/// A worker: runs the jobs it is handed until the pool closes.
+fn work_on<T: Send>(
+    jobs: &Receiver<String>,
+    results: &Sender<Message<T>>,
+    work: &(dyn Fn(&str, &Progress<'_>) -> Result<T, String> + Sync),
+) {
+    for name in jobs {
+        let t = Instant::now();
+        let alive = || {
+            let _ = results.send(Message::Alive);
+        };
+        let r = work(&name, &Progress(&alive));
+        if results.send(Message::Done(name, r, t.elapsed())).is_err() {
+            return;
+        }
+    }
+}
+
+/// The pool's state, owned by the main thread: what waits on what, what
+/// runs, what is finished, and when anything last moved.
+struct Queue<'a, T, R> {
+    names: BTreeSet<&'a str>,
+    dependants: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Priority: how many jobs (transitively) wait on each one.
+    weight: BTreeMap<&'a str, usize>,
+    /// Jobs not yet handed out, with the dependencies they still wait for.
+    waiting: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    outcomes: BTreeMap<String, Outcome<T>>,
+    running: usize,
+    workers: usize,
+    timeout: Duration,
+    last_progress: Instant,
+    report: R,
+}
+
+impl<'a, T, R: FnMut(Event<'_, T>)> Queue<'a, T, R> {
+    fn new(jobs: &'a [JobSpec], workers: usize, timeout: Duration, report: R) -> Self {
+        let names: BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let deps: BTreeMap<&str, BTreeSet<&str>> = jobs
+            .iter()
+            .map(|j| (j.name.as_str(), j.deps.iter().map(String::as_str).filter(|d| names.contains(d)).collect()))
+            .collect();
+        let mut dependants: BTreeMap<&str, Vec<&str>> = names.iter().map(|n| (*n, vec![])).collect();
+        for (n, ds) in &deps {
+            for d in ds {
+                dependants.get_mut(d).unwrap().push(n);
+            }
+        }
+        let weight = names.iter().map(|n| (*n, transitive(&dependants, n).len())).collect();
+        Queue {
+            names,
+            dependants,
+            weight,
+            waiting: deps,
+            outcomes: BTreeMap::new(),
+            running: 0,
+            workers,
+            timeout,
+            last_progress: Instant::now(),
+            report,
+        }
+    }
+
+    /// Hands out every ready job while there are free workers, the one
+    /// with most dependants first.
+    fn spawn_work_if_possible(&mut self, jobs: &Sender<String>) {
+        while self.running < self.workers {
+            let next = self
+                .waiting
+                .iter()
+                .filter(|(_, ds)| ds.is_empty())
+                .map(|(n, _)| *n)
+                .max_by_key(|n| (self.weight[n], std::cmp::Reverse(*n)));
+            let Some(n) = next else { break };
+            self.waiting.remove(n);
+            self.running += 1;
+            (self.report)(Event::Started(n));
+            jobs.send(n.to_string()).expect("workers outlive the loop");
+        }
+    }
+
+    /// Waits for the next message from the workers, at most a [`TICK`]
+    /// (then reports a tick) and at most until waiting jobs run out of
+    /// patience (then they give up).
+    fn wait_and_handle(&mut self, results: &Receiver<Message<T>>) {
+        // Nothing waiting: the running jobs bound themselves.
+        let deadline = (!self.waiting.is_empty()).then(|| self.last_progress + patience(self.timeout));
+        let wait = deadline.map_or(TICK, |d| d.saturating_duration_since(Instant::now()).min(TICK));
+        match results.recv_timeout(wait) {
+            Ok(message) => self.handle_event(message),
+            Err(RecvTimeoutError::Timeout) if deadline.is_none_or(|d| Instant::now() < d) => (self.report)(Event::Tick),
+            // Everything still waiting gives up; running builds have their
+            // own timeout.
+            Err(RecvTimeoutError::Timeout) => self.give_up_waiting(true),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("workers hold the sender while jobs run"),
+        }
+    }
+
+    fn handle_event(&mut self, message: Message<T>) {
+        self.last_progress = Instant::now();
+        let Message::Done(name, result, took) = message else { return };
+        self.running -= 1;
+        let n: &'a str = self.names.get(name.as_str()).unwrap();
+        let o = match result {
+            Ok(value) => Outcome::Done { value, took },
+            Err(error) => Outcome::Failed { error, took },
+        };
+        let ok = o.is_success();
+        self.finish(n, o);
+        if ok {
+            for d in &self.dependants[n] {
+                if let Some(ds) = self.waiting.get_mut(d) {
+                    ds.remove(n);
+                }
+            }
+        } else {
+            self.skip_dependants(n, &format!("dependency `{n}` failed"));
+        }
+    }
+
+    /// Every waiting job times out, in name order, and (`skip`) the jobs
+    /// that depend on each are skipped at once.
+    fn give_up_waiting(&mut self, skip: bool) {
+        let expired: Vec<&str> = self.waiting.keys().copied().collect();
+        for n in expired {
+            let Some(ds) = self.waiting.remove(n) else { continue };
+            self.finish(n, Outcome::TimedOut { waiting_for: ds.iter().map(|d| d.to_string()).collect() });
+            if skip {
+                self.skip_dependants(n, &format!("dependency `{n}` timed out"));
+            }
+        }
+    }
+
+    fn skip_dependants(&mut self, n: &'a str, because: &str) {
+        for d in transitive(&self.dependants, n) {
+            if self.waiting.remove(d).is_some() {
+                self.finish(d, Outcome::Skipped { because: because.to_string() });
+            }
+        }
+    }
+
+    fn finish(&mut self, n: &str, o: Outcome<T>) {
+        (self.report)(Event::Finished(n, &o));
+        self.outcomes.insert(n.to_string(), o);
+    }
 }
 
 fn transitive<'a>(dependants: &BTreeMap<&'a str, Vec<&'a str>>, n: &'a str) -> BTreeSet<&'a str> {
@@ -239,23 +279,6 @@ fn transitive<'a>(dependants: &BTreeMap<&'a str, Vec<&'a str>>, n: &'a str) -> B
         }
     }
     seen
-}
-
-fn skip_dependants<'a, T>(
-    n: &'a str,
-    because: &str,
-    dependants: &BTreeMap<&'a str, Vec<&'a str>>,
-    waiting: &mut BTreeMap<&'a str, BTreeSet<&'a str>>,
-    outcomes: &mut BTreeMap<String, Outcome<T>>,
-    report: &mut impl FnMut(Event<'_, T>),
-) {
-    for d in transitive(dependants, n) {
-        if waiting.remove(d).is_some() {
-            let o = Outcome::Skipped { because: because.to_string() };
-            report(Event::Finished(d, &o));
-            outcomes.insert(d.to_string(), o);
-        }
-    }
 }
 
 #[cfg(test)]
