@@ -407,83 +407,104 @@ mod tests {
         assert!(gave_up_after >= patience(timeout), "gave up after {gave_up_after:?}, before the patience");
     }
 
+    // The tests below need time to pass (a chain or a retried build longer
+    // than the patience) without anything looking stalled. They use the
+    // scheduler's own ticks as the clock: a tick comes only after a full
+    // TICK with nothing moving, so N ticks bound the time from below, and
+    // a job moves on only when the main thread has signalled it. The one
+    // assumption left is that a woken thread runs within patience - TICK
+    // (1.25 s).
+
     #[test]
     fn a_moving_chain_does_not_time_out() {
-        // Each step takes a quarter of the timeout (a wide margin for a
-        // loaded machine); the chain takes 1.5 times the timeout.
-        let jobs = vec![
-            job("a", &[]),
-            job("b", &["a"]),
-            job("c", &["b"]),
-            job("d", &["c"]),
-            job("e", &["d"]),
-            job("f", &["e"]),
-        ];
-        let out = run(
-            &jobs,
-            2,
-            Duration::from_millis(400),
-            &|_, _| {
-                std::thread::sleep(Duration::from_millis(100));
-                Ok(())
-            },
-            |_| {},
-        );
+        // Each step holds until the next tick after it started (at least a
+        // TICK); eight steps take at least 2 s against 1.5 s of patience.
+        let timeout = Duration::from_secs(1);
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        assert!(TICK * names.len() as u32 > patience(timeout), "the chain must outlast the patience");
+        let jobs: Vec<JobSpec> =
+            names.iter().zip(0..).map(|(n, k)| job(n, if k == 0 { &[] } else { &names[k - 1..k] })).collect();
+        let (next, ticked) = unbounded::<()>();
+        let mut running = false;
+        let out =
+            run(&jobs, 2, timeout, &|_, _| ticked.recv_timeout(NEVER).map_err(|_| "no tick came".to_string()), |ev| {
+                match ev {
+                    Event::Started(_) => running = true,
+                    Event::Tick if running => {
+                        running = false;
+                        next.send(()).unwrap();
+                    }
+                    _ => {}
+                }
+            });
         assert!(out.values().all(Outcome::is_success), "{out:?}");
+    }
+
+    /// A job that reports progress at each tick, as a build retried again
+    /// and again would, until twice the patience has passed since its start.
+    struct KeepsReportingProgress {
+        tell: crossbeam_channel::Sender<bool>,
+        told: crossbeam_channel::Receiver<bool>,
+        start: Instant,
+        timeout: Duration,
+    }
+
+    impl KeepsReportingProgress {
+        fn new(timeout: Duration) -> Self {
+            let (tell, told) = unbounded();
+            KeepsReportingProgress { tell, told, start: Instant::now(), timeout }
+        }
+
+        fn job(&self, progress: &Progress<'_>) -> Result<(), String> {
+            loop {
+                progress.report();
+                match self.told.recv_timeout(NEVER) {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(()),
+                    Err(_) => return Err("no tick came".to_string()),
+                }
+            }
+        }
+
+        /// The report callback: at each tick, go on or stop.
+        fn on(&self, ev: Event<'_, ()>) {
+            if let Event::Tick = ev {
+                let _ = self.tell.send(self.start.elapsed() < patience(self.timeout) * 2);
+            }
+        }
     }
 
     #[test]
     fn a_retrying_dependency_keeps_its_dependants_waiting() {
-        // `dep` runs three "attempts" of 0.6 x the timeout each, reporting
-        // progress before each retry: 1.8 x the timeout in all, and its
-        // dependant waits for it instead of giving up.
-        let timeout = Duration::from_millis(500);
+        // `dep` moves for twice the patience, reporting progress at each
+        // tick; its dependant waits for it instead of giving up.
+        let timeout = Duration::from_secs(1);
+        let dep = KeepsReportingProgress::new(timeout);
         let jobs = vec![job("dep", &[]), job("after", &["dep"])];
-        let out = run(
-            &jobs,
-            2,
-            timeout,
-            &|n, progress| {
-                if n == "dep" {
-                    for attempt in 0..3 {
-                        if attempt > 0 {
-                            progress.report();
-                        }
-                        std::thread::sleep(timeout * 6 / 10);
-                    }
-                }
-                Ok(())
-            },
-            |_| {},
-        );
+        let out =
+            run(&jobs, 2, timeout, &|n, progress| if n == "dep" { dep.job(progress) } else { Ok(()) }, |ev| dep.on(ev));
         assert!(out["dep"].is_success() && out["after"].is_success(), "{out:?}");
     }
 
     #[test]
     fn a_dependency_that_fails_late_is_reported_as_failed_not_as_a_timeout() {
-        let timeout = Duration::from_millis(300);
+        let timeout = Duration::from_secs(1);
+        let dep = KeepsReportingProgress::new(timeout);
         let jobs = vec![job("dep", &[]), job("mid", &["dep"]), job("top", &["mid"])];
         let out = run(
             &jobs,
             2,
             timeout,
-            &|n, progress| {
-                if n == "dep" {
-                    for _ in 0..3 {
-                        progress.report();
-                        std::thread::sleep(timeout * 8 / 10);
-                    }
-                    return Err("push failed".into());
-                }
-                Ok(())
+            &|n, progress| match n {
+                "dep" => dep.job(progress).and(Err("push failed".to_string())),
+                _ => Ok(()),
             },
-            |_| {},
+            |ev| dep.on(ev),
         );
         assert!(matches!(&out["dep"], Outcome::Failed { error, .. } if error == "push failed"), "{out:?}");
         for n in ["mid", "top"] {
             assert!(
-                matches!(&out[n], Outcome::Skipped { because } if because == "dependency `dep` failed"
-                    || because == "dependency `mid` failed"),
+                matches!(&out[n], Outcome::Skipped { because } if because == "dependency `dep` failed"),
                 "{n}: {out:?}"
             );
         }
@@ -491,22 +512,29 @@ mod tests {
 
     #[test]
     fn ticks_come_while_a_job_runs() {
-        let ticks = std::cell::Cell::new(0);
-        run(
-            &[job("slow", &[])],
-            1,
-            Duration::from_secs(60),
-            &|_, _| {
-                std::thread::sleep(TICK * 3);
-                Ok(())
-            },
-            |ev| {
-                if matches!(ev, Event::Tick) {
-                    ticks.set(ticks.get() + 1)
-                }
-            },
-        );
-        assert!(ticks.get() >= 2, "{} ticks", ticks.get());
+        // With a job waiting (its patience counting down) and without.
+        for jobs in [vec![job("slow", &[])], vec![job("slow", &[]), job("after", &["slow"])]] {
+            let (third, ticked) = unbounded::<()>();
+            let mut ticks = 0;
+            let out = run(
+                &jobs,
+                1,
+                Duration::from_secs(60),
+                &|n, _| match n {
+                    "slow" => ticked.recv_timeout(NEVER).map_err(|_| "no third tick came".to_string()),
+                    _ => Ok(()),
+                },
+                |ev| {
+                    if let Event::Tick = ev {
+                        ticks += 1;
+                        if ticks == 3 {
+                            third.send(()).unwrap();
+                        }
+                    }
+                },
+            );
+            assert!(out.values().all(Outcome::is_success), "{ticks} ticks: {out:?}");
+        }
     }
 
     #[test]
