@@ -26,8 +26,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::config::settings::{Arch, Settings};
 use crate::ctx::{Ctx, Status};
 use crate::discover::Image;
-use crate::fingerprint::{fingerprint_all, Fingerprint};
-use crate::plan::{self, TagMove};
+use crate::fingerprint::{fingerprint_all, Fingerprint, Fingerprinted};
+use crate::plan::{self, Held, TagMove};
 use crate::publish::client::Client;
 use crate::publish::manifest::{self, Content, Descriptor};
 use crate::publish::{clients, held, verify_credentials, Access};
@@ -58,15 +58,317 @@ struct Member {
     digest: String,
 }
 
+/// One image's index: its canonical bytes and their digest.
+struct Index {
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+/// What happens to one release tag in one registry.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Create,
+    Unchanged,
+    Move {
+        from: String,
+    },
+    /// The write failed.
+    Failed,
+}
+
+impl Outcome {
+    fn planned(m: &TagMove) -> Outcome {
+        match m {
+            TagMove::Create => Outcome::Create,
+            TagMove::Unchanged => Outcome::Unchanged,
+            TagMove::Move { from } => Outcome::Move { from: from.clone() },
+        }
+    }
+
+    /// The status word: what will happen (a plan) or what happened.
+    fn status(&self, done: bool) -> &'static str {
+        match (self, done) {
+            (Outcome::Create, false) => "create",
+            (Outcome::Create, true) => "created",
+            (Outcome::Move { .. }, false) => "move",
+            (Outcome::Move { .. }, true) => "moved",
+            (Outcome::Unchanged, _) => "unchanged",
+            (Outcome::Failed, _) => "failed",
+        }
+    }
+
+    /// As the line shows it: `create`, `moved (from sha256:...)`, `FAILED`.
+    fn render(&self, done: bool) -> String {
+        match self {
+            Outcome::Move { from } => format!("{} (from {from})", self.status(done)),
+            Outcome::Failed => "FAILED".to_string(),
+            _ => self.status(done).to_string(),
+        }
+    }
+
+    fn previous(&self) -> Option<String> {
+        match self {
+            Outcome::Move { from } => Some(from.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// One release tag (an image's, in one registry) and what happens to it.
+struct TagLine<'a> {
+    image: &'a str,
+    registry: usize,
+    outcome: Outcome,
+}
+
+/// What every step of one `tag` run shares.
+struct Tagging<'a> {
+    ctx: &'a Ctx,
+    tag: &'a str,
+    clients: Vec<Client>,
+    /// The run's document, with `--json`.
+    report: Option<Report>,
+}
+
+impl Tagging<'_> {
+    fn reference(&self, r: usize, name: &str, tag: &str) -> String {
+        self.ctx.naming.registries[r].reference(&self.ctx.naming.prefix, name, tag)
+    }
+
+    /// The per-arch image of each image and arch, which every registry must
+    /// hold with one digest (else the error says which are missing or
+    /// drifted, and nothing is tagged).
+    fn members<'i>(
+        &self,
+        member_tags: &[(&'i str, String)],
+        member_held: &[Held],
+        archs: &[Arch],
+        fps: &[BTreeMap<String, Fingerprinted>],
+    ) -> Result<BTreeMap<&'i str, Vec<Member>>> {
+        let (mut missing, mut drifted) = (vec![], vec![]);
+        let mut members: BTreeMap<&str, Vec<Member>> = BTreeMap::new();
+        for (((name, member_tag), held), k) in member_tags.iter().zip(member_held).zip(0..) {
+            let arch = archs[k % archs.len()];
+            for r in plan::lacking(held, self.clients.len()) {
+                missing.push(format!("{} ({})", self.reference(r, name, member_tag), arch.gcc()));
+            }
+            for r in plan::drifted(held) {
+                drifted.push(self.reference(r, name, member_tag));
+            }
+            if let Some(digest) = held.iter().flatten().next() {
+                let fingerprint = fps[k % archs.len()][*name].fingerprint;
+                members.entry(name).or_default().push(Member { arch, fingerprint, digest: digest.clone() });
+            }
+        }
+        if !missing.is_empty() {
+            bail!(
+                "{} per-arch image(s) are not in every registry:\n  {}\npublish them first, for this same tree: \
+                 {} (cargo-build images on an agent of that architecture); nothing was tagged",
+                missing.len(),
+                missing.join("\n  "),
+                self.ctx.hint("ensure --arch <arch>")
+            );
+        }
+        if !drifted.is_empty() {
+            bail!(
+                "{} per-arch image(s) have another digest here than in the first registry that has them:\n  {}\n\
+                 run {} first; nothing was tagged",
+                drifted.len(),
+                drifted.join("\n  "),
+                self.ctx.hint("repair --arch <arch>")
+            );
+        }
+        Ok(members)
+    }
+
+    /// Each image's index entries, from its per-arch manifests (read from
+    /// the first registry: they are the same everywhere).
+    fn descriptors<'i>(&self, members: &BTreeMap<&'i str, Vec<Member>>) -> Result<BTreeMap<&'i str, Vec<Descriptor>>> {
+        let tasks: Vec<(&str, &Member)> =
+            members.iter().flat_map(|(name, ms)| ms.iter().map(move |m| (*name, m))).collect();
+        let client = &self.clients[0];
+        let descriptors = par_io(&tasks, 8, |(name, m)| {
+            let repo = client.registry.repository(&self.ctx.naming.prefix, name);
+            describe_member(client, &repo, &m.digest, m.arch)
+                .with_context(|| format!("{} ({})", self.reference(0, name, &m.fingerprint.tag()), m.arch.gcc()))
+        });
+        let mut indexes: BTreeMap<&str, Vec<Descriptor>> = BTreeMap::new();
+        for ((name, _), d) in tasks.iter().zip(descriptors) {
+            indexes.entry(name).or_default().push(d?);
+        }
+        Ok(indexes)
+    }
+
+    /// Per image and registry: create, move or leave the tag.
+    fn plan<'i>(&self, images: &[&'i Image], indexes: &BTreeMap<&str, Index>, current: &[Held]) -> Vec<TagLine<'i>> {
+        let mut lines = vec![];
+        for (image, current) in images.iter().zip(current) {
+            for (registry, m) in plan::release_moves(&indexes[image.name.as_str()].digest, current).iter().enumerate() {
+                lines.push(TagLine { image: &image.name, registry, outcome: Outcome::planned(m) });
+            }
+        }
+        lines
+    }
+
+    /// Writes the index under every tag that is created or moved; a failed
+    /// write marks its line and gives an error naming the tag.
+    fn write(&self, lines: &mut [TagLine<'_>], indexes: &BTreeMap<&str, Index>) -> Vec<String> {
+        let writes: Vec<(usize, &str, usize)> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l.outcome, Outcome::Create | Outcome::Move { .. }))
+            .map(|(k, l)| (k, l.image, l.registry))
+            .collect();
+        let results = par_io(&writes, 8, |(_, name, r)| {
+            let repo = self.clients[*r].registry.repository(&self.ctx.naming.prefix, name);
+            let bytes = &indexes[name].bytes;
+            let expected = manifest::digest(bytes);
+            let stored = self.clients[*r].put_manifest(&repo, self.tag, manifest::OCI_INDEX, bytes)?;
+            if stored != expected {
+                bail!("the registry stored the index as {stored}, not as {expected}");
+            }
+            Ok(())
+        });
+        let mut errors = vec![];
+        for ((k, name, r), result) in writes.iter().zip(results) {
+            if let Err(e) = result {
+                errors.push(format!("{}: {e:#}", self.reference(*r, name, self.tag)));
+                lines[*k].outcome = Outcome::Failed;
+            }
+        }
+        errors
+    }
+
+    /// The lines for stdout (none with `--json`).
+    fn show(&self, lines: &[TagLine<'_>], indexes: &BTreeMap<&str, Index>, done: bool) -> String {
+        if self.report.is_some() {
+            return String::new();
+        }
+        lines
+            .iter()
+            .map(|l| {
+                let start = format!("{} {}", self.reference(l.registry, l.image, self.tag), indexes[l.image].digest);
+                format!("{start} {}\n", l.outcome.render(done))
+            })
+            .collect()
+    }
+
+    /// The document's rows: what happened to each tag, or would.
+    fn emit(&self, lines: &[TagLine<'_>], indexes: &BTreeMap<&str, Index>, done: bool, result: RunResult) {
+        let Some(report) = &self.report else { return };
+        let rows: Vec<TagRow> = lines
+            .iter()
+            .map(|l| TagRow {
+                name: l.image.to_string(),
+                registry: self.ctx.naming.registries[l.registry].url.clone(),
+                reference: self.reference(l.registry, l.image, self.tag),
+                digest: indexes[l.image].digest.clone(),
+                status: l.outcome.status(done),
+                previous: l.outcome.previous(),
+            })
+            .collect();
+        report.emit(&rows, result);
+    }
+
+    /// The CI summary's rows, after the writes.
+    fn ci_summary(&self, lines: &[TagLine<'_>], indexes: &BTreeMap<&str, Index>, errors: &[String], headline: String) {
+        let rows = lines
+            .iter()
+            .map(|l| {
+                let place = self.reference(l.registry, l.image, self.tag);
+                let failure = errors.iter().find(|e| e.starts_with(&format!("{place}: "))).cloned();
+                let status = match l.outcome {
+                    Outcome::Failed => "failed".to_string(),
+                    _ => l.outcome.render(true),
+                };
+                let digest = Some(indexes[l.image].digest.clone());
+                crate::ui::summary::Row { image: l.image.to_string(), status, digest, place, failure, seconds: None }
+            })
+            .collect();
+        let headline =
+            if errors.is_empty() { headline } else { format!("{headline}; {} could not be written", errors.len()) };
+        crate::publish::ci::write(self.ctx, "tag", errors.is_empty(), headline, rows);
+    }
+}
+
 pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Result<Status> {
     let report = opts.json.then(|| Report::new(ctx, "tag"));
     validate_tag(tag)?;
+    let archs = archs(opts)?;
+    let Some((resolved, images)) = select_images(ctx, targets, opts)? else {
+        ui::progress("no published image to tag");
+        if let Some(r) = &report {
+            r.emit::<TagRow>(&[], RunResult::Success);
+        }
+        return Ok(Status::Success);
+    };
+    // Per-arch fingerprints: the settings differ by arch only.
+    let mut fps = vec![];
+    for arch in &archs {
+        let settings = Settings { arch: *arch, ..ctx.settings.clone() };
+        fps.push(fingerprint_all(&ctx.repo, &resolved, &settings)?);
+    }
+    let clients = clients(ctx, if opts.dry_run { Access::Read } else { Access::Write }, opts.timeout)?;
+    if !opts.dry_run {
+        verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
+    }
+    let run = Tagging { ctx, tag, clients, report };
+
+    // What every registry holds: each per-arch image, and the tag now.
+    let member_tags: Vec<(&str, String)> =
+        images.iter().flat_map(|i| fps.iter().map(|f| (i.name.as_str(), f[&i.name].fingerprint.tag()))).collect();
+    let release_tags: Vec<(&str, String)> = images.iter().map(|i| (i.name.as_str(), tag.to_string())).collect();
+    let member_held = held(ctx, &run.clients, &member_tags)?;
+    let current = held(ctx, &run.clients, &release_tags)?;
+    let members = run.members(&member_tags, &member_held, &archs, &fps)?;
+    let descriptors = run.descriptors(&members)?;
+    let indexes = index_bytes(&images, descriptors, &members);
+    let mut lines = run.plan(&images, &indexes, &current);
+    let count = |o: fn(&Outcome) -> bool| lines.iter().filter(|l| o(&l.outcome)).count();
+    let created = count(|o| *o == Outcome::Create);
+    let moved = count(|o| matches!(o, Outcome::Move { .. }));
+    let unchanged = count(|o| *o == Outcome::Unchanged);
+    if opts.dry_run {
+        ui::result(&run.show(&lines, &indexes, false));
+        run.emit(&lines, &indexes, false, RunResult::Success);
+        ui::progress(format_args!(
+            "dry run: {created} to create, {moved} to move, {unchanged} unchanged; nothing was changed"
+        ));
+        return Ok(Status::Success);
+    }
+    let errors = run.write(&mut lines, &indexes);
+    let headline = format!("{tag}: {created} created, {moved} moved, {unchanged} unchanged");
+    if crate::publish::ci::wanted(ctx) {
+        run.ci_summary(&lines, &indexes, &errors, headline.clone());
+    }
+    ui::result(&run.show(&lines, &indexes, true));
+    run.emit(&lines, &indexes, true, if errors.is_empty() { RunResult::Success } else { RunResult::Failure });
+    if !errors.is_empty() {
+        ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
+        return Ok(Status::Failure);
+    }
+    ui::progress(headline);
+    Ok(Status::Success)
+}
+
+/// The architectures the index lists, each once, in a fixed order.
+fn archs(opts: &TagOptions) -> Result<Vec<Arch>> {
     let mut archs = opts.archs.clone();
     archs.sort_by_key(|a| a.go());
     archs.dedup();
     if archs.is_empty() {
         bail!("give at least one --arch");
     }
+    Ok(archs)
+}
+
+/// The images to fingerprint (the release roots and their dependencies)
+/// and, of them, the published ones to tag; none when nothing is published.
+fn select_images<'c>(
+    ctx: &'c Ctx,
+    targets: &[String],
+    opts: &TagOptions,
+) -> Result<Option<(Vec<&'c Image>, Vec<&'c Image>)>> {
     let mainline_only = opts.mainline_only || ctx.env.non_empty("BUILDKITE_TAG").is_some();
     // Every image (none named) must not silently leave out a broken one.
     if targets.is_empty() {
@@ -77,87 +379,23 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     }
     let roots = plan::release_roots(&ctx.repo.images, targets, mainline_only).map_err(|e| anyhow!(e))?;
     if roots.is_empty() {
-        ui::progress("no published image to tag");
-        if let Some(r) = &report {
-            r.emit::<TagRow>(&[], RunResult::Success);
-        }
-        return Ok(Status::Success);
+        return Ok(None);
     }
     let resolved = ctx.repo.resolve(&roots)?;
-    let images: Vec<&Image> = resolved.iter().copied().filter(|i| i.config.publish).collect();
+    let images = resolved.iter().copied().filter(|i| i.config.publish).collect();
+    Ok(Some((resolved, images)))
+}
 
-    // Per-arch fingerprints: the settings differ by arch only.
-    let mut fps: Vec<BTreeMap<String, crate::fingerprint::Fingerprinted>> = vec![];
-    for arch in &archs {
-        let settings = Settings { arch: *arch, ..ctx.settings.clone() };
-        fps.push(fingerprint_all(&ctx.repo, &resolved, &settings)?);
-    }
-    let clients = clients(ctx, if opts.dry_run { Access::Read } else { Access::Write }, opts.timeout)?;
-    if !opts.dry_run {
-        verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
-    }
-
-    // What every registry holds: each per-arch image, and the tag now.
-    let member_tags: Vec<(&str, String)> =
-        images.iter().flat_map(|i| fps.iter().map(|f| (i.name.as_str(), f[&i.name].fingerprint.tag()))).collect();
-    let release_tags: Vec<(&str, String)> = images.iter().map(|i| (i.name.as_str(), tag.to_string())).collect();
-    let member_held = held(ctx, &clients, &member_tags)?;
-    let current = held(ctx, &clients, &release_tags)?;
-
-    let reference = |r: usize, name: &str, t: &str| ctx.naming.registries[r].reference(&ctx.naming.prefix, name, t);
-    let (mut missing, mut drifted) = (vec![], vec![]);
-    let mut members: BTreeMap<&str, Vec<Member>> = BTreeMap::new();
-    for (((name, member_tag), held), k) in member_tags.iter().zip(&member_held).zip(0..) {
-        let arch = archs[k % archs.len()];
-        for r in plan::lacking(held, clients.len()) {
-            missing.push(format!("{} ({})", reference(r, name, member_tag), arch.gcc()));
-        }
-        for r in plan::drifted(held) {
-            drifted.push(reference(r, name, member_tag));
-        }
-        if let Some(digest) = held.iter().flatten().next() {
-            let fingerprint = fps[k % archs.len()][*name].fingerprint;
-            members.entry(name).or_default().push(Member { arch, fingerprint, digest: digest.clone() });
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "{} per-arch image(s) are not in every registry:\n  {}\npublish them first, for this same tree: \
-             {} (cargo-build images on an agent of that architecture); nothing was tagged",
-            missing.len(),
-            missing.join("\n  "),
-            ctx.hint("ensure --arch <arch>")
-        );
-    }
-    if !drifted.is_empty() {
-        bail!(
-            "{} per-arch image(s) have another digest here than in the first registry that has them:\n  {}\n\
-             run {} first; nothing was tagged",
-            drifted.len(),
-            drifted.join("\n  "),
-            ctx.hint("repair --arch <arch>")
-        );
-    }
-
-    // Each image's index, from its per-arch manifests (read from the first
-    // registry: they are the same everywhere).
-    let tasks: Vec<(&str, &Member)> =
-        members.iter().flat_map(|(name, ms)| ms.iter().map(move |m| (*name, m))).collect();
-    let descriptors = par_io(&tasks, 8, |(name, m)| {
-        let repo = clients[0].registry.repository(&ctx.naming.prefix, name);
-        describe_member(&clients[0], &repo, &m.digest, m.arch)
-            .with_context(|| format!("{} ({})", reference(0, name, &m.fingerprint.tag()), m.arch.gcc()))
-    });
-    let mut indexes: BTreeMap<&str, Vec<Descriptor>> = BTreeMap::new();
-    for ((name, _), d) in tasks.iter().zip(descriptors) {
-        indexes.entry(name).or_default().push(d?);
-    }
-
-    // The plan: per image and registry, create, move or leave the tag.
-    let mut writes: Vec<(&str, usize, &[u8])> = vec![];
-    let mut bytes_of: BTreeMap<&str, (Vec<u8>, String)> = BTreeMap::new();
-    for image in &images {
-        let mut descs = indexes.remove(image.name.as_str()).unwrap_or_default();
+/// Each image's canonical index bytes, its entries in platform order; a
+/// progress line shows what each index holds.
+fn index_bytes<'i>(
+    images: &[&'i Image],
+    mut descriptors: BTreeMap<&str, Vec<Descriptor>>,
+    members: &BTreeMap<&str, Vec<Member>>,
+) -> BTreeMap<&'i str, Index> {
+    let mut indexes = BTreeMap::new();
+    for image in images {
+        let mut descs = descriptors.remove(image.name.as_str()).unwrap_or_default();
         descs.sort_by_key(platform_key);
         let bytes = manifest::oci_index(&descs);
         let digest = manifest::digest(&bytes);
@@ -166,116 +404,9 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
             .map(|m| format!("{} {} ({})", m.arch.gcc(), m.fingerprint.tag(), short(&m.digest)))
             .collect();
         ui::progress(format_args!("{}: {} = {}", image.name, short(&digest), shown.join(", ")));
-        bytes_of.insert(&image.name, (bytes, digest));
+        indexes.insert(image.name.as_str(), Index { bytes, digest });
     }
-    // (image, registry, the stdout line's start, what happens).
-    let mut lines: Vec<(&str, usize, String, String)> = vec![];
-    let (mut created, mut moved, mut unchanged) = (0, 0, 0);
-    for (i, image) in images.iter().enumerate() {
-        let (bytes, digest) = &bytes_of[image.name.as_str()];
-        for (r, m) in plan::release_moves(digest, &current[i]).iter().enumerate() {
-            let what = match m {
-                TagMove::Create => {
-                    created += 1;
-                    "create".to_string()
-                }
-                TagMove::Unchanged => {
-                    unchanged += 1;
-                    "unchanged".to_string()
-                }
-                TagMove::Move { from } => {
-                    moved += 1;
-                    format!("move (from {from})")
-                }
-            };
-            lines.push((&image.name, r, format!("{} {digest}", reference(r, &image.name, tag)), what));
-            if m.writes() {
-                writes.push((image.name.as_str(), r, bytes.as_slice()));
-            }
-        }
-    }
-    let show = |lines: &[(&str, usize, String, String)]| -> String {
-        if report.is_some() {
-            return String::new();
-        }
-        lines.iter().map(|(_, _, start, what)| format!("{start} {what}\n")).collect()
-    };
-    // The document's rows: what happened to each tag, or would.
-    let emit = |lines: &[(&str, usize, String, String)], result: RunResult| {
-        let Some(report) = &report else { return };
-        let rows: Vec<TagRow> = lines
-            .iter()
-            .map(|(name, r, _, what)| TagRow {
-                name: name.to_string(),
-                registry: ctx.naming.registries[*r].url.clone(),
-                reference: reference(*r, name, tag),
-                digest: bytes_of[name].1.clone(),
-                status: match what.split(' ').next().unwrap_or("") {
-                    "create" => "create",
-                    "created" => "created",
-                    "move" => "move",
-                    "moved" => "moved",
-                    "unchanged" => "unchanged",
-                    _ => "failed",
-                },
-                previous: what.split_once("(from ").map(|(_, f)| f.trim_end_matches(')').to_string()),
-            })
-            .collect();
-        report.emit(&rows, result);
-    };
-    if opts.dry_run {
-        ui::result(&show(&lines));
-        emit(&lines, RunResult::Success);
-        ui::progress(format_args!(
-            "dry run: {created} to create, {moved} to move, {unchanged} unchanged; nothing was changed"
-        ));
-        return Ok(Status::Success);
-    }
-    let results = par_io(&writes, 8, |(name, r, bytes)| {
-        let repo = clients[*r].registry.repository(&ctx.naming.prefix, name);
-        let expected = manifest::digest(bytes);
-        let stored = clients[*r].put_manifest(&repo, tag, manifest::OCI_INDEX, bytes)?;
-        if stored != expected {
-            bail!("the registry stored the index as {stored}, not as {expected}");
-        }
-        Ok(())
-    });
-    let mut errors = vec![];
-    for ((name, r, _), result) in writes.iter().zip(results) {
-        if let Err(e) = result {
-            errors.push(format!("{}: {e:#}", reference(*r, name, tag)));
-            if let Some(line) = lines.iter_mut().find(|(n, reg, _, _)| n == name && reg == r) {
-                line.3 = "FAILED".into();
-            }
-        }
-    }
-    for line in &mut lines {
-        line.3 = line.3.replace("create", "created").replacen("move (", "moved (", 1);
-    }
-    if crate::publish::ci::wanted(ctx) {
-        let rows = lines
-            .iter()
-            .map(|(name, r, _, what)| {
-                let place = reference(*r, name, tag);
-                let failure = errors.iter().find(|e| e.starts_with(&format!("{place}: "))).cloned();
-                let status = if what == "FAILED" { "failed".to_string() } else { what.clone() };
-                let digest = Some(bytes_of[name].1.clone());
-                crate::ui::summary::Row { image: name.to_string(), status, digest, place, failure, seconds: None }
-            })
-            .collect();
-        let headline = format!("{tag}: {created} created, {moved} moved, {unchanged} unchanged");
-        let headline =
-            if errors.is_empty() { headline } else { format!("{headline}; {} could not be written", errors.len()) };
-        crate::publish::ci::write(ctx, "tag", errors.is_empty(), headline, rows);
-    }
-    ui::result(&show(&lines));
-    emit(&lines, if errors.is_empty() { RunResult::Success } else { RunResult::Failure });
-    if !errors.is_empty() {
-        ui::error(format_args!("{} tag(s) could not be written:\n  {}", errors.len(), errors.join("\n  ")));
-        return Ok(Status::Failure);
-    }
-    ui::progress(format_args!("{tag}: {created} created, {moved} moved, {unchanged} unchanged"));
-    Ok(Status::Success)
+    indexes
 }
 
 /// A Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; `mzbuild-*` tags are
@@ -368,5 +499,24 @@ mod tests {
         }
         let e = validate_tag("mzbuild-ABC").unwrap_err().to_string();
         assert!(e.contains("content-addressed"), "{e}");
+    }
+
+    #[test]
+    fn outcomes_render_as_planned_and_as_done() {
+        let from = "sha256:0123".to_string();
+        let move_ = Outcome::Move { from: from.clone() };
+        let cases = [
+            (Outcome::Create, ["create", "create", "created", "created"], None),
+            (Outcome::Unchanged, ["unchanged", "unchanged", "unchanged", "unchanged"], None),
+            (move_, ["move (from sha256:0123)", "move", "moved (from sha256:0123)", "moved"], Some(from)),
+            (Outcome::Failed, ["FAILED", "failed", "FAILED", "failed"], None),
+        ];
+        for (o, [planned, planned_status, done, done_status], previous) in cases {
+            assert_eq!(o.render(false), planned, "{o:?}");
+            assert_eq!(o.status(false), planned_status, "{o:?}");
+            assert_eq!(o.render(true), done, "{o:?}");
+            assert_eq!(o.status(true), done_status, "{o:?}");
+            assert_eq!(o.previous(), previous, "{o:?}");
+        }
     }
 }
