@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check of the repository: formatting and clippy (warnings are
-# errors), the same type-check and clippy for macOS (ci/macos-check.sh), then brings up the real Docker stack the end-to-end tests need
-# (engine, buildx, two registries on 127.0.0.1), runs the whole cargo test
-# suite and smoke runs of the fingerprint and copy benchmarks, and closes
-# with one summary line.
+# errors), the same type-check and clippy for macOS (ci/macos-check.sh),
+# then brings up the real Docker stack the end-to-end tests need (engine,
+# buildx, two registries on 127.0.0.1), runs the whole cargo test suite and
+# smoke runs of the fingerprint and copy benchmarks, and closes with one
+# summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
