@@ -168,8 +168,8 @@ fn ensure(standin: &Path, registries: &[String], password: &str, jobs: Option<us
     if !out.status.success() {
         bail!("mzbuild ensure failed (is the stack up? `bash ci/stack.sh up`)");
     }
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).context("ensure --json")?;
-    let rows = rows.as_array().context("ensure --json is not an array")?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("ensure --json")?;
+    let rows = doc["rows"].as_array().context("ensure --json has no `rows` array")?;
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
     Ok(Ensured {
         took,
