@@ -290,6 +290,17 @@ mod tests {
         JobSpec { name: name.into(), deps: deps.iter().map(|d| d.to_string()).collect() }
     }
 
+    /// base <- {left, right} <- top, and `other` on its own.
+    fn diamond_and_other() -> Vec<JobSpec> {
+        vec![
+            job("base", &[]),
+            job("left", &["base"]),
+            job("right", &["base"]),
+            job("top", &["left", "right"]),
+            job("other", &[]),
+        ]
+    }
+
     /// Every event, in the order the main thread reports them.
     fn events<T: std::fmt::Debug>(ev: Event<'_, T>) -> Option<String> {
         match ev {
@@ -304,13 +315,7 @@ mod tests {
 
     #[test]
     fn events_come_in_order_failures_skip_at_once() {
-        let jobs = vec![
-            job("base", &[]),
-            job("left", &["base"]),
-            job("right", &["base"]),
-            job("top", &["left", "right"]),
-            job("other", &[]),
-        ];
+        let jobs = diamond_and_other();
         let mut seen = vec![];
         run(
             &jobs,
@@ -338,13 +343,7 @@ mod tests {
     #[test]
     fn dependencies_first_and_failures_isolated() {
         // base <- {left, right} <- top; right fails; other <- nothing.
-        let jobs = vec![
-            job("base", &[]),
-            job("left", &["base"]),
-            job("right", &["base"]),
-            job("top", &["left", "right"]),
-            job("other", &[]),
-        ];
+        let jobs = diamond_and_other();
         let order = Mutex::new(vec![]);
         let out = run(
             &jobs,

@@ -133,29 +133,13 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::config::image::{CargoBuildSpec, CopySpec, ImageConfig};
+    use crate::config::image::{CargoBuildSpec, CopySpec};
     use crate::config::settings::{Arch, Profile};
     use crate::config::workspace::Registry;
     use crate::discover::Image;
     use crate::fingerprint::{Fingerprint, Fingerprinted};
+    use crate::plan::tests::image_with as image;
     use crate::plan::{plan, Goal};
-
-    fn image(name: &str, publish: bool, deps: &[&str], pre_images: Vec<PreImage>) -> Image {
-        Image {
-            name: name.into(),
-            dir: format!("img/{name}"),
-            config: ImageConfig {
-                name: name.into(),
-                publish,
-                description: None,
-                mainline: true,
-                pre_images,
-                build_args: vec![],
-            },
-            dockerfile: vec![],
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn the_plan_shows_actions_waves_and_pre_images() {

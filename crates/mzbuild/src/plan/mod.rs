@@ -241,6 +241,17 @@ mod tests {
     use crate::config::workspace::Registry;
 
     fn image(name: &str, publish: bool) -> Image {
+        image_with(name, publish, &[], vec![])
+    }
+
+    /// An image in `img/<name>` with these dependencies and pre-images (also
+    /// for the dry run's tests).
+    pub(crate) fn image_with(
+        name: &str,
+        publish: bool,
+        deps: &[&str],
+        pre_images: Vec<crate::config::image::PreImage>,
+    ) -> Image {
         Image {
             name: name.into(),
             dir: format!("img/{name}"),
@@ -249,11 +260,11 @@ mod tests {
                 publish,
                 description: None,
                 mainline: true,
-                pre_images: vec![],
+                pre_images,
                 build_args: vec![],
             },
             dockerfile: vec![],
-            depends_on: vec![],
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
         }
     }
 
