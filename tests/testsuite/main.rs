@@ -18,6 +18,7 @@ mod materialize_like;
 mod publish;
 mod readme;
 mod release;
+mod reproducible;
 mod resilience;
 mod revision;
 mod token_auth;

@@ -190,12 +190,14 @@ impl Docker {
             .with_context(|| format!("running docker run {spec}"))
     }
 
-    /// Run `docker ARGS` with `stdin` fed to it, appending all output to
-    /// `log`. Killed, with its whole process group, after `timeout`.
+    /// Run `docker ARGS` with `stdin` fed to it (from a thread of its own,
+    /// so that a stream as large as a build context never waits on this
+    /// one), appending all output to `log`. Killed, with its whole process
+    /// group, after `timeout`.
     pub fn run_logged(
         &self,
         args: &[String],
-        stdin: &[u8],
+        stdin: Feed<'_>,
         log: &Path,
         timeout: Duration,
     ) -> Result<std::result::Result<(), BuildError>> {
@@ -212,13 +214,38 @@ impl Docker {
         // interrupt from here on kills this build.
         let mut child = GroupChild::spawn(&mut cmd)
             .with_context(|| format!("starting `{} {}`", self.program, args[..2.min(args.len())].join(" ")))?;
-        {
-            let mut sin = child.take_stdin().expect("stdin is piped");
-            // A build that fails early closes stdin; its log says why.
-            let _ = sin.write_all(stdin);
+        let mut sin = child.take_stdin().expect("stdin is piped");
+        let (waited, fed) = std::thread::scope(|s| {
+            let feeder = s.spawn(move || match stdin {
+                Feed::Bytes(b) => sin.write_all(b),
+                Feed::Stream(f) => f(&mut sin),
+            });
+            let waited = child.wait_timeout(timeout);
+            if waited.is_err() {
+                child.kill();
+            }
+            // The child is gone (or killed): the feeder's writes fail now
+            // if they did not end.
+            (waited, feeder.join())
+        });
+        // A build that fails early closes stdin (a broken pipe here); its
+        // log says why. Any other error of the feed (a context file that
+        // cannot be read) is the reason the build failed.
+        let feed_error = match fed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the thread writing to its stdin panicked".to_string()),
+        };
+        if let Some(e) = &feed_error {
+            let _ = writeln!(logf, "mzbuild: writing the build's input failed: {e}");
         }
-        match child.wait_timeout(timeout)? {
-            Some(status) if status.success() => Ok(Ok(())),
+        match waited? {
+            Some(status) if status.success() && feed_error.is_none() => Ok(Ok(())),
+            Some(_) if feed_error.is_some() => Ok(Err(BuildError::Failed {
+                summary: format!("writing its input failed: {}", feed_error.unwrap_or_default()),
+                retryable: false,
+            })),
             Some(status) => {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
                 Ok(Err(BuildError::Failed { summary: format!("{status}"), retryable: looks_retryable(&text) }))
@@ -229,6 +256,41 @@ impl Docker {
             }
         }
     }
+
+    /// What the builder the builds use (`builder`, else buildx's current
+    /// one) can do for reproducible builds: `docker buildx inspect` says its
+    /// driver and BuildKit version. The `docker` driver ignores
+    /// `rewrite-timestamp` (measured on docker 26.1); an unknown answer
+    /// counts as no support.
+    pub fn builder_features(&self, builder: Option<&Builder>) -> BuilderFeatures {
+        let mut args = vec!["buildx", "inspect"];
+        if let Some(b) = builder {
+            args.push(&b.name);
+        }
+        match self.command(&args).output() {
+            Ok(o) if o.status.success() => parse_builder_features(&String::from_utf8_lossy(&o.stdout)),
+            _ => BuilderFeatures::default(),
+        }
+    }
+}
+
+/// [`BuilderFeatures`] from the text of `docker buildx inspect`.
+pub fn parse_builder_features(text: &str) -> BuilderFeatures {
+    let field = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()));
+    let driver = field("Driver:").unwrap_or_default();
+    let version = field("BuildKit version:").or_else(|| field("Buildkit:")).unwrap_or_default();
+    let numbers: Vec<u64> =
+        version.trim_start_matches('v').split(['.', '-', '+']).take(2).map_while(|n| n.parse().ok()).collect();
+    let recent = matches!(numbers[..], [major, minor] if (major, minor) >= (0, 13));
+    BuilderFeatures { rewrite_timestamp: driver != "docker" && !driver.is_empty() && recent }
+}
+
+/// What a logged command reads on stdin.
+#[derive(Clone, Copy)]
+pub enum Feed<'a> {
+    Bytes(&'a [u8]),
+    /// Written by this function, on a thread of its own.
+    Stream(&'a (dyn Fn(&mut dyn Write) -> std::io::Result<()> + Sync)),
 }
 
 /// The user's docker config directory: $DOCKER_CONFIG, else ~/.docker.
@@ -351,15 +413,34 @@ pub enum Output {
     Push,
 }
 
-/// The arguments after `docker` for one image build. The Dockerfile comes on
-/// stdin (`-f -`): it is the rewritten one.
+/// Where a build's context and its (rewritten) Dockerfile come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextSource<'a> {
+    /// A directory; the Dockerfile on stdin (`-f - DIR`).
+    Dir(&'a Path),
+    /// A tar on stdin holding the Dockerfile at this path (`-f PATH -`):
+    /// buildx reads `-f` inside a tar context.
+    Tar { dockerfile: &'a str },
+}
+
+/// What reproducible builds need of the builder (see [`Docker::builder_features`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuilderFeatures {
+    /// The image exporter honours `rewrite-timestamp=true` (BuildKit 0.13
+    /// or later, on a driver other than `docker`): file times in layers made
+    /// by `RUN` are clamped to SOURCE_DATE_EPOCH.
+    pub rewrite_timestamp: bool,
+}
+
+/// The arguments after `docker` for one image build from `context`.
 pub fn buildx_args(
-    context: &Path,
+    context: ContextSource<'_>,
     tags: &[String],
     user_build_args: &[(String, String)],
     settings: &Settings,
     output: Output,
     builder: Option<&Builder>,
+    features: BuilderFeatures,
 ) -> Vec<String> {
     let mut args: Vec<String> = vec![];
     if let Some(c) = builder.and_then(|b| b.context.as_ref()) {
@@ -369,7 +450,11 @@ pub fn buildx_args(
     if let Some(b) = builder {
         args.extend(["--builder".into(), b.name.clone()]);
     }
-    args.extend(["--progress=plain".into(), "-f".into(), "-".into()]);
+    args.push("--progress=plain".into());
+    match context {
+        ContextSource::Dir(_) => args.extend(["-f".into(), "-".into()]),
+        ContextSource::Tar { dockerfile } => args.extend(["-f".into(), dockerfile.into()]),
+    }
     let builtin = [
         ("BUILD_PROFILE", settings.profile.upper().to_string()),
         ("ARCH_GCC", settings.arch.gcc().to_string()),
@@ -385,11 +470,19 @@ pub fn buildx_args(
         args.push(t.clone());
     }
     args.push(format!("--platform=linux/{}", settings.arch.go()));
-    args.push(match output {
-        Output::Load => "--load".into(),
-        Output::Push => "--push".into(),
+    // No attestations: their manifests carry build times and would make the
+    // pushed digest differ from build to build.
+    args.extend(["--provenance=false".into(), "--sbom=false".into()]);
+    args.push(match (output, features.rewrite_timestamp) {
+        (Output::Load, false) => "--load".into(),
+        (Output::Push, false) => "--push".into(),
+        (Output::Load, true) => "--output=type=docker,rewrite-timestamp=true".into(),
+        (Output::Push, true) => "--output=type=image,push=true,rewrite-timestamp=true".into(),
     });
-    args.push(context.display().to_string());
+    args.push(match context {
+        ContextSource::Dir(dir) => dir.display().to_string(),
+        ContextSource::Tar { .. } => "-".into(),
+    });
     args
 }
 
@@ -480,28 +573,69 @@ mod tests {
         let settings =
             Settings { profile: Profile::Optimized, arch: Arch::X86_64, coverage: false, sanitizer: "none".into() };
         let args = buildx_args(
-            Path::new("/repo/misc/images/app"),
+            ContextSource::Tar { dockerfile: "Dockerfile" },
             &["127.0.0.1:5000/mz/app:mzbuild-FP".into(), "127.0.0.1:5001/app:mzbuild-FP".into()],
             &[("VERSION".into(), "1.0".into())],
             &settings,
             Output::Push,
             None,
+            BuilderFeatures::default(),
         );
-        expect![[r#"buildx build --progress=plain -f - --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --push /repo/misc/images/app"#]]
+        expect!["buildx build --progress=plain -f Dockerfile --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --provenance=false --sbom=false --push -"]
         .assert_eq(&args.join(" "));
         let settings =
             Settings { profile: Profile::Dev, arch: Arch::Aarch64, coverage: false, sanitizer: "address".into() };
-        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Load, None);
-        expect![[r#"buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --load ctx"#]]
+        let args = buildx_args(
+            ContextSource::Dir(Path::new("ctx")),
+            &["t".into()],
+            &[],
+            &settings,
+            Output::Load,
+            None,
+            BuilderFeatures::default(),
+        );
+        expect!["buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --provenance=false --sbom=false --load ctx"]
         .assert_eq(&args.join(" "));
         // A builder; one of the docker driver is used from its context.
         let remote = Builder { name: "arm-nodes".into(), context: None };
-        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Push, Some(&remote));
-        expect![[r#"buildx build --builder arm-nodes --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --push ctx"#]]
+        let args = buildx_args(
+            ContextSource::Tar { dockerfile: "Dockerfile" },
+            &["t".into()],
+            &[],
+            &settings,
+            Output::Push,
+            Some(&remote),
+            BuilderFeatures { rewrite_timestamp: true },
+        );
+        expect!["buildx build --builder arm-nodes --progress=plain -f Dockerfile --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --provenance=false --sbom=false --output=type=image,push=true,rewrite-timestamp=true -"]
         .assert_eq(&args.join(" "));
         let engine = Builder { name: "arm-engine".into(), context: Some("arm-engine".into()) };
-        let args = buildx_args(Path::new("ctx"), &["t".into()], &[], &settings, Output::Push, Some(&engine));
+        let args = buildx_args(
+            ContextSource::Dir(Path::new("ctx")),
+            &["t".into()],
+            &[],
+            &settings,
+            Output::Push,
+            Some(&engine),
+            BuilderFeatures::default(),
+        );
         assert!(args.join(" ").starts_with("--context arm-engine buildx build --builder arm-engine --progress=plain"));
+    }
+
+    #[test]
+    fn rewrite_timestamp_needs_buildkit_0_13_off_the_docker_driver() {
+        // `docker buildx inspect` of this machine's default builder (docker 26.1).
+        let docker = "Name:          default\nDriver:        docker\nLast Activity: 2026-12-06 02:51:40 +0000 UTC\n\n\
+                      Nodes:\nName:      default\nEndpoint:  default\nStatus:    running\n\
+                      BuildKit version: v0.0.0+unknown\n";
+        assert!(!parse_builder_features(docker).rewrite_timestamp);
+        let container = "Name: b\nDriver: docker-container\n\nNodes:\nName: b0\nStatus: running\n\
+                         BuildKit version: v0.13.1\n";
+        assert!(parse_builder_features(container).rewrite_timestamp);
+        let old = container.replace("v0.13.1", "v0.12.5");
+        assert!(!parse_builder_features(&old).rewrite_timestamp);
+        let unknown = container.replace("v0.13.1", "");
+        assert!(!parse_builder_features(&unknown).rewrite_timestamp);
     }
 
     #[test]

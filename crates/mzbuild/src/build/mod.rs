@@ -4,6 +4,8 @@
 //! local commands `build`, `acquire` and `run` are in
 //! [`crate::commands::build`].
 
+pub mod context;
+pub mod dockerignore;
 pub mod dry_run;
 pub mod scheduler;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
-use crate::docker::{self, BuildError, Builder, Docker, Output};
+use crate::docker::{self, BuildError, Builder, ContextSource, Docker, Feed, Output};
 use crate::fingerprint::Fingerprinted;
 use crate::plan::{Action, Step};
 use crate::preimage::{self, BuildEnv};
@@ -60,7 +62,12 @@ pub fn build_images(
     }
     let log_dir = docker::log_dir(ctx.repo.root())?;
     let run_dir = docker::RunDir::new(ctx.env.as_ref())?;
-    let docker = &docker.with_env(run_dir.env());
+    // One fixed time for every build (see `context::SOURCE_DATE_EPOCH`):
+    // buildx 0.13 passes it on as the build argument of that name.
+    let mut env = run_dir.env();
+    env.push(("SOURCE_DATE_EPOCH".into(), context::SOURCE_DATE_EPOCH.to_string()));
+    let docker = &docker.with_env(env);
+    let features = docker.builder_features(builder);
     let images: Vec<_> = steps.iter().map(|s| s.image).collect();
     ui::progress(format_args!(
         "preparing {} image(s): {}",
@@ -70,7 +77,8 @@ pub fn build_images(
     let hidden = ctx.naming.secret_vars();
     let benv = BuildEnv { env: ctx.env.as_ref(), hidden: &hidden, log_dir: &log_dir };
     let _live = ui::live::start(crate::cachefile::history::History::load(ctx.repo.root()).estimates());
-    let pre_failed = preimage::run_all(&ctx.repo, &images, &ctx.settings, &benv);
+    let pre = preimage::run_all(&ctx.repo, &images, &ctx.settings, &benv);
+    let pre_failed = &pre.failed;
 
     let spec_of = |name: &str| ctx.naming.spec(name, &fps[name].fingerprint);
     let by_name: BTreeMap<&str, &Step> = steps.iter().map(|s| (s.image.name.as_str(), *s)).collect();
@@ -84,22 +92,34 @@ pub fn build_images(
         let log = log_dir.join(format!("{name}.log"));
         let _ = std::fs::remove_file(&log);
         let dockerfile = crate::discover::dockerfile::rewrite(&step.image.dockerfile, &spec_of);
-        let context = ctx.repo.root().join(&step.image.dir);
+        let image = step.image;
+        let written = pre.written.get(name).map(Vec::as_slice).unwrap_or_default();
+        let context = context::BuildContext::new(
+            ctx.repo.root(),
+            &image.dir,
+            name,
+            ctx.repo.tree.under(&image.dir),
+            written,
+            dockerfile,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        let feed = |out: &mut dyn std::io::Write| context.write_tar(out);
         let (output, attempts) = match step.action {
             Action::Push { .. } => (Output::Push, 3),
             _ => (Output::Load, 1),
         };
         let args = docker::buildx_args(
-            &context,
+            ContextSource::Tar { dockerfile: context::DOCKERFILE },
             &step.tags(&ctx.naming),
             &step.image.config.build_args,
             &ctx.settings,
             output,
             builder,
+            features,
         );
         let mut attempt = 1;
         loop {
-            let r = docker.run_logged(&args, &dockerfile, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
+            let r = docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
             match r {
                 Ok(()) => return Ok(attempt),
                 Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {

@@ -2,15 +2,16 @@
 //! and fingerprint `extra` each step contributes, kept together so that what
 //! a step reads and what its image's fingerprint covers cannot drift apart.
 //! [`copy_files`] copies files into the context; [`cargo_build`] builds every
-//! cargo-build binary of a run with ONE `cargo build`. Before any step, an
-//! image's context is cleaned of everything git does not see.
+//! cargo-build binary of a run with ONE `cargo build`. Nothing of an image
+//! directory is deleted: what each step wrote is returned, and the build
+//! context is exactly the files git sees plus those (see `build::context`).
 
 pub mod cargo_build;
 pub mod copy_files;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
@@ -113,29 +114,40 @@ pub fn extra(pre: &PreImage, settings: &Settings, workspace: &WorkspaceConfig) -
     }
 }
 
-/// Run the pre-images of `images` (the ones about to be built). Returns the
-/// images whose pre-images failed, with the reason: those fail (and their
-/// dependants are skipped), the others still build.
-pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &BuildEnv<'_>) -> BTreeMap<String, String> {
+/// What the pre-images of a run did.
+#[derive(Debug, Default)]
+pub struct Ran {
+    /// The images whose pre-images failed, with the reason.
+    pub failed: BTreeMap<String, String>,
+    /// The files each image's pre-images wrote (absolute paths).
+    pub written: BTreeMap<String, Vec<PathBuf>>,
+}
+
+/// Run the pre-images of `images` (the ones about to be built). Images
+/// whose pre-images failed fail (and their dependants are skipped), the
+/// others still build.
+pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &BuildEnv<'_>) -> Ran {
     let mut failed = BTreeMap::new();
-    // Cleaning contexts deletes what the listing does not name: it must be
-    // the work tree's now.
+    // The context is what the listing names: it must be the work tree's now.
     let dirs: Vec<&str> = images.iter().map(|i| i.dir.as_str()).collect();
     if let Err(e) = repo.tree.verify_listing(&dirs) {
         let why = format!("{e:#}");
-        return images.iter().map(|i| (i.name.clone(), why.clone())).collect();
+        return Ran { failed: images.iter().map(|i| (i.name.clone(), why.clone())).collect(), ..Ran::default() };
     }
     let mut outputs: Vec<(String, PathBuf)> = Vec::new();
     for image in images {
-        let copied = clean_context(repo, image).and_then(|()| {
+        let copied = {
             let mut written = Vec::new();
-            for pre in &image.config.pre_images {
-                if let PreImage::Copy(c) = pre {
-                    written.extend(copy_files::run(repo, image, c)?);
+            let mut copy_all = || -> Result<()> {
+                for pre in &image.config.pre_images {
+                    if let PreImage::Copy(c) = pre {
+                        written.extend(copy_files::run(repo, image, c)?);
+                    }
                 }
-            }
-            Ok(written)
-        });
+                Ok(())
+            };
+            copy_all().map(|()| written)
+        };
         match copied {
             Ok(written) => outputs.extend(written.into_iter().map(|p| (image.name.clone(), p))),
             Err(e) => {
@@ -165,7 +177,11 @@ pub fn run_all(repo: &Repo, images: &[&Image], settings: &Settings, benv: &Build
         }
     }
     warn_unignored_outputs(repo, &outputs);
-    failed
+    let mut written: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (image, path) in outputs {
+        written.entry(image).or_default().push(path);
+    }
+    Ran { failed, written }
 }
 
 /// Pre-image outputs that git does not ignore become inputs of their image
@@ -214,43 +230,4 @@ fn warn_unignored_outputs(repo: &Repo, outputs: &[(String, PathBuf)]) {
             if paths.len() > 1 { format!(" (and {} more)", paths.len() - 1) } else { String::new() }
         ));
     }
-}
-
-/// Remove every file of the image's context that git does not see (ignored
-/// build outputs, stale copies): they must never reach an image. Files of
-/// nested images are left to those images.
-pub fn clean_context(repo: &Repo, image: &Image) -> Result<()> {
-    let visible: BTreeSet<&str> = repo.tree.under(&image.dir).iter().map(String::as_str).collect();
-    let nested: BTreeSet<&str> = repo.nested_dirs(image).collect();
-    fn visit(root: &Path, rel: &str, visible: &BTreeSet<&str>, nested: &BTreeSet<&str>) -> Result<bool> {
-        // Returns whether the directory still holds anything.
-        let mut keeps = false;
-        let dir = root.join(rel);
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                keeps = true;
-                continue;
-            };
-            let child = format!("{rel}/{name}");
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                // Repositories and nested images are not ours to clean.
-                let foreign = name == ".git" || nested.contains(child.as_str()) || entry.path().join(".git").exists();
-                if foreign || visit(root, &child, visible, nested)? {
-                    keeps = true;
-                } else {
-                    std::fs::remove_dir(entry.path()).with_context(|| format!("removing {child}"))?;
-                }
-            } else if visible.contains(child.as_str()) {
-                keeps = true;
-            } else {
-                std::fs::remove_file(entry.path()).with_context(|| format!("removing git-ignored {child}"))?;
-            }
-        }
-        Ok(keeps)
-    }
-    visit(repo.root(), &image.dir, &visible, &nested)?;
-    Ok(())
 }
