@@ -345,10 +345,74 @@ fn cargo_command(
     for var in benv.hidden {
         cmd.env_remove(var);
     }
-    if !rustflags.is_empty() {
-        cmd.env(&env_key, rustflags.join(" "));
+    let cargo_home = benv.env.path("CARGO_HOME").or_else(|| benv.env.path("HOME").map(|h| h.join(".cargo")));
+    let remap = remap_flags(repo.root(), cargo_home.as_deref());
+    match path_flags(&rustflags, &remap, config_has_target_rustflags(repo.root(), &target)) {
+        PathFlags::Env(flags) => {
+            cmd.env(&env_key, flags);
+        }
+        PathFlags::Config(key, flags) => {
+            cmd.arg("--config").arg(format!("{}={flags}", key.replace("TARGET", &target)));
+            if !rustflags.is_empty() {
+                cmd.env(&env_key, rustflags.join(" "));
+            }
+        }
     }
     Ok(cmd)
+}
+
+/// `--remap-path-prefix` flags that take the checkout's path and the cargo
+/// home's (registry and git sources) out of the binaries (panic locations,
+/// debug info, `file!()`), so that two checkouts at different paths, with
+/// different `CARGO_HOME`s, build byte-identical binaries. The cargo home
+/// comes last: rustc applies the last matching prefix, and it may lie
+/// inside the checkout.
+pub fn remap_flags(root: &Path, cargo_home: Option<&Path>) -> Vec<String> {
+    let mut flags = vec![format!("--remap-path-prefix={}=/workspace", root.display())];
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    flags
+}
+
+/// How the remapping flags reach rustc without changing which of the
+/// user's flags apply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathFlags {
+    /// `CARGO_TARGET_<T>_RUSTFLAGS`: with `image-rustflags`, which set it
+    /// already (space-separated).
+    Env(String),
+    /// `--config KEY=[...]`: cargo joins a `--config` array to the same
+    /// key's arrays from config files, so a `.cargo/config.toml`'s
+    /// `build.rustflags` (or, where it sets them, `target.<triple>.rustflags`)
+    /// still apply; setting the target key when only `build.rustflags`
+    /// exists would silently drop those.
+    Config(String, String),
+}
+
+/// Where the remapping flags go (see [`PathFlags`]); `target_in_config` is
+/// whether the root's cargo config sets rustflags for the target.
+pub fn path_flags(image_rustflags: &[String], remap: &[String], target_in_config: bool) -> PathFlags {
+    if !image_rustflags.is_empty() {
+        return PathFlags::Env(image_rustflags.iter().chain(remap).cloned().collect::<Vec<_>>().join(" "));
+    }
+    let key = if target_in_config { "target.TARGET.rustflags" } else { "build.rustflags" };
+    PathFlags::Config(key.into(), serde_json::to_string(remap).expect("strings serialise"))
+}
+
+/// Whether `.cargo/config.toml` (or `.cargo/config`) at the root sets
+/// `rustflags` in a `[target.*]` table (for `target` or a `cfg(...)`):
+/// cargo then ignores `build.rustflags`.
+fn config_has_target_rustflags(root: &Path, target: &str) -> bool {
+    ["config.toml", "config"].iter().any(|name| {
+        let Ok(text) = std::fs::read_to_string(root.join(".cargo").join(name)) else { return false };
+        let Ok(doc) = text.parse::<toml::Table>() else { return false };
+        doc.get("target").and_then(|t| t.as_table()).is_some_and(|targets| {
+            targets
+                .iter()
+                .any(|(key, table)| (key == target || key.starts_with("cfg(")) && table.get("rustflags").is_some())
+        })
+    })
 }
 
 /// What cargo reported building: each package's build-script `OUT_DIR`,
@@ -533,6 +597,24 @@ mod tests {
         .assert_eq(
             &cargo_args(&[&CargoBuildSpec { bins: vec!["a".into()], ..Default::default() }], &s, true).join(" "),
         );
+    }
+
+    #[test]
+    fn paths_are_remapped_without_dropping_config_rustflags() {
+        let remap = remap_flags(Path::new("/home/a/repo"), Some(Path::new("/home/a/.cargo")));
+        assert_eq!(remap, ["--remap-path-prefix=/home/a/repo=/workspace", "--remap-path-prefix=/home/a/.cargo=/cargo"]);
+        // With image-rustflags (which set the target's variable already).
+        assert_eq!(
+            path_flags(&["-C".into(), "target-feature=+crt-static".into()], &remap, false),
+            PathFlags::Env(
+                "-C target-feature=+crt-static --remap-path-prefix=/home/a/repo=/workspace \
+                 --remap-path-prefix=/home/a/.cargo=/cargo"
+                    .into()
+            )
+        );
+        let json = r#"["--remap-path-prefix=/home/a/repo=/workspace","--remap-path-prefix=/home/a/.cargo=/cargo"]"#;
+        assert_eq!(path_flags(&[], &remap, false), PathFlags::Config("build.rustflags".into(), json.into()));
+        assert_eq!(path_flags(&[], &remap, true), PathFlags::Config("target.TARGET.rustflags".into(), json.into()));
     }
 
     #[test]
