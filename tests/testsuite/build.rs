@@ -635,8 +635,9 @@ fn ci_logs_get_plain_lines_and_flags_change_them() {
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stderr.contains("mzbuild: 0/1 done, 1 running, 0 queued · slow "), "no status line\n{out}");
     // BuildKit numbers its steps in the order they start (a cached step may
-    // come first): any number.
-    let streamed = out.stderr.lines().any(|l| l.contains("slow | #") && l.contains("load build definition"));
+    // come first): any number. (The context is a tar on stdin: BuildKit
+    // loads it as a remote context.)
+    let streamed = out.stderr.lines().any(|l| l.contains("slow | #") && l.contains("load remote build context"));
     assert!(streamed, "-v did not stream the log\n{out}");
     assert!(out.stderr.contains(&format!("sleep 3 # {id}")), "-v did not stream the log\n{out}");
 
