@@ -3,8 +3,12 @@
 //! directory is deleted any more), with fixed times, so that one
 //! fingerprint builds one digest.
 
-use support::docker::{copy_busybox, docker, image_files};
-use support::registry::{manifest_digest, unique, Project};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::docker::{copy_busybox, docker, image_files, RemoveImages};
+use support::registry::{manifest_digest, unique, Project, PLAIN};
+use support::{run, xtask_command, Output};
 
 /// The files a test plants that git ignores and no pre-image writes: the
 /// user's, which a build must neither delete nor send.
@@ -100,4 +104,101 @@ fn ignored_files_survive_build_ensure_and_run_and_stay_out_of_the_image() {
     let grep = docker(&["run", "--rm", &spec, "grep", "-r", "-l", &token, "/ctx"]);
     assert_eq!(grep.code, Some(1), "the token is in the image:\n{grep}");
     assert!(manifest_digest(&project.plain_url(), "app", spec.rsplit(':').next().unwrap()).is_some());
+}
+
+/// The images of this repository.
+const THIS_REPOSITORY: [&str; 4] = ["base", "greeter", "greetings", "bundle"];
+
+/// `mzbuild --root ROOT --image-registry REGISTRY args...` with
+/// `CARGO_HOME`, without the user's git configuration.
+fn mz_in(root: &Path, registry: &str, cargo_home: &Path, args: &[&str]) -> Output {
+    let mut cmd = xtask_command(["mzbuild", "--root", root.to_str().unwrap(), "--image-registry", registry]);
+    cmd.args(args).env("CARGO_HOME", cargo_home);
+    support::git_home(&mut cmd, support::empty_home());
+    run(&mut cmd)
+}
+
+/// Acceptance: two clones of this repository at different paths, the
+/// second with another `CARGO_HOME` (whose `registry/` is a symlink to the
+/// first's, so nothing is fetched again while the path cargo passes to
+/// rustc differs), BuildKit's cache pruned between them, each `ensure`
+/// into its own registry path: the same digest for every image, `greeter`
+/// (a cargo-build binary) included. `verify` then says `reproduced`; after
+/// different content is planted under one tag, it exits 1 and names the
+/// differing file.
+#[test]
+fn two_clones_at_different_paths_publish_identical_digests_and_verify_says_so() {
+    let this = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
+    let scratch = support::target_tmpdir().join(unique());
+    let a = scratch.join("a");
+    let b = scratch.join("somewhere/much/deeper/b");
+    for clone in [&a, &b] {
+        std::fs::create_dir_all(clone.parent().unwrap()).unwrap();
+        let out = run(Command::new("git").arg("clone").arg("-q").arg(&this).arg(clone));
+        assert_eq!(out.code, Some(0), "git clone\n{out}");
+    }
+    let home_a = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    let home_b = scratch.join("cargo-home-b");
+    std::fs::create_dir_all(&home_b).unwrap();
+    std::os::unix::fs::symlink(home_a.join("registry"), home_b.join("registry")).unwrap();
+    let id = unique();
+    let (reg_a, reg_b) = (format!("{PLAIN}/{id}-a"), format!("{PLAIN}/{id}-b"));
+    let _images = RemoveImages::new([format!("{id}-a"), format!("{id}-b")]);
+
+    let out = mz_in(&a, &reg_a, &home_a, &["ensure"]);
+    out.ok();
+    // A cold cache for the second build, so that nothing of the first is
+    // reused: this one test prunes BuildKit's whole cache (no filter
+    // limits it to the images of one test on the docker driver's builder,
+    // and a private builder would be another driver than CI's).
+    let pruned = docker(&["buildx", "prune", "-af"]);
+    assert_eq!(pruned.code, Some(0), "{pruned}");
+    let out = mz_in(&b, &reg_b, &home_b, &["ensure"]);
+    out.ok();
+
+    let mut tags = std::collections::BTreeMap::new();
+    for image in THIS_REPOSITORY {
+        let spec = mz_in(&a, &reg_a, &home_a, &["spec", image]).line();
+        let tag = spec.rsplit(':').next().unwrap().to_string();
+        let (da, db) = (manifest_digest(&reg_a, image, &tag), manifest_digest(&reg_b, image, &tag));
+        assert!(da.is_some(), "{image}:{tag} is not in {reg_a}");
+        assert_eq!(da, db, "{image}: two clones published two digests");
+        tags.insert(image, tag);
+    }
+    // The binary itself: the same bytes from both checkouts.
+    let bin = "misc/images/greeter/greeter";
+    assert_eq!(std::fs::read(a.join(bin)).unwrap(), std::fs::read(b.join(bin)).unwrap(), "greeter differs");
+
+    let out = mz_in(&b, &reg_a, &home_b, &["verify"]);
+    for image in THIS_REPOSITORY {
+        assert!(out.ok().lines().any(|l| l.starts_with(&format!("{image}: reproduced ("))), "{out}");
+    }
+    let json = mz_in(&b, &reg_a, &home_b, &["verify", "--json", "greeter"]);
+    let rows = support::json::rows(json.ok(), "verify");
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["status"], "reproduced", "{json}");
+
+    // Different content under `greetings`'s tag in registry a: the base
+    // image and another greeting.
+    let planted = scratch.join("planted");
+    std::fs::create_dir_all(planted.join("templates")).unwrap();
+    std::fs::write(planted.join("templates/greeting.txt"), "planted\n").unwrap();
+    std::fs::write(
+        planted.join("Dockerfile"),
+        format!("FROM {reg_a}/base:{}\nCOPY templates/ /etc/greeter/\n", tags["base"]),
+    )
+    .unwrap();
+    let target = format!("{reg_a}/greetings:{}", tags["greetings"]);
+    let pushed = docker(&["buildx", "build", "--provenance=false", "--push", "-t", &target, planted.to_str().unwrap()]);
+    assert_eq!(pushed.code, Some(0), "{pushed}");
+    let out = mz_in(&b, &reg_a, &home_b, &["verify", "greetings"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("greetings: differs"), "{out}");
+    let named = out.stdout.lines().find(|l| l.contains("etc/greeter/greeting.txt"));
+    assert!(named.is_some_and(|l| l.contains("size") && l.contains("mtime")), "{out}");
+    // Nothing of the rebuild stays tagged.
+    assert!(!support::docker::local_images().iter().any(|r| r.starts_with("mzbuild-verify-")), "verify left tags");
+    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -102,6 +102,7 @@ pub enum Command {
     Acquire(Acquire),
     Ensure(Ensure),
     Check(Check),
+    Verify(Verify),
     Repair(Repair),
     Tag(Tag),
     Run(Run),
@@ -289,6 +290,21 @@ pub struct Check {
     /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
     #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+}
+
+/// Rebuild published images from the work tree in the local engine (under private tags, removed
+/// afterwards; nothing is pushed) and compare each with the spec registry's image under its tag:
+/// `reproduced`, or which config fields, layers and files (path, size, mode, mtime) differ.
+/// Exit 1 on any difference. See docs/reproducible.md.
+#[derive(Args, Debug)]
+pub struct Verify {
+    /// Images to verify (default: every publishable image); their dependencies are rebuilt too.
+    pub images: Vec<String>,
+    /// Print the run as one JSON document on stdout (schema: docs/mzbuild.schema.json).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pool: PoolArgs,
 }
 
 /// Make every registry hold the same content under each tag: re-point drifted tags (and fill

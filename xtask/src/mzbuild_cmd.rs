@@ -64,7 +64,7 @@ impl flags::Mzbuild {
             Command::Describe(c) => c.rev.rev.clone(),
             _ => None,
         };
-        let ctx = Ctx::load(&Options { rev, ..options(&self.global)? }, workspace_root(), Box::new(ProcessEnv))?;
+        let mut ctx = Ctx::load(&Options { rev, ..options(&self.global)? }, workspace_root(), Box::new(ProcessEnv))?;
         match self.command {
             Command::List(c) => c.run(&ctx),
             Command::Fingerprint(c) => c.run(&ctx),
@@ -75,6 +75,7 @@ impl flags::Mzbuild {
             Command::Acquire(c) => c.run(&ctx),
             Command::Ensure(c) => c.run(&ctx),
             Command::Check(c) => c.run(&ctx),
+            Command::Verify(c) => c.run(&mut ctx),
             Command::Repair(c) => c.run(&ctx),
             Command::Tag(c) => c.run(&ctx, &archs),
             Command::Run(c) => c.run(&ctx),
@@ -183,6 +184,12 @@ impl flags::Ensure {
 impl flags::Check {
     fn run(self, ctx: &Ctx) -> Result<Status> {
         check::check(ctx, &self.images, self.timeout, self.json)
+    }
+}
+
+impl flags::Verify {
+    fn run(self, ctx: &mut Ctx) -> Result<Status> {
+        mzbuild::commands::verify::verify(ctx, &self.images, &self.pool.options(), None, self.json)
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
 //! - [`diff`]: `diff` and `explain`;
 //! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
-//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing.
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing;
+//! - [`verify`]: rebuild published images and compare.
 
 pub mod build;
 pub mod check;
@@ -18,3 +19,4 @@ pub mod introspect;
 pub mod lint;
 pub mod repair;
 pub mod tag;
+pub mod verify;
