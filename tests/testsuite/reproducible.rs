@@ -86,6 +86,10 @@ fn ignored_files_survive_build_ensure_and_run_and_stay_out_of_the_image() {
         "unique.txt",
     ];
     assert_eq!(context_in_image(&spec), expected, "{out}");
+    // The fingerprint as a label (fixed by the tag, so it is safe to add).
+    let label =
+        docker(&["image", "inspect", "--format", "{{index .Config.Labels \"dev.mzbuild.fingerprint\"}}", &spec]);
+    assert_eq!(label.ok().trim(), project.fingerprint("app"), "{label}");
     // Every entry of the context has the fixed time (1970-01-01).
     let listed = docker(&["run", "--rm", &spec, "ls", "-ln", "--full-time", "/ctx", "/ctx/out"]);
     for line in listed.ok().lines().filter(|l| l.starts_with('-') || l.starts_with('d')) {

@@ -268,7 +268,9 @@ pub fn lint(
         None => mzbuild::git::tree::Tree::list(root)?,
     };
     let label = tree.label();
-    let findings = lint::lint(tree, strict)?;
+    // Whether RUN steps can be reproducible depends on the current builder.
+    let builder = mzbuild::docker::Docker::new(&ProcessEnv).known_builder_features(None);
+    let findings = lint::lint_for(tree, strict, builder)?;
     for n in &findings.notes {
         ui::note(n);
     }

@@ -263,13 +263,18 @@ impl Docker {
     /// `rewrite-timestamp` (measured on docker 26.1); an unknown answer
     /// counts as no support.
     pub fn builder_features(&self, builder: Option<&Builder>) -> BuilderFeatures {
+        self.known_builder_features(builder).unwrap_or_default()
+    }
+
+    /// The same; `None` when buildx does not answer.
+    pub fn known_builder_features(&self, builder: Option<&Builder>) -> Option<BuilderFeatures> {
         let mut args = vec!["buildx", "inspect"];
         if let Some(b) = builder {
             args.push(&b.name);
         }
         match self.command(&args).output() {
-            Ok(o) if o.status.success() => parse_builder_features(&String::from_utf8_lossy(&o.stdout)),
-            _ => BuilderFeatures::default(),
+            Ok(o) if o.status.success() => Some(parse_builder_features(&String::from_utf8_lossy(&o.stdout))),
+            _ => None,
         }
     }
 }
@@ -282,7 +287,10 @@ pub fn parse_builder_features(text: &str) -> BuilderFeatures {
     let numbers: Vec<u64> =
         version.trim_start_matches('v').split(['.', '-', '+']).take(2).map_while(|n| n.parse().ok()).collect();
     let recent = matches!(numbers[..], [major, minor] if (major, minor) >= (0, 13));
-    BuilderFeatures { rewrite_timestamp: driver != "docker" && !driver.is_empty() && recent }
+    BuilderFeatures {
+        rewrite_timestamp: driver != "docker" && !driver.is_empty() && recent,
+        docker_driver: driver == "docker",
+    }
 }
 
 /// What a logged command reads on stdin.
@@ -430,6 +438,18 @@ pub struct BuilderFeatures {
     /// or later, on a driver other than `docker`): file times in layers made
     /// by `RUN` are clamped to SOURCE_DATE_EPOCH.
     pub rewrite_timestamp: bool,
+    /// It is the `docker` driver: the images it builds are in the local
+    /// engine, where mzbuild can normalise them itself.
+    pub docker_driver: bool,
+}
+
+/// What makes a build reproducible beyond its inputs: what the builder can
+/// do, and the labels the image gets (`--label`; they are in the image's
+/// config, so only values fixed by the fingerprint belong here).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reproducible<'a> {
+    pub features: BuilderFeatures,
+    pub labels: &'a [(String, String)],
 }
 
 /// The arguments after `docker` for one image build from `context`.
@@ -440,8 +460,9 @@ pub fn buildx_args(
     settings: &Settings,
     output: Output,
     builder: Option<&Builder>,
-    features: BuilderFeatures,
+    repro: Reproducible<'_>,
 ) -> Vec<String> {
+    let features = repro.features;
     let mut args: Vec<String> = vec![];
     if let Some(c) = builder.and_then(|b| b.context.as_ref()) {
         args.extend(["--context".into(), c.clone()]);
@@ -470,6 +491,10 @@ pub fn buildx_args(
         args.push(t.clone());
     }
     args.push(format!("--platform=linux/{}", settings.arch.go()));
+    for (k, v) in repro.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
     // No attestations: their manifests carry build times and would make the
     // pushed digest differ from build to build.
     args.extend(["--provenance=false".into(), "--sbom=false".into()]);
@@ -579,7 +604,7 @@ mod tests {
             &settings,
             Output::Push,
             None,
-            BuilderFeatures::default(),
+            Reproducible::default(),
         );
         expect!["buildx build --progress=plain -f Dockerfile --build-arg VERSION=1.0 --build-arg BUILD_PROFILE=OPTIMIZED --build-arg ARCH_GCC=x86_64 --build-arg ARCH_GO=amd64 --build-arg CI_SANITIZER=none -t 127.0.0.1:5000/mz/app:mzbuild-FP -t 127.0.0.1:5001/app:mzbuild-FP --platform=linux/amd64 --provenance=false --sbom=false --push -"]
         .assert_eq(&args.join(" "));
@@ -592,7 +617,7 @@ mod tests {
             &settings,
             Output::Load,
             None,
-            BuilderFeatures::default(),
+            Reproducible::default(),
         );
         expect!["buildx build --progress=plain -f - --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --provenance=false --sbom=false --load ctx"]
         .assert_eq(&args.join(" "));
@@ -605,9 +630,12 @@ mod tests {
             &settings,
             Output::Push,
             Some(&remote),
-            BuilderFeatures { rewrite_timestamp: true },
+            Reproducible {
+                features: BuilderFeatures { rewrite_timestamp: true, docker_driver: false },
+                labels: &[("dev.mzbuild.fingerprint".into(), "FP".into())],
+            },
         );
-        expect!["buildx build --builder arm-nodes --progress=plain -f Dockerfile --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --provenance=false --sbom=false --output=type=image,push=true,rewrite-timestamp=true -"]
+        expect!["buildx build --builder arm-nodes --progress=plain -f Dockerfile --build-arg BUILD_PROFILE=DEV --build-arg ARCH_GCC=aarch64 --build-arg ARCH_GO=arm64 --build-arg CI_SANITIZER=address -t t --platform=linux/arm64 --label dev.mzbuild.fingerprint=FP --provenance=false --sbom=false --output=type=image,push=true,rewrite-timestamp=true -"]
         .assert_eq(&args.join(" "));
         let engine = Builder { name: "arm-engine".into(), context: Some("arm-engine".into()) };
         let args = buildx_args(
@@ -617,7 +645,7 @@ mod tests {
             &settings,
             Output::Push,
             Some(&engine),
-            BuilderFeatures::default(),
+            Reproducible::default(),
         );
         assert!(args.join(" ").starts_with("--context arm-engine buildx build --builder arm-engine --progress=plain"));
     }
@@ -628,7 +656,7 @@ mod tests {
         let docker = "Name:          default\nDriver:        docker\nLast Activity: 2026-12-06 02:51:40 +0000 UTC\n\n\
                       Nodes:\nName:      default\nEndpoint:  default\nStatus:    running\n\
                       BuildKit version: v0.0.0+unknown\n";
-        assert!(!parse_builder_features(docker).rewrite_timestamp);
+        assert_eq!(parse_builder_features(docker), BuilderFeatures { rewrite_timestamp: false, docker_driver: true });
         let container = "Name: b\nDriver: docker-container\n\nNodes:\nName: b0\nStatus: running\n\
                          BuildKit version: v0.13.1\n";
         assert!(parse_builder_features(container).rewrite_timestamp);

@@ -7,6 +7,7 @@
 pub mod context;
 pub mod dockerignore;
 pub mod dry_run;
+pub mod normalise;
 pub mod scheduler;
 
 use std::collections::BTreeMap;
@@ -15,12 +16,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
-use crate::docker::{self, BuildError, Builder, ContextSource, Docker, Feed, Output};
+use crate::docker::{self, BuildError, Builder, ContextSource, Docker, Feed, Output, Reproducible};
 use crate::fingerprint::Fingerprinted;
 use crate::plan::{Action, Step};
 use crate::preimage::{self, BuildEnv};
 use crate::ui;
 use scheduler::{Event, JobSpec, Outcome};
+
+/// The label that carries an image's fingerprint. No revision or source
+/// label: one fingerprint is built at many commits (and in forks), and a
+/// label that differs between them would give one tag two digests (see
+/// docs/reproducible.md).
+pub const FINGERPRINT_LABEL: &str = "dev.mzbuild.fingerprint";
 
 /// How the pool runs.
 #[derive(Clone, Debug)]
@@ -68,6 +75,7 @@ pub fn build_images(
     env.push(("SOURCE_DATE_EPOCH".into(), context::SOURCE_DATE_EPOCH.to_string()));
     let docker = &docker.with_env(env);
     let features = docker.builder_features(builder);
+    let normalise = features.docker_driver && !features.rewrite_timestamp;
     let images: Vec<_> = steps.iter().map(|s| s.image).collect();
     ui::progress(format_args!(
         "preparing {} image(s): {}",
@@ -104,44 +112,57 @@ pub fn build_images(
         )
         .map_err(|e| format!("{e:#}"))?;
         let feed = |out: &mut dyn std::io::Write| context.write_tar(out);
+        let labels = [(FINGERPRINT_LABEL.to_string(), step.fingerprint.to_string())];
         let (output, attempts) = match step.action {
             Action::Push { .. } => (Output::Push, 3),
             _ => (Output::Load, 1),
         };
+        // On the docker driver (which ignores rewrite-timestamp) the image
+        // is built into the engine, normalised there, then pushed.
+        let normalising = normalise && builder.is_none();
+        let tags = step.tags(&ctx.naming);
+        let present = if normalising && output == Output::Push {
+            docker.local_images().map_err(|e| format!("{e:#}"))?
+        } else {
+            Default::default()
+        };
         let args = docker::buildx_args(
             ContextSource::Tar { dockerfile: context::DOCKERFILE },
-            &step.tags(&ctx.naming),
+            &tags,
             &step.image.config.build_args,
             &ctx.settings,
-            output,
+            if normalising { Output::Load } else { output },
             builder,
-            features,
+            Reproducible { features, labels: &labels },
         );
-        let mut attempt = 1;
-        loop {
-            let r = docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
-            match r {
-                Ok(()) => return Ok(attempt),
-                Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {
-                    // A retry is progress: dependants keep waiting for it
-                    // (each attempt is bounded by the timeout).
-                    progress.report();
-                    // Backoff: 2s, 4s, ... (registry hiccups, rate limits).
-                    std::thread::sleep(Duration::from_secs(2u64.pow(attempt as u32)));
-                    attempt += 1;
-                    progress.report();
+        let attempt = retrying(attempts, progress, &log, || {
+            docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))
+        })?;
+        if normalising {
+            normalise::normalise(docker, &tags, context::SOURCE_DATE_EPOCH, &log)
+                .map_err(|e| format!("{e:#}; last lines of {}:\n{}", log.display(), docker::tail(&log, 15)))?;
+            if output == Output::Push {
+                for t in &tags {
+                    let push = ["push".to_string(), t.clone()];
+                    retrying(attempts, progress, &log, || {
+                        docker.run_logged(&push, Feed::Bytes(b""), &log, opts.timeout).map_err(|e| format!("{e:#}"))
+                    })?;
                 }
-                Err(e) => {
-                    let retry_note =
-                        if attempt > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
-                    return Err(format!(
-                        "{e}{retry_note}; last lines of {}:\n{}",
-                        log.display(),
-                        docker::tail(&log, 15)
-                    ));
+                // As after `buildx build --push`, the pushed tags are not
+                // left in the engine (unless they were there before).
+                let added: Vec<&str> = tags.iter().filter(|t| !present.contains(*t)).map(String::as_str).collect();
+                if !added.is_empty() {
+                    let mut rmi = vec!["rmi"];
+                    rmi.extend(added);
+                    let _ = docker
+                        .command(&rmi)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
                 }
             }
         }
+        Ok(attempt)
     };
     let names: Vec<&str> = steps.iter().map(|s| s.image.name.as_str()).collect();
     ui::live::images(&names, opts.jobs);
@@ -172,6 +193,36 @@ pub fn build_images(
         }
     });
     Ok(outcomes)
+}
+
+/// Run `attempt` up to `attempts` times while it fails in a way worth
+/// another try (see [`docker::looks_retryable`]), with a backoff; the
+/// number of the attempt that succeeded, or the error with `log`'s tail.
+fn retrying(
+    attempts: usize,
+    progress: &scheduler::Progress<'_>,
+    log: &std::path::Path,
+    mut attempt: impl FnMut() -> std::result::Result<std::result::Result<(), BuildError>, String>,
+) -> std::result::Result<usize, String> {
+    let mut n = 1;
+    loop {
+        match attempt()? {
+            Ok(()) => return Ok(n),
+            Err(BuildError::Failed { retryable: true, .. }) if n < attempts => {
+                // A retry is progress: dependants keep waiting for it
+                // (each attempt is bounded by the timeout).
+                progress.report();
+                // Backoff: 2s, 4s, ... (registry hiccups, rate limits).
+                std::thread::sleep(Duration::from_secs(2u64.pow(n as u32)));
+                n += 1;
+                progress.report();
+            }
+            Err(e) => {
+                let retry_note = if n > 1 { format!(" (attempt {n} of {attempts})") } else { String::new() };
+                return Err(format!("{e}{retry_note}; last lines of {}:\n{}", log.display(), docker::tail(log, 15)));
+            }
+        }
+    }
 }
 
 /// One building run per repository at a time: runs share the image

@@ -12,6 +12,9 @@
 //! tree, files not yet committed that git does not ignore inside an image's
 //! context (they are inputs: normal while working, once, in one note).
 //!
+//! Notes too: what keeps images from being reproducible (`ADD <url>`, `FROM`
+//! a mutable tag, and `RUN` on a builder without rewrite-timestamp).
+//!
 //! Problems are [`ConfigError`]s. Ignore rules are read from the tree
 //! itself (each `.gitignore` on the way to a path, plus
 //! `.git/info/exclude`), so the check is the same for a revision.
@@ -24,6 +27,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::config::image::PreImage;
 use crate::config::ConfigError;
 use crate::discover::Repo;
+use crate::docker::BuilderFeatures;
 use crate::git::tree::Tree;
 use crate::preimage::{self, InputCache};
 
@@ -38,6 +42,12 @@ pub struct Findings {
 /// Every finding. Configuration warnings are problems too (lint is
 /// strict), but for unknown keys, which are notes unless `strict`.
 pub fn lint(tree: Tree, strict: bool) -> Result<Findings> {
+    lint_for(tree, strict, None)
+}
+
+/// [`lint`], with notes on what cannot be reproducible; `builder` is what
+/// the current builder can do, when known (see [`reproducibility_notes`]).
+pub fn lint_for(tree: Tree, strict: bool, builder: Option<BuilderFeatures>) -> Result<Findings> {
     let (repo, mut findings) = Repo::load_lenient(tree, strict)?;
     let mut notes = Vec::new();
     for w in &repo.warnings {
@@ -110,6 +120,9 @@ pub fn lint(tree: Tree, strict: bool) -> Result<Findings> {
         }
     }
     cache.notes.warn();
+    let mut sorted: Vec<(&str, &[u8])> = images.iter().map(|i| (i.name.as_str(), i.dockerfile.as_slice())).collect();
+    sorted.sort();
+    notes.extend(reproducibility_notes(&sorted, builder));
     // Untracked, not ignored files inside image contexts (work tree only),
     // each in its innermost image.
     if let (None, Some(index)) = (&repo.tree.rev, repo.tree.index()) {
@@ -196,4 +209,118 @@ fn build(dir: &str, text: &str) -> Gitignore {
         let _ = b.add_line(None, line);
     }
     b.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+/// Notes on what keeps images from being bit-reproducible, from their
+/// Dockerfiles (`images`: name and Dockerfile), one note per cause listing
+/// the images: `ADD <url>` (the content can change under the URL), `FROM`
+/// of a mutable tag rather than a digest, `MZFROM` or a stage, and, when
+/// `builder` is known not to honour `rewrite-timestamp`, `RUN` steps (their
+/// files carry the time of the build).
+pub fn reproducibility_notes(images: &[(&str, &[u8])], builder: Option<BuilderFeatures>) -> Vec<String> {
+    let mut run: Vec<&str> = vec![];
+    let mut add_url: Vec<&str> = vec![];
+    let mut tags: Vec<String> = vec![];
+    for (name, dockerfile) in images {
+        let text = String::from_utf8_lossy(dockerfile);
+        // Continuation lines joined; comments dropped.
+        let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+        let mut stages: BTreeSet<String> = BTreeSet::new();
+        let (mut has_run, mut has_add_url) = (false, false);
+        for line in joined.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let instruction = words.next().unwrap_or_default().to_ascii_uppercase();
+            let args: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            match instruction.as_str() {
+                "RUN" => has_run = true,
+                "ADD" => {
+                    has_add_url |= args
+                        .iter()
+                        .any(|a| a.starts_with("http://") || a.starts_with("https://") || a.starts_with("git@"))
+                }
+                "FROM" => {
+                    let Some(base) = args.first() else { continue };
+                    if let (Some(kw), Some(alias)) = (args.get(1), args.get(2)) {
+                        if kw.eq_ignore_ascii_case("as") {
+                            stages.insert(alias.to_ascii_lowercase());
+                        }
+                    }
+                    let pinned =
+                        base.contains("@sha256:") || *base == "scratch" || stages.contains(&base.to_ascii_lowercase());
+                    if !pinned {
+                        tags.push(format!("{name} (FROM {base})"));
+                    }
+                }
+                "MZFROM" => {
+                    if let (Some(kw), Some(alias)) = (args.get(1), args.get(2)) {
+                        if kw.eq_ignore_ascii_case("as") {
+                            stages.insert(alias.to_ascii_lowercase());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if has_run {
+            run.push(name);
+        }
+        if has_add_url {
+            add_url.push(name);
+        }
+    }
+    let mut notes = vec![];
+    if builder.is_some_and(|b| !b.rewrite_timestamp) && !run.is_empty() {
+        notes.push(format!(
+            "not reproducible on the current builder: the files that RUN steps write carry the time of the build, and \
+             this builder ignores rewrite-timestamp (a docker-container builder with BuildKit 0.13 or later honours \
+             it; see docs/reproducible.md): {}",
+            run.join(", ")
+        ));
+    }
+    if !add_url.is_empty() {
+        notes.push(format!(
+            "not reproducible: ADD of a URL reads whatever the URL serves at build time, which no fingerprint covers \
+             (download it in a pre-image or pin it by checksum with ADD --checksum): {}",
+            add_url.join(", ")
+        ));
+    }
+    if !tags.is_empty() {
+        notes.push(format!(
+            "not reproducible: FROM a tag, which can move, rather than a digest (image@sha256:...) or MZFROM: {}",
+            tags.join(", ")
+        ));
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_on_what_cannot_be_reproducible() {
+        let images: Vec<(&str, &[u8])> = vec![
+            ("copy", b"MZFROM base AS b\nFROM b\nCOPY x /x\n"),
+            ("pinned", b"FROM debian@sha256:0123 AS build\nFROM build\nRUN make\n"),
+            ("tagged", b"FROM debian:bookworm\nADD --chmod=644 \\\n  https://example.com/x.tgz /x.tgz\n"),
+        ];
+        let docker = Some(BuilderFeatures { rewrite_timestamp: false, docker_driver: true });
+        let notes = reproducibility_notes(&images, docker);
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        assert!(notes[0].contains("RUN steps") && notes[0].ends_with(": pinned"), "{}", notes[0]);
+        assert!(
+            notes[1].starts_with("not reproducible: ADD of a URL") && notes[1].ends_with(": tagged"),
+            "{}",
+            notes[1]
+        );
+        assert!(notes[2].ends_with(": tagged (FROM debian:bookworm)"), "{}", notes[2]);
+        // A builder that honours rewrite-timestamp, or an unknown one: no RUN note.
+        assert_eq!(
+            reproducibility_notes(&images, Some(BuilderFeatures { rewrite_timestamp: true, docker_driver: false }))
+                .len(),
+            2
+        );
+        assert_eq!(reproducibility_notes(&images, None).len(), 2);
+        assert!(reproducibility_notes(&images[..1], docker).is_empty());
+    }
 }
