@@ -73,8 +73,10 @@ pub fn rewrite(input: impl Read, output: impl Write, tags: &[String], epoch: u64
         let size = entry.header().size()?;
         let mut first = [0u8; 1];
         let n = if size > 0 { entry.read(&mut first)? } else { 0 };
-        if n == 1 && first[0] == b'{' && size < (64 << 20) {
-            let mut bytes = vec![b'{'];
+        // JSON (configs, manifests, the index; manifest.json is a list) or
+        // a layer (a tar, whose first byte is a path's).
+        if n == 1 && matches!(first[0], b'{' | b'[') && size < (64 << 20) {
+            let mut bytes = vec![first[0]];
             entry.read_to_end(&mut bytes)?;
             json.insert(path, bytes);
             continue;
@@ -345,5 +347,43 @@ mod tests {
         clamp_pax(&mut data, 0);
         assert_eq!(data.len(), len);
         assert_eq!(&data[..], b"30 mtime=0000000000.000000000\n20 atime=0000000000\n");
+    }
+
+    #[test]
+    fn a_saved_image_is_rewritten_with_new_diff_ids() {
+        let layer_bytes = layer(&[("usr/", 1_765_000_000)]);
+        let old_id = crate::publish::manifest::digest(&layer_bytes);
+        let config =
+            format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{old_id}"]}},"created":"1970-01-01T00:00:00Z"}}"#);
+        let manifest = r#"[{"Config":"blobs/sha256/c","RepoTags":["old:tag"],"Layers":["blobs/sha256/l"]}]"#;
+        let mut saved = tar::Builder::new(Vec::new());
+        for (path, bytes) in [
+            ("blobs/sha256/c", config.as_bytes()),
+            ("blobs/sha256/l", &layer_bytes),
+            ("manifest.json", manifest.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            saved.append_data(&mut h, path, bytes).unwrap();
+        }
+        let saved = saved.into_inner().unwrap();
+        let mut out = vec![];
+        rewrite(saved.as_slice(), &mut out, &["a/x:t".into(), "b/x:t".into()], 0).unwrap();
+        let mut files = BTreeMap::new();
+        for e in tar::Archive::new(out.as_slice()).entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut bytes = vec![];
+            e.read_to_end(&mut bytes).unwrap();
+            files.insert(e.path().unwrap().display().to_string(), bytes);
+        }
+        let new_layer = &files["blobs_sha256_l/layer.tar"];
+        assert_eq!(mtimes(new_layer), [("usr/".to_string(), 0)]);
+        let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["a/x:t", "b/x:t"]));
+        let config: Value = serde_json::from_slice(&files[manifest[0]["Config"].as_str().unwrap()]).unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][0], crate::publish::manifest::digest(new_layer).as_str());
+        assert_ne!(config["rootfs"]["diff_ids"][0], old_id.as_str());
     }
 }

@@ -13,7 +13,7 @@
 //! context (they are inputs: normal while working, once, in one note).
 //!
 //! Notes too: what keeps images from being reproducible (`ADD <url>`, `FROM`
-//! a mutable tag, and `RUN` on a builder without rewrite-timestamp).
+//! a mutable tag, and `RUN` on a builder that cannot clamp file times).
 //!
 //! Problems are [`ConfigError`]s. Ignore rules are read from the tree
 //! itself (each `.gitignore` on the way to a path, plus
@@ -215,7 +215,8 @@ fn build(dir: &str, text: &str) -> Gitignore {
 /// Dockerfiles (`images`: name and Dockerfile), one note per cause listing
 /// the images: `ADD <url>` (the content can change under the URL), `FROM`
 /// of a mutable tag rather than a digest, `MZFROM` or a stage, and, when
-/// `builder` is known not to honour `rewrite-timestamp`, `RUN` steps (their
+/// `builder` is known to neither honour `rewrite-timestamp` nor be the
+/// `docker` driver (whose images mzbuild normalises), `RUN` steps (their
 /// files carry the time of the build).
 pub fn reproducibility_notes(images: &[(&str, &[u8])], builder: Option<BuilderFeatures>) -> Vec<String> {
     let mut run: Vec<&str> = vec![];
@@ -269,11 +270,11 @@ pub fn reproducibility_notes(images: &[(&str, &[u8])], builder: Option<BuilderFe
         }
     }
     let mut notes = vec![];
-    if builder.is_some_and(|b| !b.rewrite_timestamp) && !run.is_empty() {
+    if builder.is_some_and(|b| !b.rewrite_timestamp && !b.docker_driver) && !run.is_empty() {
         notes.push(format!(
             "not reproducible on the current builder: the files that RUN steps write carry the time of the build, and \
-             this builder ignores rewrite-timestamp (a docker-container builder with BuildKit 0.13 or later honours \
-             it; see docs/reproducible.md): {}",
+             this builder neither honours rewrite-timestamp (BuildKit 0.13 or later does) nor builds into the local \
+             engine, where mzbuild clamps the times itself (the docker driver; see docs/reproducible.md): {}",
             run.join(", ")
         ));
     }
@@ -304,7 +305,7 @@ mod tests {
             ("pinned", b"FROM debian@sha256:0123 AS build\nFROM build\nRUN make\n"),
             ("tagged", b"FROM debian:bookworm\nADD --chmod=644 \\\n  https://example.com/x.tgz /x.tgz\n"),
         ];
-        let docker = Some(BuilderFeatures { rewrite_timestamp: false, docker_driver: true });
+        let docker = Some(BuilderFeatures { rewrite_timestamp: false, docker_driver: false });
         let notes = reproducibility_notes(&images, docker);
         assert_eq!(notes.len(), 3, "{notes:#?}");
         assert!(notes[0].contains("RUN steps") && notes[0].ends_with(": pinned"), "{}", notes[0]);
@@ -314,7 +315,13 @@ mod tests {
             notes[1]
         );
         assert!(notes[2].ends_with(": tagged (FROM debian:bookworm)"), "{}", notes[2]);
-        // A builder that honours rewrite-timestamp, or an unknown one: no RUN note.
+        // A builder that honours rewrite-timestamp, the docker driver (mzbuild
+        // normalises its images), or an unknown one: no RUN note.
+        assert_eq!(
+            reproducibility_notes(&images, Some(BuilderFeatures { rewrite_timestamp: false, docker_driver: true }))
+                .len(),
+            2
+        );
         assert_eq!(
             reproducibility_notes(&images, Some(BuilderFeatures { rewrite_timestamp: true, docker_driver: false }))
                 .len(),
