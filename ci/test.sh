@@ -31,6 +31,7 @@ fi
 # The benchmarks must keep working: a small generated repository, one run.
 cargo xtask bench fingerprint --files 1000 --images 6 --runs 1 --dir target/bench/smoke >/dev/null || status=$?
 cargo xtask bench copy --files 1000 --images 6 --dir target/bench/smoke >/dev/null 2>&1 || status=$?
+cargo xtask bench context --size-mb 5 --runs 1 --dir target/bench/smoke-context >/dev/null 2>&1 || status=$?
 # cargo prints one "test result" line per test target (the unit tests of
 # each crate, the one integration-test binary tests/testsuite, the empty
 # doc-test runs): add them up.

@@ -422,6 +422,26 @@ pub enum Bench {
     /// Fill a registry that lacks every image of (a buildable stand-in of) the generated monorepo:
     /// by copying from the other local registry, against rebuilding; time and bytes sent.
     Copy(BenchCopy),
+    /// Build-context preparation: the normalised tar stream against the image directory
+    /// buildx read before; time and peak memory, for a large context.
+    Context(BenchContext),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchContext {
+    /// Where to write the context (reused when it is there already).
+    #[arg(long, default_value = "target/bench/context")]
+    pub dir: std::path::PathBuf,
+    /// Size of the large file in the context, in MiB (e.g. 500; the default is small, for smoke runs).
+    #[arg(long, default_value_t = 20)]
+    pub size_mb: usize,
+    /// Repeat the tar-only measurement this many times.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Run one build only (dir or tar) and print its numbers: how the benchmark measures each in a
+    /// process of its own.
+    #[arg(long, hide = true)]
+    pub variant: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -2,8 +2,10 @@
 //! Materialize-shaped monorepo ([`generate`]): [`fingerprint`] times
 //! fingerprinting against a floor, [`ensure`] a no-op `ensure` against the
 //! fingerprint time, [`registry_copy`] filling a registry by copying against
-//! rebuilding.
+//! rebuilding, [`context`] the tar-stream build context against the
+//! directory one.
 
+mod context;
 mod ensure;
 mod fingerprint;
 mod generate;
@@ -22,6 +24,7 @@ impl Bench {
             Bench::Fingerprint(args) => fingerprint::run(args),
             Bench::Ensure(args) => ensure::run(args),
             Bench::Copy(args) => registry_copy::run(args),
+            Bench::Context(args) => context::run(args),
         }
     }
 }
