@@ -135,7 +135,7 @@ pub fn build_images(
             builder,
             Reproducible { features, labels: &labels },
         );
-        let attempt = retrying(attempts, progress, &log, || {
+        let mut attempt = retrying(attempts, progress, &log, || {
             docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))
         })?;
         if normalising {
@@ -144,9 +144,11 @@ pub fn build_images(
             if output == Output::Push {
                 for t in &tags {
                     let push = ["push".to_string(), t.clone()];
-                    retrying(attempts, progress, &log, || {
+                    let n = retrying(attempts, progress, &log, || {
                         docker.run_logged(&push, Feed::Bytes(b""), &log, opts.timeout).map_err(|e| format!("{e:#}"))
                     })?;
+                    // The attempts that count are the push's.
+                    attempt = attempt.max(n);
                 }
                 // As after `buildx build --push`, the pushed tags are not
                 // left in the engine (unless they were there before).

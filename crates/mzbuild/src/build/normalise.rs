@@ -27,6 +27,12 @@ const BLOCK: usize = 512;
 /// goes to `log`.
 pub fn normalise(docker: &Docker, tags: &[String], epoch: u64, log: &Path) -> Result<()> {
     let source = tags.first().ok_or_else(|| anyhow!("no tag to normalise"))?;
+    // An image without layers (`FROM scratch` alone) has no file times, and
+    // docker save refuses it ("empty export").
+    let layers = docker.command(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", source]).output()?;
+    if layers.status.success() && String::from_utf8_lossy(&layers.stdout).trim() == "0" {
+        return Ok(());
+    }
     let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut save = docker
         .command(&["save", source])
