@@ -213,3 +213,64 @@ fn two_clones_at_different_paths_publish_identical_digests_and_verify_says_so() 
     assert!(!support::docker::local_images().iter().any(|r| r.starts_with("mzbuild-verify-")), "verify left tags");
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// A cargo-build binary that depends on a crates.io crate (`anyhow`, whose
+/// panic locations name its source under `$CARGO_HOME/registry/src`) is
+/// byte-identical, and so is its image, when built from two copies of a
+/// repository at different paths with different `CARGO_HOME`s (the second's
+/// `registry/` a symlink to the first's: nothing is fetched, the path cargo
+/// passes to rustc still differs).
+#[test]
+fn cargo_binaries_do_not_embed_the_checkout_or_cargo_home_paths() {
+    let repo = support::TempRepo::new();
+    repo.write(".gitignore", "/target/\n")
+        .write("Cargo.toml", "[workspace]\nresolver = \"2\"\nmembers = [\"services/*\"]\n")
+        .write(
+            "services/hello/Cargo.toml",
+            "[package]\nname = \"hello\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nanyhow = \"1\"\n",
+        )
+        .write(
+            "services/hello/src/main.rs",
+            "fn main() -> anyhow::Result<()> {\n    let n: u8 = std::env::args().nth(1).unwrap_or_default().parse()?;\n    \
+             anyhow::ensure!(n < 200, \"too big\");\n    println!(\"{n}\");\n    Ok(())\n}\n",
+        );
+    repo.image(
+        "images/hello",
+        "name: hello\npre-image:\n  - type: cargo-build\n    bin: hello\n",
+        &format!("FROM scratch\nCOPY hello /usr/local/bin/hello\nLABEL unique={}\n", unique()),
+    );
+    repo.write("images/hello/.gitignore", "/hello\n");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["generate-lockfile", "--offline"]).current_dir(repo.root());
+    let out = run(&mut cargo);
+    assert_eq!(out.code, Some(0), "cargo generate-lockfile --offline (anyhow must be in the registry cache)\n{out}");
+    repo.commit_all();
+    let other = repo.copy();
+    assert_ne!(repo.root(), other.root());
+
+    let home_a = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    let home_b = other.scratch().join("cargo-home");
+    std::fs::create_dir_all(&home_b).unwrap();
+    std::os::unix::fs::symlink(home_a.join("registry"), home_b.join("registry")).unwrap();
+    let id = unique();
+    let _images = RemoveImages::new([format!("{id}-a"), format!("{id}-b")]);
+    let mut ids = vec![];
+    for (r, home, suffix) in [(&repo, &home_a, "a"), (&other, &home_b, "b")] {
+        let registry = format!("{PLAIN}/{id}-{suffix}");
+        let mut cmd = r.mzbuild_command(&["--image-registry", &registry, "build", "hello"]);
+        cmd.env("CARGO_HOME", home);
+        let out = run(&mut cmd);
+        let spec = out.ok().trim().to_string();
+        let inspect = docker(&["image", "inspect", "--format", "{{.Id}}", &spec]);
+        ids.push(inspect.ok().trim().to_string());
+    }
+    let bin = "images/hello/hello";
+    let (a, b) = (std::fs::read(repo.path(bin)).unwrap(), std::fs::read(other.path(bin)).unwrap());
+    let text = String::from_utf8_lossy(&a);
+    assert!(text.contains("/cargo/registry/src/"), "anyhow's sources are not named under /cargo");
+    assert!(!text.contains(&home_a.display().to_string()), "the binary names {}", home_a.display());
+    assert!(a == b, "the binaries differ");
+    assert_eq!(ids[0], ids[1], "the images differ");
+}
