@@ -604,14 +604,18 @@ fn a_retried_dependency_keeps_its_dependants_waiting() {
     let fp = fx.fingerprint("after");
     // The first attempt fails, retryably, and the next one (after a 2 s
     // backoff) succeeds: the docker that mzbuild runs (a wrapper) makes
-    // state.txt say `ok` before any `buildx build` but the first, so no
+    // state.txt say `ok` once the first `buildx build` has ended, so no
     // window of the test's timing decides which attempt sees what.
     // (Unique, or the RUN step's success could come from the build cache.)
     let (seen, state) = (fx.repo.scratch().join("first-build-seen"), fx.repo.path("images/dep/state.txt"));
+    // mzbuild reads the context as it starts a build (a tar on stdin), so
+    // the wrapper marks state.txt `ok` after the first build has ended.
     let prelude = format!(
-        "case \"$*\" in *'buildx build'*) if [ -e '{seen}' ]; then printf 'ok {id}\\n' > '{state}'; fi; touch '{seen}';; esac\n",
+        "case \"$*\" in *'buildx build'*) if [ ! -e '{seen}' ]; then touch '{seen}'; '{docker}' \"$@\"; rc=$?; \
+         printf 'ok {id}\\n' > '{state}'; exit $rc; fi;; esac\n",
         seen = seen.display(),
         state = state.display(),
+        docker = support::docker::docker_path(),
         id = fx.id
     );
     let docker = support::docker::wrapper(fx.repo.scratch(), "docker-second-attempt-ok", &prelude);

@@ -181,11 +181,37 @@ impl BuildContext {
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_mode(if *executable { 0o755 } else { 0o644 });
                     h.set_size(size);
-                    tar.append_data(&mut h, &e.path, file.take(size))?;
+                    let exact = Exact { inner: file.take(size), left: size, path: &path };
+                    tar.append_data(&mut h, &e.path, exact)?;
                 }
             }
         }
         tar.into_inner()?.flush()
+    }
+}
+
+/// A file's first `left` bytes, or an error if it has become shorter since
+/// its size was read (a tar entry must hold exactly what its header says).
+struct Exact<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a Path,
+}
+
+impl<R: Read> Read for Exact<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} became shorter while it was sent to the build; do not change an image's files during its build",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

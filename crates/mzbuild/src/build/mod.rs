@@ -135,7 +135,7 @@ pub fn build_images(
             builder,
             Reproducible { features, labels: &labels },
         );
-        let mut attempt = retrying(attempts, progress, &log, || {
+        let mut attempt = retrying("docker buildx build", attempts, progress, &log, || {
             docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))
         })?;
         if normalising {
@@ -144,7 +144,7 @@ pub fn build_images(
             if output == Output::Push {
                 for t in &tags {
                     let push = ["push".to_string(), t.clone()];
-                    let n = retrying(attempts, progress, &log, || {
+                    let n = retrying("docker push", attempts, progress, &log, || {
                         docker.run_logged(&push, Feed::Bytes(b""), &log, opts.timeout).map_err(|e| format!("{e:#}"))
                     })?;
                     // The attempts that count are the push's.
@@ -201,6 +201,7 @@ pub fn build_images(
 /// another try (see [`docker::looks_retryable`]), with a backoff; the
 /// number of the attempt that succeeded, or the error with `log`'s tail.
 fn retrying(
+    what: &str,
     attempts: usize,
     progress: &scheduler::Progress<'_>,
     log: &std::path::Path,
@@ -221,6 +222,10 @@ fn retrying(
             }
             Err(e) => {
                 let retry_note = if n > 1 { format!(" (attempt {n} of {attempts})") } else { String::new() };
+                let e = match e {
+                    BuildError::Failed { summary, .. } => format!("{what} failed ({summary})"),
+                    e => e.to_string(),
+                };
                 return Err(format!("{e}{retry_note}; last lines of {}:\n{}", log.display(), docker::tail(log, 15)));
             }
         }
