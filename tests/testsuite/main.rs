@@ -22,6 +22,7 @@ mod resilience;
 mod revision;
 mod token_auth;
 mod token_publish;
+mod trust;
 
 /// `support` finds the binary under test and cargo's scratch directory from
 /// the test executable's own path (it is a library: cargo gives these paths

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Repository automation", version)]
 pub enum Xtask {
     /// Content-addressed container images for this monorepo.
-    Mzbuild(Mzbuild),
+    Mzbuild(Box<Mzbuild>),
     /// Benchmarks of the build system itself.
     #[command(subcommand)]
     Bench(Bench),
@@ -70,6 +70,11 @@ pub struct GlobalArgs {
     /// Colours on stderr: `auto` per NO_COLOR / CLICOLOR_FORCE, else when stderr is a terminal.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
+    /// Trust signatures by this public key (a cosign.pub), for this run, beside the keys of
+    /// Cargo.toml's `[workspace.metadata.mzbuild] trust`: published tags then count only when
+    /// signed by a trusted key. May be given several times.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub trust_key: Vec<PathBuf>,
     /// Stream the build logs (buildx, cargo) to stderr as they are written.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -104,6 +109,8 @@ pub enum Command {
     Check(Check),
     Repair(Repair),
     Tag(Tag),
+    Sign(Sign),
+    Attestation(Attestation),
     Run(Run),
     Diff(Diff),
     Explain(Explain),
@@ -331,6 +338,22 @@ pub struct Tag {
     /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
     #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+}
+
+/// Sign the current tag of each IMAGE in every registry that holds it, with the key of
+/// Cargo.toml's `[workspace.metadata.mzbuild] signing` (from the environment): after reviewing a
+/// tag the trust policy refused, or for images published before signing was set up.
+#[derive(Args, Debug)]
+pub struct Sign {
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// Print the provenance (in-toto statement, SLSA v1 predicate) attested for IMAGE's current tag,
+/// once its signature checks out under the trust policy.
+#[derive(Args, Debug)]
+pub struct Attestation {
+    pub image: String,
 }
 
 /// Acquire an image, then `docker run --rm --init` it with ARGS.

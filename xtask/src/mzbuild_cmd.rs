@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, tag};
+use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, sign, tag};
 use mzbuild::{report, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
@@ -77,6 +77,8 @@ impl flags::Mzbuild {
             Command::Check(c) => c.run(&ctx),
             Command::Repair(c) => c.run(&ctx),
             Command::Tag(c) => c.run(&ctx, &archs),
+            Command::Sign(c) => sign::sign(&ctx, &c.images),
+            Command::Attestation(c) => sign::attestation(&ctx, &c.image),
             Command::Run(c) => c.run(&ctx),
             Command::Diff(c) => c.run(&ctx),
             Command::Explain(c) => c.run(&ctx),
@@ -100,6 +102,7 @@ pub fn options(global: &GlobalArgs) -> Result<Options> {
         strict: global.strict,
         rev: None,
         no_cache: global.no_cache,
+        trust_keys: global.trust_key.clone(),
     })
 }
 

@@ -41,6 +41,14 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
     let clients = clients(ctx, Access::Read, timeout)?;
     let published = published_status(ctx, &clients, &images, &fps)?;
+    // Under a trust policy, tags no trusted key signed are reported too.
+    let untrusted = match &ctx.trust {
+        Some(policy) => crate::trust::check_published(ctx, &clients, policy, &images, &fps, &published)?,
+        None => vec![],
+    };
+    if !untrusted.is_empty() {
+        crate::trust::report(ctx, &untrusted, "check changes nothing");
+    }
     let missing = missing(&published, clients.len());
     let drifted: Vec<(&String, Vec<usize>)> =
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
@@ -71,10 +79,13 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
                 }
             })
             .collect();
-        let ok = missing.is_empty() && drifted.is_empty();
+        let ok = missing.is_empty() && drifted.is_empty() && untrusted.is_empty();
         report.emit(&rows, if ok { RunResult::Success } else { RunResult::Failure });
     }
     if missing.is_empty() && drifted.is_empty() {
+        if !untrusted.is_empty() {
+            return Ok(Status::Failure);
+        }
         let all = match n_pub {
             0 => "there is no publishable image: nothing to check".to_string(),
             1 => "the 1 publishable image is in every registry, with the same digest".to_string(),

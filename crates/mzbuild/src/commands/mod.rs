@@ -7,7 +7,8 @@
 //! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
 //! - [`diff`]: `diff` and `explain`;
 //! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
-//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing.
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing; [`sign`]: `sign` and
+//!   `attestation`.
 
 pub mod build;
 pub mod check;
@@ -17,4 +18,5 @@ pub mod hook;
 pub mod introspect;
 pub mod lint;
 pub mod repair;
+pub mod sign;
 pub mod tag;
