@@ -447,3 +447,73 @@ fn the_signing_key_reaches_no_child_argument_log_or_file() {
     }
     walk(p.repo.root(), &secrets);
 }
+
+#[test]
+fn acquire_and_repair_refuse_untrusted_tags_and_accept_signed_ones() {
+    let key = KeyPair::new();
+    let p = project("");
+    // Published to the plain registry only, unsigned.
+    p.set_registries(&[p.plain_entry()]);
+    run(&mut p.command(&["ensure"])).ok();
+    // Not in the local engine: `acquire` has to pull them.
+    for image in ["base", "top"] {
+        support::docker::docker(&["image", "rm", "-f", &p.spec(image)]);
+    }
+    p.set_registries(&[p.plain_entry(), p.auth_entry()]);
+    p.repo.append("Cargo.toml", signing());
+    let public = key.public().to_str().unwrap().to_string();
+    let recorder = Recorder::new(p.repo.scratch());
+    let out = run(recorder.apply(&mut p.command(&["--trust-key", &public, "acquire", "top"])));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("top: untrusted") && out.stderr.contains("no signature"), "{out}");
+    assert!(out.stderr.contains("nothing was pulled or built"), "{out}");
+    assert!(
+        recorder.calls().iter().all(|c| !c.starts_with("pull") && !support::docker::is_build(c)),
+        "{:?}",
+        recorder.calls()
+    );
+    // repair would copy the plain registry's unsigned content: refused.
+    let out = run(&mut p.command(&["--trust-key", &public, "repair"]));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("base: untrusted") && out.stderr.contains("nothing was changed"), "{out}");
+    let tag = format!("mzbuild-{}", p.fingerprint("base"));
+    assert_eq!(manifest_digest(&p.auth_url(), "base", &tag), None);
+    // Signed after review: both go through.
+    let signed = run(&mut with_key(&p, &key, &["sign", "base", "top"]));
+    assert_eq!(signed.code, Some(0), "{signed}");
+    assert!(signed.stderr.contains("base: not in registry"), "{signed}");
+    let out = run(&mut p.command(&["--trust-key", &public, "repair"]));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(manifest_digest(&p.auth_url(), "base", &tag).is_some());
+    let out = run(&mut p.command(&["--trust-key", &public, "acquire", "top"]));
+    assert_eq!(out.code, Some(0), "{out}");
+}
+
+#[test]
+fn tag_signs_its_indexes_and_indexes_only_trusted_images() {
+    let key = KeyPair::new();
+    let p = project("");
+    run(&mut p.command(&["--arch", "x86_64", "ensure"])).ok();
+    let public = key.public().to_str().unwrap().to_string();
+    // Unsigned per-arch images are not indexed.
+    let out = run(&mut p.command(&["--trust-key", &public, "tag", "v1.0.0", "--arch", "x86_64"]));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("untrusted") && out.stderr.contains("nothing was tagged"), "{out}");
+    assert_eq!(manifest_digest(&p.plain_url(), "base", "v1.0.0"), None);
+    // Signed, they are; and the index is signed in both registries.
+    p.repo.append("Cargo.toml", signing());
+    let signed = run(&mut with_key(&p, &key, &["--arch", "x86_64", "sign", "base", "top"]));
+    assert_eq!(signed.code, Some(0), "{signed}");
+    let out = run(&mut with_key(&p, &key, &["--trust-key", &public, "tag", "v1.0.0", "--arch", "x86_64"]));
+    assert_eq!(out.code, Some(0), "{out}");
+    let login = docker_config();
+    for url in [p.plain_url(), p.auth_url()] {
+        let index = manifest_digest(&url, "top", "v1.0.0").unwrap();
+        let reference = format!("{url}/top@{index}");
+        let verify = key.cosign(
+            &["verify", "--key", &public, "--insecure-ignore-tlog=true", "--allow-http-registry", &reference],
+            login.path(),
+        );
+        assert_eq!(verify.code, Some(0), "cosign verify {reference}\n{verify}");
+    }
+}

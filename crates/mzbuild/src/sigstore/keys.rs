@@ -53,10 +53,7 @@ impl PublicKey {
 
     /// The key as PEM.
     pub fn to_pem(&self) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(self.spki());
-        let lines: Vec<&str> =
-            b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
-        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
+        pem("PUBLIC KEY", &self.spki())
     }
 
     /// A short name for messages and caches: the first 16 hex digits of
@@ -106,6 +103,15 @@ impl SigningKey {
             .map_err(|e| anyhow!("not an ECDSA P-256 private key in PKCS#8 form ({e})"))?;
         let public = PublicKey { point: pair.public_key().as_ref().to_vec() };
         Ok(SigningKey { pair, public })
+    }
+
+    /// A new private key, as an unencrypted PKCS#8 PEM (for benchmarks and
+    /// tests; real keys come from `cosign generate-key-pair`).
+    pub fn generate_pem() -> Result<String> {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .map_err(|_| anyhow!("generating a key failed"))?;
+        Ok(pem("PRIVATE KEY", doc.as_ref()))
     }
 
     pub fn public(&self) -> &PublicKey {
@@ -185,6 +191,14 @@ fn decrypt(envelope: &[u8], password: &str) -> Result<Vec<u8>> {
         .map_err(|_| anyhow!("the password does not open the key (wrong password, or a damaged key)"))
 }
 
+/// `der` as a PEM block labelled `label`.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> =
+        b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
 /// The first PEM block with one of `labels`: its label and bytes.
 fn pem_block(text: &str, labels: &[&str]) -> Result<(String, Vec<u8>)> {
     for label in labels {
@@ -230,6 +244,10 @@ mod tests {
         assert!(e.to_string().contains("password does not open the key"), "{e}");
         let e = SigningKey::from_pem(COSIGN_KEY, None).unwrap_err();
         assert!(e.to_string().contains("no password"), "{e}");
+        // An unencrypted PKCS#8 key needs no password.
+        let fresh = SigningKey::from_pem(&SigningKey::generate_pem().unwrap(), None).unwrap();
+        assert!(fresh.public().verifies(b"x", &fresh.sign(b"x").unwrap()));
+        assert!(!public.verifies(b"x", &fresh.sign(b"x").unwrap()));
         let e = PublicKey::from_pem(COSIGN_KEY).unwrap_err();
         assert!(e.to_string().contains("no PEM block"), "{e}");
     }
