@@ -282,6 +282,10 @@ fn a_planted_unsigned_tag_is_untrusted_until_signed_and_copies_carry_signatures(
     );
     assert!(out.stderr.contains("sign base`"), "{out}");
     assert!(recorder.builds().is_empty(), "built over an untrusted tag: {:?}", recorder.builds());
+    // The dry run stops there too.
+    let dry = run(&mut p.command(&["ensure", "--dry-run"]));
+    assert_eq!(dry.code, Some(1), "{dry}");
+    assert!(dry.stderr.contains("base: untrusted") && dry.stderr.contains("ensure would stop here"), "{dry}");
     // Nothing copied, nothing pushed.
     assert_eq!(manifest_digest(&p.auth_url(), "base", &tag), None);
     assert_eq!(manifest_digest(&p.plain_url(), "base", &tag), Some(planted.clone()), "the planted tag was overwritten");
@@ -516,4 +520,32 @@ fn tag_signs_its_indexes_and_indexes_only_trusted_images() {
         );
         assert_eq!(verify.code, Some(0), "cosign verify {reference}\n{verify}");
     }
+}
+
+#[test]
+fn bad_keys_and_a_missing_signing_key_fail_clearly_before_anything_is_published() {
+    let p = project(&signing());
+    let out = run(&mut p.command(&["--trust-key", "/nonexistent/mzbuild.pub", "list"]));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("trusted key /nonexistent/mzbuild.pub: cannot read"), "{out}");
+    p.repo.write("not-a-key.pub", "hello\n");
+    let out = run(&mut p.command(&["--trust-key", p.repo.path("not-a-key.pub").to_str().unwrap(), "list"]));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("no PEM block of the kind `PUBLIC KEY`"), "{out}");
+    // Configured to sign, the key not in the environment: nothing is
+    // pushed unsigned.
+    let recorder = Recorder::new(p.repo.scratch());
+    let out = run(recorder.apply(&mut p.command(&["ensure"])));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains(&format!("the environment variable {KEY_VAR} (the cosign private key, PEM) is not set")),
+        "{out}"
+    );
+    assert!(recorder.builds().is_empty(), "{:?}", recorder.builds());
+    // A wrong password says so.
+    let key = KeyPair::new();
+    let out = run(p.command(&["ensure"]).env(KEY_VAR, key.private_pem()).env(PASSWORD_VAR, "wrong"));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("the password does not open the key"), "{out}");
+    assert_eq!(manifest_digest(&p.plain_url(), "base", &format!("mzbuild-{}", p.fingerprint("base"))), None);
 }
