@@ -184,8 +184,6 @@ fn decrypt(envelope: &[u8], password: &str) -> Result<Vec<u8>> {
     let mut key = [0u8; 32];
     scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key).map_err(|e| anyhow!("scrypt: {e}"))?;
     let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
-    key = [0; 32];
-    let _ = key;
     cipher
         .decrypt(crypto_secretbox::Nonce::from_slice(&nonce), ciphertext.as_slice())
         .map_err(|_| anyhow!("the password does not open the key (wrong password, or a damaged key)"))

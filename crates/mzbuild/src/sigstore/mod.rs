@@ -180,15 +180,6 @@ impl Layer {
         let bytes = serde_json::to_vec(envelope).expect("envelopes serialise");
         Layer { media_type: DSSE.into(), bytes, annotations }
     }
-
-    /// The signature in the annotation, decoded.
-    pub fn signature_bytes(&self) -> Result<Vec<u8>> {
-        let s = self.annotations.get(SIGNATURE_ANNOTATION).and_then(Value::as_str).unwrap_or("");
-        if s.is_empty() {
-            bail!("the layer carries no signature annotation");
-        }
-        unb64(s).context("its signature annotation is not base64")
-    }
 }
 
 /// The config blob of a `.sig`/`.att` manifest with these layers, as cosign

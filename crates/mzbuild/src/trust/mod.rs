@@ -92,10 +92,9 @@ pub fn verify(client: &Client, repository: &str, digest: &str, policy: &Policy) 
     let Some(m) = client.get_manifest(repository, &sigstore::signature_tag(digest))? else {
         return Ok(Err(Reason::NoSignature));
     };
-    let layers = descriptors(&m.bytes).map_err(|e| anyhow!("{}: {e:#}", sigstore::signature_tag(digest)));
-    let layers = match layers {
+    let layers = match descriptors(&m.bytes) {
         Ok(l) => l,
-        Err(e) => return Ok(Err(Reason::BadSignature(format!("{e:#}")))),
+        Err(e) => return Ok(Err(Reason::BadSignature(format!("{}: {e:#}", sigstore::signature_tag(digest))))),
     };
     let mut bad = None;
     let mut well_formed = false;
@@ -138,10 +137,10 @@ fn check_layer(descriptor: &Value, payload: &[u8], digest: &str) -> std::result:
     if signed != digest {
         return Err(format!("it signs {signed}, not the tag's {digest}"));
     }
-    let annotations: serde_json::Map<String, Value> =
-        descriptor["annotations"].as_object().cloned().unwrap_or_default();
-    let layer = Layer { media_type: String::new(), bytes: vec![], annotations };
-    let sig = layer.signature_bytes().map_err(|e| format!("{e:#}"))?;
+    let sig = match descriptor["annotations"][sigstore::SIGNATURE_ANNOTATION].as_str() {
+        Some(s) if !s.is_empty() => sigstore::unb64(s).map_err(|_| "its signature annotation is not base64")?,
+        _ => return Err("it carries no signature annotation".into()),
+    };
     // An ECDSA signature is a DER SEQUENCE of two INTEGERs.
     if sig.len() < 8 || sig[0] != 0x30 || usize::from(sig[1]) != sig.len() - 2 {
         return Err("its signature is not a DER-encoded ECDSA signature".into());
@@ -340,8 +339,9 @@ impl Signer {
         Ok(true)
     }
 
-    /// Attach `statement` (an in-toto statement about `digest`) as a signed
-    /// attestation of `predicate_type`, unless this key attested it already.
+    /// Attach `statement` (an in-toto statement about `digest` with a SLSA
+    /// provenance predicate) as a signed attestation, unless this key
+    /// attested `digest` already.
     pub fn attest(&self, client: &Client, repository: &str, digest: &str, statement: &[u8]) -> Result<bool> {
         let tag = sigstore::attestation_tag(digest);
         let existing = existing_layers(client, repository, &tag)?;
