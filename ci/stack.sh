@@ -408,6 +408,7 @@ summary() {
     regv="$(docker-registry --version 2>/dev/null || echo 'missing')"
     log "docker: client $client ($(command -v docker)), engine $server (pid $(dockerd_pid || echo -), log $DOCKERD_LOG)"
     log "buildx: $buildx"
+    log "cosign: $(dpkg-query -W -f='${Version}' cosign 2>/dev/null || echo missing)"
     log "registry: http://127.0.0.1:$REGISTRY_PORT (no auth, pid $(reg_pid plain || echo -), $regv)"
     log "auth registry: http://127.0.0.1:$AUTH_REGISTRY_PORT (htpasswd realm mzbuild, user $AUTH_USER, pid $(reg_pid auth || echo -))"
 }
