@@ -289,10 +289,17 @@ fn a_planted_unsigned_tag_is_untrusted_until_signed_and_copies_carry_signatures(
     // Nothing copied, nothing pushed.
     assert_eq!(manifest_digest(&p.auth_url(), "base", &tag), None);
     assert_eq!(manifest_digest(&p.plain_url(), "base", &tag), Some(planted.clone()), "the planted tag was overwritten");
-    // `check` reports it too.
+    // `check` reports it too, in its document as well.
     let check = run(&mut p.command(&["check"]));
     assert_eq!(check.code, Some(1), "{check}");
-    assert!(check.stderr.contains("untrusted"), "{check}");
+    assert!(check.stderr.contains("base: untrusted"), "{check}");
+    let check = run(&mut p.command(&["check", "--json"]));
+    assert_eq!(check.code, Some(1), "{check}");
+    let rows = support::json::rows(&check.stdout, "check");
+    let base = rows.iter().find(|r| r["name"] == "base").unwrap();
+    assert_eq!(base["status"], "untrusted", "{rows:?}");
+    assert_eq!(base["untrusted"], serde_json::json!([p.plain_url()]), "{rows:?}");
+    assert_eq!(support::json::result(&check.stdout, "check"), "failure");
 
     // After review, someone signs it: the run passes, copying it (with
     // its signature) to the other registry.

@@ -33,6 +33,9 @@ struct CheckRow {
     /// The registries whose content under the tag differs from the first
     /// registry's that has it.
     drifted: Vec<String>,
+    /// With a trust policy: the registries whose tag no trusted key signed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    untrusted: Vec<String>,
 }
 
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: bool) -> Result<Status> {
@@ -62,11 +65,15 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
                 let lacking = plan::lacking(held, clients.len());
                 let drift = plan::drifted(held);
                 let fp = fps[name.as_str()].fingerprint;
+                let distrusted: Vec<String> =
+                    untrusted.iter().filter(|u| &u.image == name).map(|u| u.registry.clone()).collect();
                 CheckRow {
                     name: name.clone(),
                     fingerprint: fp.to_string(),
                     spec: ctx.naming.spec(name, &fp),
-                    status: if !lacking.is_empty() {
+                    status: if !distrusted.is_empty() {
+                        "untrusted"
+                    } else if !lacking.is_empty() {
                         "missing"
                     } else if !drift.is_empty() {
                         "drifted"
@@ -76,6 +83,7 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
                     digests: digests(ctx, held),
                     missing: lacking.iter().map(url).collect(),
                     drifted: drift.iter().map(url).collect(),
+                    untrusted: distrusted,
                 }
             })
             .collect();
