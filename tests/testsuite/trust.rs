@@ -527,6 +527,9 @@ fn tag_signs_its_indexes_and_indexes_only_trusted_images() {
         );
         assert_eq!(verify.code, Some(0), "cosign verify {reference}\n{verify}");
     }
+    // A tag already right writes nothing: no key is needed.
+    let out = run(&mut p.command(&["--trust-key", &public, "tag", "v1.0.0", "--arch", "x86_64"]));
+    assert_eq!(out.code, Some(0), "{out}");
 }
 
 #[test]

@@ -337,8 +337,6 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
     if !opts.dry_run {
         verify_credentials(ctx, &clients, &images[0].name, "nothing was tagged")?;
     }
-    // Every index written is signed, when a signing key is configured.
-    let signer = if opts.dry_run { None } else { crate::trust::Signer::load(ctx)? };
     let run = Tagging { ctx, tag, clients, report };
 
     // What every registry holds: each per-arch image, and the tag now.
@@ -376,6 +374,10 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         ));
         return Ok(Status::Success);
     }
+    // Every index written is signed, when a signing key is configured:
+    // opened before the first write (a missing key leaves no unsigned
+    // index behind), and only when there is one.
+    let signer = if created + moved > 0 { crate::trust::Signer::load(ctx)? } else { None };
     let mut errors = run.write(&mut lines, &indexes);
     if let Some(signer) = &signer {
         errors.extend(run.sign(&lines, &indexes, signer));
