@@ -589,3 +589,54 @@ pub fn check_copy_sources(
     let held: Vec<(&str, String, &crate::plan::Held)> = sources.iter().map(|(n, t, h)| (*n, t.clone(), h)).collect();
     check(ctx, clients, policy, &held)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// A signature layer's descriptor over `payload`, with `sig` (base64)
+    /// as its annotation.
+    fn descriptor(payload: &[u8], sig: Option<&str>) -> Value {
+        let mut d = serde_json::json!({ "mediaType": sigstore::SIMPLE_SIGNING, "digest": sigstore::sha256(payload) });
+        if let Some(s) = sig {
+            d["annotations"] = serde_json::json!({ (sigstore::SIGNATURE_ANNOTATION): s });
+        }
+        d
+    }
+
+    #[test]
+    fn malformed_or_misplaced_signatures_are_bad_ones() {
+        let key = SigningKey::from_pem(&SigningKey::generate_pem().unwrap(), None).unwrap();
+        let payload = sigstore::simple_signing("r/x", A);
+        let sig = sigstore::b64(&key.sign(&payload).unwrap());
+        let ok = check_layer(&descriptor(&payload, Some(&sig)), &payload, A).unwrap();
+        assert!(key.public().verifies(&payload, &ok));
+        // A signature moved from another image's tag.
+        let e = check_layer(&descriptor(&payload, Some(&sig)), &payload, B).unwrap_err();
+        assert_eq!(e, format!("it signs {A}, not the tag's {B}"));
+        // A payload swapped under its descriptor.
+        let other = sigstore::simple_signing("r/y", A);
+        assert_eq!(
+            check_layer(&descriptor(&payload, Some(&sig)), &other, A).unwrap_err(),
+            "its payload does not hash to its digest"
+        );
+        assert_eq!(
+            check_layer(&descriptor(&payload, None), &payload, A).unwrap_err(),
+            "it carries no signature annotation"
+        );
+        let e = check_layer(&descriptor(&payload, Some(&sigstore::b64(b"not DER at all"))), &payload, A).unwrap_err();
+        assert!(e.contains("not a DER-encoded ECDSA signature"), "{e}");
+        let e = check_layer(&descriptor(b"{}", Some(&sig)), b"{}", A).unwrap_err();
+        assert!(e.contains("not a cosign container image signature"), "{e}");
+    }
+
+    #[test]
+    fn reasons_read_as_the_issue_names_them() {
+        assert_eq!(Reason::NoSignature.to_string(), "no signature");
+        assert_eq!(Reason::BadSignature("x".into()).to_string(), "bad signature: x");
+        assert!(Reason::UnknownKey.to_string().starts_with("unknown key"));
+    }
+}
