@@ -11,6 +11,7 @@
 mod bad_input;
 mod build;
 mod builders;
+mod cache;
 mod cli;
 mod discovery;
 mod fingerprint;

@@ -391,6 +391,7 @@ impl PoolArgs {
             jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             timeout: self.timeout,
             builder: self.builder.clone(),
+            cache: Default::default(),
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct PoolOptions {
     /// `--builder`: the buildx builder to use (else the workspace's
     /// `builders` entry for the arch, else buildx's current one).
     pub builder: Option<String>,
+    /// Each image's shared-cache flags (see [`docker::cache`]); none for
+    /// an image not listed.
+    pub cache: BTreeMap<String, docker::cache::CacheFlags>,
 }
 
 /// The builder the builds use (see [`docker::choose_builder`]), checked to
@@ -89,7 +92,7 @@ pub fn build_images(
             Action::Push { .. } => (Output::Push, 3),
             _ => (Output::Load, 1),
         };
-        let args = docker::buildx_args(
+        let mut args = docker::buildx_args(
             &context,
             &step.tags(&ctx.naming),
             &step.image.config.build_args,
@@ -97,6 +100,9 @@ pub fn build_images(
             output,
             builder,
         );
+        if let Some(cache) = opts.cache.get(name) {
+            args.extend(cache.args());
+        }
         let mut attempt = 1;
         loop {
             let r = docker.run_logged(&args, &dockerfile, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;

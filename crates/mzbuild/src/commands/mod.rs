@@ -7,9 +7,11 @@
 //! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
 //! - [`diff`]: `diff` and `explain`;
 //! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
-//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing.
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing; [`cache`]: the
+//!   shared layer cache of `ensure`'s builds.
 
 pub mod build;
+pub mod cache;
 pub mod check;
 pub mod diff;
 pub mod ensure;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use toml::Value;
 
+use super::cache::CacheConfig;
 use super::crates::PathDependencies;
 use super::settings::Arch;
 use super::ConfigError;
@@ -72,7 +73,7 @@ impl Registry {
 /// the fingerprints of the images it affects itself, as `image-rustflags`
 /// does through [`crate::preimage::cargo_build::extra`].
 const METADATA_KEYS: &[&str] =
-    &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders"];
+    &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders", "cache"];
 
 /// What the root `Cargo.toml` says, parsed once.
 #[derive(Debug, Default, Clone)]
@@ -98,6 +99,8 @@ pub struct WorkspaceConfig {
     /// `[workspace.metadata.mzbuild] builders`: the buildx builder for the
     /// builds of each architecture (e.g. `{ aarch64 = "arm-nodes" }`).
     pub builders: BTreeMap<Arch, String>,
+    /// `[workspace.metadata.mzbuild] cache`: the shared layer cache.
+    pub cache: CacheConfig,
     /// Whether `[profile.optimized]` is defined.
     pub has_optimized_profile: bool,
     /// Unknown keys of `[workspace.metadata.mzbuild]`.
@@ -206,6 +209,9 @@ impl WorkspaceConfig {
                 }
                 self.builders.insert(arch, builder);
             }
+        }
+        if let Some(v) = table.remove("cache") {
+            self.cache = CacheConfig::parse(v)?;
         }
         let unknown: BTreeMap<String, Value> = table.into_iter().collect();
         for key in unknown.keys() {
@@ -378,5 +384,16 @@ mod tests {
         );
         let e = config("[workspace.metadata.mzbuild]\nbuilders = \"arm-nodes\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("must map architectures to buildx builder names"), "{e:#}");
+    }
+
+    #[test]
+    fn the_cache_key_changes_no_fingerprint() {
+        let without = "[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nimage-rustflags = []\n";
+        let with = format!("{without}cache = {{ from = \"none\", to = \"inline\" }}\n");
+        let a = WorkspaceConfig::load_text(without).unwrap();
+        let b = WorkspaceConfig::load_text(&with).unwrap();
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        assert_eq!(b.cache.to, super::super::cache::CacheTo::Inline);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     }
 }
