@@ -15,6 +15,7 @@ mod cache;
 mod cli;
 mod discovery;
 mod fingerprint;
+mod gc;
 mod materialize_like;
 mod publish;
 mod readme;

@@ -104,6 +104,7 @@ pub enum Command {
     Check(Check),
     Repair(Repair),
     Tag(Tag),
+    Gc(Gc),
     Run(Run),
     Diff(Diff),
     Explain(Explain),
@@ -327,6 +328,34 @@ pub struct Tag {
     /// $BUILDKITE_TAG is set).
     #[arg(long)]
     pub mainline_only: bool,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Delete the `mzbuild-*` tags that no kept revision needs from every registry (a dry run unless
+/// --apply): kept are the images of the last --keep-revs commits of each kept branch, of the git
+/// tags matching --keep-tags, and of every commit younger than --keep-days, for every --arch
+/// (default: x86_64 and aarch64). A digest that any kept tag names is never deleted. See docs/gc.md.
+#[derive(Args, Debug)]
+pub struct Gc {
+    /// Delete; without it, print what would be deleted.
+    #[arg(long)]
+    pub apply: bool,
+    /// A branch whose last --keep-revs commits are kept (repeatable; default: the default branch,
+    /// `origin/HEAD`, else `main` or `master`).
+    #[arg(long = "keep-branch", value_name = "REF")]
+    pub keep_branches: Vec<String>,
+    /// How many commits of each kept branch are kept.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub keep_revs: usize,
+    /// Git tags (glob, repeatable) whose commits' images are kept, dependencies included.
+    #[arg(long = "keep-tags", value_name = "PATTERN", default_values_t = ["v*".to_string()])]
+    pub keep_tags: Vec<String>,
+    /// Images of commits (on any ref) younger than this many days, by committer date, are kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    pub keep_days: u64,
     /// Give up on a registry request (token requests included) after this long without an answer
     /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
     #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]

@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(
             c.warnings[0].to_string(),
             "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
-             image-rustflags, extra-cargo-inputs, path-dependencies, builders)"
+             image-rustflags, extra-cargo-inputs, path-dependencies, builders, cache)"
         );
     }
 
