@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::child::Running;
-use support::docker::docker;
+use support::docker::{docker, image_exists};
 use support::http::{Reply, Response, Server};
 use support::own_registry::OwnRegistry;
 use support::registry::{curl, Project, ACCEPT, PLAIN};
@@ -89,13 +89,14 @@ fn retag(host: &str, id: &str, image: &str, from: &str, to: &str) {
 
 /// A history on `main`: `commits` commits, each a new `app.txt` (the app's
 /// fingerprint changes every commit), `base.txt` changed at commits 1, 11,
-/// 21, ..., dated so that the last is `newest_days` days old; `ensure`
-/// after each. `at(i)` runs after commit i's ensure. Returns each commit's
+/// 21, ..., dated so that the last is `newest_days` days old; `run`
+/// (`ensure`, or `build` into the local engine) after each. `at(i)` runs after commit i's ensure. Returns each commit's
 /// (sha, app fingerprint, base fingerprint).
 fn history(
     project: &Project,
     commits: usize,
     newest_days: u64,
+    run: &[&str],
     mut at: impl FnMut(usize),
 ) -> Vec<(String, String, String)> {
     let id = project.id.clone();
@@ -113,7 +114,7 @@ fn history(
             project.repo.write("images/base/base.txt", format!("base {id} {i}\n"));
         }
         commit_dated(project, newest_days + (commits - i) as u64);
-        project.mz(&["ensure"]).ok();
+        project.mz(run).ok();
         let sha = project.repo.git(["rev-parse", "HEAD"]).trim().to_string();
         out.push((sha, project.fingerprint("app"), project.fingerprint("base")));
         at(i);
@@ -134,7 +135,7 @@ fn gc_deletes_exactly_what_no_kept_revision_needs() {
     let project = Project::new();
     project.set_registries(&[project.plain_entry(), project.entry_at(no_delete.host())]);
     let id = project.id.clone();
-    let commits = history(&project, 30, 10, |i| {
+    let commits = history(&project, 30, 10, &["ensure"], |i| {
         match i {
             // A registry release index that no git tag matches: its
             // members are kept by digest.
@@ -223,7 +224,7 @@ fn gc_deletes_exactly_what_no_kept_revision_needs() {
 fn small_history() -> (Project, Vec<(String, String, String)>) {
     let project = Project::new();
     project.set_registries(&[project.plain_entry()]);
-    let commits = history(&project, 4, 30, |_| {});
+    let commits = history(&project, 4, 30, &["ensure"], |_| {});
     (project, commits)
 }
 
@@ -271,4 +272,33 @@ fn a_failing_or_hanging_registry_during_gc_deletes_nothing_it_should_keep() {
     project.mz(&gc).ok();
     let left = tags(PLAIN, &id, "app");
     assert_eq!(left, before.iter().filter(|t| **t == kept || !t.starts_with("mzbuild-")).cloned().collect());
+}
+
+/// `gc --local`: the local engine's images of commits no longer kept go,
+/// but not one that a stopped container uses, nor a kept one.
+#[test]
+fn gc_local_removes_old_images_but_never_one_a_container_uses() {
+    let project = Project::new();
+    let id = project.id.clone();
+    let commits = history(&project, 4, 30, &["build", "app"], |_| {});
+    let image = |i: usize| format!("{PLAIN}/{id}/app:mzbuild-{}", commits[i].1);
+    let base = format!("{PLAIN}/{id}/base:mzbuild-{}", commits[0].2);
+    for i in 0..4 {
+        assert!(image_exists(&image(i)), "{}", image(i));
+    }
+    let created = docker(&["create", &image(0), "/never-run"]);
+    assert_eq!(created.code, Some(0), "{created}");
+    let container = created.stdout.trim().to_string();
+    let gc = ["--arch", "x86_64", "gc", "--local", "--keep-revs", "1", "--keep-days", "0"];
+    let out = project.mz(&gc);
+    let stdout = out.ok();
+    assert!(stdout.contains(&format!("  keep {}: a container uses it", image(0))), "{out}");
+    let listed: BTreeSet<&str> = stdout.lines().filter_map(|l| l.strip_prefix("  delete ")).collect();
+    assert_eq!(listed, BTreeSet::from([image(1).as_str(), image(2).as_str()]), "{out}");
+    assert!(image_exists(&image(1)), "the dry run deleted something");
+    let out = project.mz(&[&gc[..], &["--apply"]].concat());
+    out.ok();
+    let _ = docker(&["rm", &container]);
+    assert!(!image_exists(&image(1)) && !image_exists(&image(2)), "{out}");
+    assert!(image_exists(&image(0)) && image_exists(&image(3)) && image_exists(&base), "{out}");
 }

@@ -343,6 +343,10 @@ pub struct Gc {
     /// Delete; without it, print what would be deleted.
     #[arg(long)]
     pub apply: bool,
+    /// The local engine's `mzbuild-*` images of this repository instead of the registries' (never
+    /// one a container, running or stopped, uses).
+    #[arg(long)]
+    pub local: bool,
     /// A branch whose last --keep-revs commits are kept (repeatable; default: the default branch,
     /// `origin/HEAD`, else `main` or `master`).
     #[arg(long = "keep-branch", value_name = "REF")]

@@ -226,6 +226,7 @@ impl flags::Gc {
             keep_days: self.keep_days,
             apply: self.apply,
             timeout: self.timeout,
+            local: self.local,
         };
         gc::gc(ctx, &opts)
     }

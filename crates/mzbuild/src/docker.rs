@@ -6,6 +6,7 @@
 //! per-image log, killed with its whole process group on timeout.
 
 pub mod cache;
+pub mod local_images;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

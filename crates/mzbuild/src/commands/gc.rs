@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use crate::config::settings::{Arch, Settings};
 use crate::ctx::{Ctx, Status};
 use crate::fingerprint::changes::{finish_rev, look_up_rev};
-use crate::publish::gc::{apply_repo, plan_repo, Applied, RepoGc};
+use crate::publish::gc::{apply_repo, classify, plan_repo, Applied, RepoGc, TagKind};
 use crate::publish::{clients, Access};
 use crate::ui;
 use crate::util::par_io;
@@ -50,6 +50,8 @@ pub struct GcOptions {
     pub apply: bool,
     /// Bound on each registry request.
     pub timeout: Option<Duration>,
+    /// The local engine's images instead of the registries'.
+    pub local: bool,
 }
 
 /// The commits whose images are kept, each with why.
@@ -124,7 +126,7 @@ fn kept_fingerprints(
     Ok((keep, images))
 }
 
-/// `gc` of the registries.
+/// `gc` of the registries, or with `opts.local` of the local engine.
 pub fn gc(ctx: &Ctx, opts: &GcOptions) -> Result<Status> {
     let commits = kept_commits(ctx, opts)?;
     ui::progress(format_args!(
@@ -134,6 +136,9 @@ pub fn gc(ctx: &Ctx, opts: &GcOptions) -> Result<Status> {
     ));
     let (keep, mut images) = kept_fingerprints(ctx, &commits, &opts.archs)?;
     images.extend(ctx.repo.images.keys().cloned());
+    if opts.local {
+        return gc_local(ctx, opts, &keep, &images);
+    }
     let clients = clients(ctx, if opts.apply { Access::Write } else { Access::Read }, opts.timeout)?;
     let tasks: Vec<(usize, &str)> =
         (0..clients.len()).flat_map(|r| images.iter().map(move |i| (r, i.as_str()))).collect();
@@ -175,6 +180,67 @@ pub fn gc(ctx: &Ctx, opts: &GcOptions) -> Result<Status> {
     }
     let verb = if opts.apply { "deleted" } else { "would delete" };
     ui::progress(format_args!("gc: {verb} {} ({})", ui::count(doomed, "tag", "tags"), ui::show_bytes(bytes)));
+    if !opts.apply {
+        ui::progress("gc: dry run, nothing was deleted; pass --apply to delete");
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            ui::error(e);
+        }
+        return Ok(Status::Failure);
+    }
+    Ok(Status::Success)
+}
+
+/// `gc --local`: the same decision for the local engine's images of this
+/// repository (`<registry>/<prefix><image>:mzbuild-<fp>`, for every
+/// publish target and the spec registry); never one that a container,
+/// running or stopped, uses. A tag is removed with `docker rmi` (an image
+/// with other tags keeps them).
+fn gc_local(ctx: &Ctx, opts: &GcOptions, keep: &BTreeSet<String>, images: &BTreeSet<String>) -> Result<Status> {
+    let docker = &ctx.docker;
+    docker.check_engine()?;
+    let mut repos: BTreeSet<String> = BTreeSet::new();
+    for name in images {
+        repos.insert(format!("{}/{}{name}", ctx.naming.spec_registry, ctx.naming.prefix));
+        for r in &ctx.naming.registries {
+            repos.insert(format!("{}/{}{name}", r.url, ctx.naming.prefix));
+        }
+    }
+    let used = docker.container_image_ids()?;
+    let mut text = String::new();
+    let (mut doomed, mut errors) = (0usize, vec![]);
+    for (reference, id) in docker.mzbuild_images()? {
+        let Some((repo, tag)) = reference.rsplit_once(':') else { continue };
+        if !repos.contains(repo) {
+            continue;
+        }
+        let TagKind::Fingerprint(fp) = classify(tag) else { continue };
+        if keep.contains(&fp) {
+            continue;
+        }
+        if used.contains(&id) {
+            let _ = writeln!(text, "  keep {reference}: a container uses it");
+            continue;
+        }
+        doomed += 1;
+        match opts.apply {
+            false => {
+                let _ = writeln!(text, "  delete {reference}");
+            }
+            true => match docker.remove_image(&reference) {
+                Ok(()) => {
+                    let _ = writeln!(text, "  deleted {reference}");
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            },
+        }
+    }
+    if !text.is_empty() {
+        ui::result(&format!("local engine:\n{text}"));
+    }
+    let verb = if opts.apply { "deleted" } else { "would delete" };
+    ui::progress(format_args!("gc --local: {verb} {}", ui::count(doomed, "local image tag", "local image tags")));
     if !opts.apply {
         ui::progress("gc: dry run, nothing was deleted; pass --apply to delete");
     }
