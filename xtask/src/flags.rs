@@ -440,6 +440,26 @@ pub enum Bench {
     /// Fill a registry that lacks every image of (a buildable stand-in of) the generated monorepo:
     /// by copying from the other local registry, against rebuilding; time and bytes sent.
     Copy(BenchCopy),
+    /// The cold-agent rebuild of an image with a slow RUN step below an edited file, with and
+    /// without the shared layer cache (publishing to 127.0.0.1:5000).
+    Cache(BenchCache),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCache {
+    /// Where the benchmark's repository goes (removed after the run).
+    #[arg(long, default_value = "target/bench")]
+    pub dir: PathBuf,
+    /// How long the image's RUN step takes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub run_secs: u32,
+    /// Measure this many times each way; report the medians.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Make the agent cold with `docker buildx prune -af` (the whole engine's build cache: only on
+    /// a machine of its own) instead of forgetting this benchmark's image alone.
+    #[arg(long)]
+    pub prune_all: bool,
 }
 
 #[derive(Args, Debug)]
