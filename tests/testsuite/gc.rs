@@ -11,7 +11,7 @@ use support::child::Running;
 use support::docker::{docker, image_exists};
 use support::http::{Reply, Response, Server};
 use support::own_registry::OwnRegistry;
-use support::registry::{curl, Project, ACCEPT, PLAIN};
+use support::registry::{curl, manifest_digest, Project, ACCEPT, PLAIN};
 use support::{git_home, run};
 use tcp_proxy::Proxy;
 
@@ -69,6 +69,14 @@ fn listed(stdout: &str, location: &str, verb: &str) -> BTreeSet<String> {
 /// like with reproducible builds).
 #[track_caller]
 fn retag(host: &str, id: &str, image: &str, from: &str, to: &str) {
+    put_manifest(host, id, image, from, to, None);
+}
+
+/// Store the manifest of `<host>/<id>/<image>:<from>` as tag `to`; with
+/// `note`, as a new manifest (the same blobs, an annotation added: another
+/// digest), as cosign's signature manifests are.
+#[track_caller]
+fn put_manifest(host: &str, id: &str, image: &str, from: &str, to: &str, note: Option<&str>) {
     let get = format!("http://{host}/v2/{id}/{image}/manifests/{from}");
     let out = curl(&["-fs", "-H", ACCEPT, "-D", "-", &get], false);
     assert_eq!(out.code, Some(0), "GET {get}\n{out}");
@@ -77,6 +85,14 @@ fn retag(host: &str, id: &str, image: &str, from: &str, to: &str) {
         .lines()
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim()))
         .unwrap();
+    let body = match note {
+        None => body.to_string(),
+        Some(note) => {
+            let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["annotations"] = serde_json::json!({ "test.note": note });
+            v.to_string()
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("manifest.json");
     std::fs::write(&file, body).unwrap();
@@ -231,7 +247,9 @@ fn small_history() -> (Project, Vec<(String, String, String)>) {
 /// A registry that fails some reads during `gc --apply` (the manifest of
 /// the kept tag answers 500): nothing in that repository is deleted, the
 /// run fails naming it; a registry that hangs fails the run within
-/// `--timeout`, deleting nothing. Kept tags are never touched.
+/// `--timeout`, deleting nothing. Kept tags are never touched. Then, on
+/// the working registry, a deleted image's cosign signature goes with it
+/// and a kept one's stays.
 #[test]
 fn a_failing_or_hanging_registry_during_gc_deletes_nothing_it_should_keep() {
     let (project, commits) = small_history();
@@ -267,11 +285,23 @@ fn a_failing_or_hanging_registry_during_gc_deletes_nothing_it_should_keep() {
     assert!(err.contains("did not answer") && err.contains("within 5s (--timeout"), "{out}");
     assert_eq!(tags(PLAIN, &id, "app"), before);
 
-    // The same through a working registry: only the 3 old tags go.
+    // The same through a working registry: only the 3 old tags go, with
+    // the signature of one of them; the kept one's signature stays.
+    let url = format!("{PLAIN}/{id}");
+    let sig = |tag: &str| {
+        let digest = manifest_digest(&url, "app", tag).unwrap();
+        format!("{}.sig", digest.replace(':', "-"))
+    };
+    let (old_sig, kept_sig) = (sig(&format!("mzbuild-{}", commits[0].1)), sig(&kept));
+    put_manifest(PLAIN, &id, "app", &format!("mzbuild-{}", commits[0].1), &old_sig, Some("old"));
+    put_manifest(PLAIN, &id, "app", &kept, &kept_sig, Some("kept"));
     project.set_registries(&[project.plain_entry()]);
-    project.mz(&gc).ok();
+    let out = project.mz(&gc);
+    assert!(out.ok().contains(&format!("  deleted {old_sig} (attached to sha256:")), "{out}");
     let left = tags(PLAIN, &id, "app");
-    assert_eq!(left, before.iter().filter(|t| **t == kept || !t.starts_with("mzbuild-")).cloned().collect());
+    let expected: BTreeSet<String> =
+        before.iter().filter(|t| **t == kept || !t.starts_with("mzbuild-")).cloned().chain([kept_sig]).collect();
+    assert_eq!(left, expected, "{out}");
 }
 
 /// `gc --local`: the local engine's images of commits no longer kept go,
