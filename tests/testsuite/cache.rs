@@ -5,15 +5,20 @@
 //! Against the real engine and the plain registry of `ci/stack.sh`.
 
 use support::docker::{self, copy_busybox, docker};
-use support::registry::{curl, Project, ACCEPT, PLAIN};
+use support::registry::{curl, Project, ACCEPT, AUTH, PLAIN};
 
 /// A project publishing to the plain registry only, with `cache` set to
 /// `cache` (a TOML inline table; empty: the key left out), holding `slow`:
 /// busybox, a RUN step that records when it ran (`/stamp`) and takes 2 s,
 /// then `in.txt` above it.
 fn slow_project(cache: &str) -> Project {
+    slow_project_at(cache, false)
+}
+
+/// `slow_project`, publishing to the auth registry instead when `auth`.
+fn slow_project_at(cache: &str, auth: bool) -> Project {
     let project = Project::new();
-    project.set_registries(&[project.plain_entry()]);
+    project.set_registries(&[if auth { project.auth_entry() } else { project.plain_entry() }]);
     if !cache.is_empty() {
         project.repo.append("Cargo.toml", format!("cache = {cache}\n"));
     }
@@ -35,8 +40,14 @@ fn slow_project(cache: &str) -> Project {
 /// The layer digests of `<plain>/<id>/slow:<tag>`.
 #[track_caller]
 fn layers(project: &Project, tag: &str) -> Vec<String> {
-    let url = format!("http://{PLAIN}/v2/{}/slow/manifests/{tag}", project.id);
-    let out = curl(&["-f", "-H", ACCEPT, &url], false);
+    layers_at(PLAIN, project, tag)
+}
+
+/// The layer digests of `<host>/<id>/slow:<tag>`.
+#[track_caller]
+fn layers_at(host: &str, project: &Project, tag: &str) -> Vec<String> {
+    let url = format!("http://{host}/v2/{}/slow/manifests/{tag}", project.id);
+    let out = curl(&["-f", "-H", ACCEPT, &url], host == AUTH);
     assert_eq!(out.code, Some(0), "GET {url}\n{out}");
     let manifest: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
@@ -111,4 +122,26 @@ fn a_cache_source_that_is_not_published_is_skipped_with_a_note() {
     assert!(out.stderr.contains("cannot export a registry cache"), "{out}");
     let log = std::fs::read_to_string(project.log("app")).unwrap();
     assert!(!log.contains("--cache-from") && !log.contains("--cache-to"), "{log}");
+}
+
+/// The cache sources are looked up with the registry's credentials and
+/// imported through the run's private docker login: a registry that needs
+/// a login works as for pushes.
+#[test]
+fn the_cache_is_imported_through_the_private_login() {
+    let project = slow_project_at(r#"{ to = "inline" }"#, true);
+    project.mz(&["ensure"]).ok();
+    let first = format!("mzbuild-{}", project.fingerprint("slow"));
+    let before = layers_at(AUTH, &project, &first);
+    project.repo.write("images/slow/in.txt", "two\n").commit_all();
+    cold(&project);
+    let out = project.mz(&["ensure"]);
+    out.ok();
+    let log = std::fs::read_to_string(project.log("slow")).unwrap();
+    assert!(
+        log.contains(&format!("--cache-from=type=registry,ref={AUTH}/{}/slow:{first}", project.id)),
+        "{out}\n{log}"
+    );
+    let second = format!("mzbuild-{}", project.fingerprint("slow"));
+    assert_eq!(layers_at(AUTH, &project, &second)[1], before[1], "the RUN layer was rebuilt, not imported:\n{log}");
 }
