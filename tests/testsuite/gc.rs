@@ -177,23 +177,31 @@ fn gc_deletes_exactly_what_no_kept_revision_needs() {
 
     // Kept: the last 10 commits of main, v1.0 (commit 10) and v2.0
     // (commit 20) with their base, rc's commit 5 (by digest), the feature
-    // commit (young), the shared tag (by digest).
-    let doomed: BTreeSet<String> = commits
+    // commit (young), the shared tag (by digest). Each build also pushed
+    // its layer cache beside it to the spec registry (`mzbuild-<fp>-cache`):
+    // it goes with its fingerprint; commit 5's goes (only the image is
+    // kept, by digest).
+    let mut doomed: BTreeSet<String> = commits
         .iter()
         .enumerate()
         .filter(|(i, _)| ![4, 9, 19].contains(i) && *i < 20)
-        .map(|(_, c)| format!("mzbuild-{}", c.1))
+        .flat_map(|(_, c)| [format!("mzbuild-{}", c.1), format!("mzbuild-{}-cache", c.1)])
         .collect();
-    assert_eq!(doomed.len(), 17);
+    doomed.insert(format!("mzbuild-{}-cache", commits[4].1));
+    assert_eq!(doomed.len(), 35);
+    let doomed_at = |host: &str| -> BTreeSet<String> {
+        doomed.iter().filter(|t| host == PLAIN || !t.ends_with("-cache")).cloned().collect()
+    };
     let all_app = tags(PLAIN, &id, "app");
     let all_base = tags(PLAIN, &id, "base");
+    let all_app_elsewhere = tags(no_delete.host(), &id, "app");
     assert!(all_app.contains(&format!("mzbuild-{feature}")) && all_app.contains("rc"));
 
     let gc = ["--arch", "x86_64", "gc", "--keep-revs", "10", "--keep-days", "3"];
     let out = project.mz(&gc);
     let stdout = out.ok();
     for host in [PLAIN, no_delete.host()] {
-        assert_eq!(listed(stdout, &format!("{host}/{id}/app"), "delete"), doomed, "{out}");
+        assert_eq!(listed(stdout, &format!("{host}/{id}/app"), "delete"), doomed_at(host), "{out}");
         assert_eq!(listed(stdout, &format!("{host}/{id}/base"), "delete"), BTreeSet::new(), "{out}");
         let kept = listed(stdout, &format!("{host}/{id}/app"), "keep");
         assert!(kept.contains(shared), "the shared digest is not reported as kept\n{out}");
@@ -204,7 +212,7 @@ fn gc_deletes_exactly_what_no_kept_revision_needs() {
 
     let out = project.mz(&[&gc[..], &["--apply"]].concat());
     let stdout = out.ok();
-    assert_eq!(listed(stdout, &format!("{PLAIN}/{id}/app"), "deleted"), doomed, "{out}");
+    assert_eq!(listed(stdout, &format!("{PLAIN}/{id}/app"), "deleted"), doomed_at(PLAIN), "{out}");
     let left: BTreeSet<String> = all_app.difference(&doomed).cloned().collect();
     assert_eq!(tags(PLAIN, &id, "app"), left, "{out}");
     assert_eq!(tags(PLAIN, &id, "base"), all_base, "{out}");
@@ -213,7 +221,7 @@ fn gc_deletes_exactly_what_no_kept_revision_needs() {
             && out.stderr.contains("does not allow deletion"),
         "{out}"
     );
-    assert_eq!(tags(no_delete.host(), &id, "app").len(), all_app.len(), "{out}");
+    assert_eq!(tags(no_delete.host(), &id, "app"), all_app_elsewhere, "{out}");
     // Every kept tag still pulls.
     for tag in ["rc", shared, &newest, &format!("mzbuild-{feature}")] {
         let reference = format!("{PLAIN}/{id}/app:{tag}");
@@ -299,8 +307,13 @@ fn a_failing_or_hanging_registry_during_gc_deletes_nothing_it_should_keep() {
     let out = project.mz(&gc);
     assert!(out.ok().contains(&format!("  deleted {old_sig} (attached to sha256:")), "{out}");
     let left = tags(PLAIN, &id, "app");
-    let expected: BTreeSet<String> =
-        before.iter().filter(|t| **t == kept || !t.starts_with("mzbuild-")).cloned().chain([kept_sig]).collect();
+    let kept_cache = format!("{kept}-cache");
+    let expected: BTreeSet<String> = before
+        .iter()
+        .filter(|t| **t == kept || **t == kept_cache || !t.starts_with("mzbuild-"))
+        .cloned()
+        .chain([kept_sig])
+        .collect();
     assert_eq!(left, expected, "{out}");
 }
 

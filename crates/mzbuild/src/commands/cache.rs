@@ -6,7 +6,9 @@
 //! the revision machinery of `diff` (memoised per tree), and a source is
 //! used only when the spec registry has it. A source that is the image's own
 //! fingerprint, missing, or unreadable is skipped with a note: the cache
-//! never fails a build and never changes a fingerprint.
+//! never fails a build and never changes a fingerprint. The export (see
+//! [`crate::docker::cache`]) goes to `mzbuild-<fp>-cache` beside the image,
+//! unless `to = "inline"` puts it into the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,20 +40,11 @@ pub fn push_cache_flags(
         return BTreeMap::new();
     }
     let reference = |name: &str, tag: &str| spec.registry.reference(&ctx.naming.prefix, name, tag);
-    let export = match config.to {
-        CacheTo::None => false,
-        CacheTo::Inline | CacheTo::Registry => true,
-        CacheTo::Auto => {
-            let can = docker.can_export_cache(builder);
-            if !can {
-                ui::note(
-                    "cache: the builder (buildx's `docker` driver) cannot export a registry cache; builds import \
-                     earlier images' inline cache but export none (`cache = { to = \"inline\" }` shares layers at \
-                     the cost of reproducible digests: see docs/cache.md)",
-                );
-            }
-            can
-        }
+    // Where the builder cannot export a registry cache (buildx's `docker`
+    // driver), `auto` pushes the inline cache beside the image instead.
+    let registry_export = match config.to {
+        CacheTo::Auto | CacheTo::Registry => config.to == CacheTo::Registry || docker.can_export_cache(builder),
+        _ => false,
     };
     let sources = match config.from {
         CacheFrom::None => BTreeMap::new(),
@@ -61,10 +54,12 @@ pub fn push_cache_flags(
         .iter()
         .map(|name| {
             let tag = fps[*name].fingerprint.tag();
+            let beside = reference(name, &cache_tag(&tag));
             let to = match config.to {
-                _ if !export => None,
+                CacheTo::None => None,
                 CacheTo::Inline => Some(Export::Inline),
-                _ => Some(Export::Registry(reference(name, &cache_tag(&tag)))),
+                _ if registry_export => Some(Export::Registry(beside)),
+                _ => Some(Export::InlineBeside(beside)),
             };
             let from = sources.get(*name).cloned().unwrap_or_default();
             (name.to_string(), CacheFlags { from, to })

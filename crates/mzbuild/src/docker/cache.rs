@@ -10,7 +10,11 @@
 //! same fingerprint built on two agents gets two digests. A registry cache
 //! (a separate manifest, `mzbuild-<fp>-cache`) leaves the image alone, but
 //! the `docker` driver cannot export one (unless the engine uses the
-//! containerd image store).
+//! containerd image store). There, the image's inline cache goes to a tag
+//! of its own beside the image ([`Export::InlineBeside`]): a second,
+//! fully cached build of the same Dockerfile with `--cache-to type=inline`,
+//! pushed as `mzbuild-<fp>-cache` (the same layers, so only a config and a
+//! manifest are sent); the image itself carries no cache metadata.
 
 use super::{last_line, Builder, Docker};
 
@@ -27,6 +31,9 @@ pub enum Export {
     Inline,
     /// `--cache-to type=registry,ref=REF,mode=max`.
     Registry(String),
+    /// After the build, the same build again (all cached) with `--cache-to
+    /// type=inline`, pushed to REF only.
+    InlineBeside(String),
 }
 
 /// One build's cache flags.
@@ -47,11 +54,22 @@ impl CacheFlags {
         match &self.to {
             Some(Export::Inline) => args.push("--cache-to=type=inline".into()),
             Some(Export::Registry(r)) => args.push(format!("--cache-to=type=registry,ref={r},mode=max")),
-            None => {}
+            Some(Export::InlineBeside(_)) | None => {}
         }
         args
     }
+
+    /// The reference of the inline cache pushed beside the image, if any.
+    pub fn beside(&self) -> Option<&str> {
+        match &self.to {
+            Some(Export::InlineBeside(r)) => Some(r),
+            _ => None,
+        }
+    }
 }
+
+/// The flags of the build that pushes the inline cache beside the image.
+pub const BESIDE_ARGS: &[&str] = &["--cache-to=type=inline"];
 
 impl Docker {
     /// Whether the builds' builder (`builder`, else buildx's current one)
@@ -104,5 +122,12 @@ mod tests {
         let inline = CacheFlags { from: vec![], to: Some(Export::Inline) };
         assert_eq!(inline.args(), ["--cache-to=type=inline"]);
         assert_eq!(cache_tag("mzbuild-FP"), "mzbuild-FP-cache");
+        let beside = CacheFlags {
+            from: vec!["r/app:mzbuild-BASE-cache".into()],
+            to: Some(Export::InlineBeside("r/app:mzbuild-NEW-cache".into())),
+        };
+        assert_eq!(beside.args(), ["--cache-from=type=registry,ref=r/app:mzbuild-BASE-cache"]);
+        assert_eq!(beside.beside(), Some("r/app:mzbuild-NEW-cache"));
+        assert_eq!(inline.beside(), None);
     }
 }
