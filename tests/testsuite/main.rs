@@ -11,9 +11,11 @@
 mod bad_input;
 mod build;
 mod builders;
+mod cache;
 mod cli;
 mod discovery;
 mod fingerprint;
+mod gc;
 mod materialize_like;
 mod publish;
 mod readme;

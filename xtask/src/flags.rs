@@ -111,6 +111,7 @@ pub enum Command {
     Tag(Tag),
     Sign(Sign),
     Attestation(Attestation),
+    Gc(Gc),
     Run(Run),
     Diff(Diff),
     Explain(Explain),
@@ -356,6 +357,38 @@ pub struct Attestation {
     pub image: String,
 }
 
+/// Delete the `mzbuild-*` tags that no kept revision needs from every registry (a dry run unless
+/// --apply): kept are the images of the last --keep-revs commits of each kept branch, of the git
+/// tags matching --keep-tags, and of every commit younger than --keep-days, for every --arch
+/// (default: x86_64 and aarch64). A digest that any kept tag names is never deleted. See docs/gc.md.
+#[derive(Args, Debug)]
+pub struct Gc {
+    /// Delete; without it, print what would be deleted.
+    #[arg(long)]
+    pub apply: bool,
+    /// The local engine's `mzbuild-*` images of this repository instead of the registries' (never
+    /// one a container, running or stopped, uses).
+    #[arg(long)]
+    pub local: bool,
+    /// A branch whose last --keep-revs commits are kept (repeatable; default: the default branch,
+    /// `origin/HEAD`, else `main` or `master`).
+    #[arg(long = "keep-branch", value_name = "REF")]
+    pub keep_branches: Vec<String>,
+    /// How many commits of each kept branch are kept.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub keep_revs: usize,
+    /// Git tags (glob, repeatable) whose commits' images are kept, dependencies included.
+    #[arg(long = "keep-tags", value_name = "PATTERN", default_values_t = ["v*".to_string()])]
+    pub keep_tags: Vec<String>,
+    /// Images of commits (on any ref) younger than this many days, by committer date, are kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    pub keep_days: u64,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// Acquire an image, then `docker run --rm --init` it with ARGS.
 #[derive(Args, Debug)]
 pub struct Run {
@@ -414,6 +447,7 @@ impl PoolArgs {
             jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             timeout: self.timeout,
             builder: self.builder.clone(),
+            cache: Default::default(),
         }
     }
 }
@@ -429,6 +463,26 @@ pub enum Bench {
     /// Fill a registry that lacks every image of (a buildable stand-in of) the generated monorepo:
     /// by copying from the other local registry, against rebuilding; time and bytes sent.
     Copy(BenchCopy),
+    /// The cold-agent rebuild of an image with a slow RUN step below an edited file, with and
+    /// without the shared layer cache (publishing to 127.0.0.1:5000).
+    Cache(BenchCache),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCache {
+    /// Where the benchmark's repository goes (removed after the run).
+    #[arg(long, default_value = "target/bench")]
+    pub dir: PathBuf,
+    /// How long the image's RUN step takes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub run_secs: u32,
+    /// Measure this many times each way; report the medians.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Make the agent cold with `docker buildx prune -af` (the whole engine's build cache: only on
+    /// a machine of its own) instead of forgetting this benchmark's image alone.
+    #[arg(long)]
+    pub prune_all: bool,
 }
 
 #[derive(Args, Debug)]

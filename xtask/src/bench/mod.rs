@@ -2,8 +2,10 @@
 //! Materialize-shaped monorepo ([`generate`]): [`fingerprint`] times
 //! fingerprinting against a floor, [`ensure`] a no-op `ensure` against the
 //! fingerprint time, [`registry_copy`] filling a registry by copying against
-//! rebuilding.
+//! rebuilding, [`cache`] a cold agent's rebuild with and without the shared
+//! layer cache.
 
+mod cache;
 mod ensure;
 mod fingerprint;
 mod generate;
@@ -22,6 +24,7 @@ impl Bench {
             Bench::Fingerprint(args) => fingerprint::run(args),
             Bench::Ensure(args) => ensure::run(args),
             Bench::Copy(args) => registry_copy::run(args),
+            Bench::Cache(args) => cache::run(args),
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct PoolOptions {
     /// `--builder`: the buildx builder to use (else the workspace's
     /// `builders` entry for the arch, else buildx's current one).
     pub builder: Option<String>,
+    /// Each image's shared-cache flags (see [`docker::cache`]); none for
+    /// an image not listed.
+    pub cache: BTreeMap<String, docker::cache::CacheFlags>,
 }
 
 /// The builder the builds use (see [`docker::choose_builder`]), checked to
@@ -89,7 +92,19 @@ pub fn build_images(
             Action::Push { .. } => (Output::Push, 3),
             _ => (Output::Load, 1),
         };
-        let args = docker::buildx_args(
+        let args_for_cache = |reference: &str| {
+            let mut a = docker::buildx_args(
+                &context,
+                &[reference.to_string()],
+                &step.image.config.build_args,
+                &ctx.settings,
+                Output::Push,
+                builder,
+            );
+            a.extend(docker::cache::BESIDE_ARGS.iter().map(|s| s.to_string()));
+            a
+        };
+        let mut args = docker::buildx_args(
             &context,
             &step.tags(&ctx.naming),
             &step.image.config.build_args,
@@ -97,11 +112,19 @@ pub fn build_images(
             output,
             builder,
         );
+        if let Some(cache) = opts.cache.get(name) {
+            args.extend(cache.args());
+        }
         let mut attempt = 1;
         loop {
             let r = docker.run_logged(&args, &dockerfile, &log, opts.timeout).map_err(|e| format!("{e:#}"))?;
             match r {
-                Ok(()) => return Ok(attempt),
+                Ok(()) => {
+                    if let Some(beside) = opts.cache.get(name).and_then(|c| c.beside()) {
+                        push_cache_beside(docker, &args_for_cache(beside), &dockerfile, &log, opts.timeout);
+                    }
+                    return Ok(attempt);
+                }
                 Err(BuildError::Failed { retryable: true, .. }) if attempt < attempts => {
                     // A retry is progress: dependants keep waiting for it
                     // (each attempt is bounded by the timeout).
@@ -152,6 +175,21 @@ pub fn build_images(
         }
     });
     Ok(outcomes)
+}
+
+/// Push the image just built again, with its inline cache, to `args`'
+/// one tag beside it (see [`docker::cache`]): every step is cached, so only
+/// a config and a manifest go out. A failure is a note, never the build's.
+fn push_cache_beside(docker: &Docker, args: &[String], dockerfile: &[u8], log: &std::path::Path, timeout: Duration) {
+    let failed = match docker.run_logged(args, dockerfile, log, timeout) {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    ui::note(format_args!(
+        "cache: pushing the layer cache beside the image failed ({failed}; see {}); the image is published",
+        log.display()
+    ));
 }
 
 /// One building run per repository at a time: runs share the image

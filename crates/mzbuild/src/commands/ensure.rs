@@ -166,6 +166,13 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
         outcomes.insert(s.image.name.clone(), Outcome::Skipped { because });
     }
     if let (Some(setup), Some(lock)) = (&build_setup, &lock) {
+        let cache = match clients.first() {
+            Some(spec) => {
+                super::cache::push_cache_flags(ctx, spec, &to_build, &fps, &setup.docker, setup.builder.as_ref())
+            }
+            None => BTreeMap::new(),
+        };
+        let opts = &PoolOptions { cache, ..opts.clone() };
         outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref(), lock)?);
     }
 

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use toml::Value;
 
+use super::cache::CacheConfig;
 use super::crates::PathDependencies;
 use super::settings::Arch;
 use super::ConfigError;
@@ -71,8 +72,16 @@ impl Registry {
 /// (see the module doc): a new key that changes what is built must reach
 /// the fingerprints of the images it affects itself, as `image-rustflags`
 /// does through [`crate::preimage::cargo_build::extra`].
-const METADATA_KEYS: &[&str] =
-    &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders", "signing", "trust"];
+const METADATA_KEYS: &[&str] = &[
+    "registries",
+    "image-rustflags",
+    "extra-cargo-inputs",
+    "path-dependencies",
+    "builders",
+    "signing",
+    "trust",
+    "cache",
+];
 
 /// `[workspace.metadata.mzbuild] signing`: where the signing key comes
 /// from. Only ever the environment: the names of the variables that hold
@@ -121,6 +130,8 @@ pub struct WorkspaceConfig {
     pub signing: Option<Signing>,
     /// `[workspace.metadata.mzbuild] trust`.
     pub trust: Option<Trust>,
+    /// `[workspace.metadata.mzbuild] cache`: the shared layer cache.
+    pub cache: CacheConfig,
     /// Whether `[profile.optimized]` is defined.
     pub has_optimized_profile: bool,
     /// Unknown keys of `[workspace.metadata.mzbuild]`.
@@ -262,6 +273,9 @@ impl WorkspaceConfig {
             }
             self.trust = Some(trust);
         }
+        if let Some(v) = table.remove("cache") {
+            self.cache = CacheConfig::parse(v)?;
+        }
         let unknown: BTreeMap<String, Value> = table.into_iter().collect();
         for key in unknown.keys() {
             self.warnings.push(ConfigError::UnknownKey {
@@ -357,7 +371,7 @@ mod tests {
         assert_eq!(
             c.warnings[0].to_string(),
             "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
-             image-rustflags, extra-cargo-inputs, path-dependencies, builders, signing, trust)"
+             image-rustflags, extra-cargo-inputs, path-dependencies, builders, signing, trust, cache)"
         );
     }
 
@@ -454,5 +468,16 @@ mod tests {
         );
         let e = config("[workspace.metadata.mzbuild]\nbuilders = \"arm-nodes\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("must map architectures to buildx builder names"), "{e:#}");
+    }
+
+    #[test]
+    fn the_cache_key_changes_no_fingerprint() {
+        let without = "[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nimage-rustflags = []\n";
+        let with = format!("{without}cache = {{ from = \"none\", to = \"inline\" }}\n");
+        let a = WorkspaceConfig::load_text(without).unwrap();
+        let b = WorkspaceConfig::load_text(&with).unwrap();
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        assert_eq!(b.cache.to, super::super::cache::CacheTo::Inline);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     }
 }
