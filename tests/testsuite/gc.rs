@@ -122,6 +122,9 @@ fn history(
         "MZFROM base\nCOPY app.txt /app.txt\n",
         &[],
     );
+    // Each build also pushes its layer cache beside it: gc must handle
+    // `mzbuild-<fp>-cache` tags.
+    project.repo.append("Cargo.toml", "cache = { to = \"beside\" }\n");
     project.repo.git(["checkout", "-q", "-b", "main"]);
     let mut out = vec![];
     for i in 1..=commits {

@@ -7,11 +7,12 @@
 //! toolchain downloads of a real image), then `in.txt`. It publishes to a
 //! fresh path of `127.0.0.1:5000`. Each measurement edits `in.txt`,
 //! commits, makes the engine a cold agent for this image and times
-//! `ensure`, importing from the commit before it: with the default `cache`
-//! (on buildx's `docker` driver the inline cache pushed beside the image,
-//! `mzbuild-<fp>-cache`, whose push the time includes), with `to =
-//! "inline"` (the metadata in the image itself), and without (`from =
-//! "none", to = "none"`). Commits between them export what the next one
+//! `ensure`, importing from the commit before it: with `cache = { to =
+//! "beside" }` (on buildx's `docker` driver the inline cache pushed beside
+//! the image as `mzbuild-<fp>-cache`, whose push the time includes), with
+//! `to = "inline"` (the metadata in the image itself), and without (`from =
+//! "none", to = "none"`; on this driver the default exports nothing, so it
+//! is this). Commits between them export what the next one
 //! imports (see docs/cache.md); the inline row's from a build that ran the
 //! RUN step itself, its best case (an inline export after an import does
 //! not carry the imported layers).
@@ -74,16 +75,14 @@ fn measure(args: &BenchCache, dir: &Path, marker: &str, url: &str) -> Result<Sta
         git(dir, &["add", "-A"])?;
         git(dir, &["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "edit"])
     };
-    // The first commit exports both kinds: the inline cache in the image
-    // (for the `inline` rows) and beside it (for the default's).
-    const DEFAULT: &str = "{}";
+    const BESIDE: &str = r#"{ to = "beside" }"#;
     const INLINE: &str = r#"{ to = "inline" }"#;
     // An inline export from a build that imported its layers does not
     // carry them (every other commit of an inline chain runs the RUN step
     // again): the inline row imports from a commit that ran it.
     const INLINE_FRESH: &str = r#"{ from = "none", to = "inline" }"#;
     const NONE: &str = r#"{ from = "none", to = "none" }"#;
-    commit(0, DEFAULT)?;
+    commit(0, BESIDE)?;
     let seed = ensure(dir)?;
     eprintln!("bench: first commit published in {:.1} s", seed.as_secs_f64());
     let mut n = 0;
@@ -93,22 +92,22 @@ fn measure(args: &BenchCache, dir: &Path, marker: &str, url: &str) -> Result<Sta
         cold(args.prune_all, marker, url)?;
         ensure(dir)
     };
-    let (mut default, mut inline, mut without) = (vec![], vec![], vec![]);
+    let (mut beside, mut inline, mut without) = (vec![], vec![], vec![]);
     for _ in 0..args.runs {
         // Each imports from the commit before it, which exported the
-        // cache its row reads: default <- default (or the seed), inline
-        // <- an inline-exporting commit.
-        default.push(measure(DEFAULT)?);
+        // cache its row reads: beside <- beside (or the seed), inline <- a
+        // commit that ran the RUN step and exported inline.
+        beside.push(measure(BESIDE)?);
         measure(INLINE_FRESH)?;
         inline.push(measure(INLINE)?);
         without.push(measure(NONE)?);
-        measure(DEFAULT)?;
+        measure(BESIDE)?;
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let (d, i, wo) = (median(&mut default), median(&mut inline), median(&mut without));
+    let (b, i, wo) = (median(&mut beside), median(&mut inline), median(&mut without));
     println!(
         "bench cache: cold-agent rebuild of an image with a {} s RUN below an edited file ({}; {} run(s), medians)",
         args.run_secs,
@@ -119,7 +118,7 @@ fn measure(args: &BenchCache, dir: &Path, marker: &str, url: &str) -> Result<Sta
     let row = |what: &str, t: Duration| {
         println!("  {what:<58} {:>8.2} {:>10.2}", t.as_secs_f64(), t.as_secs_f64() / wo.as_secs_f64());
     };
-    row("default cache (imports, and pushes its cache beside it)", d);
+    row("to = \"beside\" (imports; pushes its cache beside the image)", b);
     row("to = \"inline\" (imports; metadata in the image; best case)", i);
     row("without (from = \"none\", to = \"none\")", wo);
     println!("  (each time is a whole `ensure`: fingerprints, registry checks, the build and the pushes; goal <= 0.2)");

@@ -121,7 +121,9 @@ pub fn build_images(
             match r {
                 Ok(()) => {
                     if let Some(beside) = opts.cache.get(name).and_then(|c| c.beside()) {
-                        push_cache_beside(docker, &args_for_cache(beside), &dockerfile, &log, opts.timeout);
+                        let cache_log = log_dir.join(format!("{name}.cache.log"));
+                        let _ = std::fs::remove_file(&cache_log);
+                        push_cache_beside(docker, &args_for_cache(beside), &dockerfile, &cache_log, opts.timeout);
                     }
                     return Ok(attempt);
                 }

@@ -7,8 +7,10 @@
 //! used only when the spec registry has it. A source that is the image's own
 //! fingerprint, missing, or unreadable is skipped with a note: the cache
 //! never fails a build and never changes a fingerprint. The export (see
-//! [`crate::docker::cache`]) goes to `mzbuild-<fp>-cache` beside the image,
-//! unless `to = "inline"` puts it into the image.
+//! [`crate::docker::cache`]) goes to `mzbuild-<fp>-cache` beside the image
+//! (a registry cache where the builder can export one; with `to =
+//! "beside"`, the inline cache of a second build elsewhere), unless `to =
+//! "inline"` puts it into the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,11 +42,20 @@ pub fn push_cache_flags(
         return BTreeMap::new();
     }
     let reference = |name: &str, tag: &str| spec.registry.reference(&ctx.naming.prefix, name, tag);
-    // Where the builder cannot export a registry cache (buildx's `docker`
-    // driver), `auto` pushes the inline cache beside the image instead.
     let registry_export = match config.to {
-        CacheTo::Auto | CacheTo::Registry => config.to == CacheTo::Registry || docker.can_export_cache(builder),
-        _ => false,
+        CacheTo::Registry => true,
+        CacheTo::Auto | CacheTo::Beside => {
+            let can = docker.can_export_cache(builder);
+            if !can && config.to == CacheTo::Auto {
+                ui::note(
+                    "cache: the builder (buildx's `docker` driver) cannot export a registry cache, and inline \
+                     metadata in the image would change its digest: nothing is exported; `cache = { to = \"beside\" }` \
+                     pushes the cache beside the image (see docs/cache.md)",
+                );
+            }
+            can
+        }
+        CacheTo::Inline | CacheTo::None => false,
     };
     let sources = match config.from {
         CacheFrom::None => BTreeMap::new(),
@@ -59,7 +70,8 @@ pub fn push_cache_flags(
                 CacheTo::None => None,
                 CacheTo::Inline => Some(Export::Inline),
                 _ if registry_export => Some(Export::Registry(beside)),
-                _ => Some(Export::InlineBeside(beside)),
+                CacheTo::Beside => Some(Export::InlineBeside(beside)),
+                _ => None,
             };
             let from = sources.get(*name).cloned().unwrap_or_default();
             (name.to_string(), CacheFlags { from, to })

@@ -26,6 +26,11 @@ pub enum CacheTo {
     /// (the default).
     #[default]
     Auto,
+    /// The registry cache where the builder can export one, else (buildx's
+    /// `docker` driver) the inline cache pushed beside the image as
+    /// `mzbuild-<fp>-cache`, by a second, fully cached build: the image
+    /// keeps its digest, and the cache chains from commit to commit.
+    Beside,
     /// The registry cache beside the image; the build fails where the
     /// builder cannot export it.
     Registry,
@@ -49,7 +54,7 @@ const WHAT: &str = "Cargo.toml: [workspace.metadata.mzbuild] cache";
 
 impl CacheConfig {
     /// Parse the key's value: `{ from = "auto" | "none", to = "auto" |
-    /// "registry" | "inline" | "none" }`, both optional.
+    /// "beside" | "registry" | "inline" | "none" }`, both optional.
     pub fn parse(v: Value) -> Result<CacheConfig> {
         let Value::Table(table) = v else {
             bail!("{WHAT} must be a table, e.g. {{ from = \"auto\", to = \"auto\" }}");
@@ -69,6 +74,7 @@ impl CacheConfig {
                     config.to = match word {
                         "auto" => CacheTo::Auto,
                         "registry" => CacheTo::Registry,
+                        "beside" => CacheTo::Beside,
                         "inline" => CacheTo::Inline,
                         "none" => CacheTo::None,
                         _ => {
@@ -99,6 +105,7 @@ mod tests {
             CacheConfig { from: CacheFrom::None, to: CacheTo::Inline }
         );
         assert_eq!(parse(r#"{ to = "registry" }"#).unwrap().to, CacheTo::Registry);
+        assert_eq!(parse(r#"{ to = "beside" }"#).unwrap().to, CacheTo::Beside);
         let e = parse(r#"{ from = "always" }"#).unwrap_err().to_string();
         assert!(e.contains("cache.from must be \"auto\" or \"none\", found \"always\""), "{e}");
         let e = parse(r#"{ size = "1G" }"#).unwrap_err().to_string();
