@@ -8,7 +8,8 @@
 #     (token signing keys in tests) from bookworm, then docker-buildx (0.13) together with
 #     docker-cli and docker.io (engine 26.1) from a *pinned* trixie apt source
 #     (only packages asked for with `-t trixie` come from trixie; libc6 etc.
-#     stay at bookworm's versions);
+#     stay at bookworm's versions), and cosign (2.5, the interoperability
+#     tests of image signatures) from the same pinned trixie source;
 #   * starts dockerd in the background (log: /var/log/mzbuild-dockerd.log);
 #   * starts two Distribution registries bound to 127.0.0.1 only:
 #       - plain: http://127.0.0.1:${MZ_REGISTRY_PORT:-5000}       (no auth)
@@ -144,13 +145,18 @@ install_packages() {
         [[ "$(dpkg-query -W -f='${Status}' docker-cli 2>/dev/null || true)" != "install ok installed" ]]; then
         need_buildx=1
     fi
-    if [[ ${#need[@]} == 0 && $need_buildx == 0 ]]; then
+    # cosign (Sigstore's CLI): the tests check that it accepts the
+    # signatures and attestations mzbuild writes, and that mzbuild accepts
+    # its signatures. Bookworm has none; trixie's 2.5, pinned like buildx.
+    local need_cosign=0
+    command -v cosign >/dev/null 2>&1 || need_cosign=1
+    if [[ ${#need[@]} == 0 && $need_buildx == 0 && $need_cosign == 0 ]]; then
         return 0
     fi
 
     local t0=$SECONDS
-    log "installing: ${need[*]:-} $([[ $need_buildx == 1 ]] && echo 'docker-buildx docker-cli docker.io (trixie)')"
-    if [[ $need_buildx == 1 ]]; then
+    log "installing: ${need[*]:-} $([[ $need_buildx == 1 ]] && echo 'docker-buildx docker-cli docker.io (trixie)') $([[ $need_cosign == 1 ]] && echo 'cosign (trixie)')"
+    if [[ $need_buildx == 1 || $need_cosign == 1 ]]; then
         ensure_trixie_source
     fi
     apt-get update -qq
@@ -166,6 +172,10 @@ install_packages() {
             log "restarting dockerd (docker-buildx upgraded the engine)"
             stop_dockerd
         fi
+    fi
+    if [[ $need_cosign == 1 ]]; then
+        apt_install -t trixie cosign
+        cosign version >/dev/null 2>&1 || die "cosign was installed but \`cosign version\` fails"
     fi
     log "installed packages in $((SECONDS - t0)) s"
 }
@@ -398,6 +408,7 @@ summary() {
     regv="$(docker-registry --version 2>/dev/null || echo 'missing')"
     log "docker: client $client ($(command -v docker)), engine $server (pid $(dockerd_pid || echo -), log $DOCKERD_LOG)"
     log "buildx: $buildx"
+    log "cosign: $(dpkg-query -W -f='${Version}' cosign 2>/dev/null || echo missing)"
     log "registry: http://127.0.0.1:$REGISTRY_PORT (no auth, pid $(reg_pid plain || echo -), $regv)"
     log "auth registry: http://127.0.0.1:$AUTH_REGISTRY_PORT (htpasswd realm mzbuild, user $AUTH_USER, pid $(reg_pid auth || echo -))"
 }

@@ -3,7 +3,7 @@
 # errors), the same type-check and clippy for macOS (ci/macos-check.sh),
 # then brings up the real Docker stack the end-to-end tests need (engine,
 # buildx, two registries on 127.0.0.1), runs the whole cargo test suite and
-# smoke runs of the fingerprint and copy benchmarks, and closes with one
+# smoke runs of the fingerprint, copy and cache benchmarks, and closes with one
 # summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,7 @@ fi
 cargo xtask bench fingerprint --files 1000 --images 6 --runs 1 --dir target/bench/smoke >/dev/null || status=$?
 cargo xtask bench copy --files 1000 --images 6 --dir target/bench/smoke >/dev/null 2>&1 || status=$?
 cargo xtask bench context --size-mb 5 --runs 1 --dir target/bench/smoke-context >/dev/null 2>&1 || status=$?
+cargo xtask bench cache --run-secs 1 --dir target/bench/smoke >/dev/null 2>&1 || status=$?
 # cargo prints one "test result" line per test target (the unit tests of
 # each crate, the one integration-test binary tests/testsuite, the empty
 # doc-test runs): add them up.

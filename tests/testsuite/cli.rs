@@ -154,15 +154,16 @@ fn man_writes_a_page_per_command() {
     let out_dir = dir.path().join("man1");
     let out = xtask(["mzbuild", "man", "--out", out_dir.to_str().unwrap()]);
     assert_eq!(out.ok(), "", "{out}");
-    assert!(out.stderr.contains("wrote 20 man pages in"), "{out}");
+    assert!(out.stderr.contains("wrote 23 man pages in"), "{out}");
     let mut names: Vec<String> =
         std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(
         names.join(" "),
-        "mzbuild-acquire.1 mzbuild-build.1 mzbuild-check.1 mzbuild-completions.1 mzbuild-describe.1 mzbuild-diff.1 \
-         mzbuild-ensure.1 mzbuild-explain.1 mzbuild-fingerprint.1 mzbuild-graph.1 mzbuild-hook.1 mzbuild-lint.1 \
-         mzbuild-list.1 mzbuild-man.1 mzbuild-repair.1 mzbuild-run.1 mzbuild-spec.1 mzbuild-tag.1 mzbuild-verify.1 mzbuild.1"
+        "mzbuild-acquire.1 mzbuild-attestation.1 mzbuild-build.1 mzbuild-check.1 mzbuild-completions.1 \
+         mzbuild-describe.1 mzbuild-diff.1 mzbuild-ensure.1 mzbuild-explain.1 mzbuild-fingerprint.1 mzbuild-gc.1 \
+         mzbuild-graph.1 mzbuild-hook.1 mzbuild-lint.1 mzbuild-list.1 mzbuild-man.1 mzbuild-repair.1 mzbuild-run.1 \
+         mzbuild-sign.1 mzbuild-spec.1 mzbuild-tag.1 mzbuild-verify.1 mzbuild.1"
     );
     let top = std::fs::read_to_string(out_dir.join("mzbuild.1")).unwrap();
     assert!(top.contains("\n.TH mzbuild 1 "), "{top}");

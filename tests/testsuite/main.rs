@@ -11,9 +11,11 @@
 mod bad_input;
 mod build;
 mod builders;
+mod cache;
 mod cli;
 mod discovery;
 mod fingerprint;
+mod gc;
 mod materialize_like;
 mod publish;
 mod readme;
@@ -23,6 +25,7 @@ mod resilience;
 mod revision;
 mod token_auth;
 mod token_publish;
+mod trust;
 
 /// `support` finds the binary under test and cargo's scratch directory from
 /// the test executable's own path (it is a library: cargo gives these paths

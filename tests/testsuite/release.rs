@@ -240,5 +240,5 @@ fn tag_builds_leave_out_non_mainline_images_and_refuse_unpublished_ones() {
     assert!(out.error().contains("content-addressed"), "{out}");
     // Several --arch are for `tag` only.
     let out = fx.run(&["ensure", "--arch", "x86_64", "--arch", "aarch64"]);
-    assert!(out.error().contains("only `tag` takes several architectures"), "{out}");
+    assert!(out.error().contains("only `tag` and `gc` take several architectures"), "{out}");
 }

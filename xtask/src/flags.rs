@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Repository automation", version)]
 pub enum Xtask {
     /// Content-addressed container images for this monorepo.
-    Mzbuild(Mzbuild),
+    Mzbuild(Box<Mzbuild>),
     /// Benchmarks of the build system itself.
     #[command(subcommand)]
     Bench(Bench),
@@ -70,6 +70,11 @@ pub struct GlobalArgs {
     /// Colours on stderr: `auto` per NO_COLOR / CLICOLOR_FORCE, else when stderr is a terminal.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
+    /// Trust signatures by this public key (a cosign.pub), for this run, beside the keys of
+    /// Cargo.toml's `[workspace.metadata.mzbuild] trust`: published tags then count only when
+    /// signed by a trusted key. May be given several times.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub trust_key: Vec<PathBuf>,
     /// Stream the build logs (buildx, cargo) to stderr as they are written.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -105,6 +110,9 @@ pub enum Command {
     Verify(Verify),
     Repair(Repair),
     Tag(Tag),
+    Sign(Sign),
+    Attestation(Attestation),
+    Gc(Gc),
     Run(Run),
     Diff(Diff),
     Explain(Explain),
@@ -349,6 +357,54 @@ pub struct Tag {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// Sign the current tag of each IMAGE in every registry that holds it, with the key of
+/// Cargo.toml's `[workspace.metadata.mzbuild] signing` (from the environment): after reviewing a
+/// tag the trust policy refused, or for images published before signing was set up.
+#[derive(Args, Debug)]
+pub struct Sign {
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// Print the provenance (in-toto statement, SLSA v1 predicate) attested for IMAGE's current tag,
+/// once its signature checks out under the trust policy.
+#[derive(Args, Debug)]
+pub struct Attestation {
+    pub image: String,
+}
+
+/// Delete the `mzbuild-*` tags that no kept revision needs from every registry (a dry run unless
+/// --apply): kept are the images of the last --keep-revs commits of each kept branch, of the git
+/// tags matching --keep-tags, and of every commit younger than --keep-days, for every --arch
+/// (default: x86_64 and aarch64). A digest that any kept tag names is never deleted. See docs/gc.md.
+#[derive(Args, Debug)]
+pub struct Gc {
+    /// Delete; without it, print what would be deleted.
+    #[arg(long)]
+    pub apply: bool,
+    /// The local engine's `mzbuild-*` images of this repository instead of the registries' (never
+    /// one a container, running or stopped, uses).
+    #[arg(long)]
+    pub local: bool,
+    /// A branch whose last --keep-revs commits are kept (repeatable; default: the default branch,
+    /// `origin/HEAD`, else `main` or `master`).
+    #[arg(long = "keep-branch", value_name = "REF")]
+    pub keep_branches: Vec<String>,
+    /// How many commits of each kept branch are kept.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub keep_revs: usize,
+    /// Git tags (glob, repeatable) whose commits' images are kept, dependencies included.
+    #[arg(long = "keep-tags", value_name = "PATTERN", default_values_t = ["v*".to_string()])]
+    pub keep_tags: Vec<String>,
+    /// Images of commits (on any ref) younger than this many days, by committer date, are kept.
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    pub keep_days: u64,
+    /// Give up on a registry request (token requests included) after this long without an answer
+    /// (e.g. 30s; default: 30 s per attempt, 3 attempts).
+    #[arg(long, value_name = "DURATION", value_parser = mzbuild::build::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// Acquire an image, then `docker run --rm --init` it with ARGS.
 #[derive(Args, Debug)]
 pub struct Run {
@@ -407,6 +463,7 @@ impl PoolArgs {
             jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
             timeout: self.timeout,
             builder: self.builder.clone(),
+            cache: Default::default(),
         }
     }
 }
@@ -425,6 +482,9 @@ pub enum Bench {
     /// Build-context preparation: the normalised tar stream against the image directory
     /// buildx read before; time and peak memory, for a large context.
     Context(BenchContext),
+    /// The cold-agent rebuild of an image with a slow RUN step below an edited file, with and
+    /// without the shared layer cache (publishing to 127.0.0.1:5000).
+    Cache(BenchCache),
 }
 
 #[derive(Args, Debug)]
@@ -442,6 +502,23 @@ pub struct BenchContext {
     /// process of its own.
     #[arg(long, hide = true)]
     pub variant: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCache {
+    /// Where the benchmark's repository goes (removed after the run).
+    #[arg(long, default_value = "target/bench")]
+    pub dir: PathBuf,
+    /// How long the image's RUN step takes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub run_secs: u32,
+    /// Measure this many times each way; report the medians.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Make the agent cold with `docker buildx prune -af` (the whole engine's build cache: only on
+    /// a machine of its own) instead of forgetting this benchmark's image alone.
+    #[arg(long)]
+    pub prune_all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use mzbuild::commands::{build, check, diff, ensure, hook, introspect, lint, repair, tag};
+use mzbuild::commands::{build, check, diff, ensure, gc, hook, introspect, lint, repair, sign, tag};
 use mzbuild::{report, ui, Arch, Ctx, Options, ProcessEnv, Status};
 
 use crate::flags::{self, Command, GlobalArgs};
@@ -23,8 +23,8 @@ impl flags::Mzbuild {
             flags::Color::Never => ui::ColorChoice::Never,
         };
         ui::configure(progress, color, g.verbose, &ProcessEnv);
-        if self.global.arch.len() > 1 && !matches!(self.command, Command::Tag(_)) {
-            bail!("--arch is given {} times: only `tag` takes several architectures", self.global.arch.len());
+        if self.global.arch.len() > 1 && !matches!(self.command, Command::Tag(_) | Command::Gc(_)) {
+            bail!("--arch is given {} times: only `tag` and `gc` take several architectures", self.global.arch.len());
         }
         let archs = self.global.arch.clone();
         if let Command::Lint(c) = &self.command {
@@ -78,6 +78,9 @@ impl flags::Mzbuild {
             Command::Verify(c) => c.run(&mut ctx),
             Command::Repair(c) => c.run(&ctx),
             Command::Tag(c) => c.run(&ctx, &archs),
+            Command::Sign(c) => sign::sign(&ctx, &c.images),
+            Command::Attestation(c) => sign::attestation(&ctx, &c.image),
+            Command::Gc(c) => c.run(&ctx, &archs),
             Command::Run(c) => c.run(&ctx),
             Command::Diff(c) => c.run(&ctx),
             Command::Explain(c) => c.run(&ctx),
@@ -101,6 +104,7 @@ pub fn options(global: &GlobalArgs) -> Result<Options> {
         strict: global.strict,
         rev: None,
         no_cache: global.no_cache,
+        trust_keys: global.trust_key.clone(),
     })
 }
 
@@ -214,6 +218,27 @@ impl flags::Tag {
             json: self.json,
         };
         tag::tag(ctx, &self.tag, &self.images, &opts)
+    }
+}
+
+impl flags::Gc {
+    fn run(self, ctx: &Ctx, archs: &[String]) -> Result<Status> {
+        let archs: Vec<Arch> = if archs.is_empty() {
+            vec![Arch::X86_64, Arch::Aarch64]
+        } else {
+            archs.iter().map(|a| Arch::parse(a)).collect::<Result<_>>()?
+        };
+        let opts = gc::GcOptions {
+            archs,
+            keep_branches: self.keep_branches,
+            keep_revs: self.keep_revs,
+            keep_tags: self.keep_tags,
+            keep_days: self.keep_days,
+            apply: self.apply,
+            timeout: self.timeout,
+            local: self.local,
+        };
+        gc::gc(ctx, &opts)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::discover::Repo;
 use crate::docker::Docker;
 use crate::env::Env;
 use crate::plan::naming::Naming;
+use crate::sigstore::Policy;
 use crate::{ui, util};
 
 /// How a command ended, when it did not fail with an error.
@@ -54,6 +55,9 @@ pub struct Options {
     /// Neither read nor write mzbuild's caches (the listing, the blob
     /// cache, the fingerprint memos): list by walking, hash by reading.
     pub no_cache: bool,
+    /// `--trust-key`: public keys to trust for this run, beside the
+    /// configured ones (and making a policy where none is configured).
+    pub trust_keys: Vec<PathBuf>,
 }
 
 impl Options {
@@ -83,6 +87,10 @@ pub struct Ctx {
     /// repository (it is not the default root, nor `$MZ_ROOT`): for hints
     /// that suggest a command.
     pub root_arg: Option<String>,
+    /// The trust policy (`[workspace.metadata.mzbuild] trust`, and
+    /// `--trust-key`): with one, a published tag counts only when a trusted
+    /// key signed the digest it names.
+    pub trust: Option<Policy>,
 }
 
 impl Ctx {
@@ -115,7 +123,13 @@ impl Ctx {
         // Only this repository's own `ci/stack.sh` may be suggested.
         let docker = Docker::new(env.as_ref()).with_stack_script(root.join("ci/stack.sh").is_file());
         let root_arg = options.root_arg(&root, default_root, env.as_ref());
-        Ok(Ctx { repo, settings, naming, env, docker, root_arg })
+        if let Some(s) = &repo.workspace.signing {
+            // The key is read by this process only; no child inherits it.
+            let vars: Vec<&str> = std::iter::once(s.key_env.as_str()).chain(s.password_env.as_deref()).collect();
+            crate::process::hide_from_children(&vars);
+        }
+        let trust = trust_policy(&root, repo.workspace.trust.as_ref(), &options.trust_keys)?;
+        Ok(Ctx { repo, settings, naming, env, docker, root_arg, trust })
     }
 
     /// `` `cargo xtask mzbuild [--root ROOT] args` ``: a command to suggest,
@@ -126,6 +140,36 @@ impl Ctx {
             None => format!("`cargo xtask mzbuild {args}`"),
         }
     }
+}
+
+/// The keys of `[workspace.metadata.mzbuild] trust` (relative to `root`)
+/// and of `--trust-key`, read; `None` when there are none.
+fn trust_policy(
+    root: &Path,
+    configured: Option<&crate::config::workspace::Trust>,
+    extra: &[PathBuf],
+) -> Result<Option<Policy>> {
+    let mut paths: Vec<(String, PathBuf)> =
+        configured.map(|t| t.keys.iter().map(|k| (k.clone(), root.join(k))).collect()).unwrap_or_default();
+    paths.extend(extra.iter().map(|p| (p.display().to_string(), p.clone())));
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = vec![];
+    for (name, path) in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "trusted key {name}: cannot read {}: {e} (Cargo.toml [workspace.metadata.mzbuild] trust, or \
+                 --trust-key)",
+                path.display()
+            )
+        })?;
+        let key = crate::sigstore::PublicKey::from_pem(&text).map_err(|e| {
+            anyhow::anyhow!("trusted key {name}: {e:#}; give the `cosign.pub` of `cosign generate-key-pair`")
+        })?;
+        keys.push((name, key));
+    }
+    Ok(Some(Policy { keys }))
 }
 
 /// The one profile of `--release`, `--optimized` and `--dev` that was given,

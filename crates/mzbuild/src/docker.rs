@@ -5,6 +5,9 @@
 //! pure function, snapshot-tested); and running a build with its output in a
 //! per-image log, killed with its whole process group on timeout.
 
+pub mod cache;
+pub mod local_images;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};

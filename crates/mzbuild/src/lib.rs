@@ -9,8 +9,9 @@
 //! - leaves: [`ui`] (the only module that prints), [`mod@env`] (the
 //!   injected environment), small helpers;
 //! - [`process`] (children in process groups, signals, the kill -9
-//!   watchdog, private directories) and [`cachefile`] (where caches live,
-//!   their format, when stat data proves a file unchanged);
+//!   watchdog, private directories), [`cachefile`] (where caches live,
+//!   their format, when stat data proves a file unchanged) and
+//!   [`sigstore`] (cosign's signature formats and keys, natively);
 //! - [`git`]: what git sees: the object store, the index, the work tree's
 //!   listing and its cache, [`git::tree::Tree`], the blob-id cache;
 //! - [`config`]: `mzbuild.yml`, the root `Cargo.toml`'s
@@ -25,7 +26,9 @@
 //! - [`ctx`]: what a command runs against ([`Ctx`]: the repository,
 //!   settings, naming, environment and docker);
 //! - [`build`] (the worker pool, `docker buildx`) and [`publish`]
-//!   (registries, their HTTP API, copies between them, logins);
+//!   (registries, their HTTP API, copies between them, logins), with
+//!   [`trust`] (signing what is published, provenance, and which published
+//!   tags a trust policy accepts);
 //! - [`commands`]: every command's top level. A command takes a [`Ctx`]
 //!   and returns a [`Status`]; the binary maps it to an exit code.
 
@@ -44,6 +47,8 @@ pub mod preimage;
 pub mod process;
 pub mod publish;
 pub mod report;
+pub mod sigstore;
+pub mod trust;
 pub mod ui;
 mod util;
 

@@ -46,6 +46,8 @@ const FLOORS: &[(&str, u32)] = &[
     ("util", 0),
     ("process", 1),
     ("cachefile", 1),
+    // cosign's formats and keys: knows nothing of mzbuild.
+    ("sigstore", 1),
     ("git", 2),
     ("config", 3),
     ("docker", 4),
@@ -58,6 +60,9 @@ const FLOORS: &[(&str, u32)] = &[
     ("publish", 11),
     // The `--json` run document: above the build engine it reports on.
     ("report", 11),
+    // Signatures, attestations and the trust check of published tags, in
+    // registries: beside the registry client it uses.
+    ("trust", 11),
     ("commands", 12),
 ];
 

@@ -178,3 +178,54 @@ pub fn copy_busybox(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy(busybox, dir.join("busybox")).unwrap();
 }
+
+/// Make the engine's build cache forget the steps whose description
+/// contains `marker` (e.g. a RUN command holding a test's unique id) and
+/// every record built on them, as on a fresh CI agent, without touching
+/// anything else in the cache: others share the engine (`docker buildx
+/// prune -af` would empty it for every concurrent test). The images that
+/// hold those layers must be removed first (`docker rmi`): a record an
+/// image uses is not pruned.
+#[track_caller]
+pub fn forget_build_cache(marker: &str) {
+    for _ in 0..5 {
+        let du = docker(&["buildx", "du", "--verbose"]);
+        assert_eq!(du.code, Some(0), "docker buildx du\n{du}");
+        let records: Vec<(String, Option<String>, String)> = du
+            .stdout
+            .split("\n\n")
+            .filter_map(|block| {
+                let field = |k: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
+                };
+                Some((field("ID:")?, field("Parent:"), field("Description:").unwrap_or_default()))
+            })
+            .collect();
+        let mut doomed: Vec<String> =
+            records.iter().filter(|(_, _, d)| d.contains(marker)).map(|(id, _, _)| id.clone()).collect();
+        if doomed.is_empty() {
+            return;
+        }
+        // Children first: a record with children is not pruned.
+        loop {
+            let kids: Vec<String> = records
+                .iter()
+                .filter(|(id, p, _)| p.as_ref().is_some_and(|p| doomed.contains(p)) && !doomed.contains(id))
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            if kids.is_empty() {
+                break;
+            }
+            doomed.extend(kids);
+        }
+        for id in doomed.iter().rev() {
+            let out = docker(&["buildx", "prune", "-f", "--filter", &format!("id={id}")]);
+            assert_eq!(out.code, Some(0), "docker buildx prune --filter id={id}\n{out}");
+        }
+    }
+    panic!("the build cache still holds records of `{marker}` after 5 rounds of pruning");
+}

@@ -20,6 +20,7 @@ pub mod child;
 pub mod docker;
 pub mod http;
 pub mod json;
+pub mod own_registry;
 pub mod registry;
 pub mod token_registry;
 

@@ -10,6 +10,11 @@
 //! generated crates are not meant to compile. What `ensure` does on a no-op
 //! run (fingerprint, verify credentials, ask every registry about every
 //! image) is the same either way.
+//!
+//! The same no-op `ensure` then runs with a trust policy (`--trust-key`):
+//! every tag of the plain registry is signed once with a bench key, and the
+//! run checks each signature, with the verdicts of earlier runs cached and
+//! without them.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -91,6 +96,7 @@ pub fn run(args: BenchEnsure) -> Result<Status> {
     }
     let n_images = images.len();
     let n_pub = images.iter().filter(|i| i.config.publish).count();
+    let trust_key = sign_all(&ctx, &clients[0], &images, &fps, &root)?;
 
     // The measurement: what a no-op `ensure` does, phase by phase.
     let mut fp_times = vec![];
@@ -138,11 +144,18 @@ pub fn run(args: BenchEnsure) -> Result<Status> {
     // status line forced on (`--progress tty`, drawn on the pipe) and with
     // plain lines, interleaved so that both see the same machine.
     let exe = std::env::current_exe().context("finding this program")?;
-    let ensure = |progress: &str| -> Result<Duration> {
+    let verdicts = root.join(".git/mzbuild/trusted");
+    let ensure_with = |progress: &str, trust: Trust| -> Result<Duration> {
+        let mut cmd = mzbuild::process::command(&exe);
+        cmd.args(["mzbuild", "--root"]).arg(&root);
+        if trust != Trust::Off {
+            cmd.arg("--trust-key").arg(&trust_key);
+        }
+        if trust == Trust::Cold {
+            let _ = std::fs::remove_file(&verdicts);
+        }
         let t = Instant::now();
-        let out = mzbuild::process::command(&exe)
-            .args(["mzbuild", "--root"])
-            .arg(&root)
+        let out = cmd
             .args(["--arch", "x86_64", "--image-registry", PLAIN, "--progress", progress, "ensure"])
             .stdin(Stdio::null())
             .output()?;
@@ -156,6 +169,7 @@ pub fn run(args: BenchEnsure) -> Result<Status> {
         }
         Ok(took)
     };
+    let ensure = |progress: &str| ensure_with(progress, Trust::Off);
     let (mut whole, mut live) = (vec![], vec![]);
     for i in 0..args.runs {
         // Each goes first in every other pair (the first of a pair warms up
@@ -167,6 +181,16 @@ pub fn run(args: BenchEnsure) -> Result<Status> {
             live.push(ensure("tty")?);
             whole.push(ensure("plain")?);
         }
+    }
+    // Trust on (every tag's signature checked against the bench key),
+    // against off, interleaved: with the verdicts of earlier runs cached
+    // (a re-run on one agent) and without (a fresh checkout).
+    let (mut off, mut warm, mut cold) = (vec![], vec![], vec![]);
+    ensure_with("plain", Trust::Warm)?;
+    for _ in 0..args.runs {
+        off.push(ensure_with("plain", Trust::Off)?);
+        warm.push(ensure_with("plain", Trust::Warm)?);
+        cold.push(ensure_with("plain", Trust::Cold)?);
     }
     let med = |v: &mut Vec<Duration>| {
         v.sort();
@@ -218,8 +242,73 @@ pub fn run(args: BenchEnsure) -> Result<Status> {
         ratio(live_min, wh_min),
         ratio(live_med, wh_med)
     );
+    let (off_min, off_med) = med(&mut off);
+    let (warm_min, warm_med) = med(&mut warm);
+    let (cold_min, cold_med) = med(&mut cold);
+    println!("  {:<44} {:>9.1} {:>9.1}", "trust off: `mzbuild ensure`, 5000 only", ms(off_min), ms(off_med));
+    println!("  {:<44} {:>9.1} {:>9.1}", "trust on, verdicts cached", ms(warm_min), ms(warm_med));
+    println!("  {:<44} {:>9.1} {:>9.1}", "trust on, no cached verdict (fresh checkout)", ms(cold_min), ms(cold_med));
+    println!(
+        "  {:<44} {:>9.2} {:>9.2}",
+        "ratio trust on / off, cached (< 1.5)",
+        ratio(warm_min, off_min),
+        ratio(warm_med, off_med)
+    );
+    println!(
+        "  {:<44} {:>9.2} {:>9.2}",
+        "ratio trust on / off, no cached verdict",
+        ratio(cold_min, off_min),
+        ratio(cold_med, off_med)
+    );
     println!("(the htpasswd registry checks a bcrypt hash on every request, on the same 2 cores)");
     Ok(Status::Success)
+}
+
+/// Whether a measured `ensure` runs with a trust policy, and with the
+/// verdicts of earlier runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    Off,
+    Warm,
+    Cold,
+}
+
+/// Sign every published image's tag in `client`'s registry with the bench
+/// key (made once, kept beside the generated repository; signing skips
+/// what the key signed already): the public key's path, for `--trust-key`.
+fn sign_all(
+    ctx: &Ctx,
+    client: &Client,
+    images: &[&mzbuild::Image],
+    fps: &std::collections::BTreeMap<String, mzbuild::Fingerprinted>,
+    root: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let key_path = root.with_file_name(format!("{name}.bench-signing.pem"));
+    let pub_path = root.with_file_name(format!("{name}.bench-signing.pub"));
+    let pem = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => pem,
+        Err(_) => {
+            let pem = mzbuild::sigstore::SigningKey::generate_pem()?;
+            std::fs::write(&key_path, &pem).with_context(|| format!("writing {}", key_path.display()))?;
+            pem
+        }
+    };
+    let signer =
+        mzbuild::trust::Signer { key: mzbuild::sigstore::SigningKey::from_pem(&pem, None)?, source: "bench".into() };
+    std::fs::write(&pub_path, signer.key.public().to_pem())?;
+    let held = published_status(ctx, std::slice::from_ref(client), images, fps)?;
+    let t = Instant::now();
+    let todo: Vec<(String, String)> =
+        held.iter().filter_map(|(n, h)| Some((client.registry.repository("", n), h[0].clone()?))).collect();
+    let mut n = 0;
+    for (repository, digest) in &todo {
+        n += usize::from(signer.sign(client, repository, digest)?);
+    }
+    if n > 0 {
+        eprintln!("bench: signed {n} image(s) in {}, in {:.1}s", client.registry.url, t.elapsed().as_secs_f64());
+    }
+    Ok(pub_path)
 }
 
 fn docker_ok(ctx: &Ctx, args: &[&str]) -> Result<()> {

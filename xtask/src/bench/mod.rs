@@ -3,8 +3,10 @@
 //! fingerprinting against a floor, [`ensure`] a no-op `ensure` against the
 //! fingerprint time, [`registry_copy`] filling a registry by copying against
 //! rebuilding, [`context`] the tar-stream build context against the
-//! directory one.
+//! directory one, [`cache`] a cold agent's rebuild with and without the
+//! shared layer cache.
 
+mod cache;
 mod context;
 mod ensure;
 mod fingerprint;
@@ -25,6 +27,7 @@ impl Bench {
             Bench::Ensure(args) => ensure::run(args),
             Bench::Copy(args) => registry_copy::run(args),
             Bench::Context(args) => context::run(args),
+            Bench::Cache(args) => cache::run(args),
         }
     }
 }

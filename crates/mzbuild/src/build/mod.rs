@@ -39,6 +39,9 @@ pub struct PoolOptions {
     /// `--builder`: the buildx builder to use (else the workspace's
     /// `builders` entry for the arch, else buildx's current one).
     pub builder: Option<String>,
+    /// Each image's shared-cache flags (see [`docker::cache`]); none for
+    /// an image not listed.
+    pub cache: BTreeMap<String, docker::cache::CacheFlags>,
 }
 
 /// The builder the builds use (see [`docker::choose_builder`]), checked to
@@ -126,7 +129,7 @@ pub fn build_images(
         } else {
             Default::default()
         };
-        let args = docker::buildx_args(
+        let mut args = docker::buildx_args(
             ContextSource::Tar { dockerfile: context::DOCKERFILE },
             &tags,
             &step.image.config.build_args,
@@ -135,6 +138,9 @@ pub fn build_images(
             builder,
             Reproducible { features, labels: &labels },
         );
+        if let Some(cache) = opts.cache.get(name) {
+            args.extend(cache.args());
+        }
         let mut attempt = retrying("docker buildx build", attempts, progress, &log, || {
             docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))
         })?;
@@ -163,6 +169,21 @@ pub fn build_images(
                         .status();
                 }
             }
+        }
+        if let Some(beside) = opts.cache.get(name).and_then(|c| c.beside()) {
+            let cache_log = log_dir.join(format!("{name}.cache.log"));
+            let _ = std::fs::remove_file(&cache_log);
+            let mut cache_args = docker::buildx_args(
+                ContextSource::Tar { dockerfile: context::DOCKERFILE },
+                &[beside.to_string()],
+                &step.image.config.build_args,
+                &ctx.settings,
+                Output::Push,
+                builder,
+                Reproducible { features, labels: &labels },
+            );
+            cache_args.extend(docker::cache::BESIDE_ARGS.iter().map(|s| s.to_string()));
+            push_cache_beside(docker, &cache_args, Feed::Stream(&feed), &cache_log, opts.timeout);
         }
         Ok(attempt)
     };
@@ -230,6 +251,21 @@ fn retrying(
             }
         }
     }
+}
+
+/// Push the image just built again, with its inline cache, to `args`'
+/// one tag beside it (see [`docker::cache`]): every step is cached, so only
+/// a config and a manifest go out. A failure is a note, never the build's.
+fn push_cache_beside(docker: &Docker, args: &[String], feed: Feed<'_>, log: &std::path::Path, timeout: Duration) {
+    let failed = match docker.run_logged(args, feed, log, timeout) {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    ui::note(format_args!(
+        "cache: pushing the layer cache beside the image failed ({failed}; see {}); the image is published",
+        log.display()
+    ));
 }
 
 /// One building run per repository at a time: runs share the image

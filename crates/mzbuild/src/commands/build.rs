@@ -122,6 +122,9 @@ fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Optio
     let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
     // Pull published images in parallel; whatever cannot be pulled is built.
     let to_pull: Vec<&Step> = steps.iter().filter(|s| s.action == Action::PullOrBuild).collect();
+    if let Some(policy) = &ctx.trust {
+        refuse_untrusted_pulls(ctx, policy, &to_pull, &fps)?;
+    }
     let pulls = crate::util::par_io(&to_pull, 8, |s| docker.pull(&s.spec));
     let mut pulled = BTreeSet::new();
     for (s, result) in to_pull.iter().zip(pulls) {
@@ -158,6 +161,27 @@ fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Optio
     }
     let outcomes = build_images(ctx, &fps, &to_build, &docker, opts, builder.as_ref(), &lock)?;
     Ok((fps, rows, outcomes))
+}
+
+/// Under a trust policy, fail unless every tag about to be pulled from the
+/// spec registry carries a signature by a trusted key of what it names:
+/// an untrusted tag is neither pulled nor built around.
+fn refuse_untrusted_pulls(
+    ctx: &Ctx,
+    policy: &crate::sigstore::Policy,
+    to_pull: &[&Step<'_>],
+    fps: &BTreeMap<String, Fingerprinted>,
+) -> Result<()> {
+    let clients = crate::publish::clients(ctx, crate::publish::Access::Read, None)?;
+    let spec_registry = &clients[..1];
+    let images: Vec<&crate::discover::Image> = to_pull.iter().map(|s| s.image).collect();
+    let published = crate::publish::published_status(ctx, spec_registry, &images, fps)?;
+    let untrusted = crate::trust::check_published(ctx, spec_registry, policy, &images, fps, &published)?;
+    if !untrusted.is_empty() {
+        crate::trust::report(ctx, &untrusted, "nothing was pulled or built");
+        anyhow::bail!("{} untrusted published tag(s): see above", untrusted.len());
+    }
+    Ok(())
 }
 
 /// `run IMAGE [-- ARGS]`: acquire, then `docker run --rm --init`; the

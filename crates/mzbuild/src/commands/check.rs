@@ -33,6 +33,9 @@ struct CheckRow {
     /// The registries whose content under the tag differs from the first
     /// registry's that has it.
     drifted: Vec<String>,
+    /// With a trust policy: the registries whose tag no trusted key signed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    untrusted: Vec<String>,
 }
 
 pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: bool) -> Result<Status> {
@@ -41,6 +44,14 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
     let fps = fingerprint_all(&ctx.repo, &images, &ctx.settings)?;
     let clients = clients(ctx, Access::Read, timeout)?;
     let published = published_status(ctx, &clients, &images, &fps)?;
+    // Under a trust policy, tags no trusted key signed are reported too.
+    let untrusted = match &ctx.trust {
+        Some(policy) => crate::trust::check_published(ctx, &clients, policy, &images, &fps, &published)?,
+        None => vec![],
+    };
+    if !untrusted.is_empty() {
+        crate::trust::report(ctx, &untrusted, "check changes nothing");
+    }
     let missing = missing(&published, clients.len());
     let drifted: Vec<(&String, Vec<usize>)> =
         published.iter().map(|(n, h)| (n, plan::drifted(h))).filter(|(_, d)| !d.is_empty()).collect();
@@ -54,11 +65,15 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
                 let lacking = plan::lacking(held, clients.len());
                 let drift = plan::drifted(held);
                 let fp = fps[name.as_str()].fingerprint;
+                let distrusted: Vec<String> =
+                    untrusted.iter().filter(|u| &u.image == name).map(|u| u.registry.clone()).collect();
                 CheckRow {
                     name: name.clone(),
                     fingerprint: fp.to_string(),
                     spec: ctx.naming.spec(name, &fp),
-                    status: if !lacking.is_empty() {
+                    status: if !distrusted.is_empty() {
+                        "untrusted"
+                    } else if !lacking.is_empty() {
                         "missing"
                     } else if !drift.is_empty() {
                         "drifted"
@@ -68,13 +83,17 @@ pub fn check(ctx: &Ctx, targets: &[String], timeout: Option<Duration>, json: boo
                     digests: digests(ctx, held),
                     missing: lacking.iter().map(url).collect(),
                     drifted: drift.iter().map(url).collect(),
+                    untrusted: distrusted,
                 }
             })
             .collect();
-        let ok = missing.is_empty() && drifted.is_empty();
+        let ok = missing.is_empty() && drifted.is_empty() && untrusted.is_empty();
         report.emit(&rows, if ok { RunResult::Success } else { RunResult::Failure });
     }
     if missing.is_empty() && drifted.is_empty() {
+        if !untrusted.is_empty() {
+            return Ok(Status::Failure);
+        }
         let all = match n_pub {
             0 => "there is no publishable image: nothing to check".to_string(),
             1 => "the 1 publishable image is in every registry, with the same digest".to_string(),

@@ -61,6 +61,19 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
     // in this repository, which may have published some of these images.
     let (facts, steps) = loop {
         let published = published_status(ctx, &clients, &images, &fps)?;
+        // With a trust policy, a tag counts only when a trusted key signed
+        // what it names; one that does not is neither skipped, copied nor
+        // built over: the run stops here.
+        if let Some(policy) = &ctx.trust {
+            let untrusted = crate::trust::check_published(ctx, &clients, policy, &images, &fps, &published)?;
+            if !untrusted.is_empty() {
+                crate::trust::report(ctx, &untrusted, "nothing was copied, built or pushed");
+                if let Some(r) = &report {
+                    r.emit::<Row>(&[], RunResult::Failure);
+                }
+                return Ok(Status::Failure);
+            }
+        }
         t_check.get_or_insert(t0.elapsed() - t_fp);
         let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
             if !engine_checked {
@@ -123,6 +136,11 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
         to_copy.len(),
         to_build.len()
     ));
+    // The signing key, if one is configured, is opened before anything is
+    // copied or pushed (a missing key must not leave unsigned images
+    // behind), and only then: a run with nothing to publish needs none.
+    let publishes = !to_copy.is_empty() || to_build.iter().any(|s| matches!(s.action, Action::Push { .. }));
+    let signer = if publishes { crate::trust::Signer::load(ctx)? } else { None };
     // Everything a build needs is checked (and the logins made) before
     // anything is copied or built: a missing builder or a broken engine
     // leaves the registries as they were.
@@ -148,6 +166,13 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
         outcomes.insert(s.image.name.clone(), Outcome::Skipped { because });
     }
     if let (Some(setup), Some(lock)) = (&build_setup, &lock) {
+        let cache = match clients.first() {
+            Some(spec) => {
+                super::cache::push_cache_flags(ctx, spec, &to_build, &fps, &setup.docker, setup.builder.as_ref())
+            }
+            None => BTreeMap::new(),
+        };
+        let opts = &PoolOptions { cache, ..opts.clone() };
         outcomes.extend(build_images(ctx, &fps, &to_build, &setup.docker, opts, setup.builder.as_ref(), lock)?);
     }
 
@@ -174,6 +199,9 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
             }
         }
     }
+    if let Some(signer) = &signer {
+        sign_rows(ctx, &clients, signer, &fps, &mut rows);
+    }
     let drifted: Vec<&str> = rows.iter().filter(|r| r.status == "drifted").map(|r| r.name.as_str()).collect();
     let ok = rows.iter().all(|r| r.error.is_none()) && (drifted.is_empty() || allow_drift);
     crate::publish::ci::write_rows(ctx, &clients, "ensure", ok, &rows);
@@ -191,6 +219,37 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions, json: bool, all
     }
     ui::progress(format_args!("ensure finished in {}", ui::seconds(t0.elapsed().as_secs_f64())));
     Ok(Status::Success)
+}
+
+/// Sign what the run pushed or copied, in the registries it went to (and
+/// attest the provenance of what it built); a failure marks the row.
+fn sign_rows(
+    ctx: &Ctx,
+    clients: &[Client],
+    signer: &crate::trust::Signer,
+    fps: &BTreeMap<String, crate::fingerprint::Fingerprinted>,
+    rows: &mut [Row],
+) {
+    let published: Vec<crate::trust::Published<'_>> = rows
+        .iter()
+        .filter(|r| r.error.is_none() && matches!(r.status, "pushed" | "copied"))
+        .filter_map(|r| {
+            let registries =
+                r.registries.iter().filter_map(|u| ctx.naming.registries.iter().position(|x| &x.url == u)).collect();
+            Some(crate::trust::Published {
+                image: ctx.repo.images.get(&r.name)?,
+                registries,
+                built: r.status == "pushed",
+            })
+        })
+        .collect();
+    let failed = crate::trust::sign_all(ctx, clients, signer, fps, &published);
+    for r in rows.iter_mut() {
+        if let Some(e) = failed.get(&r.name) {
+            ui::error(format_args!("{}: {e}", r.name));
+            r.error = Some(e.clone());
+        }
+    }
 }
 
 /// What the builds of a run use: docker with the run's logins, and the

@@ -7,16 +7,21 @@
 //! - [`introspect`]: `list`, `fingerprint`, `spec`, `describe`, `graph`;
 //! - [`diff`]: `diff` and `explain`;
 //! - [`lint`]: `lint`; [`hook`]: the pre-push hook;
-//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing;
 //! - [`verify`]: rebuild published images and compare.
+//! - [`ensure`], [`check`], [`repair`], [`tag`]: publishing; [`sign`]: `sign` and
+//!   `attestation`; [`cache`]: the shared layer cache of `ensure`'s builds;
+//!   [`gc`]: deleting what no kept revision needs.
 
 pub mod build;
+pub mod cache;
 pub mod check;
 pub mod diff;
 pub mod ensure;
+pub mod gc;
 pub mod hook;
 pub mod introspect;
 pub mod lint;
 pub mod repair;
+pub mod sign;
 pub mod tag;
 pub mod verify;

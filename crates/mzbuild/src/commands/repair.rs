@@ -42,6 +42,17 @@ pub fn repair(ctx: &Ctx, targets: &[String], json: bool, timeout: Option<Duratio
         &Facts { published: published.clone(), ..Facts::default() },
     );
     let to_copy: Vec<&Step> = steps.iter().filter(|s| matches!(s.action, Action::Copy { .. })).collect();
+    // Under a trust policy, only signed content is copied.
+    if let Some(policy) = &ctx.trust {
+        let untrusted = crate::trust::check_copy_sources(ctx, &clients, policy, &to_copy, &published)?;
+        if !untrusted.is_empty() {
+            crate::trust::report(ctx, &untrusted, "nothing was changed");
+            if let Some(r) = &report {
+                r.emit::<Row>(&[], RunResult::Failure);
+            }
+            return Ok(Status::Failure);
+        }
+    }
     ui::progress(format_args!(
         "{}; {} to repair",
         ui::count(images.len(), "publishable image", "publishable images"),

@@ -239,6 +239,31 @@ impl Tagging<'_> {
         errors
     }
 
+    /// Sign the index of every tag that was created or moved; the errors.
+    fn sign(
+        &self,
+        lines: &[TagLine<'_>],
+        indexes: &BTreeMap<&str, Index>,
+        signer: &crate::trust::Signer,
+    ) -> Vec<String> {
+        let written: Vec<(&str, usize)> = lines
+            .iter()
+            .filter(|l| matches!(l.outcome, Outcome::Create | Outcome::Move { .. }))
+            .map(|l| (l.image, l.registry))
+            .collect();
+        let results = par_io(&written, 8, |(name, r)| {
+            let repo = self.clients[*r].registry.repository(&self.ctx.naming.prefix, name);
+            signer.sign(&self.clients[*r], &repo, &manifest::digest(&indexes[name].bytes))
+        });
+        written
+            .iter()
+            .zip(results)
+            .filter_map(|((name, r), res)| {
+                res.err().map(|e| format!("{}: signing: {e:#}", self.reference(*r, name, self.tag)))
+            })
+            .collect()
+    }
+
     /// The lines for stdout (none with `--json`).
     fn show(&self, lines: &[TagLine<'_>], indexes: &BTreeMap<&str, Index>, done: bool) -> String {
         if self.report.is_some() {
@@ -319,6 +344,19 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         images.iter().flat_map(|i| fps.iter().map(|f| (i.name.as_str(), f[&i.name].fingerprint.tag()))).collect();
     let release_tags: Vec<(&str, String)> = images.iter().map(|i| (i.name.as_str(), tag.to_string())).collect();
     let member_held = held(ctx, &run.clients, &member_tags)?;
+    // Under a trust policy, only signed per-arch images are indexed.
+    if let Some(policy) = &ctx.trust {
+        let triples: Vec<(&str, String, &Held)> =
+            member_tags.iter().zip(&member_held).map(|((n, t), h)| (*n, t.clone(), h)).collect();
+        let untrusted = crate::trust::check(ctx, &run.clients, policy, &triples)?;
+        if !untrusted.is_empty() {
+            crate::trust::report(ctx, &untrusted, "nothing was tagged");
+            if let Some(r) = &run.report {
+                r.emit::<TagRow>(&[], RunResult::Failure);
+            }
+            return Ok(Status::Failure);
+        }
+    }
     let current = held(ctx, &run.clients, &release_tags)?;
     let members = run.members(&member_tags, &member_held, &archs, &fps)?;
     let descriptors = run.descriptors(&members)?;
@@ -336,7 +374,14 @@ pub fn tag(ctx: &Ctx, tag: &str, targets: &[String], opts: &TagOptions) -> Resul
         ));
         return Ok(Status::Success);
     }
-    let errors = run.write(&mut lines, &indexes);
+    // Every index written is signed, when a signing key is configured:
+    // opened before the first write (a missing key leaves no unsigned
+    // index behind), and only when there is one.
+    let signer = if created + moved > 0 { crate::trust::Signer::load(ctx)? } else { None };
+    let mut errors = run.write(&mut lines, &indexes);
+    if let Some(signer) = &signer {
+        errors.extend(run.sign(&lines, &indexes, signer));
+    }
     let headline = format!("{tag}: {created} created, {moved} moved, {unchanged} unchanged");
     if crate::publish::ci::wanted(ctx) {
         run.ci_summary(&lines, &indexes, &errors, headline.clone());

@@ -8,6 +8,7 @@
 //! are the same type, and become errors under `--strict`. A key within a
 //! typo of a known one is an error ([`near_miss`]): it would be ignored.
 
+pub mod cache;
 pub mod crates;
 pub mod image;
 pub mod settings;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use toml::Value;
 
+use super::cache::CacheConfig;
 use super::crates::PathDependencies;
 use super::settings::Arch;
 use super::ConfigError;
@@ -71,8 +72,35 @@ impl Registry {
 /// (see the module doc): a new key that changes what is built must reach
 /// the fingerprints of the images it affects itself, as `image-rustflags`
 /// does through [`crate::preimage::cargo_build::extra`].
-const METADATA_KEYS: &[&str] =
-    &["registries", "image-rustflags", "extra-cargo-inputs", "path-dependencies", "builders"];
+const METADATA_KEYS: &[&str] = &[
+    "registries",
+    "image-rustflags",
+    "extra-cargo-inputs",
+    "path-dependencies",
+    "builders",
+    "signing",
+    "trust",
+    "cache",
+];
+
+/// `[workspace.metadata.mzbuild] signing`: where the signing key comes
+/// from. Only ever the environment: the names of the variables that hold
+/// the key (PEM) and its password.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Signing {
+    pub key_env: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// `[workspace.metadata.mzbuild] trust`: the public keys whose signatures
+/// make a published tag trusted (paths relative to the repository root).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Trust {
+    pub keys: Vec<String>,
+}
 
 /// What the root `Cargo.toml` says, parsed once.
 #[derive(Debug, Default, Clone)]
@@ -98,6 +126,12 @@ pub struct WorkspaceConfig {
     /// `[workspace.metadata.mzbuild] builders`: the buildx builder for the
     /// builds of each architecture (e.g. `{ aarch64 = "arm-nodes" }`).
     pub builders: BTreeMap<Arch, String>,
+    /// `[workspace.metadata.mzbuild] signing`.
+    pub signing: Option<Signing>,
+    /// `[workspace.metadata.mzbuild] trust`.
+    pub trust: Option<Trust>,
+    /// `[workspace.metadata.mzbuild] cache`: the shared layer cache.
+    pub cache: CacheConfig,
     /// Whether `[profile.optimized]` is defined.
     pub has_optimized_profile: bool,
     /// Unknown keys of `[workspace.metadata.mzbuild]`.
@@ -207,6 +241,41 @@ impl WorkspaceConfig {
                 self.builders.insert(arch, builder);
             }
         }
+        if let Some(v) = table.remove("signing") {
+            let signing: Signing = v.try_into().map_err(|e| {
+                anyhow!(
+                    "Cargo.toml: [workspace.metadata.mzbuild] signing must be {{ key-env = \"VAR\", password-env = \"VAR\" }} \
+                     (the names of the environment variables that hold the cosign private key and its password): {e}"
+                )
+            })?;
+            for var in std::iter::once(&signing.key_env).chain(&signing.password_env) {
+                if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    bail!(
+                        "Cargo.toml: [workspace.metadata.mzbuild] signing: `{var}` is not the name of an environment \
+                         variable (the key itself never goes in Cargo.toml)"
+                    );
+                }
+            }
+            self.signing = Some(signing);
+        }
+        if let Some(v) = table.remove("trust") {
+            const WHAT: &str = "Cargo.toml: [workspace.metadata.mzbuild] trust";
+            let trust: Trust = v.try_into().map_err(|e| {
+                anyhow!("{WHAT} must be {{ keys = [\"ci/mzbuild.pub\"] }} (public keys, relative to the repository root): {e}")
+            })?;
+            if trust.keys.is_empty() {
+                bail!("{WHAT}: `keys` is empty: list the public keys to trust, or remove `trust`");
+            }
+            for k in &trust.keys {
+                if k.starts_with('/') || k.split('/').any(|c| c == "..") {
+                    bail!("{WHAT}: `{k}` must be a path inside the repository, relative to its root");
+                }
+            }
+            self.trust = Some(trust);
+        }
+        if let Some(v) = table.remove("cache") {
+            self.cache = CacheConfig::parse(v)?;
+        }
         let unknown: BTreeMap<String, Value> = table.into_iter().collect();
         for key in unknown.keys() {
             self.warnings.push(ConfigError::UnknownKey {
@@ -302,7 +371,7 @@ mod tests {
         assert_eq!(
             c.warnings[0].to_string(),
             "Cargo.toml: [workspace.metadata.mzbuild]: unknown key `registry` (ignored; known keys: registries, \
-             image-rustflags, extra-cargo-inputs, path-dependencies, builders)"
+             image-rustflags, extra-cargo-inputs, path-dependencies, builders, signing, trust, cache)"
         );
     }
 
@@ -367,6 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn signing_and_trust_name_variables_and_key_files() {
+        let c = config(
+            "[workspace.metadata.mzbuild]\nsigning = { key-env = \"K\", password-env = \"P\" }\ntrust = { keys = [\"ci/a.pub\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(c.signing, Some(Signing { key_env: "K".into(), password_env: Some("P".into()) }));
+        assert_eq!(c.trust, Some(Trust { keys: vec!["ci/a.pub".into()] }));
+        for (bad, says) in [
+            ("signing = { key = \"-----BEGIN\" }", "unknown field `key`"),
+            ("signing = { key-env = \"-----BEGIN X\" }", "is not the name of an environment variable"),
+            ("signing = \"K\"", "signing must be { key-env"),
+            ("trust = { keys = [] }", "`keys` is empty"),
+            ("trust = { keys = [\"/etc/k.pub\"] }", "inside the repository"),
+            ("trust = { key = [\"k.pub\"] }", "unknown field `key`"),
+        ] {
+            let e = config(&format!("[workspace.metadata.mzbuild]\n{bad}\n")).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{bad}: {e:#}");
+        }
+    }
+
+    #[test]
     fn builders_map_architectures_to_builder_names() {
         let c =
             config("[workspace.metadata.mzbuild]\nbuilders = { aarch64 = \"arm-nodes\", amd64 = \"x\" }\n").unwrap();
@@ -378,5 +468,16 @@ mod tests {
         );
         let e = config("[workspace.metadata.mzbuild]\nbuilders = \"arm-nodes\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("must map architectures to buildx builder names"), "{e:#}");
+    }
+
+    #[test]
+    fn the_cache_key_changes_no_fingerprint() {
+        let without = "[workspace]\nmembers = []\n\n[workspace.metadata.mzbuild]\nimage-rustflags = []\n";
+        let with = format!("{without}cache = {{ from = \"none\", to = \"inline\" }}\n");
+        let a = WorkspaceConfig::load_text(without).unwrap();
+        let b = WorkspaceConfig::load_text(&with).unwrap();
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        assert_eq!(b.cache.to, super::super::cache::CacheTo::Inline);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     }
 }

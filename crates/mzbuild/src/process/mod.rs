@@ -52,10 +52,30 @@ use {
     std::time::{Duration, Instant},
 };
 
-/// A command for `program`. Every child the engine starts is made here.
+/// Environment variables that no child may see (the signing key and its
+/// password): removed from the environment of every command [`command`]
+/// makes.
+static HIDDEN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Keep the variables `vars` out of every child's environment from now on.
+pub fn hide_from_children(vars: &[&str]) {
+    let mut hidden = HIDDEN.write().unwrap_or_else(|e| e.into_inner());
+    for v in vars {
+        if !hidden.iter().any(|h| h == v) {
+            hidden.push(v.to_string());
+        }
+    }
+}
+
+/// A command for `program`. Every child the engine starts is made here,
+/// without the variables [`hide_from_children`] names.
 #[allow(clippy::disallowed_methods)] // the one home of Command::new
 pub fn command(program: impl AsRef<OsStr>) -> Command {
-    Command::new(program)
+    let mut cmd = Command::new(program);
+    for var in HIDDEN.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 #[cfg(test)]
@@ -90,6 +110,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!alive(grandchild), "the grandchild survived the drop");
+    }
+
+    #[test]
+    fn hidden_variables_reach_no_child() {
+        let var = "MZBUILD_TEST_HIDDEN_FROM_CHILDREN";
+        hide_from_children(&[var]);
+        let out = command("env").env(var, "x").output().unwrap();
+        // An explicit `env` after `command` still wins (the caller asked);
+        // what `command` removes is what the child would inherit.
+        assert!(String::from_utf8_lossy(&out.stdout).contains(var));
+        let cmd = command("env");
+        assert!(cmd.get_envs().any(|(k, v)| k == var && v.is_none()), "{cmd:?}");
     }
 
     #[test]

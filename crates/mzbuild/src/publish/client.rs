@@ -124,6 +124,16 @@ pub struct Manifest {
     pub digest: Option<String>,
 }
 
+/// How a manifest deletion ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    /// It was not there (any more).
+    Missing,
+    /// The registry does not allow deletion (HTTP 405, `UNSUPPORTED`).
+    Unsupported(String),
+}
+
 /// How a blob upload started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upload {
@@ -276,6 +286,52 @@ impl Client {
         match resp.status().as_u16() {
             200 | 201 => Ok(header(&resp, "docker-content-digest").unwrap_or_else(|| super::manifest::digest(bytes))),
             s => bail!("registry {}: HTTP {s} for PUT {url}{}", self.registry.url, error_detail(resp)),
+        }
+    }
+
+    /// Every tag of `repository` (`GET /v2/<name>/tags/list`, following
+    /// the `Link` header's pages); `None` when the registry does not know
+    /// the repository.
+    pub fn list_tags(&self, repository: &str) -> Result<Option<Vec<String>>> {
+        let mut url = format!("{}/v2/{repository}/tags/list?n=1000", self.base);
+        let mut tags = vec![];
+        loop {
+            let mut resp = self.request(Method::GET, &url, &pull(repository), &[], b"")?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 if tags.is_empty() => return Ok(None),
+                s => bail!("registry {}: HTTP {s} for GET {url}{}", self.registry.url, error_detail(resp)),
+            }
+            let next = header(&resp, "link").and_then(|l| next_page(&l));
+            let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+            let page: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| anyhow!("registry {}: GET {url}: not a tag list: {e}", self.registry.url))?;
+            tags.extend(page["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(str::to_string));
+            match next {
+                Some(n) => url = self.absolute(&n),
+                None => return Ok(Some(tags)),
+            }
+        }
+    }
+
+    /// `DELETE /v2/<name>/manifests/<digest>`: the manifest and every tag
+    /// that names it.
+    pub fn delete_manifest(&self, repository: &str, digest: &str) -> Result<Deleted> {
+        let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
+        let scope = format!("repository:{repository}:delete,push,pull");
+        let resp = self.request(Method::DELETE, &url, &scope, &[], b"")?;
+        match resp.status().as_u16() {
+            200 | 202 => Ok(Deleted::Deleted),
+            404 => Ok(Deleted::Missing),
+            s @ 405 => Ok(Deleted::Unsupported(format!("HTTP {s}{}", error_detail(resp)))),
+            s => {
+                let detail = error_detail(resp);
+                if detail.contains("UNSUPPORTED") {
+                    Ok(Deleted::Unsupported(format!("HTTP {s}{detail}")))
+                } else {
+                    bail!("registry {}: HTTP {s} for DELETE {url}{detail}", self.registry.url)
+                }
+            }
         }
     }
 
@@ -720,6 +776,15 @@ fn with_digest(location: &str, digest: &str) -> String {
     format!("{location}{sep}digest={}", encode(digest))
 }
 
+/// The URL of the next page in a `Link: <url>; rel="next"` header.
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find(|part| part.contains("rel=\"next\"")).and_then(|part| {
+        let start = part.find('<')? + 1;
+        let end = part.find('>')?;
+        Some(part[start..end].to_string())
+    })
+}
+
 fn pull(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
@@ -795,6 +860,13 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_of_a_tag_list() {
+        let link = r#"</v2/a/b/tags/list?last=x&n=1000>; rel="next""#;
+        assert_eq!(next_page(link).as_deref(), Some("/v2/a/b/tags/list?last=x&n=1000"));
+        assert_eq!(next_page(r#"<https://r/v2/x>; rel="prev""#), None);
+    }
     use crate::env::MapEnv;
 
     #[test]

@@ -29,6 +29,14 @@ pub fn ensure(ctx: &Ctx, targets: &[String], opts: &PoolOptions) -> Result<Statu
         }
     }
     let published = published_status(ctx, &clients, &images, &fps)?;
+    // The real run would stop at an untrusted tag: so does its plan.
+    if let Some(policy) = &ctx.trust {
+        let untrusted = crate::trust::check_published(ctx, &clients, policy, &images, &fps, &published)?;
+        if !untrusted.is_empty() {
+            crate::trust::report(ctx, &untrusted, "ensure would stop here; dry run: nothing was changed");
+            return Ok(Status::Failure);
+        }
+    }
     let local: BTreeSet<String> = if images.iter().any(|i| !i.config.publish) {
         ctx.docker.check_engine()?;
         ctx.docker.local_images()?

@@ -11,6 +11,7 @@ pub mod ci;
 pub mod client;
 pub mod docker_creds;
 pub mod dry_run;
+pub mod gc;
 pub mod login;
 pub mod manifest;
 pub mod registry_copy;

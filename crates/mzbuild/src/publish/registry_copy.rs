@@ -12,7 +12,9 @@
 //! (HTTP 413, or no monolithic uploads: 405, 501) gets it in `PATCH` chunks
 //! instead, still streamed. Memory stays bounded whatever the layer sizes.
 //! A failed blob transfer is retried from the start (a streamed body cannot
-//! be replayed), 3 attempts in all.
+//! be replayed), 3 attempts in all. The image's cosign signatures and
+//! attestations (`sha256-<hex>.sig`, `.att`) are copied after it, merged
+//! with any the target has.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -173,6 +175,10 @@ pub fn copy_tag(from: Side<'_>, to: Side<'_>, tag: &str, homes: &BlobHomes) -> R
     }
     stats.bytes += m.bytes.len() as u64;
     crate::ui::live::add_copied(m.bytes.len() as u64);
+    // The signatures and attestations go along: the target can be
+    // verified on its own.
+    crate::trust::copy_signatures((from.client, from.repository), (to.client, to.repository), &digest)
+        .with_context(|| format!("copying the signatures of {} to {}", from.reference(tag), to.reference(tag)))?;
     Ok(stats)
 }
 
