@@ -175,7 +175,10 @@ fn the_cache_beside_the_image_leaves_the_image_alone_and_a_cold_agent_imports_it
     assert!(config(&project, &first).get(cache_key).is_none(), "the image carries cache metadata");
     assert!(config(&project, &format!("{first}-cache")).get(cache_key).is_some(), "no inline cache beside it");
     let before = layers(&project, &first);
-    assert_eq!(layers(&project, &format!("{first}-cache")), before, "the cache tag has other layers");
+    // The image's layers are the normalised ones (file times clamped to
+    // SOURCE_DATE_EPOCH after the build, on this driver); the cache tag
+    // holds the builder's own, which its metadata describes.
+    assert_eq!(layers(&project, &format!("{first}-cache")).len(), before.len(), "the cache tag has other steps");
 
     project.repo.write("images/slow/in.txt", "two\n").commit_all();
     cold(&project);

@@ -90,6 +90,11 @@ fn ignored_files_survive_build_ensure_and_run_and_stay_out_of_the_image() {
     let label =
         docker(&["image", "inspect", "--format", "{{index .Config.Labels \"dev.mzbuild.fingerprint\"}}", &spec]);
     assert_eq!(label.ok().trim(), project.fingerprint("app"), "{label}");
+    // The image as built, before its times were clamped, is not left
+    // behind untagged: one image carries this fingerprint.
+    let filter = format!("label=dev.mzbuild.fingerprint={}", project.fingerprint("app"));
+    let ids = docker(&["image", "ls", "-q", "--no-trunc", "--filter", &filter]);
+    assert_eq!(ids.ok().lines().count(), 1, "an image is left behind: {ids}");
     // Every entry of the context has the fixed time (1970-01-01).
     let listed = docker(&["run", "--rm", &spec, "ls", "-ln", "--full-time", "/ctx", "/ctx/out"]);
     for line in listed.ok().lines().filter(|l| l.starts_with('-') || l.starts_with('d')) {

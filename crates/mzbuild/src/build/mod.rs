@@ -254,8 +254,8 @@ fn retrying(
 }
 
 /// Push the image just built again, with its inline cache, to `args`'
-/// one tag beside it (see [`docker::cache`]): every step is cached, so only
-/// a config and a manifest go out. A failure is a note, never the build's.
+/// one tag beside it (see [`docker::cache`]): every step is cached, so it
+/// costs the push alone. A failure is a note, never the build's.
 fn push_cache_beside(docker: &Docker, args: &[String], feed: Feed<'_>, log: &std::path::Path, timeout: Duration) {
     let failed = match docker.run_logged(args, feed, log, timeout) {
         Ok(Ok(())) => return,

@@ -29,8 +29,18 @@ pub fn normalise(docker: &Docker, tags: &[String], epoch: u64, log: &Path) -> Re
     let source = tags.first().ok_or_else(|| anyhow!("no tag to normalise"))?;
     // An image without layers (`FROM scratch` alone) has no file times, and
     // docker save refuses it ("empty export").
-    let layers = docker.command(&["image", "inspect", "--format", "{{len .RootFS.Layers}}", source]).output()?;
-    if layers.status.success() && String::from_utf8_lossy(&layers.stdout).trim() == "0" {
+    let inspect = |reference: &str| -> Option<(String, usize)> {
+        let out = docker
+            .command(&["image", "inspect", "--format", "{{.Id}} {{len .RootFS.Layers}}", reference])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (id, n) = text.split_once(' ')?;
+        Some((id.to_string(), n.parse().ok()?))
+    };
+    let before = inspect(source);
+    if matches!(before, Some((_, 0))) {
         return Ok(());
     }
     let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
@@ -58,6 +68,15 @@ pub fn normalise(docker: &Docker, tags: &[String], epoch: u64, log: &Path) -> Re
             "normalising the timestamps of {source}: docker save ({saved}) or docker load ({loaded}) failed; see {}",
             log.display()
         );
+    }
+    // The image as built lost its tags to the normalised one: remove it, or
+    // every build would leave an untagged image (and the build-cache
+    // records it holds) in the engine. Without -f: if anything else still
+    // names it, it stays.
+    if let (Some((old, _)), Some((new, _))) = (before, inspect(source)) {
+        if old != new {
+            let _ = docker.command(&["rmi", &old]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
     }
     Ok(())
 }

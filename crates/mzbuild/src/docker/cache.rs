@@ -13,8 +13,9 @@
 //! containerd image store). There, the image's inline cache goes to a tag
 //! of its own beside the image ([`Export::InlineBeside`]): a second,
 //! fully cached build of the same Dockerfile with `--cache-to type=inline`,
-//! pushed as `mzbuild-<fp>-cache` (the same layers, so only a config and a
-//! manifest are sent); the image itself carries no cache metadata.
+//! pushed as `mzbuild-<fp>-cache` (the builder's own layers, which the
+//! published image's normalised ones are not); the image itself carries no
+//! cache metadata.
 
 use super::{last_line, Builder, Docker};
 
