@@ -422,6 +422,32 @@ fn a_build_over_the_timeout_is_killed() {
     assert!(gone, "the build's sleep is still running 10 s after the run ended");
 }
 
+/// On the docker driver the image is normalised after its build (`docker
+/// save | docker load`): that step is bounded by `--timeout` too, and what
+/// it started is killed with its process group.
+#[test]
+fn a_hanging_normalisation_is_killed_at_the_timeout() {
+    let repo = TempRepo::new();
+    repo.write("img/mzbuild.yml", "name: img\n");
+    repo.write("img/Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n");
+    copy_busybox(&repo.path("img"));
+    repo.commit_all();
+    let (registry, _images) = scratch();
+    // `docker save` never ends (a sleep no other test runs).
+    let docker = support::docker::wrapper(
+        repo.scratch(),
+        "docker-save-hangs",
+        "if [ \"$1\" = save ]; then exec sleep 297; fi\n",
+    );
+    let out = run(repo
+        .mzbuild_command(&["--image-registry", &registry, "build", "--force", "img", "--timeout", "20s"])
+        .env("MZ_DOCKER", &docker));
+    let err = out.error_message();
+    assert!(err.contains("docker save | docker load timed out after 20s and was killed"), "{out}");
+    let gone = wait_until(Duration::from_secs(10), || !processes().iter().any(|p| p.contains("sleep 297")));
+    assert!(gone, "the hanging docker save is still running after the run ended");
+}
+
 /// A pre-image output that git does not ignore would become an input once
 /// built (the fingerprint would change after every build): a warning says
 /// which and how to fix it; with the output ignored, no warning.

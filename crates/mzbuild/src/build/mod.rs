@@ -145,7 +145,7 @@ pub fn build_images(
             docker.run_logged(&args, Feed::Stream(&feed), &log, opts.timeout).map_err(|e| format!("{e:#}"))
         })?;
         if normalising {
-            normalise::normalise(docker, &tags, context::SOURCE_DATE_EPOCH, &log)
+            normalise::normalise(docker, &tags, context::SOURCE_DATE_EPOCH, &log, opts.timeout)
                 .map_err(|e| format!("{e:#}; last lines of {}:\n{}", log.display(), docker::tail(&log, 15)))?;
             if output == Output::Push {
                 for t in &tags {

@@ -14,66 +14,82 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::docker::Docker;
+use crate::process::GroupChild;
 
 const BLOCK: usize = 512;
 
 /// Rewrite the local image `tags[0]` as described in the module doc, and
 /// tag the result with every one of `tags`. Output of the docker commands
-/// goes to `log`.
-pub fn normalise(docker: &Docker, tags: &[String], epoch: u64, log: &Path) -> Result<()> {
+/// goes to `log`; past `timeout` both are killed.
+pub fn normalise(docker: &Docker, tags: &[String], epoch: u64, log: &Path, timeout: Duration) -> Result<()> {
     let source = tags.first().ok_or_else(|| anyhow!("no tag to normalise"))?;
     // An image without layers (`FROM scratch` alone) has no file times, and
     // docker save refuses it ("empty export").
-    let inspect = |reference: &str| -> Option<(String, usize)> {
+    // (Two questions: with other fields beside it, `len .RootFS.Layers`
+    // fails on a layerless image, whose RootFS has no `Layers` key.)
+    let inspect = |reference: &str, format: &str| -> Option<String> {
         let out = docker
-            .command(&["image", "inspect", "--format", "{{.Id}} {{len .RootFS.Layers}}", reference])
+            .command(&["image", "inspect", "--format", format, reference])
             .output()
             .ok()
             .filter(|o| o.status.success())?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let (id, n) = text.split_once(' ')?;
-        Some((id.to_string(), n.parse().ok()?))
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    let before = inspect(source);
-    if matches!(before, Some((_, 0))) {
+    if inspect(source, "{{len .RootFS.Layers}}").as_deref() == Some("0") {
         return Ok(());
     }
+    let before = inspect(source, "{{.Id}}");
     let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    let mut save = docker
-        .command(&["save", source])
-        .stdout(Stdio::piped())
-        .stderr(logf.try_clone()?)
-        .spawn()
-        .context("running docker save")?;
-    let mut load = docker
-        .command(&["load"])
-        .stdin(Stdio::piped())
-        .stdout(logf.try_clone()?)
-        .stderr(logf.try_clone()?)
-        .spawn()
-        .context("running docker load")?;
-    let input = save.stdout.take().expect("piped");
-    let output = load.stdin.take().expect("piped");
-    let rewritten = rewrite(input, output, tags, epoch);
-    let saved = save.wait()?;
-    let loaded = load.wait()?;
-    rewritten.with_context(|| format!("normalising the timestamps of {source}"))?;
+    // Both in process groups of their own, registered like builds: an
+    // interrupt or mzbuild's death kills them, and so does `timeout`.
+    let mut save_cmd = docker.command(&["save", source]);
+    save_cmd.stdout(Stdio::piped()).stderr(logf.try_clone()?);
+    let mut save = GroupChild::spawn(&mut save_cmd).context("running docker save")?;
+    let mut load_cmd = docker.command(&["load"]);
+    load_cmd.stdin(Stdio::piped()).stdout(logf.try_clone()?).stderr(logf.try_clone()?);
+    let mut load = GroupChild::spawn(&mut load_cmd).context("running docker load")?;
+    let input = save.take_stdout().expect("piped");
+    let output = load.take_stdin().expect("piped");
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let (rewritten, saved, loaded) = std::thread::scope(|s| {
+        // The rewrite owns both pipes: killing either side ends it.
+        let rewriter = s.spawn(move || rewrite(input, output, tags, epoch));
+        let saved = save.wait_timeout(left());
+        if !matches!(saved, Ok(Some(_))) {
+            load.kill();
+        }
+        let loaded = load.wait_timeout(left());
+        let rewritten = rewriter.join().unwrap_or_else(|_| Err(anyhow!("the rewrite panicked")));
+        (rewritten, saved, loaded)
+    });
+    let (saved, loaded) = match (saved?, loaded?) {
+        (Some(s), Some(l)) => (s, l),
+        _ => bail!(
+            "normalising the timestamps of {source}: docker save | docker load timed out after {}s and was killed; \
+             see {}",
+            timeout.as_secs(),
+            log.display()
+        ),
+    };
     if !saved.success() || !loaded.success() {
         bail!(
             "normalising the timestamps of {source}: docker save ({saved}) or docker load ({loaded}) failed; see {}",
             log.display()
         );
     }
+    rewritten.with_context(|| format!("normalising the timestamps of {source}"))?;
     // The image as built lost its tags to the normalised one: remove it, or
     // every build would leave an untagged image (and the build-cache
     // records it holds) in the engine. Without -f: if anything else still
     // names it, it stays.
-    if let (Some((old, _)), Some((new, _))) = (before, inspect(source)) {
+    if let (Some(old), Some(new)) = (before, inspect(source, "{{.Id}}")) {
         if old != new {
             let _ = docker.command(&["rmi", &old]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
