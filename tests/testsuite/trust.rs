@@ -252,6 +252,21 @@ fn cosign_verifies_what_ensure_signs_and_attests_in_both_registries() {
         "{statement:#}"
     );
     assert_eq!(statement["predicate"]["buildDefinition"]["externalParameters"]["fingerprint"], p.fingerprint("top"),);
+
+    // A base image that is not an MZFROM, by tag in the Dockerfile: the
+    // provenance names the digest the build resolved it to.
+    let base_ref = format!("{}/base:mzbuild-{}", p.plain_url(), p.fingerprint("base"));
+    p.image("ext", "", &format!("FROM {base_ref}\nCOPY ext.txt /ext.txt\n"), &[("ext.txt", "ext\n")]);
+    p.repo.commit_all();
+    run(&mut with_key(&p, &key, &["ensure"])).ok();
+    let out = run(&mut with_key(&p, &key, &["--trust-key", public, "attestation", "ext"]));
+    let statement: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    assert!(
+        deps.iter().any(|d| d["uri"] == format!("docker://{base_ref}")
+            && d["digest"]["sha256"] == base_digest.strip_prefix("sha256:").unwrap()),
+        "{statement:#}"
+    );
 }
 
 #[test]

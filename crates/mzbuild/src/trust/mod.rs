@@ -540,6 +540,13 @@ pub fn sign_all(
                 let subject_name = format!("{}/{repository}", client.registry.host());
                 let spec = ctx.naming.spec(name, &fp);
                 let fingerprint = fp.to_string();
+                // This run built it: its log says which digest each base
+                // image resolved to.
+                let log = crate::docker::log_dir(ctx.repo.root())
+                    .ok()
+                    .and_then(|d| std::fs::read_to_string(d.join(format!("{name}.log"))).ok())
+                    .unwrap_or_default();
+                let bases = provenance::resolved_bases(&log, &provenance::base_images(&p.image.dockerfile));
                 let subject = provenance::Subject {
                     image: p.image,
                     name: &subject_name,
@@ -548,6 +555,7 @@ pub fn sign_all(
                     fingerprint: &fingerprint,
                     revision: revision.as_deref(),
                     dependencies: &dependencies,
+                    bases: &bases,
                 };
                 let statement = provenance::statement(computed, &settings, &subject);
                 signer.attest(client, &repository, &digest, &statement)?;

@@ -2,8 +2,9 @@
 //! predicate is SLSA provenance v1. `resolvedDependencies` lists every
 //! input file of the image's fingerprint with the SHA-1 of its contents
 //! (the list `describe` shows and the recorded manifests hold), the images
-//! it was built from (`MZFROM`) by digest, and its other base images (by
-//! digest when the Dockerfile pins one); the build definition names the
+//! it was built from (`MZFROM`) by digest, and its other base images by
+//! digest (pinned in the Dockerfile, else as the build resolved them: see
+//! [`resolved_bases`]); the build definition names the
 //! fingerprint, the settings and the git revision; the builder is mzbuild.
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct Subject<'a> {
     pub revision: Option<&'a str>,
     /// The digest of each `MZFROM` dependency, in the same registry.
     pub dependencies: &'a BTreeMap<String, (String, Option<String>)>,
+    /// The digest each other base image resolved to in the build (see
+    /// [`resolved_bases`]), by the reference the Dockerfile writes.
+    pub bases: &'a BTreeMap<String, String>,
 }
 
 /// The statement, as bytes to sign.
@@ -54,7 +58,9 @@ pub fn statement(computed: &Computed, settings: &str, s: &Subject<'_>) -> Vec<u8
     }
     for base in base_images(&s.image.dockerfile) {
         let mut d = json!({ "uri": format!("docker://{base}") });
-        if let Some((_, digest)) = base.split_once("@sha256:") {
+        let pinned = base.split_once("@sha256:").map(|(_, d)| d);
+        let resolved = s.bases.get(&base).and_then(|d| d.strip_prefix("sha256:"));
+        if let Some(digest) = pinned.or(resolved) {
             d["digest"] = json!({ "sha256": digest });
         }
         deps.push(d);
@@ -83,6 +89,41 @@ pub fn statement(computed: &Computed, settings: &str, s: &Subject<'_>) -> Vec<u8
         },
     });
     serde_json::to_vec(&v).expect("JSON values serialise")
+}
+
+/// The digests the build resolved `bases` (as the Dockerfile writes them)
+/// to, from its BuildKit plain-progress `log`, whose `FROM` steps name the
+/// image with the digest used (`#4 [1/2] FROM 127.0.0.1:5000/x:1@sha256:…`;
+/// Docker Hub's short names as `docker.io/library/…`). A base the log does
+/// not name with a digest is left out (listed by name only).
+pub fn resolved_bases(log: &str, bases: &[String]) -> BTreeMap<String, String> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for line in log.lines() {
+        // A step's own line, `#N [stage i/n] FROM ref`; never a RUN step's
+        // output (`#N 0.123 text`), which could print anything.
+        let Some(step) = line.strip_prefix('#').map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit())) else {
+            continue;
+        };
+        let Some(rest) = step.strip_prefix(" [").and_then(|s| s.split_once("] FROM ")).map(|(_, r)| r) else {
+            continue;
+        };
+        let Some(reference) = rest.split_whitespace().next() else { continue };
+        if let Some((name, hex)) = reference.split_once("@sha256:") {
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                seen.insert(name.to_string(), format!("sha256:{hex}"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for base in bases.iter().filter(|b| !b.contains('@')) {
+        let last = base.rsplit('/').next().unwrap_or(base);
+        let tagged = if last.contains(':') { base.clone() } else { format!("{base}:latest") };
+        let candidates = [tagged.clone(), format!("docker.io/library/{tagged}"), format!("docker.io/{tagged}")];
+        if let Some(d) = candidates.iter().find_map(|c| seen.get(c)) {
+            out.insert(base.clone(), d.clone());
+        }
+    }
+    out
 }
 
 /// The images a Dockerfile builds from, other than `scratch`, its own
@@ -114,6 +155,32 @@ pub fn base_images(dockerfile: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_bases_read_the_digests_buildkit_logged() {
+        let hex = "a4e3cdc1375f71fc58b8336b79387c6eeec8fba72bb46f4d488954029157e709";
+        // Lines as buildx 0.13 prints them (plain progress).
+        let log = format!(
+            "#1 [internal] load build definition from Dockerfile\n\
+             #4 [1/2] FROM 127.0.0.1:5000/bench/alloc:mzbuild-X@sha256:{hex}\n\
+             #4 resolve 127.0.0.1:5000/bench/alloc:mzbuild-X@sha256:{hex} done\n\
+             #5 [build 1/3] FROM docker.io/library/alpine:latest@sha256:{hex}\n\
+             #6 [2/2] FROM docker.io/library/debian:12\n\
+             RUN echo ' FROM evil:1@sha256:{hex}'\n\
+             #7 0.512 [x] FROM evil:1@sha256:{hex}\n"
+        );
+        let bases: Vec<String> =
+            ["127.0.0.1:5000/bench/alloc:mzbuild-X", "alpine", "debian:12", "evil:1", "pinned@sha256:00"]
+                .map(String::from)
+                .to_vec();
+        let got = resolved_bases(&log, &bases);
+        let want: BTreeMap<String, String> = [
+            ("127.0.0.1:5000/bench/alloc:mzbuild-X".to_string(), format!("sha256:{hex}")),
+            ("alpine".to_string(), format!("sha256:{hex}")),
+        ]
+        .into();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn base_images_skip_scratch_stages_and_mzfrom() {
