@@ -3,7 +3,7 @@
 # errors), the same type-check and clippy for macOS (ci/macos-check.sh),
 # then brings up the real Docker stack the end-to-end tests need (engine,
 # buildx, two registries on 127.0.0.1), runs the whole cargo test suite and
-# smoke runs of the fingerprint, copy and cache benchmarks, and closes with one
+# smoke runs of the fingerprint, copy, context and cache benchmarks, and closes with one
 # summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
