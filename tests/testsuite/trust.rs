@@ -515,6 +515,48 @@ fn acquire_and_repair_refuse_untrusted_tags_and_accept_signed_ones() {
     assert_eq!(out.code, Some(0), "{out}");
 }
 
+/// `acquire` pulls the digest it verified, not whatever the tag names when
+/// the pull starts: here the tag is re-pointed (to unsigned content) by the
+/// `docker pull` itself, after the check.
+#[test]
+fn acquire_pulls_the_verified_digest_even_if_the_tag_moves_after_the_check() {
+    let key = KeyPair::new();
+    let p = project("");
+    p.set_registries(&[p.plain_entry()]);
+    p.repo.append("Cargo.toml", signing());
+    run(&mut with_key(&p, &key, &["ensure"])).ok();
+    let tag = format!("mzbuild-{}", p.fingerprint("top"));
+    let signed = manifest_digest(&p.plain_url(), "top", &tag).unwrap();
+    for image in ["base", "top"] {
+        support::docker::docker(&["image", "rm", "-f", &p.spec(image)]);
+    }
+    let decoy = plant(&p.plain_url(), "top", "decoy", "not what was signed", p.repo.scratch());
+    let (host, path) = p.plain_url().split_once('/').map(|(h, r)| (h.to_string(), r.to_string())).unwrap();
+    let manifests = format!("http://{host}/v2/{path}/top/manifests");
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let mark = p.repo.scratch().join("re-pointed");
+    let docker = support::docker::wrapper(
+        p.repo.scratch(),
+        "docker-repoints-on-pull",
+        &format!(
+            "case \"$*\" in pull*/top[:@]*) if [ ! -e '{mark}' ]; then touch '{mark}'; \
+             curl -sf -H 'Accept: {media}' '{manifests}/decoy' -o '{mark}.json' && \
+             curl -sf -X PUT -H 'Content-Type: {media}' --data-binary '@{mark}.json' '{manifests}/{tag}' >/dev/null \
+             || exit 99; fi;; esac\n",
+            mark = mark.display()
+        ),
+    );
+    let public = key.public().to_str().unwrap().to_string();
+    let out = run(p.command(&["--trust-key", &public, "acquire", "top"]).env("MZ_DOCKER", &docker));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(mark.exists(), "the wrapper did not re-point the tag");
+    assert_eq!(manifest_digest(&p.plain_url(), "top", &tag).as_deref(), Some(decoy.as_str()));
+    // What the engine holds under the spec is the signed image.
+    let digests = support::docker::docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", &p.spec("top")]);
+    assert!(digests.ok().contains(&signed), "not the verified digest: {digests}");
+    assert!(!digests.ok().contains(&decoy), "the re-pointed tag's content was pulled: {digests}");
+}
+
 #[test]
 fn tag_signs_its_indexes_and_indexes_only_trusted_images() {
     let key = KeyPair::new();

@@ -162,6 +162,23 @@ impl Docker {
         }
     }
 
+    /// `docker pull REPO@DIGEST`, then tag it `reference` (`REPO:TAG`): what
+    /// is pulled is exactly `digest` (the one a trust check verified),
+    /// whatever the tag names by then.
+    pub fn pull_pinned(&self, reference: &str, digest: &str) -> std::result::Result<(), PullError> {
+        let repo = match reference.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => reference,
+        };
+        let pinned = format!("{repo}@{digest}");
+        self.pull(&pinned)?;
+        match self.command(&["tag", &pinned, reference]).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(PullError::Failed(format!("`docker tag {pinned} {reference}`: {}", last_line(&o.stderr)))),
+            Err(e) => Err(PullError::Failed(format!("cannot run `{} tag`: {e}", self.program))),
+        }
+    }
+
     /// `docker login HOST` with the password on stdin, never on a command
     /// line; errors never show the password.
     pub fn login(&self, host: &str, username: &str, password: &str) -> Result<()> {

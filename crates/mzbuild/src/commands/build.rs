@@ -122,10 +122,17 @@ fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Optio
     let docker = ctx.docker.with_env(login.as_ref().map(DockerLogin::env).unwrap_or_default());
     // Pull published images in parallel; whatever cannot be pulled is built.
     let to_pull: Vec<&Step> = steps.iter().filter(|s| s.action == Action::PullOrBuild).collect();
-    if let Some(policy) = &ctx.trust {
-        refuse_untrusted_pulls(ctx, policy, &to_pull, &fps)?;
-    }
-    let pulls = crate::util::par_io(&to_pull, 8, |s| docker.pull(&s.spec));
+    // Under a trust policy, what is pulled is the digest that was verified
+    // (by digest, then tagged): a tag re-pointed after the check changes
+    // nothing.
+    let verified = match &ctx.trust {
+        Some(policy) => refuse_untrusted_pulls(ctx, policy, &to_pull, &fps)?,
+        None => BTreeMap::new(),
+    };
+    let pulls = crate::util::par_io(&to_pull, 8, |s| match verified.get(&s.image.name) {
+        Some(digest) => docker.pull_pinned(&s.spec, digest),
+        None => docker.pull(&s.spec),
+    });
     let mut pulled = BTreeSet::new();
     for (s, result) in to_pull.iter().zip(pulls) {
         let name = &s.image.name;
@@ -165,13 +172,14 @@ fn acquire_rows(ctx: &Ctx, targets: &[String], opts: &PoolOptions, report: Optio
 
 /// Under a trust policy, fail unless every tag about to be pulled from the
 /// spec registry carries a signature by a trusted key of what it names:
-/// an untrusted tag is neither pulled nor built around.
+/// an untrusted tag is neither pulled nor built around. The digests
+/// verified, by image name.
 fn refuse_untrusted_pulls(
     ctx: &Ctx,
     policy: &crate::sigstore::Policy,
     to_pull: &[&Step<'_>],
     fps: &BTreeMap<String, Fingerprinted>,
-) -> Result<()> {
+) -> Result<BTreeMap<String, String>> {
     let clients = crate::publish::clients(ctx, crate::publish::Access::Read, None)?;
     let spec_registry = &clients[..1];
     let images: Vec<&crate::discover::Image> = to_pull.iter().map(|s| s.image).collect();
@@ -181,7 +189,7 @@ fn refuse_untrusted_pulls(
         crate::trust::report(ctx, &untrusted, "nothing was pulled or built");
         anyhow::bail!("{} untrusted published tag(s): see above", untrusted.len());
     }
-    Ok(())
+    Ok(published.into_iter().filter_map(|(name, held)| Some((name, held.into_iter().next().flatten()?))).collect())
 }
 
 /// `run IMAGE [-- ARGS]`: acquire, then `docker run --rm --init`; the
