@@ -531,6 +531,43 @@ pub fn buildx_args(
     args
 }
 
+/// The build-cache records to prune, in an order `docker buildx prune
+/// --filter id=<id>` accepts them (children first: a record with children
+/// is not pruned), so that the cache forgets the steps whose description
+/// contains `marker` and every record built on them, and nothing else.
+/// `du` is the output of `docker buildx du --verbose`. Empty when no record
+/// matches. (For making one image's cache cold on a shared engine: the
+/// tests and benchmarks of the shared layer cache.)
+pub fn build_cache_records_to_prune(du: &str, marker: &str) -> Vec<String> {
+    let records: Vec<(String, Option<String>, String)> = du
+        .split("\n\n")
+        .filter_map(|block| {
+            let field = |k: &str| {
+                block.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+            };
+            Some((field("ID:")?, field("Parent:"), field("Description:").unwrap_or_default()))
+        })
+        .collect();
+    let mut doomed: Vec<String> =
+        records.iter().filter(|(_, _, d)| d.contains(marker)).map(|(id, _, _)| id.clone()).collect();
+    if doomed.is_empty() {
+        return doomed;
+    }
+    loop {
+        let kids: Vec<String> = records
+            .iter()
+            .filter(|(id, p, _)| p.as_ref().is_some_and(|p| doomed.contains(p)) && !doomed.contains(id))
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        if kids.is_empty() {
+            break;
+        }
+        doomed.extend(kids);
+    }
+    doomed.reverse();
+    doomed
+}
+
 /// How a build ended, when it did not succeed.
 #[derive(Debug)]
 pub enum BuildError {
@@ -601,6 +638,17 @@ mod tests {
     use super::*;
     use crate::config::settings::{Arch, Profile};
     use expect_test::expect;
+
+    #[test]
+    fn build_cache_records_go_children_first() {
+        // `docker buildx du --verbose` as buildx 0.13 prints it (abridged).
+        let du = "ID:\t\troot\nDescription:\tmount / from exec sh -c echo t-1\n\n\
+                  ID:\t\tchild\nParent:\t\troot\nDescription:\t[2/3] COPY in.txt\n\n\
+                  ID:\t\tgrandchild\nParent:\t\tchild\nDescription:\texport\n\n\
+                  ID:\t\tother\nParent:\t\tunrelated\nDescription:\texec sh -c echo t-2\n";
+        assert_eq!(build_cache_records_to_prune(du, "t-1"), ["grandchild", "child", "root"]);
+        assert!(build_cache_records_to_prune(du, "t-3").is_empty());
+    }
 
     #[test]
     fn why_a_pull_failed() {

@@ -191,38 +191,11 @@ pub fn forget_build_cache(marker: &str) {
     for _ in 0..5 {
         let du = docker(&["buildx", "du", "--verbose"]);
         assert_eq!(du.code, Some(0), "docker buildx du\n{du}");
-        let records: Vec<(String, Option<String>, String)> = du
-            .stdout
-            .split("\n\n")
-            .filter_map(|block| {
-                let field = |k: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .map(|v| v.trim().to_string())
-                        .filter(|v| !v.is_empty())
-                };
-                Some((field("ID:")?, field("Parent:"), field("Description:").unwrap_or_default()))
-            })
-            .collect();
-        let mut doomed: Vec<String> =
-            records.iter().filter(|(_, _, d)| d.contains(marker)).map(|(id, _, _)| id.clone()).collect();
+        let doomed = mzbuild::docker::build_cache_records_to_prune(&du.stdout, marker);
         if doomed.is_empty() {
             return;
         }
-        // Children first: a record with children is not pruned.
-        loop {
-            let kids: Vec<String> = records
-                .iter()
-                .filter(|(id, p, _)| p.as_ref().is_some_and(|p| doomed.contains(p)) && !doomed.contains(id))
-                .map(|(id, _, _)| id.clone())
-                .collect();
-            if kids.is_empty() {
-                break;
-            }
-            doomed.extend(kids);
-        }
-        for id in doomed.iter().rev() {
+        for id in &doomed {
             let out = docker(&["buildx", "prune", "-f", "--filter", &format!("id={id}")]);
             assert_eq!(out.code, Some(0), "docker buildx prune --filter id={id}\n{out}");
         }

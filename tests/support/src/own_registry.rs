@@ -3,6 +3,7 @@
 //! registries of `ci/stack.sh` cannot be: one with deletion disabled.
 //! Stopped, and its storage removed, when dropped.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -32,16 +33,7 @@ impl OwnRegistry {
                 ),
             )
             .unwrap();
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
-            let log_start = log.metadata().unwrap().len() as usize;
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("docker-registry is installed (`bash ci/stack.sh up`)");
+            let (mut child, log_start) = serve(&config, &log_path);
             let (mut exited, mut answered) = (None, false);
             wait_until(Duration::from_secs(30), || {
                 exited = child.try_wait().unwrap();
@@ -66,6 +58,23 @@ impl OwnRegistry {
     pub fn host(&self) -> &str {
         &self.host
     }
+}
+
+/// `docker-registry serve CONFIG`, its output appended to `log_path`; with
+/// where in that log this run's output starts (for the "address already in
+/// use" check of a retry on another port).
+pub(crate) fn serve(config: &Path, log_path: &Path) -> (Child, usize) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
+    let log_start = log.metadata().unwrap().len() as usize;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry is installed (`bash ci/stack.sh up`)");
+    (child, log_start)
 }
 
 impl Drop for OwnRegistry {

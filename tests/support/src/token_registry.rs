@@ -468,16 +468,7 @@ auth:
             ),
         )
         .unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
-        let log_start = log.metadata().unwrap().len() as usize;
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry is installed (`bash ci/stack.sh up`)");
+        let (mut child, log_start) = super::own_registry::serve(&config, &log_path);
         // Until it exits or answers; a poll with a deadline, never a sleep.
         let (mut exited, mut answer) = (None, None);
         wait_until(Duration::from_secs(30), || {

@@ -153,37 +153,11 @@ fn cold(prune_all: bool, marker: &str, url: &str) -> Result<()> {
     }
     for _ in 0..5 {
         let du = docker(&["buildx", "du", "--verbose"])?;
-        let text = String::from_utf8_lossy(&du.stdout).to_string();
-        let records: Vec<(String, Option<String>, String)> = text
-            .split("\n\n")
-            .filter_map(|block| {
-                let field = |k: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .map(|v| v.trim().to_string())
-                        .filter(|v| !v.is_empty())
-                };
-                Some((field("ID:")?, field("Parent:"), field("Description:").unwrap_or_default()))
-            })
-            .collect();
-        let mut doomed: Vec<String> =
-            records.iter().filter(|(_, _, d)| d.contains(marker)).map(|(id, _, _)| id.clone()).collect();
+        let doomed = mzbuild::docker::build_cache_records_to_prune(&String::from_utf8_lossy(&du.stdout), marker);
         if doomed.is_empty() {
             return Ok(());
         }
-        loop {
-            let kids: Vec<String> = records
-                .iter()
-                .filter(|(id, p, _)| p.as_ref().is_some_and(|p| doomed.contains(p)) && !doomed.contains(id))
-                .map(|(id, _, _)| id.clone())
-                .collect();
-            if kids.is_empty() {
-                break;
-            }
-            doomed.extend(kids);
-        }
-        for id in doomed.iter().rev() {
+        for id in &doomed {
             docker(&["buildx", "prune", "-f", "--filter", &format!("id={id}")])?;
         }
     }

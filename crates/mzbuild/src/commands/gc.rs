@@ -180,16 +180,7 @@ pub fn gc(ctx: &Ctx, opts: &GcOptions) -> Result<Status> {
     }
     let verb = if opts.apply { "deleted" } else { "would delete" };
     ui::progress(format_args!("gc: {verb} {} ({})", ui::count(doomed, "tag", "tags"), ui::show_bytes(bytes)));
-    if !opts.apply {
-        ui::progress("gc: dry run, nothing was deleted; pass --apply to delete");
-    }
-    if !errors.is_empty() {
-        for e in &errors {
-            ui::error(e);
-        }
-        return Ok(Status::Failure);
-    }
-    Ok(Status::Success)
+    Ok(finish(opts.apply, &errors))
 }
 
 /// `gc --local`: the same decision for the local engine's images of this
@@ -241,16 +232,23 @@ fn gc_local(ctx: &Ctx, opts: &GcOptions, keep: &BTreeSet<String>, images: &BTree
     }
     let verb = if opts.apply { "deleted" } else { "would delete" };
     ui::progress(format_args!("gc --local: {verb} {}", ui::count(doomed, "local image tag", "local image tags")));
-    if !opts.apply {
+    Ok(finish(opts.apply, &errors))
+}
+
+/// The end of a run, registry or local: the dry run's reminder, then the
+/// errors, which make it fail.
+fn finish(apply: bool, errors: &[String]) -> Status {
+    if !apply {
         ui::progress("gc: dry run, nothing was deleted; pass --apply to delete");
     }
-    if !errors.is_empty() {
-        for e in &errors {
-            ui::error(e);
-        }
-        return Ok(Status::Failure);
+    for e in errors {
+        ui::error(e);
     }
-    Ok(Status::Success)
+    if errors.is_empty() {
+        Status::Success
+    } else {
+        Status::Failure
+    }
 }
 
 /// One repository's lines: a header, then one line per tag that goes or
