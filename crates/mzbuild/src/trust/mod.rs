@@ -515,6 +515,19 @@ pub fn sign_all(
         };
         let revision = crate::git::GitRepo::open(ctx.repo.root()).resolve_commit("HEAD").ok();
         let settings = ctx.settings.fingerprint_string();
+        // Each image this run built: its log says which digest each base
+        // image resolved to (read once, whatever the registries).
+        let bases: std::collections::BTreeMap<&str, std::collections::BTreeMap<String, String>> = published
+            .iter()
+            .filter(|p| p.built)
+            .map(|p| {
+                let log = crate::docker::log_dir(ctx.repo.root())
+                    .ok()
+                    .and_then(|d| std::fs::read_to_string(d.join(format!("{}.log", p.image.name))).ok())
+                    .unwrap_or_default();
+                (p.image.name.as_str(), provenance::resolved_bases(&log, &provenance::base_images(&p.image.dockerfile)))
+            })
+            .collect();
         let tasks: Vec<(&Published<'_>, usize)> =
             published.iter().flat_map(|p| p.registries.iter().map(move |r| (p, *r))).collect();
         let results = par_io(&tasks, IN_FLIGHT, |(p, r)| -> Result<()> {
@@ -540,13 +553,6 @@ pub fn sign_all(
                 let subject_name = format!("{}/{repository}", client.registry.host());
                 let spec = ctx.naming.spec(name, &fp);
                 let fingerprint = fp.to_string();
-                // This run built it: its log says which digest each base
-                // image resolved to.
-                let log = crate::docker::log_dir(ctx.repo.root())
-                    .ok()
-                    .and_then(|d| std::fs::read_to_string(d.join(format!("{name}.log"))).ok())
-                    .unwrap_or_default();
-                let bases = provenance::resolved_bases(&log, &provenance::base_images(&p.image.dockerfile));
                 let subject = provenance::Subject {
                     image: p.image,
                     name: &subject_name,
@@ -555,7 +561,7 @@ pub fn sign_all(
                     fingerprint: &fingerprint,
                     revision: revision.as_deref(),
                     dependencies: &dependencies,
-                    bases: &bases,
+                    bases: &bases[name.as_str()],
                 };
                 let statement = provenance::statement(computed, &settings, &subject);
                 signer.attest(client, &repository, &digest, &statement)?;
