@@ -130,21 +130,13 @@ fn plant(url: &str, image: &str, tag: &str, text: &str, scratch: &Path) -> Strin
     let sep = if location.contains('?') { '&' } else { '?' };
     let put = format!("{location}{sep}digest={}", config_digest.replace(':', "%3A"));
     let data = format!("@{}", file.display());
-    let out = curl(
-        &[
-            "-X",
-            "PUT",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &data,
-            &put,
-        ],
-        auth,
-    );
-    assert!(out.stdout.ends_with("201"), "PUT {put}\n{out}");
+    // `PUT url` of the file, as `content_type`: created, or the test fails.
+    let put_file = |url: &str, content_type: &str| {
+        let header = format!("Content-Type: {content_type}");
+        let out = curl(&["-X", "PUT", "-w", "%{http_code}", "-H", &header, "--data-binary", &data, url], auth);
+        assert!(out.stdout.ends_with("201"), "PUT {url}\n{out}");
+    };
+    put_file(&put, "application/octet-stream");
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -153,21 +145,7 @@ fn plant(url: &str, image: &str, tag: &str, text: &str, scratch: &Path) -> Strin
     })
     .to_string();
     std::fs::write(&file, &manifest).unwrap();
-    let out = curl(
-        &[
-            "-X",
-            "PUT",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Content-Type: application/vnd.oci.image.manifest.v1+json",
-            "--data-binary",
-            &data,
-            &format!("{base}/manifests/{tag}"),
-        ],
-        auth,
-    );
-    assert!(out.stdout.ends_with("201"), "PUT manifest\n{out}");
+    put_file(&format!("{base}/manifests/{tag}"), "application/vnd.oci.image.manifest.v1+json");
     mzbuild::sigstore::sha256(manifest.as_bytes())
 }
 
